@@ -1,0 +1,95 @@
+import path from 'node:path';
+import { UserError } from './errors.ts';
+
+export type RuntimeName = 'docker' | 'native';
+
+/** Every setting the tool reads, validated once at the entry point. Nothing below reads process.env. */
+export interface Config {
+  root: string;
+  nodeEnv: string;
+  runtime: RuntimeName | 'auto';
+  /** Host port on 127.0.0.1 (ENV_DB_PORT, as in the guide). */
+  port: number;
+  tlsHostnames: string[];
+  tlsDays: number;
+  secretsDir: string;
+  sslDir: string;
+  migrationsDir: string;
+  seedsDir: string;
+  configDir: string;
+  composeFile: string;
+  nativeDir: string;
+  pgBinDir?: string;
+  nativeUser: string;
+  upTimeoutMs: number;
+  lockTimeoutMs: number;
+  /** The environment the processes we start inherit (dotenv values under the real environment). */
+  env: Record<string, string | undefined>;
+}
+
+// A password has no business in a committed, plain-text .env file: secrets live in database/infra/secrets.
+const SECRET_LIKE = /(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|_PASS)$/i;
+
+/**
+ * Loads `.env`, `.env.local`, `.env.<NODE_ENV>`, `.env.<NODE_ENV>.local` (dotenv-flow's order, later
+ * wins) under the real environment (which wins over every file).
+ */
+export async function loadEnv(root: string, real: Record<string, string | undefined>): Promise<Record<string, string | undefined>> {
+  const { listFiles, parse } = await import('dotenv-flow');
+  const nodeEnv = real.NODE_ENV || 'development';
+  const files = listFiles({ path: root, node_env: nodeEnv });
+  const fromFiles = files.length ? (parse(files) as Record<string, string>) : {};
+  for (const [key, value] of Object.entries(fromFiles)) {
+    if (SECRET_LIKE.test(key) && value !== '') {
+      throw new UserError(
+        `${key} is set in a .env file; secrets must not live in .env files`,
+        `remove ${key} from ${files.map((f) => path.relative(root, f)).join(', ')} and keep it in database/infra/secrets (pnpm db:secrets)`,
+      );
+    }
+  }
+  return { ...fromFiles, ...real };
+}
+
+function int(env: Record<string, string | undefined>, key: string, def: number, min: number, max: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UserError(`${key}=${raw} is not a whole number from ${min} to ${max}`, `fix ${key} in .env.local or the environment`);
+  }
+  return n;
+}
+
+export function parseConfig(root: string, env: Record<string, string | undefined>): Config {
+  const dir = (key: string, def: string) => path.resolve(root, env[key] || def);
+  const runtime = (env.DB_RUNTIME || 'auto') as Config['runtime'];
+  if (!['docker', 'native', 'auto'].includes(runtime)) {
+    throw new UserError(`DB_RUNTIME=${runtime} is not one of docker, native, auto`, 'set DB_RUNTIME to docker, native or auto (the default)');
+  }
+  const hostnames = (env.DB_TLS_HOSTNAMES || '').split(',').map((h) => h.trim()).filter(Boolean);
+  for (const h of hostnames) {
+    if (!/^(\*\.)?[a-zA-Z0-9.-]+$|^[0-9a-fA-F:.]+$/.test(h)) {
+      throw new UserError(`DB_TLS_HOSTNAMES holds "${h}", which is not a host name or IP address`, 'list host names separated by commas, e.g. DB_TLS_HOSTNAMES=db.example.com,10.0.0.5');
+    }
+  }
+  return {
+    root,
+    nodeEnv: env.NODE_ENV || 'development',
+    runtime,
+    port: int(env, 'ENV_DB_PORT', 5432, 1, 65535),
+    tlsHostnames: hostnames,
+    tlsDays: int(env, 'DB_TLS_DAYS', 365, 1, 3650),
+    secretsDir: dir('DB_SECRETS_DIR', 'database/infra/secrets'),
+    sslDir: dir('DB_SSL_DIR', 'database/infra/ssl'),
+    migrationsDir: dir('DB_MIGRATIONS_DIR', 'database/migrations'),
+    seedsDir: dir('DB_SEEDS_DIR', 'database/seeds'),
+    configDir: path.resolve(root, 'database/infra/config'),
+    composeFile: path.resolve(root, 'infra/docker-compose.yml'),
+    nativeDir: dir('DB_NATIVE_DIR', '.data'),
+    pgBinDir: env.PG_BIN_DIR ? path.resolve(root, env.PG_BIN_DIR) : undefined,
+    nativeUser: env.DB_NATIVE_USER || 'postgres',
+    upTimeoutMs: int(env, 'DB_UP_TIMEOUT', 60, 1, 3600) * 1000,
+    lockTimeoutMs: int(env, 'DB_MIGRATE_LOCK_TIMEOUT', 15, 0, 3600) * 1000,
+    env,
+  };
+}

@@ -1,0 +1,42 @@
+import type { Ctx } from '../context.ts';
+import type { Runtime } from '../runtime/runtime.ts';
+import { compose } from '../runtime/docker.ts';
+import { UserError } from '../errors.ts';
+import { withClient } from '../pg.ts';
+import { loadMigrations } from './files.ts';
+import { migrate, type Command, type MigrateResult } from './runner.ts';
+
+/** golang-migrate's CLI words for a command: what the db-migrate service is given. */
+export function migrateArgs(cmd: Command): string[] {
+  switch (cmd.kind) {
+    case 'up': return cmd.n === undefined ? ['up'] : ['up', String(cmd.n)];
+    case 'down': return ['down', cmd.n === 'all' ? '-all' : String(cmd.n)];
+    case 'goto': return ['goto', String(cmd.version)];
+    case 'force': return ['force', String(cmd.version)];
+  }
+}
+
+/**
+ * Runs a migration command on the runtime: through the db-migrate service for docker (golang-migrate
+ * prints its own lines), with our runner for native. Returns the runner's result, or undefined for docker.
+ */
+export async function runMigrations(ctx: Ctx, rt: Runtime, cmd: Command): Promise<MigrateResult | undefined> {
+  const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir); // validated before anything runs, on both runtimes
+  if (rt.name === 'docker') {
+    const r = await ctx.exec('docker', compose.migrate(ctx.cfg.composeFile, migrateArgs(cmd)), { cwd: ctx.cfg.root, interactive: true, nothrow: true });
+    if (r.code !== 0) throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');
+    return undefined;
+  }
+  const t = await rt.target();
+  return withClient({ ...t, applicationName: 'pg-deploy migrate' }, (c) => migrate(ctx, c, migrations, cmd, { lockTimeoutMs: ctx.cfg.lockTimeoutMs }));
+}
+
+/** The summary line: golang-migrate's `no change` when there was nothing to do. */
+export function describe(r: MigrateResult): string {
+  if (!r.steps.length && r.from === r.to) return 'no change';
+  const v = (x: number | null) => (x === null ? 'none' : String(x));
+  const dir = r.steps[0]?.direction === 'down' ? 'rolled back' : 'applied';
+  return r.steps.length
+    ? `${dir} ${r.steps.length} migration${r.steps.length === 1 ? '' : 's'} in ${r.ms} ms (version ${v(r.from)} -> ${v(r.to)})`
+    : `version ${v(r.from)} -> ${v(r.to)}`;
+}

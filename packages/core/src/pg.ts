@@ -1,0 +1,58 @@
+import type { Client, ClientConfig } from 'pg';
+
+export interface Target {
+  /** A host name (verified against the certificate) or a Unix socket directory. */
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+  /** PEM of the CA to verify the server against; absent only for Unix sockets. */
+  ca?: string;
+  applicationName?: string;
+}
+
+/**
+ * Opens a connection: TLS with full verification (CA and host name, libpq's verify-full) for TCP,
+ * no TLS on a Unix socket. The password goes to the driver in memory, never into a URL or argv.
+ */
+export async function connect(t: Target, timeoutMs = 5000): Promise<Client> {
+  const { default: pg } = await import('pg');
+  const socket = t.host.startsWith('/');
+  const cfg: ClientConfig = {
+    host: t.host,
+    port: t.port,
+    user: t.user,
+    password: t.password,
+    database: t.database,
+    application_name: t.applicationName ?? 'pg-deploy',
+    connectionTimeoutMillis: timeoutMs,
+    // `host` is what Node checks the certificate against; pg sets SNI only for names, and an IP
+    // target would otherwise be checked as 'localhost'.
+    ssl: socket ? false : { ca: t.ca, rejectUnauthorized: true, host: t.host },
+  };
+  const client = new pg.Client(cfg);
+  client.on('error', () => {}); // a server that goes away mid-session surfaces in the next query, not as a crash
+  try {
+    await client.connect();
+  } catch (e) {
+    await client.end().catch(() => {});
+    throw e;
+  }
+  return client;
+}
+
+/** Runs `fn` with a connection and always closes it. */
+export async function withClient<T>(t: Target, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = await connect(t);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** Quotes an identifier for SQL text (identifiers cannot be bound as parameters). */
+export function ident(name: string): string {
+  return '"' + name.replace(/"/g, '""') + '"';
+}

@@ -1,0 +1,14 @@
+/**
+ * Removes credentials from text before it is shown: URL userinfo passwords, `password=` pairs, and
+ * every known secret value, raw and percent-encoded (drivers echo either form in their errors).
+ */
+export function redact(text: string, secrets: readonly string[] = []): string {
+  let out = text
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)[^@\s]*@/gi, '$1***@')
+    .replace(/(password\s*[=:]\s*)('[^']*'|"[^"]*"|[^\s&;]+)/gi, '$1***');
+  for (const s of secrets) {
+    if (s.length < 4) continue; // too short to redact without mangling ordinary words
+    for (const form of new Set([s, encodeURIComponent(s)])) out = out.split(form).join('***');
+  }
+  return out;
+}

@@ -1,0 +1,102 @@
+import path from 'node:path';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import { readSecrets } from '../secrets.ts';
+import { tlsFiles } from '../tls.ts';
+import { connect, type Target } from '../pg.ts';
+import { waitFor } from '../wait.ts';
+import type { Runtime } from './runtime.ts';
+
+export const DB_SERVICE = 'api-db';
+export const MIGRATE_SERVICE = 'db-migrate';
+
+/**
+ * The `docker` argument arrays, as data: one function per thing we ask Compose to do. Services are
+ * addressed through Compose, never by container name, so the project name can change freely.
+ */
+export const compose = {
+  base: (file: string) => ['compose', '-f', file],
+  up: (file: string, timeoutS: number) => [...compose.base(file), 'up', '--detach', '--wait', '--wait-timeout', String(timeoutS), DB_SERVICE],
+  down: (file: string) => [...compose.base(file), 'down'],
+  destroy: (file: string) => [...compose.base(file), 'down', '--volumes', '--remove-orphans'],
+  ps: (file: string) => [...compose.base(file), 'ps', '--status', 'running', '--quiet', DB_SERVICE],
+  logs: (file: string, follow: boolean) => [...compose.base(file), 'logs', ...(follow ? ['--follow'] : []), '--tail', '100', DB_SERVICE],
+  shell: (file: string) => [...compose.base(file), 'exec', DB_SERVICE, 'bash'],
+  // psql.sh inside the container reads the secrets itself, so none passes through our argv.
+  psql: (file: string, args: readonly string[]) => [...compose.base(file), 'exec', DB_SERVICE, '/usr/local/bin/db-psql', ...args],
+  migrate: (file: string, args: readonly string[]) => [...compose.base(file), 'run', '--rm', '--no-deps', MIGRATE_SERVICE, ...args],
+};
+
+/** Says in one line what is missing when there is no Compose v2 or no engine. */
+export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<{ ok: true } | { ok: false; why: string; hint: string }> {
+  const v2 = await ctx.exec('docker', ['compose', 'version', '--short'], { nothrow: true, timeoutMs: 10_000 }).catch(() => ({ code: 127, stdout: '', stderr: '' }));
+  if (v2.code !== 0) {
+    const v1 = await ctx.exec('docker-compose', ['version', '--short'], { nothrow: true, timeoutMs: 10_000 }).catch(() => ({ code: 127, stdout: '', stderr: '' }));
+    return v1.code === 0
+      ? { ok: false, why: 'only Compose v1 (docker-compose) is installed; this tool needs Compose v2 (docker compose)', hint: 'install the docker-compose-plugin package, or set DB_RUNTIME=native' }
+      : { ok: false, why: 'Docker Compose v2 is not installed (docker compose version failed)', hint: 'install Docker Engine with the compose plugin, or set DB_RUNTIME=native' };
+  }
+  const info = await ctx.exec('docker', ['info', '--format', '{{.ServerVersion}}'], { nothrow: true, timeoutMs: 10_000 });
+  if (info.code !== 0 || !info.stdout.trim()) {
+    return { ok: false, why: 'no Docker engine answers (docker info failed)', hint: 'start Docker (systemctl start docker), or set DB_RUNTIME=native to use the embedded PostgreSQL' };
+  }
+  return { ok: true };
+}
+
+export function dockerRuntime(ctx: Ctx): Runtime {
+  const { cfg, exec, log } = ctx;
+  const file = cfg.composeFile;
+  const docker = (args: string[], interactive = false) => exec('docker', args, { cwd: cfg.root, interactive, nothrow: interactive });
+  const target = async (): Promise<Target> => {
+    const s = await readSecrets(ctx);
+    const ca = await ctx.fs.readFile(tlsFiles(cfg.sslDir).caCrt, 'utf8');
+    return { host: 'localhost', port: cfg.port, user: s.user, password: s.password, database: s.database, ca };
+  };
+  const running = async () => (await exec('docker', compose.ps(file), { cwd: cfg.root, nothrow: true })).stdout.trim() !== '';
+  return {
+    name: 'docker',
+    target,
+    running,
+    describeData: () => `the Compose volumes of ${path.relative(cfg.root, file)} (all database data)`,
+    async up() {
+      const t = await target();
+      log.step(`starting ${DB_SERVICE} with Docker Compose (127.0.0.1:${cfg.port})`);
+      const timeoutS = Math.ceil(cfg.upTimeoutMs / 1000);
+      const r = await exec('docker', compose.up(file, timeoutS), { cwd: cfg.root, nothrow: true });
+      if (r.code !== 0) {
+        const taken = /address already in use|port is already allocated/i.test(r.stderr);
+        throw new UserError(
+          taken ? `port ${cfg.port} on 127.0.0.1 is taken by another process` : `docker compose up failed: ${r.stderr.trim().split('\n').pop()}`,
+          taken ? 'stop that process, or set ENV_DB_PORT to a free port in .env.local' : 'see: pnpm db:logs',
+        );
+      }
+      // Healthy is the container's view; the promise is a verified TLS login from the host.
+      await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
+        try {
+          await (await connect(t, 2000)).end();
+          return true;
+        } catch {
+          return false;
+        }
+      }, () => `the container is healthy but no TLS login succeeded within ${timeoutS}s`);
+      return { initialised: false };
+    },
+    async down() {
+      const was = await running();
+      await docker(compose.down(file));
+      return { wasRunning: was };
+    },
+    async logs(follow) {
+      await docker(compose.logs(file, follow), true);
+    },
+    async shell() {
+      await docker(compose.shell(file), true);
+    },
+    async psql(args) {
+      await docker(compose.psql(file, args), true);
+    },
+    async destroy() {
+      await docker(compose.destroy(file));
+    },
+  };
+}

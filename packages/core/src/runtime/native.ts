@@ -1,0 +1,221 @@
+import path from 'node:path';
+import net from 'node:net';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import { readSecrets, type DbSecrets } from '../secrets.ts';
+import { tlsFiles } from '../tls.ts';
+import { serverBinDir } from '../pgbin.ts';
+import { connect, ident, type Target } from '../pg.ts';
+import { waitFor } from '../wait.ts';
+import type { Runtime } from './runtime.ts';
+
+/** Where the native server keeps its state, all under DB_NATIVE_DIR so checkouts never collide. */
+export function nativePaths(dir: string) {
+  return {
+    dir,
+    data: path.join(dir, 'data'),
+    run: path.join(dir, 'run'),
+    tls: path.join(dir, 'tls'),
+    log: path.join(dir, 'postgres.log'),
+  };
+}
+
+/** Single-quotes a value for the shell line pg_ctl builds from `-o`. */
+function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Fails with the fix when something else already listens on the port. */
+export async function assertPortFree(port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === 'EADDRINUSE'
+          ? new UserError(`port ${port} on 127.0.0.1 is taken by another process`, `stop that process, or set ENV_DB_PORT to a free port in .env.local`)
+          : e,
+      ),
+    );
+    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve()));
+  });
+}
+
+export function nativeRuntime(ctx: Ctx): Runtime {
+  const { cfg, exec, fs, log } = ctx;
+  const p = nativePaths(cfg.nativeDir);
+  const bin = (name: string) => path.join(serverBinDir(cfg.pgBinDir), name);
+  let owner: { uid: number; gid: number } | undefined | null = null;
+
+  /** PostgreSQL refuses to run as root: as root, the server runs as DB_NATIVE_USER. */
+  async function serverUser() {
+    if (owner !== null) return owner;
+    if (process.getuid?.() !== 0) return (owner = undefined);
+    const id = async (flag: string) => Number((await exec('id', [flag, cfg.nativeUser], { nothrow: true })).stdout.trim());
+    const uid = await id('-u');
+    const gid = await id('-g');
+    if (!uid) {
+      throw new UserError(`running as root and there is no user "${cfg.nativeUser}" to run PostgreSQL as`, `create one (useradd --system ${cfg.nativeUser}) or set DB_NATIVE_USER to an unprivileged user`);
+    }
+    return (owner = { uid, gid });
+  }
+
+  async function own(file: string) {
+    const u = await serverUser();
+    if (u) await fs.chown(file, u.uid, u.gid);
+  }
+
+  async function pgCtl(args: string[], nothrow = false) {
+    return exec(bin('pg_ctl'), ['-D', p.data, ...args], { asUser: await serverUser(), cwd: p.dir, nothrow });
+  }
+
+  async function running(): Promise<boolean> {
+    if (!(await fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false))) return false;
+    return (await pgCtl(['status'], true)).code === 0;
+  }
+
+  async function initdb(s: DbSecrets): Promise<void> {
+    const u = await serverUser();
+    // initdb reads the password from a file; it exists only for the length of this call, 0600, owned by the server user.
+    const pwfile = path.join(p.dir, `.pw-${process.pid}`);
+    await fs.writeFile(pwfile, s.password, { mode: 0o600, flag: 'wx' });
+    try {
+      await own(pwfile);
+      const r = await exec(bin('initdb'), ['-D', p.data, '-U', s.user, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--no-locale'], { asUser: u, cwd: p.dir, nothrow: true });
+      if (r.code !== 0) {
+        await fs.rm(p.data, { recursive: true, force: true }); // never leave a half-initialised cluster behind
+        const perm = /Permission denied/i.test(r.stderr);
+        throw new UserError(
+          `initdb failed: ${r.stderr.trim().split('\n').pop()}`,
+          perm ? `the server user "${cfg.nativeUser}" must be able to reach ${p.dir}: make its parent directories searchable (chmod o+x) or set DB_NATIVE_DIR elsewhere` : `see the message above; the data directory was removed so the next db:up starts clean`,
+        );
+      }
+    } finally {
+      await fs.rm(pwfile, { force: true });
+    }
+  }
+
+  /** Copies the certificate and key where the server user owns them: PostgreSQL insists on a 0600 key it owns. */
+  async function installTls(): Promise<void> {
+    const src = tlsFiles(cfg.sslDir);
+    for (const [from, to, mode] of [[src.serverCrt, 'server.crt', 0o644], [src.serverKey, 'server.key', 0o600], [src.caCrt, 'ca.crt', 0o644]] as const) {
+      const dest = path.join(p.tls, to);
+      const tmp = `${dest}.tmp`;
+      await fs.copyFile(from, tmp).catch(() => {
+        throw new UserError(`${path.relative(cfg.root, from)} is missing`, 'create the certificates with: pnpm db:secure');
+      });
+      await fs.chmod(tmp, mode);
+      await own(tmp);
+      await fs.rename(tmp, dest);
+    }
+  }
+
+  async function start(): Promise<void> {
+    const opts = [
+      ['config_file', path.join(cfg.configDir, 'postgresql.conf')],
+      ['hba_file', path.join(cfg.configDir, 'pg_hba.conf')],
+      ['ssl_cert_file', path.join(p.tls, 'server.crt')],
+      ['ssl_key_file', path.join(p.tls, 'server.key')],
+      // Only loopback: the native server is for this machine.
+      ['listen_addresses', '127.0.0.1'],
+      ['port', String(cfg.port)],
+      ['unix_socket_directories', p.run],
+    ].map(([k, v]) => `-c ${shq(`${k}=${v}`)}`).join(' ');
+    await pgCtl(['start', '-W', '-l', p.log, '-o', opts]);
+  }
+
+  async function tailLog(lines = 5): Promise<string> {
+    const text = await fs.readFile(p.log, 'utf8').catch(() => '');
+    return text.trim().split('\n').slice(-lines).join('\n');
+  }
+
+  let secrets: DbSecrets | undefined;
+  const target = async (): Promise<Target> => {
+    secrets ??= await readSecrets(ctx);
+    const ca = await fs.readFile(tlsFiles(cfg.sslDir).caCrt, 'utf8');
+    return { host: 'localhost', port: cfg.port, user: secrets.user, password: secrets.password, database: secrets.database, ca };
+  };
+
+  return {
+    name: 'native',
+    target,
+    describeData: () => `the native data directory ${p.dir}`,
+    running,
+    async up() {
+      const t = await target();
+      const isUp = await running();
+      if (!isUp) await assertPortFree(cfg.port);
+      for (const d of [p.dir, p.run, p.tls]) {
+        await fs.mkdir(d, { recursive: true, mode: 0o700 });
+        await own(d);
+      }
+      let initialised = false;
+      if (!(await fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false))) {
+        log.step(`initialising a new PostgreSQL cluster in ${path.relative(cfg.root, p.data) || p.data}`);
+        await initdb(t as DbSecrets);
+        initialised = true;
+      }
+      await installTls();
+      if (!isUp) {
+        log.step(`starting PostgreSQL on 127.0.0.1:${cfg.port}`);
+        await start();
+      }
+      let lastError = '';
+      const admin = { ...t, database: 'postgres' };
+      await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
+        try {
+          const c = await connect(t, 2000);
+          await c.end();
+          return true;
+        } catch (e) {
+          const err = e as { code?: string; message: string };
+          lastError = err.message;
+          if (err.code === '3D000') {
+            // POSTGRES_DB semantics: the application database exists after the first start.
+            const c = await connect(admin, 2000);
+            try { await c.query(`CREATE DATABASE ${ident(t.database)} OWNER ${ident(t.user)}`); } finally { await c.end(); }
+            return false;
+          }
+          if (!(await running())) {
+            throw new UserError(`PostgreSQL stopped during start-up: ${await tailLog(3)}`, `see ${p.log}`);
+          }
+          return false;
+        }
+      }, () => `PostgreSQL did not accept a TLS login within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
+      return { initialised };
+    },
+    async down() {
+      if (!(await running())) return { wasRunning: false };
+      await pgCtl(['stop', '-m', 'fast', '-w', '-t', '60']);
+      return { wasRunning: true };
+    },
+    async logs(follow) {
+      await fs.stat(p.log).catch(() => {
+        throw new UserError(`no server log yet at ${p.log}`, 'start the server first: pnpm db:up');
+      });
+      await exec('tail', ['-n', '100', ...(follow ? ['-F'] : []), p.log], { interactive: true, nothrow: true });
+    },
+    async shell() {
+      await exec(cfg.env.SHELL || 'bash', [], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) });
+    },
+    async psql(args) {
+      await exec('psql', [...args], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) });
+    },
+    async destroy() {
+      if (await running()) await pgCtl(['stop', '-m', 'fast', '-w', '-t', '60']);
+      await fs.rm(p.dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** libpq's variables for a verified TLS session as the application; the password stays out of argv. */
+export async function pgEnv(ctx: Pick<Ctx, 'cfg'>, t: Target): Promise<Record<string, string>> {
+  return {
+    PGHOST: t.host,
+    PGPORT: String(t.port),
+    PGUSER: t.user,
+    PGDATABASE: t.database,
+    PGPASSWORD: t.password,
+    PGSSLMODE: 'verify-full',
+    PGSSLROOTCERT: tlsFiles(ctx.cfg.sslDir).caCrt,
+  };
+}

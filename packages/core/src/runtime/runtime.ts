@@ -1,0 +1,21 @@
+import type { Target } from '../pg.ts';
+
+/** What `db:up` and friends need from a place PostgreSQL runs. Both runtimes implement all of it. */
+export interface Runtime {
+  readonly name: 'docker' | 'native';
+  /** Starts the server (initialising it the first time) and returns once a TLS login succeeds. */
+  up(): Promise<{ initialised: boolean }>;
+  /** Stops the server; already stopped is not an error. */
+  down(): Promise<{ wasRunning: boolean }>;
+  /** Whether the server runs now. */
+  running(): Promise<boolean>;
+  logs(follow: boolean): Promise<void>;
+  shell(): Promise<void>;
+  psql(args: readonly string[]): Promise<void>;
+  /** Stops the server and deletes its data. */
+  destroy(): Promise<void>;
+  /** Where the host reaches the server over TLS as the application. */
+  target(): Promise<Target>;
+  /** What `destroy` would remove, for confirmations and --dry-run. */
+  describeData(): string;
+}

@@ -1,0 +1,22 @@
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import { dockerAvailable, dockerRuntime } from './docker.ts';
+import { nativeRuntime } from './native.ts';
+import type { Runtime } from './runtime.ts';
+
+/**
+ * DB_RUNTIME=docker|native, or auto: docker when an engine with Compose v2 answers, else the embedded
+ * server. The choice is said aloud, since the two keep their data in different places.
+ */
+export async function selectRuntime(ctx: Ctx): Promise<Runtime> {
+  const want = ctx.cfg.runtime;
+  if (want === 'native') return nativeRuntime(ctx);
+  const docker = await dockerAvailable(ctx);
+  if (want === 'docker') {
+    if (!docker.ok) throw new UserError(`DB_RUNTIME=docker but ${docker.why}`, docker.hint);
+    return dockerRuntime(ctx);
+  }
+  const rt = docker.ok ? dockerRuntime(ctx) : nativeRuntime(ctx);
+  ctx.log.info(`runtime: ${rt.name} (${docker.ok ? 'a Docker engine answered' : 'no Docker engine; using the embedded PostgreSQL 16'})`);
+  return rt;
+}

@@ -1,0 +1,161 @@
+import path from 'node:path';
+import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { Ctx } from './context.ts';
+
+/** The names every server certificate covers: the host, the compose service, and the configured extras. */
+export function requiredNames(extra: readonly string[]): string[] {
+  return [...new Set(['localhost', '127.0.0.1', '::1', 'api-db', ...extra])];
+}
+
+export const CA_DAYS = 3650;
+
+export interface TlsFiles {
+  caCrt: string;
+  caKey: string;
+  serverCrt: string;
+  serverKey: string;
+}
+
+export function tlsFiles(sslDir: string): TlsFiles {
+  return {
+    caCrt: path.join(sslDir, 'ca.crt'),
+    caKey: path.join(sslDir, 'ca.key'),
+    serverCrt: path.join(sslDir, 'server.crt'),
+    serverKey: path.join(sslDir, 'server.key'),
+  };
+}
+
+export interface TlsState {
+  caOk: boolean;
+  serverOk: boolean;
+  /** Why a part is not usable, one reason a line. */
+  problems: string[];
+  /** Server certificate expiry, when it could be read. */
+  notAfter?: Date;
+}
+
+const DAY = 86_400_000;
+
+/** Checks the CA and server certificate as PostgreSQL and verify-full clients will. */
+export async function inspectTls(ctx: Pick<Ctx, 'fs' | 'clock'>, sslDir: string, names: readonly string[]): Promise<TlsState> {
+  const f = tlsFiles(sslDir);
+  const read = (p: string) => ctx.fs.readFile(p, 'utf8').catch(() => undefined);
+  const [caCrt, caKey, crt, key] = await Promise.all([read(f.caCrt), read(f.caKey), read(f.serverCrt), read(f.serverKey)]);
+  const problems: string[] = [];
+  const now = ctx.clock().getTime();
+  let ca: X509Certificate | undefined;
+  let caOk = false;
+  if (!caCrt || !caKey) problems.push('the CA certificate or key is missing');
+  else {
+    try {
+      ca = new X509Certificate(caCrt);
+      if (!ca.ca) problems.push('ca.crt is not a CA certificate');
+      else if (!ca.checkPrivateKey(createPrivateKey(caKey))) problems.push('ca.key does not match ca.crt');
+      else if (Date.parse(ca.validTo) - now < 30 * DAY) problems.push('the CA expires within 30 days');
+      else caOk = true;
+    } catch {
+      problems.push('ca.crt or ca.key cannot be read as PEM');
+    }
+  }
+  let serverOk = false;
+  let notAfter: Date | undefined;
+  if (!crt || !key) problems.push('the server certificate or key is missing');
+  else {
+    try {
+      const cert = new X509Certificate(crt);
+      notAfter = new Date(cert.validTo);
+      const missing = names.filter((n) => (isIP(n) ? !cert.checkIP(n) : !cert.checkHost(n, { wildcards: false })));
+      if (!cert.checkPrivateKey(createPrivateKey(key))) problems.push('server.key does not match server.crt');
+      else if (!ca || !cert.verify(ca.publicKey)) problems.push('server.crt is not signed by ca.crt');
+      else if (notAfter.getTime() - now < 7 * DAY) problems.push(`server.crt expires ${notAfter.toISOString()}`);
+      else if (missing.length) problems.push(`server.crt does not cover ${missing.join(', ')}`);
+      else serverOk = caOk;
+    } catch {
+      problems.push('server.crt or server.key cannot be read as PEM');
+    }
+  }
+  return { caOk, serverOk, problems, notAfter };
+}
+
+function opensslConfig(names: readonly string[]): string {
+  const alt = names.map((n, i) => (isIP(n) ? `IP.${i} = ${n}` : `DNS.${i} = ${n}`)).join('\n');
+  // Our own minimal config, so the system openssl.cnf cannot add or change extensions.
+  return `[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[v3_ca]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[v3_server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = @alt
+[alt]
+${alt}
+`;
+}
+
+export interface IssueResult {
+  madeCa: boolean;
+  madeServer: boolean;
+}
+
+/**
+ * Makes what is missing or unusable: a local CA (kept across renewals so clients keep trusting it)
+ * and a server certificate signed by it, EC P-256, with the subjectAltNames clients verify.
+ * Everything is made in a private directory beside the target and renamed into place, so an
+ * interrupted run leaves the old files, never half-made ones.
+ */
+export async function ensureTls(
+  ctx: Pick<Ctx, 'fs' | 'clock' | 'exec'>,
+  opts: { sslDir: string; names: readonly string[]; days: number; forceCa: boolean; forceServer: boolean },
+): Promise<IssueResult> {
+  const { fs, exec } = ctx;
+  const state = await inspectTls(ctx, opts.sslDir, opts.names);
+  const makeCa = opts.forceCa || !state.caOk;
+  const makeServer = makeCa || opts.forceServer || !state.serverOk;
+  if (!makeServer) return { madeCa: false, madeServer: false };
+  await fs.mkdir(opts.sslDir, { recursive: true, mode: 0o700 });
+  await fs.chmod(opts.sslDir, 0o700); // ca.key lives here
+  const tmp = await fs.mkdtemp(path.join(opts.sslDir, '.new-'));
+  try {
+    await fs.chmod(tmp, 0o700);
+    const cnf = path.join(tmp, 'openssl.cnf');
+    await fs.writeFile(cnf, opensslConfig(opts.names), { mode: 0o600 });
+    const t = tlsFiles(tmp);
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+    const serial = ['-set_serial', '0x' + randomBytes(16).toString('hex').replace(/^[89a-f]/, '7')];
+    if (makeCa) {
+      await exec('openssl', ['req', '-x509', '-new', '-config', cnf, '-extensions', 'v3_ca', ...ec, ...serial,
+        '-keyout', t.caKey, '-out', t.caCrt, '-days', String(CA_DAYS), '-subj', '/CN=pg-deploy local CA']);
+    } else {
+      await fs.copyFile(tlsFiles(opts.sslDir).caCrt, t.caCrt);
+      await fs.copyFile(tlsFiles(opts.sslDir).caKey, t.caKey);
+    }
+    const csr = path.join(tmp, 'server.csr');
+    await exec('openssl', ['req', '-new', '-config', cnf, ...ec, '-keyout', t.serverKey, '-out', csr, '-subj', '/CN=api-db']);
+    await exec('openssl', ['x509', '-req', '-in', csr, '-CA', t.caCrt, '-CAkey', t.caKey, ...serial,
+      '-days', String(opts.days), '-extfile', cnf, '-extensions', 'v3_server', '-out', t.serverCrt]);
+    await fs.chmod(t.caKey, 0o600);
+    await fs.chmod(t.serverKey, 0o600);
+    await fs.chmod(t.caCrt, 0o644);
+    await fs.chmod(t.serverCrt, 0o644);
+    const dest = tlsFiles(opts.sslDir);
+    if (makeCa) {
+      await fs.rename(t.caKey, dest.caKey);
+      await fs.rename(t.caCrt, dest.caCrt);
+    }
+    await fs.rename(t.serverKey, dest.serverKey);
+    await fs.rename(t.serverCrt, dest.serverCrt);
+    return { madeCa: makeCa, madeServer: true };
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,77 @@
+import path from 'node:path';
+import fs from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadEnv, parseConfig } from '@dbkit/core/config';
+import { zxExec } from '@dbkit/core/exec';
+import { createLog, processSink, type Log } from '@dbkit/core/output';
+import { promptsAsk } from '@dbkit/core/confirm';
+import { UserError, UsageError } from '@dbkit/core/errors';
+import { redact } from '@dbkit/core/redact';
+import type { Ctx } from '@dbkit/core/context';
+import { tasks } from './registry.ts';
+
+const COMMON = {
+  help: { type: 'boolean', short: 'h' },
+  verbose: { type: 'boolean' },
+} as const;
+
+
+/** The one entry point: parse, build the context, run the task, turn errors into exit codes. */
+export async function main(argv: string[], realEnv: Record<string, string | undefined>): Promise<number> {
+  const sink = processSink(realEnv);
+  let log: Log = createLog(sink);
+  let verbose = argv.includes('--verbose');
+  try {
+    const [name, ...rest] = argv;
+    const task = tasks.find((t) => t.name === (name ?? 'help'));
+    if (!task) throw new UsageError(`unknown task "${name}"`, 'pnpm help lists the tasks');
+    let parsed;
+    try {
+      const options = { ...COMMON } as Record<string, { type: 'boolean' | 'string'; short?: string }>;
+      for (const [k, f] of Object.entries(task.flags ?? {})) options[k] = f.short ? { type: f.type, short: f.short } : { type: f.type };
+      parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
+    } catch (e) {
+      throw new UsageError(`${task.name}: ${(e as Error).message.split('\n')[0]}`, `pnpm help ${task.name}`);
+    }
+    const flags = parsed.values as Record<string, string | boolean | undefined>;
+    verbose = Boolean(flags.verbose);
+    if (flags.help) {
+      const { helpText } = await import('./help.ts');
+      sink.out(helpText(tasks, task.name) + '\n');
+      return 0;
+    }
+    // dist/cli.js and tasks/cli.ts both sit one level below the project root.
+    const root = realEnv.DB_PROJECT_ROOT || path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+    const env = await loadEnv(root, realEnv);
+    const cfg = parseConfig(root, env);
+    log = createLog(sink, { json: Boolean(flags.json) });
+    const ctx: Ctx = {
+      cfg,
+      exec: zxExec(env),
+      fs,
+      log,
+      ask: promptsAsk,
+      interactive: Boolean(process.stdin.isTTY && process.stderr.isTTY) && env.CI !== 'true',
+      clock: () => new Date(),
+    };
+    return (await task.run(ctx, { flags, positionals: parsed.positionals })) ?? 0;
+  } catch (e) {
+    if (e instanceof UserError) {
+      log.info(`error: ${e.message}`);
+      if (e.hint) log.info(`hint: ${e.hint}`);
+      if (verbose && e.stack) log.info(e.stack);
+      return e.exitCode;
+    }
+    const err = e as Error;
+    log.info(`error: ${redact(err.message ?? String(e))}`);
+    log.info(verbose ? redact(err.stack ?? '') : 'hint: this looks like a bug; run again with --verbose for the stack');
+    return 1;
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2), { ...process.env }).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,20 @@
+import { selectRuntime } from '@dbkit/core/runtime/select';
+import { confirmDestructive } from '@dbkit/core/confirm';
+import { runMigrations } from '@dbkit/core/migrations/apply';
+import { versionArg } from '@dbkit/core/migrations/command';
+import { yesFlag, type Task } from './task.ts';
+
+export const task: Task = {
+  name: 'db:migrate:force',
+  summary: 'Set the recorded version (and clear the dirty flag) without running any file.',
+  usage: '<version>',
+  destructive: true,
+  flags: { ...yesFlag },
+  async run(ctx, { positionals, flags }) {
+    const version = versionArg(positionals[0]);
+    const rt = await selectRuntime(ctx);
+    await confirmDestructive(ctx, 'db:migrate:force', `Record version ${version} as applied and clean, without running anything?`, Boolean(flags.yes));
+    await runMigrations(ctx, rt, { kind: 'force', version });
+    ctx.log.result(`version forced to ${version}`, { version });
+  },
+};

@@ -1,0 +1,20 @@
+import { selectRuntime } from '@dbkit/core/runtime/select';
+import { describe, runMigrations } from '@dbkit/core/migrations/apply';
+import { parseCommand } from '@dbkit/core/migrations/command';
+import type { Task } from './task.ts';
+
+export const task: Task = {
+  name: 'db:migrate',
+  summary: 'Apply migrations: up [N], down N, down --all, goto V (default: up).',
+  usage: '[up [N] | down N | down --all | goto V]',
+  flags: {
+    all: { type: 'boolean', description: 'with down: roll back every migration' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
+  },
+  async run(ctx, { positionals, flags }) {
+    const cmd = parseCommand(positionals, Boolean(flags.all));
+    const rt = await selectRuntime(ctx);
+    const r = await runMigrations(ctx, rt, cmd);
+    if (r) ctx.log.result(describe(r), r);
+  },
+};

@@ -1,0 +1,25 @@
+import type { Task } from './task.ts';
+import { helpTask } from './help.ts';
+import { task as up } from './up.ts';
+import { task as down } from './down.ts';
+import { task as logs } from './logs.ts';
+import { task as bash } from './bash.ts';
+import { task as psql } from './psql.ts';
+import { task as fresh } from './fresh.ts';
+import { task as del } from './delete.ts';
+import { task as secure } from './secure.ts';
+import { task as secrets } from './secrets.ts';
+import { task as seed } from './seed.ts';
+import { task as migrate } from './migrate.ts';
+import { task as rollback } from './rollback.ts';
+import { task as migrateCreate } from './migrate-create.ts';
+import { task as migrateForce } from './migrate-force.ts';
+import { task as status } from './status.ts';
+
+/** Every task, in the order help lists them. */
+export const tasks: readonly Task[] = [
+  up, down, logs, bash, psql, status,
+  migrate, rollback, migrateCreate, migrateForce, seed,
+  secrets, secure, fresh, del,
+  helpTask(() => tasks),
+];

@@ -1,0 +1,30 @@
+import { selectRuntime } from '@dbkit/core/runtime/select';
+import { loadMigrations } from '@dbkit/core/migrations/files';
+import { status } from '@dbkit/core/migrations/runner';
+import { withClient } from '@dbkit/core/pg';
+import type { Task } from './task.ts';
+
+export const task: Task = {
+  name: 'db:status',
+  summary: 'Show the migration version, dirty flag, applied and pending files.',
+  flags: {
+    json: { type: 'boolean', description: 'print the status as JSON' },
+    'exit-code': { type: 'boolean', description: 'exit 1 while anything is pending or the database is dirty' },
+  },
+  async run(ctx, { flags }) {
+    const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
+    const rt = await selectRuntime(ctx);
+    const s = await withClient(await rt.target(), (c) => status(c, migrations));
+    const lines = [
+      `runtime   ${rt.name}`,
+      `version   ${s.version ?? 'none'}${s.dirty ? ' (DIRTY: see pnpm db:migrate)' : ''}`,
+      `applied   ${s.applied.length}`,
+      `pending   ${s.pending.length}`,
+      ...s.applied.map((e) => `  applied ${e.file}${e.appliedAt ? `  ${e.appliedAt}` : ''}${e.edited ? '  EDITED after it was applied' : ''}`),
+      ...s.pending.map((e) => `  pending ${e.file}`),
+    ];
+    for (const e of s.applied.filter((x) => x.edited)) ctx.log.warn(`${e.file} was edited after it was applied; the database ran the old text`);
+    ctx.log.result(lines.join('\n'), { runtime: rt.name, ...s });
+    return flags['exit-code'] && (s.pending.length || s.dirty) ? 1 : 0;
+  },
+};

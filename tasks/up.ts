@@ -1,0 +1,18 @@
+import { selectRuntime } from '@dbkit/core/runtime/select';
+import { preflight } from '@dbkit/core/preflight';
+import type { Task } from './task.ts';
+
+export const task: Task = {
+  name: 'db:up',
+  summary: 'Start PostgreSQL (docker or native) and wait until a TLS login succeeds.',
+  flags: { json: { type: 'boolean', description: 'print the result as JSON' } },
+  async run(ctx) {
+    await preflight(ctx);
+    const rt = await selectRuntime(ctx);
+    const t0 = ctx.clock().getTime();
+    const r = await rt.up();
+    const ms = ctx.clock().getTime() - t0;
+    ctx.log.result(`PostgreSQL is up (${rt.name}, 127.0.0.1:${ctx.cfg.port}, TLS verified) in ${ms} ms${r.initialised ? ', new cluster' : ''}`,
+      { runtime: rt.name, port: ctx.cfg.port, initialised: r.initialised, ms });
+  },
+};
