@@ -1,12 +1,13 @@
 import { UsageError } from '@dbkit/core/errors';
-import type { Task } from './task.ts';
+import type { Flag, Task } from './task.ts';
 
 /** Text for one task or all of them, made from the registry: never written by hand. */
 export function helpText(tasks: readonly Task[], name?: string): string {
   if (name) {
     const t = tasks.find((x) => x.name === name || x.name === `db:${name}`);
     if (!t) throw new UsageError(`no task named "${name}"`, 'pnpm help lists them');
-    const flags = Object.entries({ ...t.flags, help: { type: 'boolean', description: 'show this help' } }).map(
+    const all: Record<string, Flag> = { ...t.flags, help: { type: 'boolean', short: 'h', description: 'show this help' } };
+    const flags = Object.entries(all).map(
       ([k, f]) => `  --${k}${f.type === 'string' ? ' <value>' : ''}${f.short ? `, -${f.short}` : ''}`.padEnd(24) + f.description,
     );
     return [`pnpm ${t.name}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? 'Destroys data: asks first; --yes answers.' : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');

@@ -1,0 +1,132 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Target } from '@dbkit/core/pg';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'dist/cli.js');
+
+/** A port nobody listens on right now (the kernel picks it). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Project {
+  dir: string;
+  port: number;
+  env: Record<string, string>;
+  secretsDir: string;
+  sslDir: string;
+  nativeDir: string;
+  migrationsDir: string;
+  seedsDir: string;
+}
+
+/**
+ * A throw-away project state: its own secrets, certificates, data directory, migrations and port,
+ * so a test never touches the checkout's files or a server it did not start. The directory is
+ * searchable by others because, as root, the server runs as the `postgres` user.
+ */
+export async function makeProject(opts: { migrations?: Record<string, string> } = {}): Promise<Project> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-test-'));
+  await fs.chmod(dir, 0o755);
+  const port = await freePort();
+  const p: Project = {
+    dir,
+    port,
+    secretsDir: path.join(dir, 'secrets'),
+    sslDir: path.join(dir, 'ssl'),
+    nativeDir: path.join(dir, 'native'),
+    migrationsDir: path.join(dir, 'migrations'),
+    seedsDir: path.join(dir, 'seeds'),
+    env: {},
+  };
+  await fs.mkdir(p.migrationsDir);
+  await fs.mkdir(p.seedsDir);
+  const files = opts.migrations ?? {
+    '000001_create_accounts.up.sql': await fs.readFile(path.join(ROOT, 'database/migrations/000001_create_accounts.up.sql'), 'utf8'),
+    '000001_create_accounts.down.sql': await fs.readFile(path.join(ROOT, 'database/migrations/000001_create_accounts.down.sql'), 'utf8'),
+  };
+  for (const [name, sql] of Object.entries(files)) await fs.writeFile(path.join(p.migrationsDir, name), sql);
+  p.env = {
+    DB_RUNTIME: 'native',
+    ENV_DB_PORT: String(port),
+    DB_SECRETS_DIR: p.secretsDir,
+    DB_SSL_DIR: p.sslDir,
+    DB_NATIVE_DIR: p.nativeDir,
+    DB_MIGRATIONS_DIR: p.migrationsDir,
+    DB_SEEDS_DIR: p.seedsDir,
+    DB_UP_TIMEOUT: '60',
+  };
+  return p;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI as a user would (a separate process, no terminal). */
+export function cli(args: string[], env: Record<string, string | undefined>, opts: { input?: string; cwd?: string } = {}): Promise<CliResult> {
+  return run(process.execPath, [CLI, ...args], env, opts);
+}
+
+export function run(cmd: string, args: string[], env: Record<string, string | undefined>, opts: { input?: string; cwd?: string } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const full: Record<string, string | undefined> = { ...process.env, CI: 'true', NO_COLOR: '1', ...env };
+    for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
+    const child = spawn(cmd, args, { env: full as NodeJS.ProcessEnv, cwd: opts.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Runs the CLI and fails the test with its output when it does not exit 0. */
+export async function ok(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
+  const r = await cli(args, env);
+  if (r.code !== 0) throw new Error(`${args.join(' ')} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  return r;
+}
+
+/** The application's verified-TLS connection details for a project whose secrets exist. */
+export async function appTarget(p: Project, host = 'localhost'): Promise<Target> {
+  const read = (n: string) => fs.readFile(path.join(p.secretsDir, n), 'utf8');
+  return {
+    host,
+    port: p.port,
+    user: await read('postgres_user'),
+    password: await read('postgres_password'),
+    database: await read('postgres_db'),
+    ca: await fs.readFile(path.join(p.sslDir, 'ca.crt'), 'utf8'),
+  };
+}
+
+/** Secrets, certificates and a running native server for the project. */
+export async function startProject(p: Project): Promise<void> {
+  await ok(['db:secrets'], p.env);
+  await ok(['db:secure'], p.env);
+  await ok(['db:up'], p.env);
+}
+
+/** Stops the project's server (if it runs) and removes its files. Safe to call after a failure. */
+export async function removeProject(p: Project | undefined): Promise<void> {
+  if (!p) return;
+  await cli(['db:down'], p.env).catch(() => undefined);
+  await fs.rm(p.dir, { recursive: true, force: true });
+}
