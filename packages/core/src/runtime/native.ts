@@ -68,9 +68,17 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     return exec(bin('pg_ctl'), ['-D', p.data, ...args], { asUser: await serverUser(), cwd: p.dir, nothrow });
   }
 
+  /** The postmaster's pid file names a live process: what `pg_ctl status` checks, without a process start. */
   async function running(): Promise<boolean> {
-    if (!(await fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false))) return false;
-    return (await pgCtl(['status'], true)).code === 0;
+    const pidLine = (await fs.readFile(path.join(p.data, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0];
+    const pid = Number(pidLine);
+    if (!Number.isInteger(pid) || pid <= 0) return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM'; // alive, owned by another user
+    }
   }
 
   async function initdb(s: DbSecrets): Promise<void> {
