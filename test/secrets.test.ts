@@ -1,0 +1,49 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureSecrets, readSecrets, newPassword } from '@dbkit/core/secrets';
+import { testCtx } from './setup/ctx.ts';
+
+const s = suite<{ dir: string; ctx: ReturnType<typeof testCtx> }>('secrets');
+
+s.before.each(async (c) => {
+  c.dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-secrets-'));
+  c.ctx = testCtx({ DB_SECRETS_DIR: path.join(c.dir, 'secrets') });
+});
+s.after.each(async (c) => fs.rm(c.dir, { recursive: true, force: true }));
+
+s('a new password is 32 random bytes, URL-safe, and different each time', () => {
+  const a = newPassword();
+  assert.match(a, /^[A-Za-z0-9_-]{43}$/);
+  assert.is.not(a, newPassword());
+});
+
+s('without a terminal the user and database default to app', async (c) => {
+  const r = await ensureSecrets(c.ctx, { force: false });
+  assert.equal(r.created, ['postgres_user', 'postgres_password', 'postgres_db']);
+  const v = await readSecrets(c.ctx);
+  assert.is(v.user, 'app');
+  assert.is(v.database, 'app');
+});
+
+s('answers to the questions are used, and a bad name is refused before anything is written', async (c) => {
+  await ensureSecrets(c.ctx, { force: false, question: async (n) => (n === 'postgres_user' ? 'owner' : 'shop') });
+  const v = await readSecrets(c.ctx);
+  assert.is(v.user, 'owner');
+  assert.is(v.database, 'shop');
+  const err = await ensureSecrets(c.ctx, { force: true, question: async () => 'bad name; drop' }).catch((e) => e);
+  assert.match(err.message, /not a plain PostgreSQL identifier/);
+  assert.is((await readSecrets(c.ctx)).user, 'owner');
+});
+
+s('no temporary file is left behind, and files are 0600 in a 0700 folder', async (c) => {
+  await ensureSecrets(c.ctx, { force: false });
+  const dir = path.join(c.dir, 'secrets');
+  assert.equal((await fs.readdir(dir)).sort(), ['postgres_db', 'postgres_password', 'postgres_user']);
+  assert.is((await fs.stat(dir)).mode & 0o777, 0o700);
+  for (const f of await fs.readdir(dir)) assert.is((await fs.stat(path.join(dir, f))).mode & 0o777, 0o600);
+});
+
+s.run();
