@@ -13,7 +13,7 @@ export const task: Task = {
   async run(ctx, { flags }) {
     const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
     const rt = await selectRuntime(ctx);
-    const r = await withClient(await rt.target(), async (c) => {
+    const r = await withClient(await rt.target('migrator'), async (c) => {
       const s = await status(c, migrations);
       if (s.pending.length || s.dirty) throw new UserError(`${s.dirty ? 'the database is dirty' : `${s.pending.length} migration(s) are pending`}; seeds run on a migrated schema`, 'run: pnpm db:migrate');
       return applySeeds(ctx, c, { reseed: Boolean(flags.reseed) });

@@ -14,7 +14,7 @@ export const task: Task = {
   async run(ctx, { flags }) {
     const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
     const rt = await selectRuntime(ctx);
-    const s = await withClient(await rt.target(), (c) => status(c, migrations));
+    const s = await withClient(await rt.target('migrator'), (c) => status(c, migrations));
     const lines = [
       `runtime   ${rt.name}`,
       `version   ${s.version ?? 'none'}${s.dirty ? ' (DIRTY: see pnpm db:migrate)' : ''}`,

@@ -60,7 +60,7 @@ secrets('a secret others can read is refused with the chmod that fixes it', asyn
 secrets('db:secrets never overwrites an existing secret without --force', async ({ p }) => {
   const before = await fs.readFile(file(p!), 'utf8');
   const r = await ok(['db:secrets'], p!.env);
-  assert.match(r.stdout, /kept postgres_user, postgres_password, postgres_db/);
+  assert.match(r.stdout, /kept postgres_user, postgres_password, postgres_db, migrate_user/);
   assert.is(await fs.readFile(file(p!), 'utf8'), before);
   await ok(['db:secrets', '--force'], p!.env);
   assert.is.not(await fs.readFile(file(p!), 'utf8'), before);

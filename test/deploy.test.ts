@@ -17,7 +17,7 @@ const deploy = suite<Ctx>('pnpm run deploy (native runtime, from nothing)');
 /** `pnpm run deploy` exactly as the README says, with this project's state directories. */
 const pnpmDeploy = (p: Project) => run('pnpm', ['run', 'deploy'], { ...p.env, DB_RUNTIME: 'native' });
 
-const files = ['secrets/postgres_user', 'secrets/postgres_password', 'secrets/postgres_db', 'ssl/ca.crt', 'ssl/ca.key', 'ssl/server.crt', 'ssl/server.key'];
+const files = ['secrets/postgres_user', 'secrets/postgres_password', 'secrets/postgres_db', 'secrets/app_user', 'secrets/app_password', 'secrets/migrate_user', 'secrets/migrate_password', 'ssl/ca.crt', 'ssl/ca.key', 'ssl/server.crt', 'ssl/server.key'];
 
 async function snapshot(p: Project) {
   const out: Record<string, { mtimeMs: number; body: string }> = {};
@@ -57,13 +57,16 @@ deploy('succeeds and runs secure, up, migrate and deploy in that order', (ctx) =
 deploy('creates the secrets 0600 in a 0700 directory, without trailing newlines', async (ctx) => {
   const p = ctx.p!;
   assert.is((await fs.stat(p.secretsDir)).mode & 0o777, 0o700);
-  for (const n of ['postgres_user', 'postgres_password', 'postgres_db']) {
+  for (const n of ['postgres_user', 'postgres_password', 'postgres_db', 'app_user', 'app_password', 'migrate_user', 'migrate_password']) {
     const f = path.join(p.secretsDir, n);
     assert.is((await fs.stat(f)).mode & 0o777, 0o600, n);
     assert.not.match(await fs.readFile(f, 'utf8'), /\n$/);
   }
-  assert.is(await fs.readFile(path.join(p.secretsDir, 'postgres_user'), 'utf8'), 'app');
-  assert.match(await fs.readFile(path.join(p.secretsDir, 'postgres_password'), 'utf8'), /^[A-Za-z0-9_-]{43,}$/);
+  assert.is(await fs.readFile(path.join(p.secretsDir, 'app_user'), 'utf8'), 'app');
+  assert.is(await fs.readFile(path.join(p.secretsDir, 'postgres_db'), 'utf8'), 'app');
+  for (const n of ['postgres_password', 'app_password', 'migrate_password']) {
+    assert.match(await fs.readFile(path.join(p.secretsDir, n), 'utf8'), /^[A-Za-z0-9_-]{43,}$/);
+  }
 });
 
 deploy('creates the CA and a server certificate whose key only its owner can read', async (ctx) => {
@@ -71,9 +74,11 @@ deploy('creates the CA and a server certificate whose key only its owner can rea
   for (const k of ['ca.key', 'server.key']) assert.is((await fs.stat(path.join(p.sslDir, k))).mode & 0o777, 0o600, k);
 });
 
-deploy('never prints the password', async (ctx) => {
-  const password = (await appTarget(ctx.p!)).password;
-  assert.not.ok((ctx.first!.stdout + ctx.first!.stderr).includes(password));
+deploy('never prints a password', async (ctx) => {
+  for (const n of ['postgres_password', 'app_password', 'migrate_password']) {
+    const password = await fs.readFile(path.join(ctx.p!.secretsDir, n), 'utf8');
+    assert.not.ok((ctx.first!.stdout + ctx.first!.stderr).includes(password), n);
+  }
 });
 
 deploy('serves verify-full TLS as localhost and as 127.0.0.1', async (ctx) => {
@@ -108,7 +113,7 @@ deploy('a second deploy changes nothing and reuses the secrets and certificates'
   const r = await pnpmDeploy(p);
   assert.is(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /no change/);
-  assert.match(r.stdout, /kept postgres_user, postgres_password, postgres_db/);
+  assert.match(r.stdout, /kept postgres_user, postgres_password, postgres_db, migrate_user, migrate_password, app_user, app_password/);
   assert.match(r.stdout, /certificates are valid; kept them/);
   assert.equal(await snapshot(p), before);
 });

@@ -104,18 +104,25 @@ export async function ok(args: string[], env: Record<string, string | undefined>
   return r;
 }
 
-/** The application's verified-TLS connection details for a project whose secrets exist. */
-export async function appTarget(p: Project, host = 'localhost'): Promise<Target> {
-  const read = (n: string) => fs.readFile(path.join(p.secretsDir, n), 'utf8');
+export const readSecretFile = (p: Project, name: string) => fs.readFile(path.join(p.secretsDir, name), 'utf8');
+
+/**
+ * Verified-TLS connection details for a project whose secrets exist: as the application role
+ * (default), or as the migration role that owns the schema (`migrate`).
+ */
+export async function appTarget(p: Project, host = 'localhost', login: 'app' | 'migrate' = 'app'): Promise<Target> {
   return {
     host,
     port: p.port,
-    user: await read('postgres_user'),
-    password: await read('postgres_password'),
-    database: await read('postgres_db'),
+    user: await readSecretFile(p, `${login}_user`),
+    password: await readSecretFile(p, `${login}_password`),
+    database: await readSecretFile(p, 'postgres_db'),
     ca: await fs.readFile(path.join(p.sslDir, 'ca.crt'), 'utf8'),
   };
 }
+
+/** The migration role's connection: it owns the schema, so tests that make or inspect tables use it. */
+export const ownerTarget = (p: Project, host = 'localhost') => appTarget(p, host, 'migrate');
 
 /** Secrets, certificates and a running native server for the project. */
 export async function startProject(p: Project): Promise<void> {

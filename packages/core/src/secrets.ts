@@ -3,14 +3,17 @@ import { randomBytes } from 'node:crypto';
 import { UserError } from './errors.ts';
 import type { Ctx } from './context.ts';
 
-export const SECRET_NAMES = ['postgres_user', 'postgres_password', 'postgres_db'] as const;
+import type { Roles } from './roles.ts';
+
+/**
+ * The secret files. `postgres_*` are the image's (its superuser and the database it creates);
+ * `migrate_*` is the role that owns the schema; `app_*` the role applications log in as.
+ */
+export const SECRET_NAMES = ['postgres_user', 'postgres_password', 'postgres_db', 'migrate_user', 'migrate_password', 'app_user', 'app_password'] as const;
 export type SecretName = (typeof SECRET_NAMES)[number];
 
-export interface DbSecrets {
-  user: string;
-  password: string;
-  database: string;
-}
+const DEFAULTS: Partial<Record<SecretName, string>> = { postgres_user: 'postgres', postgres_db: 'app', migrate_user: 'app_owner', app_user: 'app' };
+export const isPassword = (n: SecretName) => n.endsWith('_password');
 
 /** 32 random bytes, base64url: 43 characters that need no quoting in a URL or a shell. */
 export function newPassword(): string {
@@ -38,16 +41,26 @@ export async function readSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName)
   const value = await ctx.fs.readFile(file, 'utf8');
   if (value.length === 0) throw new UserError(`secret ${rel} is empty`, `write a value without a trailing newline: printf '%s' VALUE > ${rel} (or delete it and run pnpm db:secrets)`);
   if (/[\r\n]$/.test(value)) throw new UserError(`secret ${rel} ends with a newline, which would become part of the value`, `truncate -s -1 ${rel}`);
-  if (name !== 'postgres_password' && !NAME_RE.test(value)) {
+  if (!isPassword(name) && !NAME_RE.test(value)) {
     throw new UserError(`secret ${rel} is not a plain PostgreSQL identifier`, 'use letters, digits and underscores, starting with a letter (at most 63)');
   }
   return value;
 }
 
-export async function readSecrets(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Promise<DbSecrets> {
-  const [user, password, database] = await Promise.all(SECRET_NAMES.map((n) => readSecret(ctx, n)));
-  ctx.log.secret(password);
-  return { user, password, database };
+/** Reads and checks every secret; the three logins must be distinct roles. */
+export async function readSecrets(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Promise<Roles> {
+  const v = Object.fromEntries(await Promise.all(SECRET_NAMES.map(async (n) => [n, await readSecret(ctx, n)] as const))) as Record<SecretName, string>;
+  for (const n of SECRET_NAMES) if (isPassword(n)) ctx.log.secret(v[n]);
+  const users = [v.postgres_user, v.migrate_user, v.app_user];
+  if (new Set(users).size !== 3) {
+    throw new UserError('postgres_user, migrate_user and app_user must be three different roles', 'edit the files in database/infra/secrets so each names its own role');
+  }
+  return {
+    database: v.postgres_db,
+    admin: { user: v.postgres_user, password: v.postgres_password },
+    migrator: { user: v.migrate_user, password: v.migrate_password },
+    app: { user: v.app_user, password: v.app_password },
+  };
 }
 
 /**
@@ -86,9 +99,9 @@ export async function ensureSecrets(
       res.kept.push(name);
       continue;
     }
-    const def = name === 'postgres_password' ? newPassword() : name === 'postgres_db' ? (values.postgres_user ?? 'app') : 'app';
-    const value = opts.question && name !== 'postgres_password' ? await opts.question(name, def) : def;
-    if (name !== 'postgres_password' && !NAME_RE.test(value)) {
+    const def = isPassword(name) ? newPassword() : DEFAULTS[name]!;
+    const value = opts.question && !isPassword(name) ? await opts.question(name, def) : def;
+    if (!isPassword(name) && !NAME_RE.test(value)) {
       throw new UserError(`"${value}" is not a plain PostgreSQL identifier`, 'use letters, digits and underscores, starting with a letter');
     }
     values[name] = value;

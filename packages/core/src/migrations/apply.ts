@@ -27,7 +27,7 @@ export async function runMigrations(ctx: Ctx, rt: Runtime, cmd: Command): Promis
     if (r.code !== 0) throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');
     return undefined;
   }
-  const t = await rt.target();
+  const t = await rt.target('migrator');
   return withClient({ ...t, applicationName: 'pg-deploy migrate' }, (c) => migrate(ctx, c, migrations, cmd, { lockTimeoutMs: ctx.cfg.lockTimeoutMs }));
 }
 

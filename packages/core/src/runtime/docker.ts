@@ -1,11 +1,13 @@
 import path from 'node:path';
+import type { Config } from '../config.ts';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { readSecrets } from '../secrets.ts';
 import { tlsFiles } from '../tls.ts';
-import { connect, type Target } from '../pg.ts';
+import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
-import type { Runtime } from './runtime.ts';
+import type { LoginName, Runtime } from './runtime.ts';
+import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
 
 export const DB_SERVICE = 'api-db';
 export const MIGRATE_SERVICE = 'db-migrate';
@@ -24,8 +26,19 @@ export const compose = {
   shell: (file: string) => [...compose.base(file), 'exec', DB_SERVICE, 'bash'],
   // psql.sh inside the container reads the secrets itself, so none passes through our argv.
   psql: (file: string, args: readonly string[]) => [...compose.base(file), 'exec', DB_SERVICE, '/usr/local/bin/db-psql', ...args],
+  // admin-sql.sh reads the superuser secret inside the container and runs stdin on the socket.
+  adminSql: (file: string, database: string) => [...compose.base(file), 'exec', '--no-TTY', DB_SERVICE, '/usr/local/bin/db-admin-sql', database],
   migrate: (file: string, args: readonly string[]) => [...compose.base(file), 'run', '--rm', '--no-deps', MIGRATE_SERVICE, ...args],
 };
+
+/**
+ * What infra/docker-compose.yml interpolates: the host port and the state folders, as absolute paths
+ * (Compose resolves relative ones against infra/, the tool against the project root). Passed on every
+ * compose call, so the containers use the same secrets, certificates and migrations as the host side.
+ */
+export function composeEnv(cfg: Pick<Config, 'port' | 'secretsDir' | 'sslDir' | 'migrationsDir'>): Record<string, string> {
+  return { ENV_DB_PORT: String(cfg.port), DB_SECRETS_DIR: cfg.secretsDir, DB_SSL_DIR: cfg.sslDir, DB_MIGRATIONS_DIR: cfg.migrationsDir };
+}
 
 /** Says in one line what is missing when there is no Compose v2 or no engine. */
 export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<{ ok: true } | { ok: false; why: string; hint: string }> {
@@ -46,23 +59,33 @@ export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<{ ok: tru
 export function dockerRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, log } = ctx;
   const file = cfg.composeFile;
-  const docker = (args: string[], interactive = false) => exec('docker', args, { cwd: cfg.root, interactive, nothrow: interactive });
-  const target = async (): Promise<Target> => {
+  const env = composeEnv(cfg);
+  const docker = (args: string[], interactive = false) => exec('docker', args, { cwd: cfg.root, env, interactive, nothrow: interactive });
+  const target = async (login: LoginName = 'app'): Promise<Target> => {
     const s = await readSecrets(ctx);
     const ca = await ctx.fs.readFile(tlsFiles(cfg.sslDir).caCrt, 'utf8');
-    return { host: 'localhost', port: cfg.port, user: s.user, password: s.password, database: s.database, ca };
+    return { host: 'localhost', port: cfg.port, ...s[login], database: s.database, ca };
   };
-  const running = async () => (await exec('docker', compose.ps(file), { cwd: cfg.root, nothrow: true })).stdout.trim() !== '';
+  // The superuser inside the container, on its socket: SQL goes in on stdin, never in argv.
+  const admin = async (): Promise<Admin> => ({
+    async query(sql, database = 'postgres') {
+      const r = await exec('docker', compose.adminSql(file, database), { cwd: cfg.root, input: sql, nothrow: true });
+      if (r.code !== 0) throw new UserError(`SQL as the superuser in ${DB_SERVICE} failed: ${r.stderr.trim().split('\n').pop()}`, 'see: pnpm db:logs');
+      return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\x1f'));
+    },
+  });
+  const running = async () => (await exec('docker', compose.ps(file), { cwd: cfg.root, env, nothrow: true })).stdout.trim() !== '';
   return {
     name: 'docker',
     target,
+    admin,
     running,
     describeData: () => `the Compose volumes of ${path.relative(cfg.root, file)} (all database data)`,
     async up() {
       const t = await target();
       log.step(`starting ${DB_SERVICE} with Docker Compose (127.0.0.1:${cfg.port})`);
       const timeoutS = Math.ceil(cfg.upTimeoutMs / 1000);
-      const r = await exec('docker', compose.up(file, timeoutS), { cwd: cfg.root, nothrow: true });
+      const r = await exec('docker', compose.up(file, timeoutS), { cwd: cfg.root, env, nothrow: true });
       if (r.code !== 0) {
         const taken = /address already in use|port is already allocated/i.test(r.stderr);
         throw new UserError(
@@ -70,15 +93,25 @@ export function dockerRuntime(ctx: Ctx): Runtime {
           taken ? 'stop that process, or set ENV_DB_PORT to a free port in .env.local' : 'see: pnpm db:logs',
         );
       }
-      // Healthy is the container's view; the promise is a verified TLS login from the host.
+      // Healthy is the container's view. Then roles and grants (idempotent), then the promise:
+      // a verified TLS login from the host as the application.
+      const s = await readSecrets(ctx);
+      await provision(await admin(), s);
+      let lastError = '';
       await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
         try {
-          await (await connect(t, 2000)).end();
+          await tryLogin(t);
           return true;
-        } catch {
+        } catch (e) {
+          const drift = driftError(e, 'app', s.app.user);
+          if (drift) throw drift;
+          lastError = (e as Error).message;
           return false;
         }
-      }, () => `the container is healthy but no TLS login succeeded within ${timeoutS}s`);
+      }, () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`);
+      await tryLogin(await target('migrator')).catch((e) => {
+        throw driftError(e, 'migrate', s.migrator.user) ?? e;
+      });
       return { initialised: false };
     },
     async down() {

@@ -2,12 +2,14 @@ import path from 'node:path';
 import net from 'node:net';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { readSecrets, type DbSecrets } from '../secrets.ts';
+import { readSecrets } from '../secrets.ts';
+import type { Roles } from '../roles.ts';
+import { driftError, provision, socketAdmin, tryLogin, type Admin } from '../provision.ts';
 import { tlsFiles } from '../tls.ts';
 import { serverBinDir } from '../pgbin.ts';
-import { connect, ident, type Target } from '../pg.ts';
+import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
-import type { Runtime } from './runtime.ts';
+import type { LoginName, Runtime } from './runtime.ts';
 
 /** Where the native server keeps its state, all under DB_NATIVE_DIR so checkouts never collide. */
 export function nativePaths(dir: string) {
@@ -81,19 +83,19 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     }
   }
 
-  async function initdb(s: DbSecrets): Promise<void> {
+  async function initdb(r: Roles): Promise<void> {
     const u = await serverUser();
     // initdb reads the password from a file; it exists only for the length of this call, 0600, owned by the server user.
     const pwfile = path.join(p.dir, `.pw-${process.pid}`);
-    await fs.writeFile(pwfile, s.password, { mode: 0o600, flag: 'wx' });
+    await fs.writeFile(pwfile, r.admin.password, { mode: 0o600, flag: 'wx' });
     try {
       await own(pwfile);
-      const r = await exec(bin('initdb'), ['-D', p.data, '-U', s.user, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--no-locale'], { asUser: u, cwd: p.dir, nothrow: true });
-      if (r.code !== 0) {
+      const res = await exec(bin('initdb'), ['-D', p.data, '-U', r.admin.user, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--no-locale'], { asUser: u, cwd: p.dir, nothrow: true });
+      if (res.code !== 0) {
         await fs.rm(p.data, { recursive: true, force: true }); // never leave a half-initialised cluster behind
-        const perm = /Permission denied/i.test(r.stderr);
+        const perm = /Permission denied/i.test(res.stderr);
         throw new UserError(
-          `initdb failed: ${r.stderr.trim().split('\n').pop()}`,
+          `initdb failed: ${res.stderr.trim().split('\n').pop()}`,
           perm ? `the server user "${cfg.nativeUser}" must be able to reach ${p.dir}: make its parent directories searchable (chmod o+x) or set DB_NATIVE_DIR elsewhere` : `see the message above; the data directory was removed so the next db:up starts clean`,
         );
       }
@@ -136,20 +138,23 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     return text.trim().split('\n').slice(-lines).join('\n');
   }
 
-  let secrets: DbSecrets | undefined;
-  const target = async (): Promise<Target> => {
-    secrets ??= await readSecrets(ctx);
+  let roles: Roles | undefined;
+  const secrets = async () => (roles ??= await readSecrets(ctx));
+  const target = async (login: LoginName = 'app'): Promise<Target> => {
+    const r = await secrets();
     const ca = await fs.readFile(tlsFiles(cfg.sslDir).caCrt, 'utf8');
-    return { host: 'localhost', port: cfg.port, user: secrets.user, password: secrets.password, database: secrets.database, ca };
+    return { host: 'localhost', port: cfg.port, ...r[login], database: r.database, ca };
   };
+  const admin = async (): Promise<Admin> => socketAdmin(p.run, cfg.port, await secrets());
 
   return {
     name: 'native',
     target,
+    admin,
     describeData: () => `the native data directory ${p.dir}`,
     running,
     async up() {
-      const t = await target();
+      const r = await secrets();
       const isUp = await running();
       if (!isUp) await assertPortFree(cfg.port);
       for (const d of [p.dir, p.run, p.tls]) {
@@ -159,7 +164,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
       let initialised = false;
       if (!(await fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false))) {
         log.step(`initialising a new PostgreSQL cluster in ${path.relative(cfg.root, p.data) || p.data}`);
-        await initdb(t as DbSecrets);
+        await initdb(r);
         initialised = true;
       }
       await installTls();
@@ -167,28 +172,28 @@ export function nativeRuntime(ctx: Ctx): Runtime {
         log.step(`starting PostgreSQL on 127.0.0.1:${cfg.port}`);
         await start();
       }
+      // Ready means the superuser answers on the socket; then roles and grants; then the promise:
+      // a verified TLS login as the application.
+      const su = await admin();
       let lastError = '';
-      const admin = { ...t, database: 'postgres' };
-      await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
+      await waitFor(ctx, 'waiting for PostgreSQL', cfg.upTimeoutMs, async () => {
         try {
-          const c = await connect(t, 2000);
-          await c.end();
+          await su.query('SELECT 1');
           return true;
         } catch (e) {
-          const err = e as { code?: string; message: string };
-          lastError = err.message;
-          if (err.code === '3D000') {
-            // POSTGRES_DB semantics: the application database exists after the first start.
-            const c = await connect(admin, 2000);
-            try { await c.query(`CREATE DATABASE ${ident(t.database)} OWNER ${ident(t.user)}`); } finally { await c.end(); }
-            return false;
-          }
-          if (!(await running())) {
-            throw new UserError(`PostgreSQL stopped during start-up: ${await tailLog(3)}`, `see ${p.log}`);
-          }
+          const drift = driftError(e, 'postgres', r.admin.user);
+          if (drift) throw drift;
+          lastError = (e as Error).message;
+          if (!(await running())) throw new UserError(`PostgreSQL stopped during start-up: ${await tailLog(3)}`, `see ${p.log}`);
           return false;
         }
-      }, () => `PostgreSQL did not accept a TLS login within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
+      }, () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
+      await provision(su, r);
+      for (const [login, prefix] of [['migrator', 'migrate'], ['app', 'app']] as const) {
+        await tryLogin(await target(login)).catch((e) => {
+          throw driftError(e, prefix, r[login].user) ?? e;
+        });
+      }
       return { initialised };
     },
     async down() {

@@ -1,4 +1,7 @@
 import type { Target } from '../pg.ts';
+import type { Admin } from '../provision.ts';
+
+export type LoginName = 'app' | 'migrator';
 
 /** What `db:up` and friends need from a place PostgreSQL runs. Both runtimes implement all of it. */
 export interface Runtime {
@@ -14,8 +17,10 @@ export interface Runtime {
   psql(args: readonly string[]): Promise<void>;
   /** Stops the server and deletes its data. */
   destroy(): Promise<void>;
-  /** Where the host reaches the server over TLS as the application. */
-  target(): Promise<Target>;
+  /** Where the host reaches the server over verified TLS, as the application (default) or the migration role. */
+  target(login?: LoginName): Promise<Target>;
+  /** The superuser's channel, which never crosses TCP. */
+  admin(): Promise<Admin>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }

@@ -1,0 +1,56 @@
+import { UserError } from './errors.ts';
+import { connect, type Target } from './pg.ts';
+import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, type Roles } from './roles.ts';
+
+/**
+ * The superuser's channel, which never crosses TCP: the native server's Unix socket, or psql
+ * inside the container. Returns each row's values as text.
+ */
+export interface Admin {
+  query(sql: string, database?: string): Promise<string[][]>;
+}
+
+function lit(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}
+
+/** Roles, database, ownership and default privileges; safe to run on every start. */
+export async function provision(admin: Admin, r: Roles): Promise<void> {
+  await admin.query(rolesSql(r));
+  const exists = await admin.query(`SELECT 1 FROM pg_database WHERE datname = ${lit(r.database)}`);
+  if (!exists.length) await admin.query(createDatabaseSql(r));
+  await admin.query(ownershipSql(r));
+  await admin.query(databaseSql(r), r.database);
+}
+
+/** The superuser over a Unix socket (native runtime). */
+export function socketAdmin(socketDir: string, port: number, r: Roles): Admin {
+  return {
+    async query(sql, database = 'postgres') {
+      const c = await connect({ host: socketDir, port, user: r.admin.user, password: r.admin.password, database, applicationName: 'pg-deploy admin' });
+      try {
+        const res = await c.query({ text: sql, rowMode: 'array' });
+        const last = Array.isArray(res) ? res[res.length - 1] : res;
+        return (last?.rows ?? []).map((row: unknown[]) => row.map((v) => (v === null ? '' : String(v))));
+      } finally {
+        await c.end().catch(() => {});
+      }
+    },
+  };
+}
+
+/** A login failure with a stored password that no longer matches its secret file: drift, with the fix. */
+export function driftError(e: unknown, prefix: 'postgres' | 'migrate' | 'app', role: string): UserError | undefined {
+  if ((e as { code?: string }).code !== '28P01') return undefined;
+  return new UserError(
+    `database/infra/secrets/${prefix}_password no longer matches the password of role ${role} (the file changed after the role was created)`,
+    prefix === 'postgres'
+      ? 'put the old file back: the image reads it only when the data directory is first made, so changing the file changes nothing'
+      : `put the old file back, or make the database follow the file: pnpm db:secrets:rotate ${prefix} --from-file`,
+  );
+}
+
+/** Logs in as `t` and ends the session; throws the driver's error. */
+export async function tryLogin(t: Target, timeoutMs = 2000): Promise<void> {
+  await (await connect(t, timeoutMs)).end();
+}
