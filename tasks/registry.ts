@@ -15,11 +15,13 @@ import { task as rollback } from './rollback.ts';
 import { task as migrateCreate } from './migrate-create.ts';
 import { task as migrateForce } from './migrate-force.ts';
 import { task as status } from './status.ts';
+import { task as rotate } from './secrets-rotate.ts';
+import { task as doctor } from './doctor.ts';
 
 /** Every task, in the order help lists them. */
 export const tasks: readonly Task[] = [
   up, down, logs, bash, psql, status,
   migrate, rollback, migrateCreate, migrateForce, seed,
-  secrets, secure, fresh, del,
+  secrets, rotate, secure, doctor, fresh, del,
   helpTask(() => tasks),
 ];

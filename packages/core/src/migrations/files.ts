@@ -3,8 +3,22 @@ import { createHash } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 
-// golang-migrate's own pattern (source/parse.go), so both runners see the same set of files.
+// golang-migrate's own pattern (source/parse.go, v4.18.3), so both runners see the same set of files.
 export const FILE_RE = /^([0-9]+)_(.*)\.(down|up)\.(.*)$/;
+
+export interface ParsedName {
+  version: number;
+  name: string;
+  direction: 'up' | 'down';
+  ext: string;
+}
+
+/** A file name as golang-migrate reads it, or undefined when it is not a migration's name. */
+export function parseName(file: string): ParsedName | undefined {
+  const m = FILE_RE.exec(file);
+  if (!m) return undefined;
+  return { version: Number(m[1]), name: m[2], direction: m[3] as 'up' | 'down', ext: m[4] };
+}
 
 export interface MigrationFile {
   file: string;
@@ -26,42 +40,53 @@ export function checksum(sql: string): string {
   return createHash('sha256').update(sql).digest('hex');
 }
 
-/**
- * Reads and validates every migration before anything runs: a name that does not match, a
- * duplicate version, an up without its down (or the reverse), an empty file. Each problem is one
- * line naming the file; any problem means nothing is applied.
- */
-export async function loadMigrations(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<Migration[]> {
-  let names: string[];
+/** The folder's entries that are files, sorted; directories are skipped, as golang-migrate skips them. */
+async function listFiles(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<string[]> {
   try {
-    names = (await ctx.fs.readdir(dir)).sort();
+    const entries = await ctx.fs.readdir(dir, { withFileTypes: true });
+    return entries.filter((e) => !e.isDirectory() && !IGNORED.test(e.name)).map((e) => e.name).sort();
   } catch {
     throw new UserError(`the migrations folder ${dir} does not exist`, 'create it, or set DB_MIGRATIONS_DIR');
   }
+}
+
+/**
+ * Reads and validates every migration before anything runs: a name that does not match, a
+ * duplicate version, an up without its down (or the reverse), an empty file, a statement that must
+ * be alone in its file. Each problem is one line naming the file; any problem means nothing runs.
+ */
+export async function loadMigrations(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<Migration[]> {
+  const names = await listFiles(ctx, dir);
+  // Read in parallel: a project with a thousand migrations should not pay a thousand sequential reads.
+  const texts = await Promise.all(names.map((n) => (FILE_RE.test(n) ? ctx.fs.readFile(path.join(dir, n), 'utf8') : Promise.resolve(''))));
   const problems: string[] = [];
-  const byVersion = new Map<number, { name: string; up?: MigrationFile; down?: MigrationFile }>();
-  for (const name of names) {
-    if (IGNORED.test(name)) continue;
-    const m = FILE_RE.exec(name);
-    if (!m) {
-      problems.push(`${name}: not a migration name (expected NNNNNN_name.up.sql / NNNNNN_name.down.sql)`);
+  const byVersion = new Map<number, { name: string; digits: string; up?: MigrationFile; down?: MigrationFile }>();
+  for (const [i, file] of names.entries()) {
+    const p = parseName(file);
+    if (!p) {
+      problems.push(`${file}: not a migration name (expected NNNNNN_name.up.sql and NNNNNN_name.down.sql)`);
       continue;
     }
-    const version = Number(m[1]);
-    if (!Number.isSafeInteger(version)) {
-      problems.push(`${name}: version ${m[1]} is too large`);
+    if (!Number.isSafeInteger(p.version)) {
+      problems.push(`${file}: version ${FILE_RE.exec(file)![1]} is too large`);
       continue;
     }
-    const sql = await ctx.fs.readFile(path.join(dir, name), 'utf8');
-    if (!sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, '').trim()) problems.push(`${name}: the file is empty`);
-    const entry = byVersion.get(version) ?? { name: m[2] };
-    const dirn = m[3] as 'up' | 'down';
-    if (entry[dirn] || entry.name !== m[2]) {
-      problems.push(`${name}: version ${version} is used twice (${entry[dirn]?.file ?? `${m[1]}_${entry.name}`})`);
+    const sql = texts[i];
+    if (!hasStatements(sql)) {
+      problems.push(`${file}: the file is empty (only comments or blanks)`);
       continue;
     }
-    entry[dirn] = { file: name, sql, checksum: checksum(sql) };
-    byVersion.set(version, entry);
+    const alone = mustBeAlone(sql);
+    if (alone) problems.push(`${file}: ${alone} must be the only statement in its file (PostgreSQL runs a file of several statements as one transaction, which ${alone} refuses)`);
+    const digits = FILE_RE.exec(file)![1];
+    const entry = byVersion.get(p.version) ?? { name: p.name, digits };
+    const other = entry[p.direction]?.file ?? (entry.name !== p.name ? `${entry.digits}_${entry.name}.*` : undefined);
+    if (other) {
+      problems.push(`${file}: version ${p.version} is used twice (also ${other})`);
+      continue;
+    }
+    entry[p.direction] = { file, sql, checksum: checksum(sql) };
+    byVersion.set(p.version, entry);
   }
   const out: Migration[] = [];
   for (const [version, e] of [...byVersion].sort((a, b) => a[0] - b[0])) {
@@ -75,13 +100,118 @@ export async function loadMigrations(ctx: Pick<Ctx, 'fs'>, dir: string): Promise
   return out;
 }
 
+/** The versions in the folder, by name only: `db:migrate:create` must work while a new file is still a stub. */
+export async function existingVersions(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<number[]> {
+  return (await listFiles(ctx, dir)).map(parseName).filter((p): p is ParsedName => p !== undefined).map((p) => p.version);
+}
+
+export interface Statement {
+  /** Offset of the statement's first significant character in the file (a JS string index). */
+  start: number;
+  text: string;
+}
+
+/**
+ * Splits SQL where PostgreSQL's own lexer would: at semicolons outside quotes, dollar quotes, quoted
+ * identifiers and comments. Returns undefined for what it cannot split with certainty (SQL-standard
+ * `BEGIN ATOMIC` bodies hold semicolons of their own), so callers fall back to the whole file.
+ */
+export function splitStatements(sql: string): Statement[] | undefined {
+  const out: Statement[] = [];
+  let begin = 0; // where the current statement's text starts
+  let first = -1; // its first significant character
+  let i = 0;
+  const n = sql.length;
+  const identChar = (ch: string | undefined) => ch !== undefined && /[A-Za-z0-9_$\u0080-\uffff]/.test(ch);
+  const mark = () => {
+    if (first < 0) first = i;
+  };
+  while (i < n) {
+    const ch = sql[i];
+    const next = sql[i + 1];
+    if (ch === '-' && next === '-') {
+      const nl = sql.indexOf('\n', i);
+      i = nl < 0 ? n : nl + 1;
+    } else if (ch === '/' && next === '*') {
+      let depth = 1;
+      i += 2;
+      while (i < n && depth > 0) {
+        if (sql[i] === '/' && sql[i + 1] === '*') { depth++; i += 2; }
+        else if (sql[i] === '*' && sql[i + 1] === '/') { depth--; i += 2; }
+        else i++;
+      }
+    } else if (ch === "'") {
+      mark();
+      const escapes = /[eE]/.test(sql[i - 1] ?? '') && !identChar(sql[i - 2]);
+      i++;
+      while (i < n) {
+        if (escapes && sql[i] === '\\') i += 2;
+        else if (sql[i] === "'" && sql[i + 1] === "'") i += 2;
+        else if (sql[i] === "'") { i++; break; }
+        else i++;
+      }
+    } else if (ch === '"') {
+      mark();
+      i++;
+      while (i < n) {
+        if (sql[i] === '"' && sql[i + 1] === '"') i += 2;
+        else if (sql[i] === '"') { i++; break; }
+        else i++;
+      }
+    } else if (ch === '$' && !identChar(sql[i - 1])) {
+      mark();
+      const tag = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/.exec(sql.slice(i, i + 64));
+      if (tag) {
+        const end = sql.indexOf(tag[0], i + tag[0].length);
+        i = end < 0 ? n : end + tag[0].length;
+      } else i++;
+    } else if (ch === ';') {
+      if (first >= 0) out.push({ start: first, text: sql.slice(begin, i + 1) });
+      begin = i + 1;
+      first = -1;
+      i++;
+    } else if (/\s/.test(ch)) {
+      i++;
+    } else {
+      mark();
+      if (/[Bb]/.test(ch) && !identChar(sql[i - 1]) && /^begin\s+atomic\b/i.test(sql.slice(i, i + 32))) return undefined;
+      i++;
+    }
+  }
+  if (first >= 0) out.push({ start: first, text: sql.slice(begin) });
+  return out;
+}
+
+/** SQL with comments, quoted text and dollar-quoted bodies blanked out: what is left are keywords and names. */
+function codeOnly(sql: string): string {
+  return sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\/|'(?:[^']|'')*'|"(?:[^"]|"")*"|(\$[A-Za-z_]*\$)[\s\S]*?\1/g, ' ');
+}
+
+function hasStatements(sql: string): boolean {
+  return codeOnly(sql).replace(/;/g, ' ').trim() !== '';
+}
+
 /**
  * Statements PostgreSQL refuses inside a transaction block, and files that manage their own
- * transactions: these run as golang-migrate runs every file, guarded by the dirty flag.
+ * transactions: these run as golang-migrate runs every file, guarded by the dirty flag. Function
+ * bodies are blanked first: a PL/pgSQL `BEGIN ... END;` is not transaction control.
  */
 export function needsOwnTransaction(sql: string): boolean {
-  const code = sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\/|'(?:[^']|'')*'/g, ' ');
-  return /\bCONCURRENTLY\b|\bVACUUM\b|\b(CREATE|DROP)\s+(DATABASE|TABLESPACE)\b|\bALTER\s+SYSTEM\b|(^|;)\s*(BEGIN|COMMIT|ROLLBACK|START\s+TRANSACTION|END)\s*(;|$)/im.test(code);
+  const code = codeOnly(sql).replace(/\s+/g, ' ');
+  if (/\bCONCURRENTLY\b|\bVACUUM\b|\b(CREATE|DROP)\s+(DATABASE|TABLESPACE)\b|\bALTER\s+SYSTEM\b/i.test(code)) return true;
+  if (/(^|;)\s*(BEGIN(?!\s+ATOMIC)|START\s+TRANSACTION|COMMIT|ROLLBACK|ABORT)\b/i.test(code)) return true;
+  // END closes a transaction, unless it closes a SQL-standard function body.
+  return !/\bBEGIN\s+ATOMIC\b/i.test(code) && /(^|;)\s*END\s*(;|$)/i.test(code);
+}
+
+/** The statement that cannot share its file, when the file holds more than one statement. */
+function mustBeAlone(sql: string): string | undefined {
+  const code = codeOnly(sql);
+  const m = /\b(CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b[^;]*\bCONCURRENTLY|VACUUM|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE)|ALTER\s+SYSTEM)\b/i.exec(code);
+  if (!m) return undefined;
+  if (/(^|;)\s*(BEGIN|COMMIT|START\s+TRANSACTION)\b/i.test(code)) return undefined; // the file manages its transactions itself
+  const stmts = splitStatements(sql);
+  return stmts && stmts.length > 1 ? m[1].replace(/\s+/g, ' ').toUpperCase() : undefined;
 }
 
 /** The next file name for `db:migrate:create`: 6-digit sequence (as `migrate create -seq`) or a UTC timestamp. */
@@ -91,7 +221,21 @@ export function nextVersion(existing: readonly number[], now: Date, timestamp: b
   return String(next).padStart(6, '0');
 }
 
-/** 1-based line of a character offset (PostgreSQL error positions are 1-based characters). */
+/** JS string index of a PostgreSQL error position (1-based, counted in characters, not UTF-16 units). */
+export function indexOfPosition(sql: string, position: number): number {
+  let index = 0;
+  for (let chars = 1; chars < position && index < sql.length; chars++) index += sql.codePointAt(index)! > 0xffff ? 2 : 1;
+  return index;
+}
+
+/** 1-based line of a JS string index. */
+export function lineAt(sql: string, index: number): number {
+  let line = 1;
+  for (let i = 0; i < index && i < sql.length; i++) if (sql.charCodeAt(i) === 10) line++;
+  return line;
+}
+
+/** 1-based line of a PostgreSQL error position. */
 export function lineOf(sql: string, position: number): number {
-  return sql.slice(0, Math.max(0, position - 1)).split('\n').length;
+  return lineAt(sql, indexOfPosition(sql, position));
 }

@@ -1,5 +1,14 @@
-// golang-migrate's advisory lock key (database/util.go GenerateAdvisoryLockId, salt 1486364155),
-// so our runner and the migrate/migrate container exclude each other.
+// golang-migrate's advisory lock key, so our runner and the migrate/migrate container exclude each
+// other. Checked against golang-migrate's source (tags v4.15.0 to v4.19.1):
+// - database/util.go GenerateAdvisoryLockId(databaseName, additionalNames...) joins
+//   `additionalNames..., databaseName` with NUL bytes (the database name goes LAST), takes
+//   crc32.ChecksumIEEE and multiplies it by the salt 1486364155 in uint32 arithmetic.
+// - database/postgres/postgres.go Lock() calls it with (DatabaseName, migrationsSchemaName,
+//   migrationsTableName) since v4.15.0 (v4.14 and older leave the table out: another key, so pin the
+//   image at v4.15 or later); Open() sets DatabaseName to the URL's path, leading slash included
+//   ("/app"); migrationsSchemaName is current_schema() unless x-migrations-table names one.
+// - database/util_test.go vectors: ("database_name") -> 1764327054,
+//   ("database_name", "schema_name_1") -> 2453313553.
 const SALT = 1486364155;
 
 let table: Uint32Array | undefined;
@@ -17,11 +26,13 @@ function crc32(bytes: Uint8Array): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
-/**
- * `dbname` as golang-migrate's CLI sees it: the URL path with its leading slash ("/app").
- * Node's zlib has crc32 only from Node 22, hence the small table above.
- */
-export function advisoryLockKey(dbname: string, schema = 'public', table_ = 'schema_migrations'): number {
-  const sum = crc32(new TextEncoder().encode([schema, table_, dbname].join('\0')));
-  return Math.imul(sum, SALT) >>> 0;
+/** golang-migrate's GenerateAdvisoryLockId, same arguments, same order. Node's zlib has crc32 only from Node 22. */
+export function generateAdvisoryLockId(databaseName: string, ...additionalNames: string[]): number {
+  const text = additionalNames.length ? [...additionalNames, databaseName].join('\0') : databaseName;
+  return Math.imul(crc32(new TextEncoder().encode(text)), SALT) >>> 0;
+}
+
+/** The key golang-migrate's CLI takes for `dbname` (the URL path, with its slash: "/app"). */
+export function advisoryLockKey(dbname: string, schema = 'public', migrationsTable = 'schema_migrations'): number {
+  return generateAdvisoryLockId(dbname, schema, migrationsTable);
 }

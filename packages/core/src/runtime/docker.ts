@@ -28,6 +28,11 @@ export const compose = {
   psql: (file: string, args: readonly string[]) => [...compose.base(file), 'exec', DB_SERVICE, '/usr/local/bin/db-psql', ...args],
   // admin-sql.sh reads the superuser secret inside the container and runs stdin on the socket.
   adminSql: (file: string, database: string) => [...compose.base(file), 'exec', '--no-TTY', DB_SERVICE, '/usr/local/bin/db-admin-sql', database],
+  // start.sh installs the key inside the container; run again, it installs a renewed one.
+  installTls: (file: string) => [...compose.base(file), 'exec', '--no-TTY', DB_SERVICE, '/usr/local/bin/db-start', '--install-tls-only'],
+  appRunning: (file: string) => [...compose.base(file), 'ps', '--status', 'running', '--quiet', 'api'],
+  // A file secret is a bind mount resolved when the container is made: recreate it to read the new file.
+  recreateApp: (file: string) => [...compose.base(file), 'up', '--detach', '--no-deps', '--force-recreate', 'api'],
   migrate: (file: string, args: readonly string[]) => [...compose.base(file), 'run', '--rm', '--no-deps', MIGRATE_SERVICE, ...args],
 };
 
@@ -80,6 +85,15 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     target,
     admin,
     running,
+    async reloadTls() {
+      await docker(compose.installTls(file));
+      await (await admin()).query('SELECT pg_reload_conf()');
+    },
+    async restartApp() {
+      if (!(await exec('docker', compose.appRunning(file), { cwd: cfg.root, nothrow: true })).stdout.trim()) return false;
+      await docker(compose.recreateApp(file));
+      return true;
+    },
     describeData: () => `the Compose volumes of ${path.relative(cfg.root, file)} (all database data)`,
     async up() {
       const t = await target();

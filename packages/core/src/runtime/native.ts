@@ -153,6 +153,11 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     admin,
     describeData: () => `the native data directory ${p.dir}`,
     running,
+    async reloadTls() {
+      await installTls();
+      await (await admin()).query('SELECT pg_reload_conf()');
+    },
+    restartApp: async () => false, // no application runs under the native runtime
     async up() {
       const r = await secrets();
       const isUp = await running();

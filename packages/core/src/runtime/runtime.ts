@@ -21,6 +21,10 @@ export interface Runtime {
   target(login?: LoginName): Promise<Target>;
   /** The superuser's channel, which never crosses TCP. */
   admin(): Promise<Admin>;
+  /** Installs the current certificate and key where the server reads them and reloads it: open sessions survive. */
+  reloadTls(): Promise<void>;
+  /** Restarts what reads the application's secret (the compose `api` service) if it runs; says whether it did. */
+  restartApp(): Promise<boolean>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }
