@@ -4,7 +4,7 @@ import type { Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:secrets',
-  summary: 'Create the missing secret files (user, password, database); never overwrites without --force.',
+  summary: 'Create the missing secret files (superuser, schema owner, app role, database); never overwrites without --force.',
   needsNoRuntime: true,
   flags: { force: { type: 'boolean', description: 'replace existing secrets (the database keeps its old password!)' } },
   async run(ctx, { flags }) {

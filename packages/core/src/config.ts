@@ -3,7 +3,7 @@ import { UserError } from './errors.ts';
 
 export type RuntimeName = 'docker' | 'native';
 
-/** Every setting the tool reads, validated once at the entry point. Nothing below reads process.env. */
+/** Every setting the tool reads, validated once at the entry point. Nothing below the entry point reads the environment itself. */
 export interface Config {
   root: string;
   nodeEnv: string;
