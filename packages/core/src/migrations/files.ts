@@ -72,10 +72,8 @@ export async function loadMigrations(ctx: Pick<Ctx, 'fs'>, dir: string): Promise
       continue;
     }
     const sql = texts[i];
-    if (!hasStatements(sql)) {
-      problems.push(`${file}: the file is empty (only comments or blanks)`);
-      continue;
-    }
+    // Still paired below, so its partner is not reported as an orphan too.
+    if (!hasStatements(sql)) problems.push(`${file}: the file is empty (only comments or blanks)`);
     const alone = mustBeAlone(sql);
     if (alone) problems.push(`${file}: ${alone} must be the only statement in its file (PostgreSQL runs a file of several statements as one transaction, which ${alone} refuses)`);
     const digits = FILE_RE.exec(file)![1];
@@ -106,7 +104,9 @@ export async function existingVersions(ctx: Pick<Ctx, 'fs'>, dir: string): Promi
 }
 
 export interface Statement {
-  /** Offset of the statement's first significant character in the file (a JS string index). */
+  /** Where `text` begins in the file (JS string indexes, as every offset here). */
+  offset: number;
+  /** Where its first significant character is: the line a person would look at. */
   start: number;
   text: string;
 }
@@ -166,7 +166,7 @@ export function splitStatements(sql: string): Statement[] | undefined {
         i = end < 0 ? n : end + tag[0].length;
       } else i++;
     } else if (ch === ';') {
-      if (first >= 0) out.push({ start: first, text: sql.slice(begin, i + 1) });
+      if (first >= 0) out.push({ offset: begin, start: first, text: sql.slice(begin, i + 1) });
       begin = i + 1;
       first = -1;
       i++;
@@ -178,7 +178,7 @@ export function splitStatements(sql: string): Statement[] | undefined {
       i++;
     }
   }
-  if (first >= 0) out.push({ start: first, text: sql.slice(begin) });
+  if (first >= 0) out.push({ offset: begin, start: first, text: sql.slice(begin) });
   return out;
 }
 

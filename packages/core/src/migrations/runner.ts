@@ -1,9 +1,9 @@
-import type { Client } from 'pg';
+import type { Client, QueryResult } from 'pg';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { ident } from '../pg.ts';
 import { advisoryLockKey } from './lock.ts';
-import { lineOf, needsOwnTransaction, type Migration } from './files.ts';
+import { indexOfPosition, lineAt, lineOf, needsOwnTransaction, splitStatements, type Migration, type MigrationFile } from './files.ts';
 
 export type Command =
   | { kind: 'up'; n?: number }
@@ -14,6 +14,7 @@ export type Command =
 export interface Step {
   version: number;
   name: string;
+  file: string;
   direction: 'up' | 'down';
   ms: number;
   transactional: boolean;
@@ -31,58 +32,80 @@ export const VERSION_TABLE = 'schema_migrations';
 /** Ours, beside it (golang-migrate ignores other tables): what was applied, when, by whom, from which file. */
 export const HISTORY_TABLE = 'schema_migrations_history';
 
+const VERSION_DDL = '(version bigint not null primary key, dirty boolean not null)';
+const HISTORY_DDL = `(version bigint primary key, name text not null, checksum text not null,
+  applied_at timestamptz not null default now(), duration_ms integer not null, applied_by text not null default current_user)`;
+
 interface Where {
   schema: string;
   key: number;
+  /** Quoted names of the two tables, in current_schema() as golang-migrate puts its table. */
   t: string;
   h: string;
+  hasT: boolean;
+  hasH: boolean;
 }
 
-async function where(c: Client): Promise<Where> {
-  const { rows } = await c.query<{ schema: string; db: string }>('SELECT current_schema() AS schema, current_database() AS db');
-  const { schema, db } = rows[0];
+function last(res: QueryResult | QueryResult[]): QueryResult {
+  return Array.isArray(res) ? res[res.length - 1] : res;
+}
+
+async function where(c: Client, prelude = ''): Promise<Where> {
+  const regclass = (table: string) => `to_regclass(format('%I.%I', current_schema(), '${table}')) IS NOT NULL`;
+  const res = await c.query(`${prelude}SELECT current_schema() AS schema, current_database() AS db,
+    CASE WHEN current_schema() IS NOT NULL THEN ${regclass(VERSION_TABLE)} END AS has_t,
+    CASE WHEN current_schema() IS NOT NULL THEN ${regclass(HISTORY_TABLE)} END AS has_h`);
+  const r = last(res as unknown as QueryResult | QueryResult[]).rows[0];
+  if (!r.schema) {
+    throw new UserError('there is no schema to keep schema_migrations in: search_path names no schema that exists', 'check SHOW search_path for the migration role');
+  }
   return {
-    schema,
-    key: advisoryLockKey('/' + db, schema, VERSION_TABLE),
-    t: `${ident(schema)}.${ident(VERSION_TABLE)}`,
-    h: `${ident(schema)}.${ident(HISTORY_TABLE)}`,
+    schema: r.schema,
+    // golang-migrate's CLI passes the URL's path, with its slash.
+    key: advisoryLockKey('/' + r.db, r.schema, VERSION_TABLE),
+    t: `${ident(r.schema)}.${ident(VERSION_TABLE)}`,
+    h: `${ident(r.schema)}.${ident(HISTORY_TABLE)}`,
+    hasT: r.has_t === true,
+    hasH: r.has_h === true,
   };
 }
 
-/** Who holds the migration lock, in words, for the timeout message. */
+/** Who holds the migration lock, in words, for the timeout message (never the text of their query). */
 async function lockHolder(c: Client, key: number): Promise<string> {
   const { rows } = await c.query(
-    `SELECT a.pid, a.application_name AS app, a.usename AS usr, a.client_addr AS addr, a.backend_start AS since
+    `SELECT a.pid, a.application_name AS app, a.usename AS usr, a.client_addr AS addr, a.backend_start AS since,
+            a.state, a.state_change AS state_since
        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1::bigint::oid AND l.objsubid = 1`,
     [key],
   );
-  if (!rows.length) return 'a session that has since ended';
+  if (!rows.length) return 'a session that has ended since';
   const r = rows[0];
-  return `pid ${r.pid} (${r.app || 'no application name'}, user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}, connected since ${new Date(r.since).toISOString()})`;
+  const iso = (d: Date | null) => (d ? new Date(d).toISOString() : 'unknown');
+  return `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}, connected since ${iso(r.since)}, ${r.state ?? 'state unknown'} since ${iso(r.state_since)}`;
 }
 
-/** Takes golang-migrate's advisory lock, waiting at most `timeoutMs`; never hangs. */
+/**
+ * Takes golang-migrate's advisory lock (the session-level one, on the same key), waiting at most
+ * `timeoutMs`; never hangs. It polls pg_try_advisory_lock instead of blocking in pg_advisory_lock:
+ * a blocked waiter sits in a statement with a snapshot, CREATE INDEX CONCURRENTLY in the holder's
+ * migration waits for every such snapshot, and PostgreSQL's deadlock detector then kills one side
+ * (seen here: the holder's migration, leaving the database dirty). Between polls a waiter is idle,
+ * outside any transaction, so the holder never waits for it.
+ */
 export async function acquireLock(c: Client, w: Where, timeoutMs: number): Promise<void> {
-  await c.query(`SET lock_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
-  try {
-    await c.query('SELECT pg_advisory_lock($1)', [w.key]);
-  } catch (e) {
-    if ((e as { code?: string }).code !== '55P03') throw e;
-    throw new UserError(
-      `another migration holds the lock (key ${w.key}) for more than ${timeoutMs / 1000}s: ${await lockHolder(c, w.key)}`,
-      'wait for it to finish, or end that session (SELECT pg_terminate_backend(pid)); raise DB_MIGRATE_LOCK_TIMEOUT to wait longer',
-    );
-  } finally {
-    await c.query('SET lock_timeout TO DEFAULT');
+  const deadline = Date.now() + timeoutMs;
+  for (let pause = 10; ; pause = Math.min(pause * 2, 200)) {
+    const { rows } = await c.query(`SELECT pg_try_advisory_lock(${w.key}) AS ok`);
+    if (rows[0].ok) return;
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    await new Promise((r) => setTimeout(r, Math.min(pause, left)));
   }
-}
-
-async function ensureTables(c: Client, w: Where): Promise<void> {
-  await c.query(`CREATE TABLE IF NOT EXISTS ${w.t} (version bigint not null primary key, dirty boolean not null)`);
-  await c.query(`CREATE TABLE IF NOT EXISTS ${w.h} (
-    version bigint primary key, name text not null, checksum text not null,
-    applied_at timestamptz not null default now(), duration_ms integer not null, applied_by text not null default current_user)`);
+  throw new UserError(
+    `another migration has held the migration lock (key ${w.key}) for more than ${timeoutMs / 1000}s: ${await lockHolder(c, w.key)}`,
+    'wait for it to finish, or end that session (SELECT pg_terminate_backend(pid)); raise DB_MIGRATE_LOCK_TIMEOUT to wait longer',
+  );
 }
 
 export interface Current {
@@ -90,108 +113,159 @@ export interface Current {
   dirty: boolean;
 }
 
-async function readCurrent(c: Client, w: Where): Promise<Current> {
-  const { rows } = await c.query<{ version: string; dirty: boolean }>(`SELECT version, dirty FROM ${w.t} LIMIT 1`);
-  return rows.length ? { version: Number(rows[0].version), dirty: rows[0].dirty } : { version: null, dirty: false };
+/** The one row; golang-migrate writes (-1, dirty) for a failed roll-back of the first migration. */
+async function readCurrent(c: Client, w: Where, prelude = ''): Promise<Current> {
+  const res = await c.query(`${prelude}SELECT version, dirty FROM ${w.t} LIMIT 1`);
+  const { rows } = last(res as unknown as QueryResult | QueryResult[]);
+  if (!rows.length) return { version: null, dirty: false };
+  const v = Number(rows[0].version);
+  return { version: v < 0 ? null : v, dirty: rows[0].dirty };
 }
 
-/** golang-migrate's single-row rewrite: TRUNCATE then INSERT, inside the caller's transaction. */
-async function setVersion(c: Client, w: Where, version: number | null, dirty: boolean): Promise<void> {
-  await c.query(`TRUNCATE ${w.t}`);
-  if (version !== null) await c.query(`INSERT INTO ${w.t} (version, dirty) VALUES ($1, $2)`, [version, dirty]);
+/**
+ * The single-row rewrite, as statements for the caller's transaction. golang-migrate uses TRUNCATE;
+ * DELETE leaves the same one row and lets `db:status` read the old row meanwhile instead of waiting
+ * behind TRUNCATE's exclusive lock. Versions are numbers we parsed, safe to inline.
+ */
+function setVersionSql(w: Where, version: number | null, dirty: boolean): string {
+  const del = `DELETE FROM ${w.t}`;
+  if (version === null && !dirty) return del;
+  return `${del}; INSERT INTO ${w.t} (version, dirty) VALUES (${version ?? -1}, ${dirty})`;
 }
 
-/** Names the objects an up file creates, to say whether a dirty migration looks applied. */
+function historySql(c: Client, w: Where, m: Migration, dir: 'up' | 'down', ms: number): string {
+  if (dir === 'down') return `DELETE FROM ${w.h} WHERE version = ${m.version}`;
+  return `INSERT INTO ${w.h} (version, name, checksum, duration_ms) VALUES (${m.version}, ${c.escapeLiteral(m.name)}, ${c.escapeLiteral(m.up.checksum)}, ${Math.round(ms)})
+    ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, applied_at = now(), duration_ms = EXCLUDED.duration_ms, applied_by = current_user`;
+}
+
+const forceCmd = (v: number | null) => (v === null || v < 0 ? 'pnpm db:migrate:force -- -1' : `pnpm db:migrate:force ${v}`);
+const vName = (v: number | null) => (v === null ? 'none' : String(v));
+
+/** Names of the relations an up file creates, to tell whether an interrupted file looks applied. */
 function createdRelations(sql: string): string[] {
   const out: string[] = [];
-  const re = /\bCREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|SEQUENCE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?("?[\w.]+"?(?:\."?\w+"?)?)/gi;
-  for (const m of sql.matchAll(re)) out.push(m[1]);
+  const re = /\bCREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|SEQUENCE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?!ON\b)("[^"]+"|[\w$]+)(?:\.("[^"]+"|[\w$]+))?/gi;
+  for (const m of sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, ' ').matchAll(re)) out.push(m[2] ? `${m[1]}.${m[2]}` : m[1]);
   return out;
 }
 
-/** The truth about a dirty database: which file, whether its objects exist, and the exact way out. */
-async function dirtyError(c: Client, version: number, migrations: readonly Migration[]): Promise<UserError> {
-  const i = migrations.findIndex((m) => m.version === version);
-  const m = migrations[i];
-  const prev = i > 0 ? migrations[i - 1].version : -1;
-  let looks = 'unknown';
-  if (m) {
-    const rels = createdRelations(m.up.sql);
-    if (rels.length) {
-      const { rows } = await c.query<{ n: number }>('SELECT count(to_regclass(r))::int AS n FROM unnest($1::text[]) r', [rels]);
-      looks = rows[0].n === rels.length ? 'applied' : rows[0].n === 0 ? 'not applied' : 'partly applied';
-    }
+type Looks = { state: 'applied' | 'not applied' | 'partly applied' | 'unknown'; invalid: string[]; present: string[]; missing: string[] };
+
+async function looks(c: Client, m: Migration | undefined): Promise<Looks> {
+  const rels = m ? createdRelations(m.up.sql) : [];
+  const out: Looks = { state: 'unknown', invalid: [], present: [], missing: [] };
+  if (!rels.length) return out;
+  try {
+    const { rows } = await c.query<{ name: string; present: boolean; valid: boolean }>(
+      `SELECT r.name, c.oid IS NOT NULL AS present, coalesce(i.indisvalid, true) AS valid
+         FROM unnest($1::text[]) AS r(name) LEFT JOIN pg_class c ON c.oid = to_regclass(r.name) LEFT JOIN pg_index i ON i.indexrelid = c.oid`,
+      [rels],
+    );
+    for (const r of rows) (r.present ? (r.valid ? out.present : out.invalid) : out.missing).push(r.name);
+  } catch {
+    return out; // a name we could not parse: say "unknown" rather than guess
   }
-  const file = m ? m.up.file : `version ${version} (no such file)`;
-  const advice =
-    looks === 'applied' ? `its objects exist: if the file completed, pnpm db:migrate:force ${version}` :
-    looks === 'not applied' ? `its objects do not exist: pnpm db:migrate:force ${prev}, then pnpm db:migrate` :
-    `check what ${file} did; if it completed: pnpm db:migrate:force ${version}; if not: pnpm db:migrate:force ${prev}, then pnpm db:migrate`;
-  return new UserError(`Dirty database version ${version}. Fix and force version. (${file} stopped part-way; its objects look ${looks})`, advice);
+  out.state = out.invalid.length ? 'partly applied' : !out.missing.length ? 'applied' : !out.present.length ? 'not applied' : 'partly applied';
+  return out;
 }
 
-function failed(m: Migration, dir: 'up' | 'down', e: unknown): UserError {
-  const err = e as { message: string; position?: string };
-  const f = dir === 'up' ? m.up : m.down;
-  const line = err.position ? `:${lineOf(f.sql, Number(err.position))}` : '';
-  return new UserError(`${f.file}${line}: ${err.message}`, 'fix the file and run the command again; the failed file left the schema and the version as they were');
-}
-
-/** Applies one file and its bookkeeping; in one transaction unless PostgreSQL forbids it. */
-async function runOne(c: Client, w: Where, m: Migration, dir: 'up' | 'down', after: number | null, clock: () => Date): Promise<Step> {
-  const f = dir === 'up' ? m.up : m.down;
-  const start = clock().getTime();
-  const book = async (ms: number) => {
-    await setVersion(c, w, after, false);
-    if (dir === 'up') {
-      await c.query(
-        `INSERT INTO ${w.h} (version, name, checksum, duration_ms) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, applied_at = now(), duration_ms = EXCLUDED.duration_ms, applied_by = current_user`,
-        [m.version, m.name, f.checksum, ms],
-      );
-    } else {
-      await c.query(`DELETE FROM ${w.h} WHERE version = $1`, [m.version]);
-    }
-  };
-  const transactional = !needsOwnTransaction(f.sql);
-  if (transactional) {
-    await c.query('BEGIN');
-    try {
-      await c.query(f.sql);
-      await book(clock().getTime() - start);
-      await c.query('COMMIT');
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw failed(m, dir, e);
-    }
+/**
+ * The truth about a dirty database, as golang-migrate words it, then which file stopped part-way
+ * (our history tells an interrupted roll-back from an interrupted apply), whether its objects exist,
+ * and the exact way out.
+ */
+async function dirtyError(c: Client, w: Where, version: number | null, migrations: readonly Migration[]): Promise<UserError> {
+  const head = `Dirty database version ${version ?? -1}. Fix and force version.`;
+  const idx = version === null ? -1 : migrations.findIndex((m) => m.version === version);
+  const next = migrations.find((m) => version === null || m.version > version);
+  let rollingBack = false;
+  if (next && w.hasH) {
+    const { rows } = await c.query(`SELECT 1 FROM ${w.h} WHERE version = $1`, [next.version]);
+    rollingBack = rows.length > 0;
+  }
+  const lines: string[] = [];
+  let hint: string;
+  if (rollingBack) {
+    const l = await looks(c, next);
+    lines.push(`${next!.down.file} (rolling back to ${vName(version)}) stopped part-way; the objects its up file creates look ${l.state === 'applied' ? 'still present' : l.state === 'not applied' ? 'gone' : l.state}`);
+    hint =
+      l.state === 'applied' ? `if the roll-back did nothing: ${forceCmd(next!.version)}` :
+      l.state === 'not applied' ? `if the roll-back completed: ${forceCmd(version)}` :
+      `finish ${next!.down.file} by hand, then ${forceCmd(version)}; or undo what it did, then ${forceCmd(next!.version)}`;
+  } else if (idx < 0) {
+    lines.push(`no migration file has version ${vName(version)}`);
+    hint = `restore the file, or force a version that exists: ${forceCmd(migrations.at(-1)?.version ?? null)}`;
   } else {
-    // golang-migrate's protocol: mark dirty, run, mark clean. A failure here leaves it dirty, on purpose.
-    await c.query('BEGIN');
-    await setVersion(c, w, m.version, true);
-    await c.query('COMMIT');
-    try {
-      await c.query(f.sql);
-    } catch (e) {
-      throw failed(m, dir, e);
-    }
-    await c.query('BEGIN');
-    await book(clock().getTime() - start);
-    await c.query('COMMIT');
+    const m = migrations[idx];
+    const prev = idx > 0 ? migrations[idx - 1].version : null;
+    const l = await looks(c, m);
+    const detail = l.invalid.length ? `; INVALID (interrupted CREATE INDEX CONCURRENTLY): ${l.invalid.join(', ')}` : l.state === 'partly applied' ? `; present: ${l.present.join(', ')}; missing: ${l.missing.join(', ')}` : '';
+    lines.push(`${m.up.file} stopped part-way; its objects look ${l.state}${detail}`);
+    hint =
+      l.state === 'applied' ? `if the file completed: ${forceCmd(m.version)}` :
+      l.state === 'not applied' ? `nothing of it is there: ${forceCmd(prev)}, then pnpm db:migrate` :
+      l.invalid.length ? `drop the invalid index (DROP INDEX CONCURRENTLY ${l.invalid.join(', ')}), then ${forceCmd(prev)}, then pnpm db:migrate` :
+      `check what ${m.up.file} did: if it completed, ${forceCmd(m.version)}; if not, undo it, then ${forceCmd(prev)} and pnpm db:migrate`;
   }
-  return { version: m.version, name: m.name, direction: dir, ms: clock().getTime() - start, transactional };
+  return new UserError(`${head}\n  ${lines.join('\n  ')}`, hint);
 }
+
+/**
+ * Finds which statement of a failed transactional file raised an error PostgreSQL gave no position
+ * for (constraint violations, division by zero...): replays the file one statement at a time in a
+ * transaction that is always rolled back. Only for files that failed quickly, so a slow data
+ * migration is never run a second time just for a line number.
+ */
+async function locate(c: Client, sql: string, code: string, elapsedMs: number): Promise<number | undefined> {
+  const stmts = splitStatements(sql);
+  if (!stmts?.length) return undefined;
+  if (stmts.length === 1) return lineAt(sql, stmts[0].start);
+  if (elapsedMs > 2000) return undefined;
+  try {
+    await c.query(`BEGIN; SET LOCAL statement_timeout = ${Math.max(1000, Math.ceil(elapsedMs) * 3)}`);
+    for (const s of stmts) {
+      try {
+        await c.query(s.text);
+      } catch (e) {
+        const err = e as { code?: string; position?: string };
+        if (err.code !== code) return undefined;
+        return err.position ? lineAt(sql, s.offset + indexOfPosition(s.text, Number(err.position))) : lineAt(sql, s.start);
+      }
+    }
+    return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await c.query('ROLLBACK').catch(() => {});
+  }
+}
+
+function fileMessage(f: MigrationFile, e: unknown, line: number | undefined): string {
+  const err = e as { message?: string; detail?: string };
+  return `${f.file}${line ? `:${line}` : ''}: ${err.message ?? String(e)}${err.detail ? ` (${err.detail})` : ''}`;
+}
+
+interface PlannedStep {
+  m: Migration;
+  dir: 'up' | 'down';
+  /** The version once this step is done. */
+  after: number | null;
+}
+
+const fileOf = (s: PlannedStep) => (s.dir === 'up' ? s.m.up : s.m.down);
 
 /** The migrations to run, in order, to carry out `cmd` from `current`. */
-export function plan(migrations: readonly Migration[], current: number | null, cmd: Exclude<Command, { kind: 'force' }>): { m: Migration; dir: 'up' | 'down'; after: number | null }[] {
+export function plan(migrations: readonly Migration[], current: number | null, cmd: Exclude<Command, { kind: 'force' }>): PlannedStep[] {
   const idx = current === null ? -1 : migrations.findIndex((m) => m.version === current);
   if (current !== null && idx < 0 && cmd.kind !== 'up') {
-    throw new UserError(`the database is at version ${current}, which has no migration file`, 'restore the missing files, or force a version that exists: pnpm db:migrate:force <version>');
+    throw new UserError(`the database is at version ${current}, which has no migration file`, `restore the missing files, or force a version that exists: ${forceCmd(migrations.at(-1)?.version ?? null)}`);
   }
   const pending = migrations.filter((m) => current === null || m.version > current);
   const ups = (list: readonly Migration[]) => list.map((m) => ({ m, dir: 'up' as const, after: m.version }));
   const downs = (count: number) => {
-    const out = [];
-    for (let i = idx; i >= 0 && out.length < count; i--) out.push({ m: migrations[i], dir: 'down' as const, after: i > 0 ? migrations[i - 1].version : null });
+    const out: PlannedStep[] = [];
+    for (let i = idx; i >= 0 && out.length < count; i--) out.push({ m: migrations[i], dir: 'down', after: i > 0 ? migrations[i - 1].version : null });
     return out;
   };
   if (cmd.kind === 'up') return ups(cmd.n === undefined ? pending : pending.slice(0, cmd.n));
@@ -200,6 +274,95 @@ export function plan(migrations: readonly Migration[], current: number | null, c
   if (target < 0) throw new UserError(`no migration has version ${cmd.version}`, 'see the versions with: pnpm db:status');
   if (target > idx) return ups(migrations.slice(idx + 1, target + 1));
   return downs(idx - target);
+}
+
+/**
+ * Runs the steps, each file with its bookkeeping in one transaction where PostgreSQL allows it.
+ * Round trips are what a thousand migrations cost, so our own statements travel together: the
+ * bookkeeping, the COMMIT and the next BEGIN go in one query. The file itself always goes alone,
+ * as golang-migrate sends it (one Exec), so its statements, its implicit transaction and its error
+ * positions are exactly PostgreSQL's.
+ */
+async function runSteps(
+  ctx: Pick<Ctx, 'log' | 'clock'>,
+  c: Client,
+  w: Where,
+  migrations: readonly Migration[],
+  from: number | null,
+  todo: readonly PlannedStep[],
+): Promise<Step[]> {
+  const now = () => ctx.clock().getTime();
+  const tx = todo.map((s) => !needsOwnTransaction(fileOf(s).sql));
+  const steps: Step[] = [];
+  const bar = ctx.log.spinner(todo[0]?.dir === 'down' ? 'rolling back' : 'migrating');
+  let open = false; // a transaction is open, begun for this step by the previous query
+  try {
+    for (const [i, s] of todo.entries()) {
+      const f = fileOf(s);
+      const before = i === 0 ? from : todo[i - 1].after;
+      const hasNext = i + 1 < todo.length;
+      const nextTx = hasNext && tx[i + 1];
+      bar.update(i + 1, todo.length, f.file);
+      const start = now();
+      if (tx[i]) {
+        if (!open) await c.query('BEGIN');
+        open = false;
+        try {
+          await c.query(f.sql);
+        } catch (e) {
+          const elapsed = now() - start;
+          await c.query('ROLLBACK').catch(() => {});
+          throw await txFailure(c, f, e, elapsed, before);
+        }
+        // Each commit but the last is asynchronous: the last one (or the next file's synchronous
+        // dirty mark) flushes the WAL of all of them, so a successful run is durable as a whole,
+        // and a crash mid-run can only lose whole migrations with their version rows.
+        const tail = hasNext ? `SET LOCAL synchronous_commit = off; COMMIT${nextTx ? '; BEGIN' : ''}` : 'COMMIT';
+        try {
+          await c.query(`${setVersionSql(w, s.after, false)}; ${historySql(c, w, s.m, s.dir, now() - start)}; ${tail}`);
+        } catch (e) {
+          // Deferred constraints are checked at COMMIT: the file's failure, not ours.
+          await c.query('ROLLBACK').catch(() => {});
+          throw await txFailure(c, f, e, Infinity, before);
+        }
+        open = nextTx;
+      } else {
+        // golang-migrate's protocol: mark dirty (at the version being moved to, as it does), run,
+        // mark clean. A failure here leaves it dirty, on purpose: nobody knows what the file did.
+        await c.query(`BEGIN; ${setVersionSql(w, s.after, true)}; COMMIT`);
+        try {
+          await c.query(f.sql);
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => {}); // a file that manages its own transactions may have left one failed
+          const line = (e as { position?: string }).position ? lineOf(f.sql, Number((e as { position: string }).position)) : undefined;
+          const dirty = await dirtyError(c, w, s.after, migrations).catch(() => undefined);
+          const alone = (e as { code?: string }).code === '25001' ? ' (it must be the only statement in its file)' : '';
+          throw new UserError(
+            `${fileMessage(f, e, line)}${alone}\n${f.file} runs outside a transaction, so the database is left dirty at version ${s.after ?? -1}, as golang-migrate leaves it` +
+              (dirty ? `\n${dirty.message}` : ''),
+            dirty?.hint,
+          );
+        }
+        await c.query(`BEGIN; ${setVersionSql(w, s.after, false)}; ${historySql(c, w, s.m, s.dir, now() - start)}; COMMIT${nextTx ? '; BEGIN' : ''}`);
+        open = nextTx;
+      }
+      steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: tx[i] });
+    }
+  } finally {
+    if (open) await c.query('ROLLBACK').catch(() => {});
+    bar.end();
+  }
+  return steps;
+}
+
+async function txFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null): Promise<UserError> {
+  const err = e as { code?: string; position?: string };
+  if (!err.code) return e as UserError; // not PostgreSQL's answer (a lost connection): let it surface as it is
+  const line = err.position ? lineOf(f.sql, Number(err.position)) : await locate(c, f.sql, err.code, elapsedMs);
+  return new UserError(
+    fileMessage(f, e, line),
+    `nothing of ${f.file} was applied (it ran in a transaction, rolled back); the version is still ${vName(before)}, not dirty. Fix the file and run the command again`,
+  );
 }
 
 /**
@@ -214,35 +377,51 @@ export async function migrate(
   opts: { lockTimeoutMs: number },
 ): Promise<MigrateResult> {
   const t0 = ctx.clock().getTime();
-  const w = await where(c);
+  const done = (from: number | null, to: number | null, steps: Step[]) => ({ from, to, steps, ms: ctx.clock().getTime() - t0 });
+  // A runner killed mid-statement leaves its backend running that statement, and holding the lock,
+  // until the statement ends; checking the client socket every second ends it (and frees the lock)
+  // soon after the client is gone.
+  const w = await where(c, 'SET client_connection_check_interval = 1000; ');
+
+  // Nothing to do is the common case: the committed row says so without taking the lock. Only a
+  // clean row is trusted: a dirty one may be another runner's work in progress, so it is re-read
+  // under the lock.
+  if (cmd.kind !== 'force' && w.hasT) {
+    const cur = await readCurrent(c, w);
+    if (!cur.dirty) {
+      let todo: PlannedStep[] | undefined;
+      try {
+        todo = plan(migrations, cur.version, cmd);
+      } catch {
+        todo = undefined; // decided again, and reported, under the lock
+      }
+      if (todo?.length === 0) return done(cur.version, cur.version, []);
+    }
+  }
+
   await acquireLock(c, w, opts.lockTimeoutMs);
   try {
-    await ensureTables(c, w);
-    const cur = await readCurrent(c, w);
+    const creates = [
+      ...(w.hasT ? [] : [`CREATE TABLE IF NOT EXISTS ${w.t} ${VERSION_DDL}; `]),
+      ...(w.hasH ? [] : [`CREATE TABLE IF NOT EXISTS ${w.h} ${HISTORY_DDL}; `]),
+    ].join('');
+    const cur = await readCurrent(c, w, creates);
+    const wh = { ...w, hasT: true, hasH: true };
     if (cmd.kind === 'force') {
       if (cmd.version !== -1 && !migrations.some((m) => m.version === cmd.version)) {
         throw new UserError(`no migration has version ${cmd.version}`, 'force a version that exists (or -1 for none); see: pnpm db:status');
       }
-      await c.query('BEGIN');
-      await setVersion(c, w, cmd.version === -1 ? null : cmd.version, false);
-      await c.query('COMMIT');
-      return { from: cur.version, to: cmd.version === -1 ? null : cmd.version, steps: [], ms: ctx.clock().getTime() - t0 };
+      const to = cmd.version === -1 ? null : cmd.version;
+      // History lists what is applied: rows above the forced version no longer are.
+      await c.query(`BEGIN; ${setVersionSql(wh, to, false)}; DELETE FROM ${wh.h} WHERE version > ${to ?? -1}; COMMIT`);
+      return done(cur.version, to, []);
     }
-    if (cur.dirty) throw await dirtyError(c, cur.version!, migrations);
+    if (cur.dirty) throw await dirtyError(c, wh, cur.version, migrations);
     const todo = plan(migrations, cur.version, cmd);
-    const steps: Step[] = [];
-    const bar = ctx.log.spinner(todo[0]?.dir === 'down' ? 'rolling back' : 'migrating');
-    try {
-      for (const [i, s] of todo.entries()) {
-        bar.update(i + 1, todo.length, s.dir === 'up' ? s.m.up.file : s.m.down.file);
-        steps.push(await runOne(c, w, s.m, s.dir, s.after, ctx.clock));
-      }
-    } finally {
-      bar.end();
-    }
-    return { from: cur.version, to: todo.length ? todo[todo.length - 1].after : cur.version, steps, ms: ctx.clock().getTime() - t0 };
+    const steps = await runSteps(ctx, c, wh, migrations, cur.version, todo);
+    return done(cur.version, todo.length ? todo[todo.length - 1].after : cur.version, steps);
   } finally {
-    await c.query('SELECT pg_advisory_unlock($1)', [w.key]).catch(() => {});
+    await c.query(`SELECT pg_advisory_unlock(${w.key})`).catch(() => {});
   }
 }
 
@@ -251,7 +430,10 @@ export interface StatusEntry {
   name: string;
   file: string;
   appliedAt?: string;
+  /** Applied, and the up file changed since. */
   edited?: boolean;
+  /** The version the dirty flag is set at. */
+  dirty?: boolean;
 }
 
 export interface Status {
@@ -264,10 +446,9 @@ export interface Status {
 /** Reads the state without taking the lock or creating anything. */
 export async function status(c: Client, migrations: readonly Migration[]): Promise<Status> {
   const w = await where(c);
-  const exists = async (name: string) => (await c.query('SELECT to_regclass($1) IS NOT NULL AS ok', [name])).rows[0].ok as boolean;
-  const cur = (await exists(w.t)) ? await readCurrent(c, w) : { version: null, dirty: false };
+  const cur = w.hasT ? await readCurrent(c, w) : { version: null, dirty: false };
   const hist = new Map<number, { checksum: string; applied_at: Date }>();
-  if (await exists(w.h)) {
+  if (w.hasH) {
     for (const r of (await c.query(`SELECT version, checksum, applied_at FROM ${w.h}`)).rows) hist.set(Number(r.version), r);
   }
   const applied: StatusEntry[] = [];
@@ -280,6 +461,7 @@ export async function status(c: Client, migrations: readonly Migration[]): Promi
         e.appliedAt = new Date(h.applied_at).toISOString();
         e.edited = h.checksum !== m.up.checksum;
       }
+      if (cur.dirty && m.version === cur.version) e.dirty = true;
       applied.push(e);
     } else pending.push(e);
   }

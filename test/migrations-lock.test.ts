@@ -1,0 +1,51 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { Client } from 'pg';
+import { connect } from '@dbkit/core/pg';
+import { advisoryLockKey } from '@dbkit/core/migrations/lock';
+import { appTarget, cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
+import { output, ready, setup, tableExists, type Guarded } from './support/engine.ts';
+
+interface Ctx extends Guarded {
+  p?: Project;
+  holder?: Client;
+}
+
+const lock = suite<Ctx>('db:migrate waiting for the migration lock', {});
+
+lock.before(setup(async (ctx) => {
+  ctx.p = await makeProject();
+  await startProject(ctx.p);
+}));
+lock.before.each(ready);
+lock.after(async (ctx) => {
+  await ctx.holder?.end().catch(() => {});
+  await removeProject(ctx.p);
+});
+
+lock('gives up after DB_MIGRATE_LOCK_TIMEOUT, naming the holder\'s pid and application, and applies nothing', async (ctx) => {
+  const p = ctx.p!;
+  ctx.holder = await connect({ ...(await appTarget(p)), applicationName: 'deploy-from-laptop' });
+  const { db, pid } = (await ctx.holder.query('SELECT current_database() AS db, pg_backend_pid() AS pid')).rows[0];
+  // The key golang-migrate's container takes for this database: holding it is what a running
+  // migrate/migrate does.
+  await ctx.holder.query('SELECT pg_advisory_lock($1)', [advisoryLockKey('/' + db)]);
+  const r = await cli(['db:migrate'], { ...p.env, DB_MIGRATE_LOCK_TIMEOUT: '1' });
+  assert.is(r.code, 1, output(r));
+  assert.match(r.stderr, /error: another migration has held the migration lock \(key \d+\) for more than 1s/);
+  assert.match(r.stderr, new RegExp(`pid ${pid}\\b`));
+  assert.match(r.stderr, /application "deploy-from-laptop"/);
+  assert.match(r.stderr, /hint: .*DB_MIGRATE_LOCK_TIMEOUT/);
+  assert.not.ok(await tableExists(p, 'accounts'));
+});
+
+lock('goes ahead once the holder lets go', async (ctx) => {
+  const p = ctx.p!;
+  await ctx.holder!.end();
+  ctx.holder = undefined;
+  const r = await cli(['db:migrate'], { ...p.env, DB_MIGRATE_LOCK_TIMEOUT: '1' });
+  assert.is(r.code, 0, output(r));
+  assert.ok(await tableExists(p, 'accounts'));
+});
+
+lock.run();
