@@ -133,9 +133,23 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     await pgCtl(['start', '-W', '-l', p.log, '-o', opts]);
   }
 
-  async function tailLog(lines = 5): Promise<string> {
-    const text = await fs.readFile(p.log, 'utf8').catch(() => '');
+  async function tailLog(lines = 5, from = 0): Promise<string> {
+    const text = (await fs.readFile(p.log).catch(() => Buffer.alloc(0))).subarray(from).toString('utf8');
     return text.trim().split('\n').slice(-lines).join('\n');
+  }
+
+  /**
+   * Whether a server we just started has failed. `pg_ctl start -W` returns before the postmaster
+   * writes its pid file, so a missing pid file means "not yet", not "dead": only a FATAL/PANIC in
+   * the log since our start, or no pid file after the grace period, is a failure.
+   */
+  async function failedToStart(logFrom: number, sinceMs: number): Promise<string | undefined> {
+    if (await running()) return undefined;
+    const log = await tailLog(20, logFrom);
+    const fatal = log.split('\n').filter((l) => /\b(FATAL|PANIC)\b/.test(l));
+    if (fatal.length) return fatal.slice(-2).join(' | ');
+    if (sinceMs > 10_000) return log.split('\n').slice(-3).join(' | ') || 'no postmaster after 10s and nothing in the log';
+    return undefined;
   }
 
   let roles: Roles | undefined;
@@ -173,6 +187,8 @@ export function nativeRuntime(ctx: Ctx): Runtime {
         initialised = true;
       }
       await installTls();
+      const logFrom = (await fs.stat(p.log).catch(() => ({ size: 0 }))).size;
+      const startedAt = ctx.clock().getTime();
       if (!isUp) {
         log.step(`starting PostgreSQL on 127.0.0.1:${cfg.port}`);
         await start();
@@ -189,7 +205,8 @@ export function nativeRuntime(ctx: Ctx): Runtime {
           const drift = driftError(e, 'postgres', r.admin.user);
           if (drift) throw drift;
           lastError = (e as Error).message;
-          if (!(await running())) throw new UserError(`PostgreSQL stopped during start-up: ${await tailLog(3)}`, `see ${p.log}`);
+          const failed = await failedToStart(logFrom, ctx.clock().getTime() - startedAt);
+          if (failed) throw new UserError(`PostgreSQL failed to start: ${failed}`, `see ${p.log}`);
           return false;
         }
       }, () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
