@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { UserError } from './errors.ts';
+import { parseKeep, type BackupKeep } from './backup/retention.ts';
 
 export type RuntimeName = 'docker' | 'native';
 
@@ -16,6 +17,9 @@ export interface Config {
   sslDir: string;
   migrationsDir: string;
   seedsDir: string;
+  /** Backups (DB_BACKUP_DIR) and how many to keep (DB_BACKUP_KEEP, daily/weekly/monthly). */
+  backupDir: string;
+  backupKeep: BackupKeep;
   configDir: string;
   composeFile: string;
   nativeDir: string;
@@ -83,6 +87,8 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     sslDir: dir('DB_SSL_DIR', 'database/infra/ssl'),
     migrationsDir: dir('DB_MIGRATIONS_DIR', 'database/migrations'),
     seedsDir: dir('DB_SEEDS_DIR', 'database/seeds'),
+    backupDir: dir('DB_BACKUP_DIR', 'backups'),
+    backupKeep: parseKeep(env.DB_BACKUP_KEEP),
     configDir: path.resolve(root, 'database/infra/config'),
     composeFile: path.resolve(root, 'infra/docker-compose.yml'),
     nativeDir: dir('DB_NATIVE_DIR', '.data'),

@@ -8,6 +8,7 @@ import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
 import type { LoginName, Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
+import { containerToolArgs, hostRedirect } from '../backup/tools.ts';
 
 export const DB_SERVICE = 'api-db';
 export const MIGRATE_SERVICE = 'db-migrate';
@@ -95,6 +96,10 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       return true;
     },
     describeData: () => `the Compose volumes of ${path.relative(cfg.root, file)} (all database data)`,
+    async pgTool(tool, args, io = {}) {
+      const r = hostRedirect(containerToolArgs(compose.base(file), DB_SERVICE, tool, args), io);
+      return exec(r.cmd, r.args, { cwd: cfg.root, env, nothrow: true });
+    },
     async up() {
       const t = await target();
       log.step(`starting ${DB_SERVICE} with Docker Compose (127.0.0.1:${cfg.port})`);

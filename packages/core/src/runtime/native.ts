@@ -9,6 +9,7 @@ import { tlsFiles } from '../tls.ts';
 import { serverBinDir } from '../pgbin.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
+import { nativeToolRunner } from '../backup/tools.ts';
 import type { LoginName, Runtime } from './runtime.ts';
 
 /** Where the native server keeps its state, all under DB_NATIVE_DIR so checkouts never collide. */
@@ -166,6 +167,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     target,
     admin,
     describeData: () => `the native data directory ${p.dir}`,
+    pgTool: nativeToolRunner(ctx, p.run, secrets, admin),
     running,
     async reloadTls() {
       await installTls();

@@ -1,5 +1,7 @@
 import type { Target } from '../pg.ts';
 import type { Admin } from '../provision.ts';
+import type { PgTool, PgToolIo } from '../backup/tools.ts';
+import type { RunResult } from '../exec.ts';
 
 export type LoginName = 'app' | 'migrator';
 
@@ -25,6 +27,12 @@ export interface Runtime {
   reloadTls(): Promise<void>;
   /** Restarts what reads the application's secret (the compose `api` service) if it runs; says whether it did. */
   restartApp(): Promise<boolean>;
+  /**
+   * Runs pg_dump, pg_dumpall or pg_restore as the superuser on the server's socket (docker: inside
+   * api-db, whose tools match the server), its output to or input from a host file. Never throws on
+   * the tool's exit status: the caller reads it.
+   */
+  pgTool(tool: PgTool, args: readonly string[], io?: PgToolIo): Promise<RunResult>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }
