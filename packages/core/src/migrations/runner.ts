@@ -212,16 +212,19 @@ async function dirtyError(c: Client, w: Where, version: number | null, migration
 }
 
 /**
- * Finds which statement of a failed transactional file raised an error PostgreSQL gave no position
- * for (constraint violations, division by zero...): replays the file one statement at a time in a
- * transaction that is always rolled back. Only for files that failed quickly, so a slow data
- * migration is never run a second time just for a line number.
+ * The line of a file's error: PostgreSQL's position when it gives one; else the statement's first
+ * line when the file holds one statement; else, for a transactional file (`replay`), the file is run
+ * again one statement at a time in a transaction that is always rolled back, to find which one
+ * raises the same error (constraint violations, division by zero... come without a position).
+ * Only for files that failed quickly, so a slow data migration never runs twice for a line number.
  */
-async function locate(c: Client, sql: string, code: string, elapsedMs: number): Promise<number | undefined> {
+async function errorLine(c: Client, sql: string, e: unknown, replay: boolean, elapsedMs: number): Promise<number | undefined> {
+  const { code, position } = e as { code?: string; position?: string };
+  if (position) return lineOf(sql, Number(position));
   const stmts = splitStatements(sql);
   if (!stmts?.length) return undefined;
   if (stmts.length === 1) return lineAt(sql, stmts[0].start);
-  if (elapsedMs > 2000) return undefined;
+  if (!replay || !code || elapsedMs > 2000) return undefined;
   try {
     await c.query(`BEGIN; SET LOCAL statement_timeout = ${Math.max(1000, Math.ceil(elapsedMs) * 3)}`);
     for (const s of stmts) {
@@ -334,7 +337,7 @@ async function runSteps(
           await c.query(f.sql);
         } catch (e) {
           await c.query('ROLLBACK').catch(() => {}); // a file that manages its own transactions may have left one failed
-          const line = (e as { position?: string }).position ? lineOf(f.sql, Number((e as { position: string }).position)) : undefined;
+          const line = await errorLine(c, f.sql, e, false, 0);
           const dirty = await dirtyError(c, w, s.after, migrations).catch(() => undefined);
           const alone = (e as { code?: string }).code === '25001' ? ' (it must be the only statement in its file)' : '';
           throw new UserError(
@@ -358,7 +361,7 @@ async function runSteps(
 async function txFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null): Promise<UserError> {
   const err = e as { code?: string; position?: string };
   if (!err.code) return e as UserError; // not PostgreSQL's answer (a lost connection): let it surface as it is
-  const line = err.position ? lineOf(f.sql, Number(err.position)) : await locate(c, f.sql, err.code, elapsedMs);
+  const line = await errorLine(c, f.sql, e, true, elapsedMs);
   return new UserError(
     fileMessage(f, e, line),
     `nothing of ${f.file} was applied (it ran in a transaction, rolled back); the version is still ${vName(before)}, not dirty. Fix the file and run the command again`,

@@ -1,0 +1,96 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { advisoryLockKey } from '@dbkit/core/migrations/lock';
+import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
+import { output, query, ready, setup, spawnCli, until, versionRows, type Guarded } from './support/engine.ts';
+
+const files: Record<string, string> = {
+  '000001_slow.up.sql': `CREATE TABLE slow (id int);
+INSERT INTO slow SELECT generate_series(1, 5000);
+-- Declared IMMUTABLE so an index may use it; it sleeps, so indexing the table takes minutes.
+CREATE FUNCTION slow_key(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN $1; END $$;
+`,
+  '000001_slow.down.sql': 'DROP TABLE slow;\nDROP FUNCTION slow_key(int);\n',
+  '000002_slow_index.up.sql': 'CREATE INDEX CONCURRENTLY slow_idx ON slow (slow_key(id));\n',
+  '000002_slow_index.down.sql': 'DROP INDEX CONCURRENTLY slow_idx;\n',
+};
+
+interface Ctx extends Guarded {
+  p?: Project;
+}
+
+const dirty = suite<Ctx>('a runner killed in the middle of a non-transactional migration', {});
+
+dirty.before(setup(async (ctx) => {
+  ctx.p = await makeProject({ migrations: files });
+  await startProject(ctx.p);
+  const r = await cli(['db:migrate', 'up', '1'], ctx.p.env);
+  if (r.code !== 0) throw new Error(output(r));
+}));
+dirty.before.each(ready);
+dirty.after(async (ctx) => {
+  await removeProject(ctx.p);
+});
+
+dirty('frees the lock; the next run reports the dirty version, what the file left and the exact force command, and exits 1', async (ctx) => {
+  const p = ctx.p!;
+  const { child, done } = spawnCli(['db:migrate'], p.env);
+  try {
+    await until('the index build to start', 60_000, async () =>
+      (await query(p, `SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg-deploy migrate' AND state = 'active' AND query LIKE 'CREATE INDEX CONCURRENTLY%'`)).length > 0);
+  } finally {
+    child.kill('SIGKILL');
+  }
+  assert.is((await done).code, 128);
+  // Default lock timeout (15 s): a lock still held by the dead runner's backend fails this run
+  // with the lock message instead of the dirty one.
+  const r = await cli(['db:migrate'], p.env);
+  assert.is(r.code, 1, output(r));
+  assert.match(r.stderr, /^error: Dirty database version 2\. Fix and force version\.$/m);
+  assert.match(r.stderr, /000002_slow_index\.up\.sql stopped part-way; .*INVALID .*slow_idx/);
+  assert.match(r.stderr, /hint: drop the invalid index \(DROP INDEX CONCURRENTLY slow_idx\), then pnpm db:migrate:force 1, then pnpm db:migrate/);
+  const [{ db }] = await query<{ db: string }>(p, 'SELECT current_database() AS db');
+  assert.equal(await query(p, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid`, [advisoryLockKey('/' + db)]), []);
+  assert.equal(await versionRows(p), [{ version: 2, dirty: true }]);
+});
+
+dirty('db:status says dirty and --exit-code fails', async (ctx) => {
+  const r = await cli(['db:status', '--json', '--exit-code'], ctx.p!.env);
+  assert.is(r.code, 1, output(r));
+  const s = JSON.parse(r.stdout);
+  assert.is(s.version, 2);
+  assert.is(s.dirty, true);
+});
+
+dirty('db:migrate:force without a terminal and without --yes refuses, and changes nothing', async (ctx) => {
+  const r = await cli(['db:migrate:force', '1'], ctx.p!.env);
+  assert.is.not(r.code, 0, output(r));
+  assert.match(r.stderr, /--yes/);
+  assert.equal(await versionRows(ctx.p!), [{ version: 2, dirty: true }]);
+});
+
+dirty('db:migrate:force 1 --yes records version 1, clean, in the one row', async (ctx) => {
+  const p = ctx.p!;
+  await query(p, 'DROP INDEX CONCURRENTLY slow_idx'); // what the hint says to do first
+  const r = await cli(['db:migrate:force', '1', '--yes'], p.env);
+  assert.is(r.code, 0, output(r));
+  assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
+  const s = JSON.parse((await cli(['db:status', '--json'], p.env)).stdout);
+  assert.equal([s.version, s.dirty, s.pending.map((e: { version: number }) => e.version)], [1, false, [2]]);
+});
+
+dirty('a CONCURRENTLY file that fails is left dirty, as golang-migrate leaves it, and the error says so', async (ctx) => {
+  const p = ctx.p!;
+  await fs.writeFile(path.join(p.migrationsDir, '000002_slow_index.up.sql'), 'CREATE INDEX CONCURRENTLY slow_idx ON slow (no_such_column);\n');
+  const r = await cli(['db:migrate'], p.env);
+  assert.is(r.code, 1, output(r));
+  assert.match(r.stderr, /error: 000002_slow_index\.up\.sql:1: column "no_such_column" does not exist/);
+  assert.match(r.stderr, /runs outside a transaction, so the database is left dirty at version 2/);
+  assert.match(r.stderr, /Dirty database version 2\. Fix and force version\./);
+  assert.match(r.stderr, /hint: nothing of it is there: pnpm db:migrate:force 1, then pnpm db:migrate/);
+  assert.equal(await versionRows(p), [{ version: 2, dirty: true }]);
+});
+
+dirty.run();
