@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { compose } from '@dbkit/core/runtime/docker';
 import { makeProject, ok, removeProject, run, ROOT, type Project } from './setup/project.ts';
+import { setUp } from './setup/hooks.ts';
 
 // dclint's own YAML parser, reached through dclint: no extra dependency for one parse.
 const requireFromDclint = createRequire(createRequire(import.meta.url).resolve('dclint/package.json'));
@@ -256,7 +257,7 @@ policy.run();
 // ---------------------------------------------------------------------------------------------
 const files = suite<{ p?: Project; doc?: ComposeFile }>('the files Compose reads, after db:secrets and db:secure');
 
-files.before(async (ctx) => {
+setUp(files, async (ctx) => {
   ctx.doc = YAML.parse(await fs.readFile(FILE, 'utf8')) as ComposeFile;
   ctx.p = await makeProject();
   await ok(['db:secrets'], ctx.p.env);

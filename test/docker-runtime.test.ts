@@ -4,9 +4,10 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { cli, makeProject, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
+import { setUp } from './setup/hooks.ts';
 import { nativePaths } from '@dbkit/core/runtime/native';
 
-// No Docker engine runs here. A recording stub stands for it (test/setup/docker-stub.mjs): these
+// No Docker engine runs here. A recording stub stands for it (test/setup/engine-stub.mjs): these
 // tests assert exactly what each task would send to Docker, and nothing pretends a container ran.
 
 const COMPOSE_FILE = path.join(ROOT, 'infra/docker-compose.yml');
@@ -32,7 +33,7 @@ async function dockerStub(mode: 'ok' | 'no-engine' | 'v1-only', extra: Record<st
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'docker-stub-'));
   const log = path.join(dir, 'calls.jsonl');
   await fs.writeFile(log, '');
-  const stub = path.join(ROOT, 'test/setup/docker-stub.mjs');
+  const stub = path.join(ROOT, 'test/setup/engine-stub.mjs');
   for (const prog of mode === 'v1-only' ? ['docker', 'docker-compose'] : ['docker']) {
     await fs.writeFile(path.join(dir, prog), `#!/bin/sh\nexec '${process.execPath}' '${stub}' ${prog} "$@"\n`, { mode: 0o755 });
   }
@@ -83,7 +84,7 @@ interface Ctx {
 // ---------------------------------------------------------------------------------------------
 const tasks = suite<Ctx>('the docker runtime sends Compose v2 exactly these arguments');
 
-tasks.before(async (ctx) => {
+setUp(tasks, async (ctx) => {
   ctx.p = await makeProject();
   // db:up ends with a real verified TLS login to 127.0.0.1:ENV_DB_PORT; a native server for this
   // project answers it, and the stub runs our admin-sql.sh on that server's socket for db-admin-sql.
@@ -185,7 +186,7 @@ tasks.run();
 // ---------------------------------------------------------------------------------------------
 const missing = suite<Ctx>('without Compose v2 and an engine, DB_RUNTIME=docker stops with one line and the fix');
 
-missing.before(async (ctx) => {
+setUp(missing, async (ctx) => {
   ctx.p = await makeProject();
 });
 

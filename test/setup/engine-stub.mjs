@@ -1,5 +1,5 @@
 // Stands in for the Docker engine (none runs here) and records exactly what the tool sends it.
-// Called through a wrapper: `node docker-stub.mjs docker|docker-compose ARGS...`. Each call appends
+// Called through a wrapper: `node engine-stub.mjs docker|docker-compose ARGS...`. Each call appends
 // one JSON line to $DOCKER_STUB_LOG: { prog, argv, env, stdin }.
 //
 // DOCKER_STUB_MODE:
