@@ -116,7 +116,14 @@ tasks('db:up starts api-db and waits for it to be healthy, then provisions throu
 
 tasks('hands Compose the port and the state folders as absolute paths, on every compose call', async (ctx) => {
   const p = ctx.p!;
-  await run(ctx, ['db:up']);
+  // Given relative to the project root, as in .env.local: Compose would read them against infra/.
+  const rel = (d: string) => path.relative(ROOT, d);
+  await fs.writeFile(ctx.stub!.log, '');
+  const r = await cli(['db:up'], {
+    ...p.env, ...ctx.stub!.env, DB_RUNTIME: 'docker',
+    DB_SECRETS_DIR: rel(p.secretsDir), DB_SSL_DIR: rel(p.sslDir), DB_MIGRATIONS_DIR: rel(p.migrationsDir),
+  });
+  assert.is(r.code, 0, r.stdout + r.stderr);
   const calls = (await ctx.stub!.calls()).filter((c) => c.argv[1] === '-f');
   assert.ok(calls.length >= 2);
   for (const c of calls) {

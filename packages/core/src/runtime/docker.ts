@@ -75,7 +75,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
   // The superuser inside the container, on its socket: SQL goes in on stdin, never in argv.
   const admin = async (): Promise<Admin> => ({
     async query(sql, database = 'postgres') {
-      const r = await exec('docker', compose.adminSql(file, database), { cwd: cfg.root, input: sql, nothrow: true });
+      const r = await exec('docker', compose.adminSql(file, database), { cwd: cfg.root, env, input: sql, nothrow: true });
       if (r.code !== 0) throw new UserError(`SQL as the superuser in ${DB_SERVICE} failed: ${r.stderr.trim().split('\n').pop()}`, 'see: pnpm db:logs');
       return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\x1f'));
     },
@@ -91,7 +91,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       await (await admin()).query('SELECT pg_reload_conf()');
     },
     async restartApp() {
-      if (!(await exec('docker', compose.appRunning(file), { cwd: cfg.root, nothrow: true })).stdout.trim()) return false;
+      if (!(await exec('docker', compose.appRunning(file), { cwd: cfg.root, env, nothrow: true })).stdout.trim()) return false;
       await docker(compose.recreateApp(file));
       return true;
     },
