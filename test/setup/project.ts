@@ -93,6 +93,9 @@ export function run(cmd: string, args: string[], env: Record<string, string | un
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    // A child that exits without reading its stdin (git check-ignore) makes this write fail with
+    // EPIPE; its exit code is the answer, so that is not an error.
+    child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
   });
 }
