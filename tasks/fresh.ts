@@ -1,5 +1,5 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { confirmDestructive } from '@dbkit/core/confirm';
+import { afterFresh, beforeDestroy, forceProductionFlag, noBackupFlag } from '@dbkit/core/guard';
 import { preflight } from '@dbkit/core/preflight';
 import { describe, runMigrations } from '@dbkit/core/migrations/apply';
 import { yesFlag, type Task } from './task.ts';
@@ -8,14 +8,15 @@ export const task: Task = {
   name: 'db:fresh',
   summary: 'Recreate the database from nothing (deletes all data), then apply the migrations.',
   destructive: true,
-  flags: { ...yesFlag },
+  flags: { ...yesFlag, ...noBackupFlag, ...forceProductionFlag, seed: { type: 'boolean', description: 'run the seeds afterwards' } },
   async run(ctx, { flags }) {
     await preflight(ctx); // a fresh start that cannot start must not delete first
     const rt = await selectRuntime(ctx);
-    await confirmDestructive(ctx, 'db:fresh', `Delete ${rt.describeData()} and start from nothing?`, Boolean(flags.yes));
+    const audit = await beforeDestroy(ctx, rt, 'db:fresh', `Delete ${rt.describeData()} and start from nothing?`, flags);
     await rt.destroy();
     await rt.up();
     const r = await runMigrations(ctx, rt, { kind: 'up' });
+    await afterFresh(ctx, rt, { seed: Boolean(flags.seed), audit });
     ctx.log.result(`fresh database ready${r ? `; ${describe(r)}` : ''}`);
   },
 };

@@ -2,6 +2,7 @@ import { selectRuntime } from '@dbkit/core/runtime/select';
 import { confirmDestructive } from '@dbkit/core/confirm';
 import { runMigrations } from '@dbkit/core/migrations/apply';
 import { versionArg } from '@dbkit/core/migrations/command';
+import { forceProductionFlag, guardProduction } from '@dbkit/core/guard';
 import { yesFlag, type Task } from './task.ts';
 
 export const task: Task = {
@@ -9,10 +10,11 @@ export const task: Task = {
   summary: 'Set the recorded version (and clear the dirty flag) without running any file.',
   usage: '<version>',
   destructive: true,
-  flags: { ...yesFlag },
+  flags: { ...yesFlag, ...forceProductionFlag },
   async run(ctx, { positionals, flags }) {
     const version = versionArg(positionals[0]);
     const rt = await selectRuntime(ctx);
+    await guardProduction(ctx, rt, 'db:migrate:force', flags, `force ${version}`);
     await confirmDestructive(ctx, 'db:migrate:force', `Record version ${version} as applied and clean, without running anything?`, Boolean(flags.yes));
     await runMigrations(ctx, rt, { kind: 'force', version });
     ctx.log.result(`version forced to ${version}`, { version });

@@ -17,11 +17,14 @@ import { task as migrateForce } from './migrate-force.ts';
 import { task as status } from './status.ts';
 import { task as rotate } from './secrets-rotate.ts';
 import { task as doctor } from './doctor.ts';
+import { task as backup } from './backup.ts';
+import { task as backupVerify } from './backup-verify.ts';
+import { task as restore } from './restore.ts';
 
 /** Every task, in the order help lists them. */
 export const tasks: readonly Task[] = [
   up, down, logs, bash, psql, status,
   migrate, rollback, migrateCreate, migrateForce, seed,
-  secrets, rotate, secure, doctor, fresh, del,
+  secrets, rotate, secure, doctor, backup, backupVerify, restore, fresh, del,
   helpTask(() => tasks),
 ];

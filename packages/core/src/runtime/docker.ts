@@ -6,6 +6,7 @@ import { readSecrets } from '../secrets.ts';
 import { tlsFiles } from '../tls.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
+import { recordEnvironment } from '../environment.ts';
 import type { LoginName, Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
 import { containerToolArgs, hostRedirect } from '../backup/tools.ts';
@@ -131,6 +132,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       await tryLogin(await target('migrator')).catch((e) => {
         throw driftError(e, 'migrate', s.migrator.user) ?? e;
       });
+      await recordEnvironment(ctx, await target('migrator'));
       return { initialised: false };
     },
     async down() {

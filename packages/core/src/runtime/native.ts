@@ -9,6 +9,7 @@ import { tlsFiles } from '../tls.ts';
 import { serverBinDir } from '../pgbin.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
+import { recordEnvironment } from '../environment.ts';
 import { nativeToolRunner } from '../backup/tools.ts';
 import type { LoginName, Runtime } from './runtime.ts';
 
@@ -218,6 +219,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
           throw driftError(e, prefix, r[login].user) ?? e;
         });
       }
+      await recordEnvironment(ctx, await target('migrator'));
       return { initialised };
     },
     async down() {

@@ -1,0 +1,205 @@
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Client } from 'pg';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import { connect, ident } from '../pg.ts';
+import { readSecrets } from '../secrets.ts';
+import type { Runtime } from '../runtime/runtime.ts';
+import type { RunResult } from '../exec.ts';
+import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
+import {
+  DUMP, MANIFEST, PARTIAL_PREFIX, ROLES, SUM,
+  backupName, checkIntegrity, markVerified, shown, stamp, sumFile, writeAtomic,
+  type Backup, type Manifest,
+} from './store.ts';
+
+export interface BackupOptions {
+  /** Keep the roles' password verifiers in roles.sql (off by default: a backup then holds no credential). */
+  withPasswords?: boolean;
+  /** Why, when it is a safety backup: `before db:delete`. */
+  reason?: string;
+}
+
+const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).pop() ?? '';
+
+/** The fix for a client tool's failure, from what it said. */
+function toolHint(stderr: string): string {
+  if (/password authentication failed/i.test(stderr)) {
+    return 'the superuser password in database/infra/secrets/postgres_password does not match the server; put the right file back';
+  }
+  if (/No space left on device/i.test(stderr)) return 'free disk space where DB_BACKUP_DIR points, or point it elsewhere';
+  if (/could not connect|No such file or directory|Connection refused|is the server running/i.test(stderr)) return 'is PostgreSQL running? pnpm db:up';
+  return 'see the message above; pnpm db:logs shows the server side';
+}
+
+function toolError(what: string, r: RunResult): UserError {
+  return new UserError(`${what} failed (exit ${r.code}): ${lastLine(r.stderr) || 'no message'}`, toolHint(r.stderr));
+}
+
+const relDir = shown;
+
+/** Creates DB_BACKUP_DIR (0700: backups hold every row) and fails with one line when it cannot be written. */
+async function ensureBackupDir(ctx: Pick<Ctx, 'cfg' | 'fs'>): Promise<void> {
+  const dir = ctx.cfg.backupDir;
+  try {
+    await ctx.fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    await ctx.fs.access(dir, 2 /* W_OK */);
+  } catch (e) {
+    throw new UserError(`cannot write backups to ${relDir(ctx, dir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'make that directory writable for this user, or set DB_BACKUP_DIR to one that is');
+  }
+}
+
+async function migrationVersion(c: Client): Promise<Manifest['migration']> {
+  const { rows } = await c.query(`SELECT to_regclass(format('%I.%I', current_schema(), 'schema_migrations')) IS NOT NULL AS has`);
+  if (!rows[0].has) return { version: null, dirty: false };
+  const v = await c.query('SELECT version, dirty FROM schema_migrations LIMIT 1');
+  if (!v.rows.length || Number(v.rows[0].version) < 0) return { version: null, dirty: Boolean(v.rows[0]?.dirty) };
+  return { version: Number(v.rows[0].version), dirty: v.rows[0].dirty };
+}
+
+/** Rows of a multi-statement query through pg: the last statement's, as arrays. */
+async function arrays(c: Client, sql: string): Promise<unknown[][]> {
+  const res = (await c.query({ text: sql, rowMode: 'array' })) as unknown;
+  const last = Array.isArray(res) ? res[res.length - 1] : res;
+  return (last as { rows: unknown[][] }).rows;
+}
+
+/**
+ * Takes a backup. The migration role opens a repeatable-read transaction and exports its snapshot;
+ * pg_dump (as the superuser, on the socket) dumps exactly that snapshot while the same transaction
+ * counts every table's rows and lists the schema, so the manifest describes what the dump holds even
+ * while the application writes. Everything is written in a hidden directory and renamed into place
+ * only after pg_dump and pg_dumpall both exited 0 and the files were flushed: a failure leaves
+ * nothing that looks like a backup.
+ */
+export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = {}): Promise<Backup> {
+  const t0 = performance.now();
+  const roles = await readSecrets(ctx);
+  if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so no backup can be taken', 'start it: pnpm db:up');
+  await ensureBackupDir(ctx);
+  const at = ctx.clock();
+  const tmp = path.join(ctx.cfg.backupDir, `${PARTIAL_PREFIX}${stamp(at)}-${process.pid}-${randomBytes(3).toString('hex')}`);
+  await ctx.fs.mkdir(tmp, { mode: 0o700 });
+  try {
+    const c = await connect({ ...(await rt.target('migrator')), applicationName: 'pg-deploy backup' });
+    let manifest: Manifest;
+    try {
+      await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+      const snap = (await c.query(`SELECT pg_export_snapshot() AS id, current_setting('server_version') AS version`)).rows[0];
+      const migration = await migrationVersion(c);
+      ctx.log.step(`dumping ${roles.database} (pg_dump -Fc) and the roles`);
+      const [dump, rolesOut, data, schema] = await Promise.allSettled([
+        rt.pgTool('pg_dump', ['--format=custom', '--no-password', `--snapshot=${snap.id}`, roles.database], { out: path.join(tmp, DUMP) }),
+        rt.pgTool('pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) }),
+        arrays(c, DATA_SQL),
+        arrays(c, SCHEMA_SQL),
+      ]);
+      await c.query('COMMIT').catch(() => {});
+      // A failed query aborts the snapshot's transaction, and pg_dump then fails to import it: the
+      // query's error is the one that explains.
+      if (data.status === 'rejected') throw data.reason;
+      if (schema.status === 'rejected') throw schema.reason;
+      for (const [what, r] of [['pg_dump', dump], ['pg_dumpall --roles-only', rolesOut]] as const) {
+        if (r.status === 'rejected') throw r.reason;
+        if (r.value.code !== 0) throw toolError(what, r.value);
+      }
+      // A custom-format archive starts with PGDMP; anything else (an empty stream from a container
+      // that never ran pg_dump) is not a backup, whatever the exit status said.
+      const head = Buffer.alloc(5);
+      const fh = await ctx.fs.open(path.join(tmp, DUMP), 'r');
+      await fh.read(head, 0, 5, 0).finally(() => fh.close());
+      if (head.toString('latin1') !== 'PGDMP') throw new UserError('pg_dump wrote no custom-format archive', 'see pnpm db:logs; run again with --verbose');
+      // pg_dump creates its file under the umask; a backup holds every row, so owner only.
+      await Promise.all([DUMP, ROLES].map((f) => ctx.fs.chmod(path.join(tmp, f), 0o600)));
+      const [dumpSum, rolesSum] = await Promise.all([sumFile(ctx, path.join(tmp, DUMP), true), sumFile(ctx, path.join(tmp, ROLES), true)]);
+      manifest = {
+        format: 1,
+        name: '',
+        database: roles.database,
+        createdAt: at.toISOString(),
+        ...(opts.reason ? { reason: opts.reason } : {}),
+        runtime: rt.name,
+        serverVersion: String(snap.version),
+        migration,
+        dump: dumpSum,
+        roles: { ...rolesSum, passwords: Boolean(opts.withPasswords) },
+        data: dataMap(data.value),
+        schema: schema.value.map((r) => String(r[0])),
+        ms: 0,
+      };
+    } finally {
+      await c.end().catch(() => {});
+    }
+    await writeAtomic(ctx, path.join(tmp, SUM), `${manifest.dump.sha256}  ${DUMP}\n`);
+    let name = backupName(roles.database, at, manifest.migration.version, opts.reason);
+    for (let i = 2; await ctx.fs.stat(path.join(ctx.cfg.backupDir, name)).then(() => true, () => false); i++) {
+      name = `${backupName(roles.database, at, manifest.migration.version, opts.reason)}-${i}`;
+    }
+    manifest.name = name;
+    manifest.ms = Math.round(performance.now() - t0);
+    await writeAtomic(ctx, path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    const dir = path.join(ctx.cfg.backupDir, name);
+    await ctx.fs.rename(tmp, dir);
+    await syncDir(ctx, ctx.cfg.backupDir);
+    return { dir, manifest };
+  } catch (e) {
+    await ctx.fs.rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Flushes a directory entry (the rename of a finished backup) to disk; best effort. */
+async function syncDir(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<void> {
+  const fh = await ctx.fs.open(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  await fh.sync().catch(() => {});
+  await fh.close();
+}
+
+export interface VerifyResult {
+  tables: number;
+  rows: number;
+  ms: number;
+}
+
+/**
+ * Proves a backup restores: its checksums, then a full pg_restore into a scratch database on the
+ * same server, whose row counts, sequences and schema must equal what the manifest recorded from
+ * the source. The scratch database is dropped whatever happens. Success marks the backup verified.
+ */
+export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup): Promise<VerifyResult> {
+  const t0 = performance.now();
+  const name = b.manifest.name;
+  await checkIntegrity(ctx, b);
+  if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
+  const admin = await rt.admin();
+  const scratch = `pgdeploy_verify_${randomBytes(4).toString('hex')}`;
+  ctx.log.step(`restoring ${name} into the scratch database ${scratch}`);
+  await admin.query(`CREATE DATABASE ${ident(scratch)} TEMPLATE template0`);
+  try {
+    const r = await rt.pgTool('pg_restore', ['--exit-on-error', '--single-transaction', '--no-password', `--dbname=${scratch}`], { in: path.join(b.dir, DUMP) });
+    if (r.code !== 0) {
+      const roleMissing = /role "[^"]+" does not exist/.test(r.stderr);
+      throw new UserError(
+        `backup ${name} did not restore: ${lastLine(r.stderr) || `pg_restore exited with ${r.code}`}`,
+        roleMissing ? `a role it needs is missing on this server; pnpm db:restore ${name} creates missing roles from its roles.sql` : 'do not rely on this backup; take a new one: pnpm db:backup --verify',
+      );
+    }
+    const data = dataMap(await admin.query(DATA_SQL, scratch));
+    const schema = (await admin.query(SCHEMA_SQL, scratch)).map((row) => row[0]);
+    const problems = [...dataDiff(b.manifest.data, data), ...schemaDiff(b.manifest.schema, schema)];
+    if (problems.length) {
+      throw new UserError(`backup ${name} restored, but differs from its source: ${problems.slice(0, 3).join('; ')}`, 'do not rely on this backup; take a new one: pnpm db:backup --verify');
+    }
+    const tables = Object.keys(b.manifest.data).filter((k) => k.startsWith('table '));
+    const result = { tables: tables.length, rows: tables.reduce((n, k) => n + Number(b.manifest.data[k]), 0), ms: 0 };
+    await markVerified(ctx, b, { at: ctx.clock().toISOString(), tables: result.tables, rows: result.rows });
+    result.ms = Math.round(performance.now() - t0);
+    return result;
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${ident(scratch)} WITH (FORCE)`).catch((e) => {
+      ctx.log.warn(`could not drop the scratch database ${scratch}: ${(e as Error).message}; drop it by hand`);
+    });
+  }
+}

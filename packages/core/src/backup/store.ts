@@ -1,0 +1,196 @@
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import { retained } from './retention.ts';
+
+/**
+ * One backup is one directory in DB_BACKUP_DIR, named `<database>-<UTC time>-v<migration version>`:
+ *   db.dump          pg_dump custom format (-Fc)
+ *   db.dump.sha256   its checksum, in sha256sum's format (`sha256sum -c` checks it)
+ *   roles.sql        pg_dumpall --roles-only (no passwords unless --with-passwords)
+ *   manifest.json    what the source held when dumped, and whether a restore was verified
+ * It is built under a hidden temporary name and renamed whole once complete, so a directory with a
+ * manifest is a finished backup and anything else is not one.
+ */
+export const DUMP = 'db.dump';
+export const ROLES = 'roles.sql';
+export const MANIFEST = 'manifest.json';
+export const SUM = `${DUMP}.sha256`;
+export const PARTIAL_PREFIX = '.partial-';
+
+export interface FileSum {
+  file: string;
+  bytes: number;
+  sha256: string;
+}
+
+export interface Manifest {
+  format: 1;
+  name: string;
+  database: string;
+  createdAt: string;
+  /** Why it was taken, when not by db:backup: `before db:delete`. */
+  reason?: string;
+  runtime: string;
+  serverVersion: string;
+  migration: { version: number | null; dirty: boolean };
+  dump: FileSum;
+  roles: FileSum & { passwords: boolean };
+  /** `table <name>` to its row count and `sequence <name>` to its last value, in the dump's snapshot. */
+  data: Record<string, string>;
+  /** The schema as SCHEMA_SQL lists it, in the dump's snapshot. */
+  schema: string[];
+  ms: number;
+  verified?: { at: string; tables: number; rows: number };
+}
+
+export interface Backup {
+  dir: string;
+  manifest: Manifest;
+}
+
+/** A path as people read it: relative inside the project, absolute outside it. */
+export function shown(ctx: Pick<Ctx, 'cfg'>, p: string): string {
+  const rel = path.relative(ctx.cfg.root, p);
+  return rel && !rel.startsWith('..') ? rel : p;
+}
+
+/** `20250131T235959Z`: sorts as time does and is safe in a file name. */
+export function stamp(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+}
+
+export function backupName(database: string, at: Date, version: number | null, reason?: string): string {
+  const tail = reason ? `-${reason.replace(/^before db:/, 'before-').replace(/[^A-Za-z0-9]+/g, '-')}` : '';
+  return `${database}-${stamp(at)}-${version === null ? 'unmigrated' : `v${version}`}${tail}`;
+}
+
+/** SHA-256 and size of a file, read as a stream; with `sync`, flushed to disk first. */
+export async function sumFile(ctx: Pick<Ctx, 'fs'>, file: string, sync = false): Promise<FileSum> {
+  const fh = await ctx.fs.open(file, 'r');
+  try {
+    if (sync) await fh.sync();
+    const h = createHash('sha256');
+    let bytes = 0;
+    for await (const chunk of fh.createReadStream({ autoClose: false })) {
+      h.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+    return { file: path.basename(file), bytes, sha256: h.digest('hex') };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes a small file so it is never seen half-written: a temporary name, flushed, renamed. */
+export async function writeAtomic(ctx: Pick<Ctx, 'fs'>, file: string, text: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fh = await ctx.fs.open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await ctx.fs.rename(tmp, file);
+}
+
+export async function readManifest(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<Manifest | undefined> {
+  const text = await ctx.fs.readFile(path.join(dir, MANIFEST), 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    const m = JSON.parse(text) as Manifest;
+    return m.format === 1 && typeof m.createdAt === 'string' ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Finished backups, newest first. */
+export async function listBackups(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<Backup[]> {
+  const dir = ctx.cfg.backupDir;
+  const entries = await ctx.fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+  const out: Backup[] = [];
+  for (const e of entries) {
+    if (!e.isDirectory() || e.name.startsWith('.')) continue;
+    const manifest = await readManifest(ctx, path.join(dir, e.name));
+    if (manifest) out.push({ dir: path.join(dir, e.name), manifest });
+  }
+  return out.sort((a, b) => Date.parse(b.manifest.createdAt) - Date.parse(a.manifest.createdAt) || b.manifest.name.localeCompare(a.manifest.name));
+}
+
+/**
+ * A backup named on the command line: a directory, a file in it, or a name in DB_BACKUP_DIR.
+ * Without one, the newest verified backup.
+ */
+export async function resolveBackup(ctx: Pick<Ctx, 'fs' | 'cfg'>, arg: string | undefined, opts: { verifiedOnly: boolean }): Promise<Backup> {
+  const rel = shown(ctx, ctx.cfg.backupDir);
+  if (arg === undefined) {
+    const all = await listBackups(ctx);
+    const pick = opts.verifiedOnly ? all.find((b) => b.manifest.verified) : all[0];
+    if (!pick) {
+      throw new UserError(
+        all.length ? `no verified backup in ${rel}` : `no backup in ${rel}`,
+        all.length ? `verify one (pnpm db:backup:verify ${all[0].manifest.name}), or name the one to use` : 'take one: pnpm db:backup --verify',
+      );
+    }
+    return pick;
+  }
+  const candidates = arg.includes('/') ? [path.resolve(ctx.cfg.root, arg)] : [path.join(ctx.cfg.backupDir, arg), path.resolve(ctx.cfg.root, arg)];
+  for (const c of candidates) {
+    const st = await ctx.fs.stat(c).catch(() => undefined);
+    if (!st) continue;
+    const dir = st.isDirectory() ? c : path.dirname(c);
+    const manifest = await readManifest(ctx, dir);
+    if (manifest) return { dir, manifest };
+    throw new UserError(`${arg} is not a finished backup (no readable ${MANIFEST} in ${dir})`, `pick one of the backups in ${rel}: ls ${rel}`);
+  }
+  throw new UserError(`no backup named ${arg}`, `pick one of the backups in ${rel}: ls ${rel}`);
+}
+
+/**
+ * Checks a backup's files against its manifest and checksum file; a single flipped byte fails it.
+ * Says which file and what to do instead.
+ */
+export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<void> {
+  const m = b.manifest;
+  const sumLine = await ctx.fs.readFile(path.join(b.dir, SUM), 'utf8').catch(() => '');
+  const recorded = sumLine.split(/\s+/)[0];
+  for (const f of [m.dump, m.roles]) {
+    const actual = await sumFile(ctx, path.join(b.dir, f.file)).catch(() => undefined);
+    const expected = f.file === DUMP && recorded ? recorded : f.sha256;
+    if (!actual || actual.sha256 !== expected || actual.sha256 !== f.sha256 || actual.bytes !== f.bytes) {
+      throw new UserError(
+        `backup ${m.name} is damaged: ${f.file} ${actual ? 'does not match its checksum' : 'is missing'}`,
+        'do not restore it; use another backup (pnpm db:restore NAME) and check the disk it is on',
+      );
+    }
+  }
+}
+
+/** Marks a backup verified, rewriting its manifest atomically. */
+export async function markVerified(ctx: Pick<Ctx, 'fs'>, b: Backup, verified: NonNullable<Manifest['verified']>): Promise<void> {
+  b.manifest.verified = verified;
+  await writeAtomic(ctx, path.join(b.dir, MANIFEST), JSON.stringify(b.manifest, null, 2) + '\n');
+}
+
+/**
+ * Removes finished backups that DB_BACKUP_KEEP no longer asks for; never the newest verified one,
+ * never a directory that is not a finished backup. Called only after a new backup succeeded.
+ */
+export async function applyRetention(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<string[]> {
+  const all = await listBackups(ctx);
+  const keep = retained(all.map((b) => ({ b, name: b.manifest.name, createdAt: new Date(b.manifest.createdAt), verified: Boolean(b.manifest.verified) })), ctx.cfg.backupKeep);
+  const kept = new Set([...keep].map((k) => k.b));
+  const removed: string[] = [];
+  for (const b of all) {
+    if (kept.has(b)) continue;
+    // Renamed out of sight first: an interrupted removal must not leave a manifest without its dump.
+    const gone = path.join(path.dirname(b.dir), `.removing-${path.basename(b.dir)}`);
+    await ctx.fs.rename(b.dir, gone);
+    await ctx.fs.rm(gone, { recursive: true, force: true });
+    removed.push(b.manifest.name);
+  }
+  return removed;
+}
