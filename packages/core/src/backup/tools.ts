@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Roles } from '../roles.ts';
-import type { Admin } from '../provision.ts';
+import { driftError, type Admin } from '../provision.ts';
 import type { RunResult } from '../exec.ts';
 
 /** The client programs backups use. Each runs as the superuser on the server's Unix socket. */
@@ -61,12 +61,14 @@ export async function serverMajor(admin: Admin): Promise<number> {
 export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: string, roles: () => Promise<Roles>, admin: () => Promise<Admin>) {
   let binDir: Promise<string> | undefined;
   return async (tool: PgTool, args: readonly string[], io: PgToolIo = {}): Promise<RunResult> => {
-    binDir ??= admin().then(serverMajor).then((major) => findClientTools(ctx, major));
+    const r = await roles();
+    binDir ??= admin().then(serverMajor).catch((e) => {
+      throw driftError(e, 'postgres', r.admin.user) ?? e;
+    }).then((major) => findClientTools(ctx, major));
     const dir = await binDir.catch((e) => {
       binDir = undefined;
       throw e;
     });
-    const r = await roles();
     const argv = [...args, ...(io.out ? [`--file=${io.out}`] : []), ...(io.in ? [io.in] : [])];
     return ctx.exec(dir ? path.join(dir, tool) : tool, argv, {
       nothrow: true,
