@@ -1,6 +1,7 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { describe, runMigrations } from '@dbkit/core/migrations/apply';
 import { parseCommand } from '@dbkit/core/migrations/command';
+import { forceProductionFlag, guardProduction } from '@dbkit/core/guard';
 import type { Task } from './task.ts';
 
 export const task: Task = {
@@ -9,11 +10,14 @@ export const task: Task = {
   usage: '[up [N] | down N | down --all | goto V]',
   flags: {
     all: { type: 'boolean', description: 'with down: roll back every migration' },
+    ...forceProductionFlag,
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
   async run(ctx, { positionals, flags }) {
     const cmd = parseCommand(positionals, Boolean(flags.all));
     const rt = await selectRuntime(ctx);
+    // Rolling back destroys data, as db:rollback does; goto may go either way.
+    if (cmd.kind === 'down' || cmd.kind === 'goto') await guardProduction(ctx, rt, 'db:migrate', flags, positionals.join(' ') + (flags.all ? ' --all' : ''));
     const r = await runMigrations(ctx, rt, cmd);
     if (r) ctx.log.result(describe(r), r);
   },

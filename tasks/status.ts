@@ -9,7 +9,7 @@ export const task: Task = {
   summary: 'Show the migration version, dirty flag, applied and pending files.',
   flags: {
     json: { type: 'boolean', description: 'print the status as JSON' },
-    'exit-code': { type: 'boolean', description: 'exit 1 while anything is pending or the database is dirty' },
+    'exit-code': { type: 'boolean', description: 'exit 1 while anything is pending or never applied, or the database is dirty' },
   },
   async run(ctx, { flags }) {
     const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
@@ -20,11 +20,14 @@ export const task: Task = {
       `version   ${s.version ?? 'none'}${s.dirty ? ' (DIRTY: see pnpm db:migrate)' : ''}`,
       `applied   ${s.applied.length}`,
       `pending   ${s.pending.length}`,
-      ...s.applied.map((e) => `  applied ${e.file}${e.appliedAt ? `  ${e.appliedAt}` : ''}${e.edited ? '  EDITED after it was applied' : ''}`),
+      ...s.applied.map((e) => `  applied ${e.file}${e.appliedAt ? `  ${e.appliedAt}` : ''}${e.edited ? '  EDITED after it was applied' : ''}${e.unrecorded ? '  NEVER APPLIED' : ''}`),
       ...s.pending.map((e) => `  pending ${e.file}`),
     ];
     for (const e of s.applied.filter((x) => x.edited)) ctx.log.warn(`${e.file} was edited after it was applied; the database ran the old text`);
+    for (const e of s.applied.filter((x) => x.unrecorded)) {
+      ctx.log.warn(`${e.file} is below the current version ${s.version} but was never applied (added after later migrations ran?); no runner will apply it: give it a version above ${s.version}`);
+    }
     ctx.log.result(lines.join('\n'), { runtime: rt.name, ...s });
-    return flags['exit-code'] && (s.pending.length || s.dirty) ? 1 : 0;
+    return flags['exit-code'] && (s.pending.length || s.dirty || s.applied.some((e) => e.unrecorded)) ? 1 : 0;
   },
 };

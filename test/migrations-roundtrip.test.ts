@@ -130,6 +130,13 @@ rt('a second up prints no change and exits 0', async (ctx) => {
   assert.is(r.stdout.trim(), 'no change');
 });
 
+rt('refuses to roll back on production without --force-production, and changes nothing', async (ctx) => {
+  const r = await cli(['db:migrate', 'down', '1'], { ...ctx.p!.env, NODE_ENV: 'production' });
+  assert.is(r.code, 1, output(r));
+  assert.match(r.stderr, /db:migrate refused: NODE_ENV is production/);
+  assert.equal(await versionRows(ctx.p!), [{ version: 5, dirty: false }]);
+});
+
 rt('down --all removes everything the files made and leaves no row, as golang-migrate\'s nil version', async (ctx) => {
   const r = await cli(['db:migrate', 'down', '--all'], ctx.p!.env);
   assert.is(r.code, 0, output(r));

@@ -12,7 +12,8 @@ export function migrateArgs(cmd: Command): string[] {
     case 'up': return cmd.n === undefined ? ['up'] : ['up', String(cmd.n)];
     case 'down': return ['down', cmd.n === 'all' ? '-all' : String(cmd.n)];
     case 'goto': return ['goto', String(cmd.version)];
-    case 'force': return ['force', String(cmd.version)];
+    // Go's flag package reads a bare -1 as an unknown flag; `--` ends the flags, as golang-migrate's README shows.
+    case 'force': return cmd.version < 0 ? ['force', '--', String(cmd.version)] : ['force', String(cmd.version)];
   }
 }
 

@@ -315,6 +315,7 @@ async function runSteps(
         } catch (e) {
           const elapsed = now() - start;
           await c.query('ROLLBACK').catch(() => {});
+          await flush(c, w, i, tx, before);
           throw await txFailure(c, f, e, elapsed, before);
         }
         // Each commit but the last is asynchronous: the last one (or the next file's synchronous
@@ -326,6 +327,7 @@ async function runSteps(
         } catch (e) {
           // Deferred constraints are checked at COMMIT: the file's failure, not ours.
           await c.query('ROLLBACK').catch(() => {});
+          await flush(c, w, i, tx, before);
           throw await txFailure(c, f, e, Infinity, before);
         }
         open = nextTx;
@@ -356,6 +358,16 @@ async function runSteps(
     bar.end();
   }
   return steps;
+}
+
+/**
+ * After a failure, makes the migrations this run committed asynchronously durable before saying
+ * they were applied: rewriting the row to the version reached, synchronously, flushes the WAL
+ * before it. (A commit that writes nothing would not flush.)
+ */
+async function flush(c: Client, w: Where, i: number, tx: readonly boolean[], reached: number | null): Promise<void> {
+  if (i === 0 || !tx[i - 1]) return;
+  await c.query(`BEGIN; ${setVersionSql(w, reached, false)}; COMMIT`).catch(() => {});
 }
 
 async function txFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null): Promise<UserError> {
@@ -437,6 +449,11 @@ export interface StatusEntry {
   edited?: boolean;
   /** The version the dirty flag is set at. */
   dirty?: boolean;
+  /**
+   * At or below the current version, yet never applied by this runner while later ones were: most
+   * likely a file added after them (a merged branch). Neither runner will apply it.
+   */
+  unrecorded?: boolean;
 }
 
 export interface Status {
@@ -456,6 +473,10 @@ export async function status(c: Client, migrations: readonly Migration[]): Promi
   }
   const applied: StatusEntry[] = [];
   const pending: StatusEntry[] = [];
+  // Versions applied before this runner kept history (by golang-migrate, say) have no row and are
+  // not suspect: only gaps between recorded versions are.
+  const recorded = [...hist.keys()];
+  const firstRecorded = recorded.length ? Math.min(...recorded) : Infinity;
   for (const m of migrations) {
     const e: StatusEntry = { version: m.version, name: m.name, file: m.up.file };
     if (cur.version !== null && m.version <= cur.version) {
@@ -463,6 +484,8 @@ export async function status(c: Client, migrations: readonly Migration[]): Promi
       if (h) {
         e.appliedAt = new Date(h.applied_at).toISOString();
         e.edited = h.checksum !== m.up.checksum;
+      } else if (m.version > firstRecorded && !(cur.dirty && m.version === cur.version)) {
+        e.unrecorded = true;
       }
       if (cur.dirty && m.version === cur.version) e.dirty = true;
       applied.push(e);
