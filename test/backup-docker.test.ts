@@ -1,0 +1,188 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { CONTAINER_TOOL_SCRIPT } from '@dbkit/core/backup/tools';
+import { nativePaths } from '@dbkit/core/runtime/native';
+import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
+import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery, setUp } from './backup-fixtures.ts';
+
+// No Docker engine runs here. The recording stub (test/setup/engine-stub.mjs) stands for it and
+// records every `docker` call. For the calls that run a client tool in api-db, a wrapper around the
+// stub then does what the container would: it runs the very script the tool sent, with that script's
+// secret files and socket pointing at a native server of the same major, through pipes on both ends
+// as `docker compose exec` has, so the dump really streams and a failing pg_dump really is behind a
+// pipe. What is asserted is the argument arrays, what reached the host files, and the exit codes.
+
+const COMPOSE_FILE = path.join(ROOT, 'infra/docker-compose.yml');
+const F = ['compose', '-f', COMPOSE_FILE];
+const PROBE = [['compose', 'version', '--short'], ['info', '--format', '{{.ServerVersion}}']];
+const PS = [...F, 'ps', '--status', 'running', '--quiet', 'api-db'];
+const TOOL = (...rest: string[]) => [...F, 'exec', '--no-TTY', 'api-db', 'sh', '-c', CONTAINER_TOOL_SCRIPT, 'db-pg-tool', ...rest];
+const ADMIN = (db: string) => [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', db];
+
+interface Call {
+  argv: string[];
+  env: Record<string, string>;
+  stdin: string;
+}
+
+interface Ctx {
+  p?: Project;
+  stubDir?: string;
+  log?: string;
+  env?: Record<string, string>;
+}
+
+function stubPath(): string {
+  for (const f of ['engine-stub.mjs', 'docker-stub.mjs']) {
+    const p = path.join(ROOT, 'test/setup', f);
+    if (existsSync(p)) return p;
+  }
+  throw new Error('the recording docker stub is missing from test/setup');
+}
+
+const WRAPPER = `#!/bin/bash
+# Records through the stub; for a client tool in api-db, then runs the tool's script as the container would.
+set -o pipefail
+case " $* " in
+  *" db-pg-tool "*)
+    "$STUB_NODE" "$STUB_JS" docker "$@" </dev/null >/dev/null || exit $?
+    while [ "$1" != api-db ]; do shift; done
+    shift
+    export SECRETS_DIR="$EMU_SECRETS_DIR" PGHOST="$EMU_PGHOST" PGPORT="$EMU_PGPORT" PATH="$EMU_BIN:$PATH"
+    if [ "$5" = pg_restore ]; then cat | "$@" | cat; else "$@" </dev/null | cat; fi
+    exit $?
+    ;;
+  *) exec "$STUB_NODE" "$STUB_JS" docker "$@" ;;
+esac
+`;
+
+async function calls(ctx: Ctx): Promise<Call[]> {
+  return (await fs.readFile(ctx.log!, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call);
+}
+
+async function run(ctx: Ctx, args: string[]): Promise<CliResult> {
+  await fs.writeFile(ctx.log!, '');
+  return cli(args, { ...ctx.p!.env, ...ctx.env!, DB_RUNTIME: 'docker' });
+}
+
+async function assertNoSecrets(ctx: Ctx, cs: Call[]) {
+  for (const n of ['postgres_password', 'migrate_password', 'app_password']) {
+    const pw = await fs.readFile(path.join(ctx.p!.secretsDir, n), 'utf8');
+    for (const c of cs) {
+      assert.not.ok(c.argv.some((a) => a.includes(pw)), `${n} in docker's argv`);
+      assert.not.ok(Object.values(c.env).some((v) => v.includes(pw)), `${n} in docker's environment`);
+      assert.not.ok(c.stdin.includes(pw), `${n} on docker's stdin`);
+    }
+  }
+}
+
+/** The argument arrays with the random parts (snapshot id, scratch database) named. */
+function shapes(cs: Call[]): string[][] {
+  return cs.map((c) => c.argv.map((a) => a.replace(/^--snapshot=.+$/, '--snapshot=ID').replace(/^(--dbname=)?pgdeploy_(verify|restore)_[0-9a-f]{8}$/, '$1SCRATCH')));
+}
+
+const docker = suite<Ctx>('the docker runtime dumps and restores inside api-db and streams through the host');
+
+setUp(docker, async (ctx) => {
+  ctx.p = await backupProject();
+  await startProject(ctx.p);
+  await ok(['db:migrate'], ctx.p.env);
+  await ownerQuery(ctx.p, "INSERT INTO accounts (email) SELECT 'd' || i || '@example.com' FROM generate_series(1, 250) i");
+  ctx.stubDir = await fs.mkdtemp(path.join(os.tmpdir(), 'docker-stub-'));
+  ctx.log = path.join(ctx.stubDir, 'calls.jsonl');
+  await fs.writeFile(path.join(ctx.stubDir, 'docker'), WRAPPER, { mode: 0o755 });
+  const socket = nativePaths(ctx.p.nativeDir).run;
+  ctx.env = {
+    PATH: `${ctx.stubDir}:${process.env.PATH}`,
+    DOCKER_STUB_LOG: ctx.log,
+    DOCKER_STUB_MODE: 'ok',
+    DOCKER_STUB_SECRETS_DIR: ctx.p.secretsDir,
+    DOCKER_STUB_PGHOST: socket,
+    DOCKER_STUB_PGPORT: String(ctx.p.port),
+    STUB_NODE: process.execPath,
+    STUB_JS: stubPath(),
+    EMU_SECRETS_DIR: ctx.p.secretsDir,
+    EMU_PGHOST: socket,
+    EMU_PGPORT: String(ctx.p.port),
+    EMU_BIN: debianBin(),
+  };
+});
+
+docker.after(async (ctx) => {
+  await removeProject(ctx.p);
+  if (ctx.stubDir) await fs.rm(ctx.stubDir, { recursive: true, force: true });
+});
+
+docker('db:backup runs pg_dump and pg_dumpall in api-db with the superuser read there, and nothing secret crosses docker', async (ctx) => {
+  const r = await run(ctx, ['db:backup', '--json']);
+  assert.is(r.code, 0, r.stderr);
+  const cs = await calls(ctx);
+  const got = shapes(cs);
+  assert.equal(got.slice(0, 3), [...PROBE, PS]);
+  // pg_dump and pg_dumpall run side by side, so their order is not fixed.
+  assert.equal(got.slice(3).sort(), [
+    TOOL('pg_dump', '--format=custom', '--no-password', '--snapshot=ID', 'app'),
+    TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
+  ].sort());
+  await assertNoSecrets(ctx, cs);
+  const name = JSON.parse(r.stdout).name as string;
+  const dir = path.join(ctx.p!.env.DB_BACKUP_DIR, name);
+  const manifest = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
+  assert.is(manifest.runtime, 'docker');
+  assert.is(manifest.data['table public.accounts'], '250');
+  assert.is((await fs.readFile(path.join(dir, 'db.dump'))).subarray(0, 5).toString('latin1'), 'PGDMP', 'the stream reached the host file');
+  assert.match(await fs.readFile(path.join(dir, 'roles.sql'), 'utf8'), /CREATE ROLE/);
+});
+
+docker('db:backup:verify restores the streamed dump into a scratch database in api-db and drops it', async (ctx) => {
+  const r = await run(ctx, ['db:backup:verify']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /verified app-.*: \d+ tables, \d+ rows, schema identical/);
+  const cs = await calls(ctx);
+  assert.equal(shapes(cs), [
+    ...PROBE,
+    PS,
+    ADMIN('postgres'),
+    TOOL('pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH'),
+    ADMIN('SCRATCH'),
+    ADMIN('SCRATCH'),
+    ADMIN('postgres'),
+  ]);
+  assert.match(cs[3].stdin, /^CREATE DATABASE "pgdeploy_verify_[0-9a-f]{8}"/);
+  assert.match(cs[7].stdin, /^DROP DATABASE IF EXISTS "pgdeploy_verify_[0-9a-f]{8}" WITH \(FORCE\)/);
+  await assertNoSecrets(ctx, cs);
+});
+
+docker('a pg_dump that fails inside the container is caught behind the stream: non-zero, the reason, no backup', async (ctx) => {
+  const p = ctx.p!;
+  const before = await backupDirState(p);
+  const file = path.join(p.secretsDir, 'postgres_password');
+  const real = await fs.readFile(file, 'utf8');
+  await fs.writeFile(file, 'wrong-in-the-container-0123456789', { mode: 0o600 });
+  try {
+    const r = await run(ctx, ['db:backup']);
+    failsClearly(r, /pg_dump(all --roles-only)? failed \(exit 1\): .*password authentication failed/, /postgres_password/);
+  } finally {
+    await fs.writeFile(file, real, { mode: 0o600 });
+  }
+  assert.equal(await backupDirState(p), before, 'nothing new, finished or partial');
+});
+
+docker('db:restore restores through api-db after a safety backup, and the data is back', async (ctx) => {
+  const p = ctx.p!;
+  await ownerQuery(p, 'DELETE FROM accounts');
+  const r = await run(ctx, ['db:restore', '--yes']);
+  assert.is(r.code, 0, r.stderr);
+  const got = shapes(await calls(ctx));
+  assert.ok(got.some((a) => a.join(' ') === TOOL('pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH').join(' ')), 'pg_restore ran in api-db');
+  assert.ok(got.some((a) => a.includes('pg_dump')), 'the safety backup ran pg_dump in api-db first');
+  const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts');
+  assert.is(n[0].n, 250);
+  assert.ok((await backupDirState(p)).finished.some((b) => b.endsWith('-before-restore')));
+});
+
+docker.run();
