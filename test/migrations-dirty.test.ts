@@ -93,4 +93,18 @@ dirty('a CONCURRENTLY file that fails is left dirty, as golang-migrate leaves it
   assert.equal(await versionRows(p), [{ version: 2, dirty: true }]);
 });
 
+dirty('reads golang-migrate\'s (-1, dirty) row as an interrupted roll-back of the first migration', async (ctx) => {
+  const p = ctx.p!;
+  // What golang-migrate writes when `down` of the first migration fails.
+  await query(p, 'BEGIN; DELETE FROM schema_migrations; INSERT INTO schema_migrations VALUES (-1, true); COMMIT');
+  const r = await cli(['db:migrate'], p.env);
+  assert.is(r.code, 1, output(r));
+  assert.match(r.stderr, /^error: Dirty database version -1\. Fix and force version\.$/m);
+  assert.match(r.stderr, /000001_slow\.down\.sql \(rolling back to none\) stopped part-way; the objects its up file creates look still present/);
+  assert.match(r.stderr, /hint: if the roll-back did nothing: pnpm db:migrate:force 1$/m);
+  const forced = await cli(['db:migrate:force', '--yes', '--', '-1'], p.env);
+  assert.is(forced.code, 0, output(forced));
+  assert.equal(await versionRows(p), []);
+});
+
 dirty.run();

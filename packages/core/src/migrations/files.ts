@@ -34,6 +34,18 @@ export interface Migration {
   down: MigrationFile;
 }
 
+/** The checksum is computed when first asked for: a run with nothing to do never needs it. */
+function migrationFile(file: string, sql: string): MigrationFile {
+  let sum: string | undefined;
+  return {
+    file,
+    sql,
+    get checksum() {
+      return (sum ??= checksum(sql));
+    },
+  };
+}
+
 /** Files that are not migrations and may live in the folder. */
 const IGNORED = /^(\..*|README(\.md)?)$/i;
 
@@ -75,9 +87,10 @@ export async function loadMigrations(ctx: Pick<Ctx, 'fs'>, dir: string): Promise
       continue;
     }
     const sql = texts[i];
+    const code = codeOnly(sql);
     // Still paired below, so its partner is not reported as an orphan too.
-    if (!hasStatements(sql)) problems.push(`${file}: the file is empty (only comments or blanks)`);
-    const alone = mustBeAlone(sql);
+    if (!code.replace(/;/g, ' ').trim()) problems.push(`${file}: the file is empty (only comments or blanks)`);
+    const alone = mustBeAlone(sql, code);
     if (alone) problems.push(`${file}: ${alone} must be the only statement in its file (PostgreSQL runs a file of several statements as one transaction, which ${alone} refuses)`);
     const digits = FILE_RE.exec(file)![1];
     const entry = byVersion.get(p.version) ?? { name: p.name, digits };
@@ -86,7 +99,7 @@ export async function loadMigrations(ctx: Pick<Ctx, 'fs'>, dir: string): Promise
       problems.push(`${file}: version ${p.version} is used twice (also ${other})`);
       continue;
     }
-    entry[p.direction] = { file, sql, checksum: checksum(sql) };
+    entry[p.direction] = migrationFile(file, sql);
     byVersion.set(p.version, entry);
   }
   const out: Migration[] = [];
@@ -190,10 +203,6 @@ function codeOnly(sql: string): string {
   return sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\/|'(?:[^']|'')*'|"(?:[^"]|"")*"|(\$[A-Za-z_]*\$)[\s\S]*?\1/g, ' ');
 }
 
-function hasStatements(sql: string): boolean {
-  return codeOnly(sql).replace(/;/g, ' ').trim() !== '';
-}
-
 /**
  * Statements PostgreSQL refuses inside a transaction block, and files that manage their own
  * transactions: these run as golang-migrate runs every file, guarded by the dirty flag. Function
@@ -208,8 +217,7 @@ export function needsOwnTransaction(sql: string): boolean {
 }
 
 /** The statement that cannot share its file, when the file holds more than one statement. */
-function mustBeAlone(sql: string): string | undefined {
-  const code = codeOnly(sql);
+function mustBeAlone(sql: string, code: string): string | undefined {
   const m = /\b(CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b[^;]*\bCONCURRENTLY|VACUUM|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE)|ALTER\s+SYSTEM)\b/i.exec(code);
   if (!m) return undefined;
   if (/(^|;)\s*(BEGIN|COMMIT|START\s+TRANSACTION)\b/i.test(code)) return undefined; // the file manages its transactions itself

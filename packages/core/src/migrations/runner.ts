@@ -179,8 +179,10 @@ async function dirtyError(c: Client, w: Where, version: number | null, migration
   const head = `Dirty database version ${version ?? -1}. Fix and force version.`;
   const idx = version === null ? -1 : migrations.findIndex((m) => m.version === version);
   const next = migrations.find((m) => version === null || m.version > version);
-  let rollingBack = false;
-  if (next && w.hasH) {
+  // golang-migrate marks a failed roll-back of the first migration as (-1, dirty): nothing else
+  // writes that row.
+  let rollingBack = version === null && next !== undefined;
+  if (!rollingBack && next && w.hasH) {
     const { rows } = await c.query(`SELECT 1 FROM ${w.h} WHERE version = $1`, [next.version]);
     rollingBack = rows.length > 0;
   }
