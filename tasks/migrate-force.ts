@@ -1,5 +1,4 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { confirmDestructive } from '@dbkit/core/confirm';
 import { runMigrations } from '@dbkit/core/migrations/apply';
 import { versionArg } from '@dbkit/core/migrations/command';
 import { forceProductionFlag, guardProduction } from '@dbkit/core/guard';
@@ -14,8 +13,7 @@ export const task: Task = {
   async run(ctx, { positionals, flags }) {
     const version = versionArg(positionals[0]);
     const rt = await selectRuntime(ctx);
-    await guardProduction(ctx, rt, 'db:migrate:force', flags, `force ${version}`);
-    await confirmDestructive(ctx, 'db:migrate:force', `Record version ${version} as applied and clean, without running anything?`, Boolean(flags.yes));
+    await guardProduction(ctx, rt, 'db:migrate:force', flags, `force ${version}`, `Record version ${version} as applied and clean, without running anything?`);
     await runMigrations(ctx, rt, { kind: 'force', version });
     ctx.log.result(`version forced to ${version}`, { version });
   },

@@ -1,5 +1,4 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { confirmDestructive } from '@dbkit/core/confirm';
 import { createBackup } from '@dbkit/core/backup/backup';
 import { restoreBackup } from '@dbkit/core/backup/restore';
 import { checkIntegrity, resolveBackup } from '@dbkit/core/backup/store';
@@ -16,8 +15,7 @@ export const task: Task = {
     const b = await resolveBackup(ctx, positionals[0], { verifiedOnly: true });
     await checkIntegrity(ctx, b); // a damaged file is refused before anything is asked or changed
     const rt = await selectRuntime(ctx);
-    const audit = await guardProduction(ctx, rt, 'db:restore', flags, b.manifest.name);
-    await confirmDestructive(ctx, 'db:restore', `Replace database ${b.manifest.database} with the backup ${b.manifest.name}?`, Boolean(flags.yes));
+    const audit = await guardProduction(ctx, rt, 'db:restore', flags, b.manifest.name, `Replace database ${b.manifest.database} with the backup ${b.manifest.name}?`);
     if (!flags['no-backup']) ctx.log.info(`safety backup: ${(await createBackup(ctx, rt, { reason: 'before db:restore' })).manifest.name}`);
     const r = await restoreBackup(ctx, rt, b);
     if (audit) await writeAudit(ctx, rt, audit, false); // the restored database gets the line too

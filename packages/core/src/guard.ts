@@ -24,10 +24,15 @@ export interface AuditEntry {
  * Writes who forced a task on production, and when: into the database's audit table (when it can be
  * reached) and, because db:delete and db:fresh destroy that table, a line in DB_BACKUP_DIR/audit.log.
  */
-export async function writeAudit(ctx: Pick<Ctx, 'cfg' | 'fs'>, rt: Runtime | undefined, e: AuditEntry, toFile = true): Promise<void> {
+export async function writeAudit(ctx: Pick<Ctx, 'cfg' | 'fs' | 'log'>, rt: Runtime | undefined, e: AuditEntry, toFile = true): Promise<void> {
   if (toFile) {
-    await ctx.fs.mkdir(ctx.cfg.backupDir, { recursive: true, mode: 0o700 });
-    await ctx.fs.appendFile(path.join(ctx.cfg.backupDir, 'audit.log'), JSON.stringify(e) + '\n', { mode: 0o600 });
+    try {
+      await ctx.fs.mkdir(ctx.cfg.backupDir, { recursive: true, mode: 0o700 });
+      await ctx.fs.appendFile(path.join(ctx.cfg.backupDir, 'audit.log'), JSON.stringify(e) + '\n', { mode: 0o600 });
+    } catch (err) {
+      // The database's own audit table below still gets the line; the backup that follows will fail loudly.
+      ctx.log.warn(`could not append to ${shown(ctx, path.join(ctx.cfg.backupDir, 'audit.log'))}: ${(err as Error).message}`);
+    }
   }
   if (!rt || !(await rt.running())) return;
   await withClient({ ...(await rt.target('migrator')), applicationName: 'pg-deploy guard' }, async (c) => {
@@ -44,16 +49,20 @@ export interface GuardFlags {
 
 /**
  * Refuses `task` on a production database (recorded as production, or NODE_ENV=production now)
- * unless --force-production; a forced run is logged. Returns the audit entry when it was forced.
+ * unless --force-production. With a question, asks it next (default No). A forced run that goes
+ * ahead is logged; one refused or declined is not, since nothing happened.
  */
-export async function guardProduction(ctx: Ctx, rt: Runtime, task: string, flags: GuardFlags, detail = ''): Promise<AuditEntry | undefined> {
+export async function guardProduction(ctx: Ctx, rt: Runtime, task: string, flags: GuardFlags, detail = '', question?: string): Promise<AuditEntry | undefined> {
   const recorded = await recordedEnvironment(await rt.target('migrator')).catch((e) => {
     throw new UserError(`${task}: cannot read which environment this database belongs to: ${(e as Error).message}`, 'is PostgreSQL running? pnpm db:up');
   });
-  return decide(ctx, rt, task, flags, recorded, detail);
+  const entry = decide(ctx, task, flags, recorded, detail);
+  if (question !== undefined) await confirmDestructive(ctx, task, question, Boolean(flags.yes));
+  if (entry) await writeAudit(ctx, rt, entry);
+  return entry;
 }
 
-async function decide(ctx: Ctx, rt: Runtime | undefined, task: string, flags: GuardFlags, recorded: string | undefined, detail: string): Promise<AuditEntry | undefined> {
+function decide(ctx: Ctx, task: string, flags: GuardFlags, recorded: string | undefined, detail: string): AuditEntry | undefined {
   const why = recorded === PRODUCTION ? 'the database is recorded as production' : ctx.cfg.nodeEnv === PRODUCTION ? 'NODE_ENV is production' : undefined;
   if (!why) return undefined;
   if (!flags['force-production']) {
@@ -61,7 +70,6 @@ async function decide(ctx: Ctx, rt: Runtime | undefined, task: string, flags: Gu
   }
   const entry: AuditEntry = { at: ctx.clock().toISOString(), task, environment: recorded ?? ctx.cfg.nodeEnv, os_user: osUser(ctx.cfg.env), detail };
   ctx.log.warn(`${task} on a production database (${why}), forced by ${entry.os_user}; logged`);
-  await writeAudit(ctx, rt, entry);
   return entry;
 }
 
@@ -93,8 +101,7 @@ export async function beforeDestroy(ctx: Ctx, rt: Runtime, task: string, questio
     await confirmDestructive(ctx, task, question, Boolean(flags.yes));
     return undefined;
   }
-  const entry = await guardProduction(ctx, rt, task, flags);
-  await confirmDestructive(ctx, task, question, Boolean(flags.yes));
+  const entry = await guardProduction(ctx, rt, task, flags, '', question);
   if (flags['no-backup']) {
     ctx.log.warn(`${task}: no safety backup (--no-backup)`);
     return entry;
