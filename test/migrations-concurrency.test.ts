@@ -1,7 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cli, makeProject, removeProject, startProject, type CliResult, type Project } from './setup/project.ts';
-import { output, query, ready, setup, versionRows, type Guarded } from './support/engine.ts';
+import { setUp } from './setup/hooks.ts';
+import { output, query, versionRows } from './support/engine.ts';
 
 // Each transactional file logs its run in run_log, so a file applied twice shows up as a count;
 // the CONCURRENTLY files cannot log (they must be alone) but fail if run twice. The pauses before
@@ -25,17 +26,16 @@ for (const v of [2, 3]) {
 const RUNNERS = 5;
 const ROUNDS = 3;
 
-interface Ctx extends Guarded {
+interface Ctx {
   p?: Project;
 }
 
 const race = suite<Ctx>(`${RUNNERS} db:migrate processes at once, ${ROUNDS} rounds`, {});
 
-race.before(setup(async (ctx) => {
+setUp(race, async (ctx) => {
   ctx.p = await makeProject({ migrations: files });
   await startProject(ctx.p);
-}));
-race.before.each(ready);
+});
 race.after(async (ctx) => {
   await removeProject(ctx.p);
 });

@@ -4,7 +4,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { advisoryLockKey } from '@dbkit/core/migrations/lock';
 import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { output, query, ready, setup, spawnCli, until, versionRows, type Guarded } from './support/engine.ts';
+import { setUp } from './setup/hooks.ts';
+import { output, query, spawnCli, until, versionRows } from './support/engine.ts';
 
 const files: Record<string, string> = {
   '000001_slow.up.sql': `CREATE TABLE slow (id int);
@@ -17,19 +18,18 @@ CREATE FUNCTION slow_key(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN
   '000002_slow_index.down.sql': 'DROP INDEX CONCURRENTLY slow_idx;\n',
 };
 
-interface Ctx extends Guarded {
+interface Ctx {
   p?: Project;
 }
 
 const dirty = suite<Ctx>('a runner killed in the middle of a non-transactional migration', {});
 
-dirty.before(setup(async (ctx) => {
+setUp(dirty, async (ctx) => {
   ctx.p = await makeProject({ migrations: files });
   await startProject(ctx.p);
   const r = await cli(['db:migrate', 'up', '1'], ctx.p.env);
   if (r.code !== 0) throw new Error(output(r));
-}));
-dirty.before.each(ready);
+});
 dirty.after(async (ctx) => {
   await removeProject(ctx.p);
 });

@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { output, query, ready, setup, tableExists, versionRows, type Guarded } from './support/engine.ts';
+import { setUp } from './setup/hooks.ts';
+import { output, query, tableExists, versionRows } from './support/engine.ts';
 
 const files: Record<string, string> = {
   '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY, email text UNIQUE);\n',
@@ -13,19 +14,18 @@ const files: Record<string, string> = {
   '000002_import.down.sql': 'DROP TABLE imports;\n',
 };
 
-interface Ctx extends Guarded {
+interface Ctx {
   p?: Project;
 }
 
 const fail = suite<Ctx>('db:migrate with a file that fails, and with invalid files', {});
 
-fail.before(setup(async (ctx) => {
+setUp(fail, async (ctx) => {
   ctx.p = await makeProject({ migrations: files });
   await startProject(ctx.p);
   const r = await cli(['db:migrate', 'up', '1'], ctx.p.env);
   if (r.code !== 0) throw new Error(output(r));
-}));
-fail.before.each(ready);
+});
 fail.after(async (ctx) => {
   await removeProject(ctx.p);
 });

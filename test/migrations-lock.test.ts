@@ -4,20 +4,20 @@ import type { Client } from 'pg';
 import { connect } from '@dbkit/core/pg';
 import { advisoryLockKey } from '@dbkit/core/migrations/lock';
 import { appTarget, cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { output, ready, setup, tableExists, type Guarded } from './support/engine.ts';
+import { setUp } from './setup/hooks.ts';
+import { output, tableExists } from './support/engine.ts';
 
-interface Ctx extends Guarded {
+interface Ctx {
   p?: Project;
   holder?: Client;
 }
 
 const lock = suite<Ctx>('db:migrate waiting for the migration lock', {});
 
-lock.before(setup(async (ctx) => {
+setUp(lock, async (ctx) => {
   ctx.p = await makeProject();
   await startProject(ctx.p);
-}));
-lock.before.each(ready);
+});
 lock.after(async (ctx) => {
   await ctx.holder?.end().catch(() => {});
   await removeProject(ctx.p);

@@ -5,13 +5,14 @@ import path from 'node:path';
 import { SECRET_NAMES } from '@dbkit/core/secrets';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, cli, makeProject, ownerTarget, removeProject, type CliResult, type Project } from './setup/project.ts';
-import { output, ready, setup, versionRows, type Guarded } from './support/engine.ts';
+import { setUp } from './setup/hooks.ts';
+import { output, versionRows } from './support/engine.ts';
 
 // RFC 3986's reserved characters (gen-delims and sub-delims), the escape character, quotes, a
 // backslash, spaces, and letters outside ASCII (precomposed, so SASLprep leaves them as they are).
 const SPECIAL = `:/?#[]@!$&'()*+,;=% "\\ äöüß Ωμέγα 密码`;
 
-interface Ctx extends Guarded {
+interface Ctx {
   p?: Project;
   passwords: string[];
   runs: { args: string[]; r: CliResult }[];
@@ -19,7 +20,7 @@ interface Ctx extends Guarded {
 
 const pw = suite<Ctx>('passwords with URL-reserved characters, spaces and non-ASCII letters', { passwords: [], runs: [] });
 
-pw.before(setup(async (ctx) => {
+setUp(pw, async (ctx) => {
   ctx.p = await makeProject({
     migrations: {
       '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY);\n',
@@ -35,8 +36,7 @@ pw.before(setup(async (ctx) => {
     await fs.writeFile(path.join(ctx.p.secretsDir, name), value, { mode: 0o600 });
     ctx.passwords.push(value);
   }
-}));
-pw.before.each(ready);
+});
 pw.after(async (ctx) => {
   await removeProject(ctx.p);
 });

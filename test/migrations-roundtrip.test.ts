@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import type { Client } from 'pg';
 import { withClient } from '@dbkit/core/pg';
 import { cli, ownerTarget, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { output, ready, setup, versionRows, type Guarded } from './support/engine.ts';
+import { setUp } from './setup/hooks.ts';
+import { output, versionRows } from './support/engine.ts';
 
 const files: Record<string, string> = {
   '000001_core.up.sql': `-- tables, an enum, constraints of every kind
@@ -67,18 +68,17 @@ async function snapshot(c: Client): Promise<Record<string, string[]>> {
   };
 }
 
-interface Ctx extends Guarded {
+interface Ctx {
   p?: Project;
   first?: Record<string, string[]>;
 }
 
 const rt = suite<Ctx>('db:migrate round trip (native runtime)', {});
 
-rt.before(setup(async (ctx) => {
+setUp(rt, async (ctx) => {
   ctx.p = await makeProject({ migrations: files });
   await startProject(ctx.p);
-}));
-rt.before.each(ready);
+});
 rt.after(async (ctx) => {
   await removeProject(ctx.p);
 });

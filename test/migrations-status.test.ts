@@ -4,7 +4,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { cli, makeProject, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
-import { output, query, ready, setup, type Guarded } from './support/engine.ts';
+import { setUp } from './setup/hooks.ts';
+import { output, query } from './support/engine.ts';
 
 const files: Record<string, string> = {
   '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY);\n',
@@ -13,19 +14,18 @@ const files: Record<string, string> = {
   '000003_orders.down.sql': 'DROP TABLE orders;\n',
 };
 
-interface Ctx extends Guarded {
+interface Ctx {
   p?: Project;
 }
 
 const status = suite<Ctx>('db:status and the history table', {});
 
-status.before(setup(async (ctx) => {
+setUp(status, async (ctx) => {
   ctx.p = await makeProject({ migrations: files });
   await startProject(ctx.p);
   const r = await cli(['db:migrate', 'up', '1'], ctx.p.env);
   if (r.code !== 0) throw new Error(output(r));
-}));
-status.before.each(ready);
+});
 status.after(async (ctx) => {
   await removeProject(ctx.p);
 });

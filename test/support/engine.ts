@@ -3,29 +3,6 @@ import type { Client } from 'pg';
 import { withClient } from '@dbkit/core/pg';
 import { CLI, ownerTarget, ROOT, type CliResult, type Project } from '../setup/project.ts';
 
-/**
- * uvu runs `after` hooks in a `finally`, but a `before` that throws makes the suite report 0 of N
- * and still pass. Suites run their setup through `setup` and check `ready` before each test, so a
- * failed setup fails every test instead.
- */
-export interface Guarded {
-  setupError?: unknown;
-}
-
-export function setup<T extends Guarded>(fn: (ctx: T) => Promise<void>): (ctx: T) => Promise<void> {
-  return async (ctx) => {
-    try {
-      await fn(ctx);
-    } catch (e) {
-      ctx.setupError = e;
-    }
-  };
-}
-
-export function ready(ctx: Guarded): void {
-  if (ctx.setupError) throw ctx.setupError;
-}
-
 /** A query as the migration role (the owner of what migrations make), over verified TLS. */
 export async function query<R extends Record<string, unknown> = Record<string, unknown>>(p: Project, sql: string, params: unknown[] = []): Promise<R[]> {
   return withClient(await ownerTarget(p), async (c: Client) => (await c.query<R>(sql, params)).rows);
