@@ -2,11 +2,12 @@ import { selectRuntime } from '@dbkit/core/runtime/select';
 import { loadMigrations } from '@dbkit/core/migrations/files';
 import { status } from '@dbkit/core/migrations/runner';
 import { withClient } from '@dbkit/core/pg';
+import { overview, overviewLines, reportDown } from '@dbkit/core/overview';
 import type { Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:status',
-  summary: 'Show the migration version, dirty flag, applied and pending files.',
+  summary: 'Server, environment, size, connections, last backup, certificate; migration version, dirty flag, applied and pending files.',
   flags: {
     json: { type: 'boolean', description: 'print the status as JSON' },
     'exit-code': { type: 'boolean', description: 'exit 1 while anything is pending or never applied, or the database is dirty' },
@@ -14,9 +15,11 @@ export const task: Task = {
   async run(ctx, { flags }) {
     const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
     const rt = await selectRuntime(ctx);
+    const o = await overview(ctx, rt);
+    if (!o.server.up) return reportDown(ctx, o, Boolean(flags['exit-code']));
     const s = await withClient(await rt.target('migrator'), (c) => status(c, migrations));
     const lines = [
-      `runtime   ${rt.name}`,
+      ...overviewLines(o, ctx.clock()),
       `version   ${s.version ?? 'none'}${s.dirty ? ' (DIRTY: see pnpm db:migrate)' : ''}`,
       `applied   ${s.applied.length}`,
       `pending   ${s.pending.length}`,
@@ -27,7 +30,7 @@ export const task: Task = {
     for (const e of s.applied.filter((x) => x.unrecorded)) {
       ctx.log.warn(`${e.file} is below the current version ${s.version} but was never applied (added after later migrations ran?); no runner will apply it: give it a version above ${s.version}`);
     }
-    ctx.log.result(lines.join('\n'), { runtime: rt.name, ...s });
+    ctx.log.result(lines.join('\n'), { runtime: rt.name, ...s, overview: o });
     return flags['exit-code'] && (s.pending.length || s.dirty || s.applied.some((e) => e.unrecorded)) ? 1 : 0;
   },
 };

@@ -206,6 +206,35 @@ failures('after those failures a backup succeeds, and the previous ones were nev
   assert.equal(s.other, []);
 });
 
+failures('db:status shows the server, the environment, the size, the last backup and whether it is verified, and the certificate', async (ctx) => {
+  const p = ctx.p!;
+  const j = JSON.parse((await ok(['db:status', '--json'], p.env)).stdout);
+  const o = j.overview;
+  assert.is(o.server.up, true);
+  assert.ok(Date.parse(o.server.since) <= Date.now());
+  assert.is(o.environment, 'development');
+  assert.ok(o.database.bytes > 1e6 && o.database.connections >= 1, JSON.stringify(o.database));
+  assert.is(o.lastBackup.name, (await backupDirState(p)).finished[0]);
+  assert.is(o.lastBackup.verified, false);
+  assert.is(o.lastVerifiedBackup, undefined);
+  assert.ok(Date.parse(o.certificate.notAfter) > Date.now());
+  const text = (await ok(['db:status'], p.env)).stdout;
+  assert.match(text, /^backup\s+app-\S+, \d+ min ago, NOT verified$/m);
+});
+
+failures('db:status with the server down says so, still shows the backups, and --exit-code fails', async (ctx) => {
+  const p = ctx.p!;
+  await ok(['db:down'], p.env);
+  try {
+    const r = await ok(['db:status'], p.env);
+    assert.match(r.stdout, /^server\s+DOWN/m);
+    assert.match(r.stdout, /^backup\s+app-/m);
+    assert.is((await cli(['db:status', '--exit-code'], p.env)).code, 1);
+  } finally {
+    await ok(['db:up'], p.env);
+  }
+});
+
 failures.run();
 
 // ---------------------------------------------------------------------------------------------
