@@ -53,6 +53,7 @@ export interface GuardFlags {
  * ahead is logged; one refused or declined is not, since nothing happened.
  */
 export async function guardProduction(ctx: Ctx, rt: Runtime, task: string, flags: GuardFlags, detail = '', question?: string): Promise<AuditEntry | undefined> {
+  if (question !== undefined) await refuseUnanswerable(ctx, task, question, flags);
   const recorded = await recordedEnvironment(await rt.target('migrator')).catch((e) => {
     throw new UserError(`${task}: cannot read which environment this database belongs to: ${(e as Error).message}`, 'is PostgreSQL running? pnpm db:up');
   });
@@ -73,6 +74,11 @@ function decide(ctx: Ctx, task: string, flags: GuardFlags, recorded: string | un
   return entry;
 }
 
+/** A question nobody can answer (no terminal, no --yes) is refused before anything else is done or asked of the server. */
+async function refuseUnanswerable(ctx: Ctx, task: string, question: string, flags: GuardFlags): Promise<void> {
+  if (!flags.yes && !ctx.interactive) await confirmDestructive(ctx, task, question, false);
+}
+
 /** Whether the runtime holds data while its server is stopped (unknown counts as yes). */
 async function hasData(ctx: Ctx, rt: Runtime): Promise<boolean> {
   if (rt.name !== 'native') return true;
@@ -85,6 +91,7 @@ async function hasData(ctx: Ctx, rt: Runtime): Promise<boolean> {
  * what it is, so destroying its data then needs both --no-backup and --force-production.
  */
 export async function beforeDestroy(ctx: Ctx, rt: Runtime, task: string, question: string, flags: GuardFlags): Promise<AuditEntry | undefined> {
+  await refuseUnanswerable(ctx, task, question, flags);
   if (!(await rt.running())) {
     if (await hasData(ctx, rt)) {
       if (!(flags['no-backup'] && flags['force-production'])) {
