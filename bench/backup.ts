@@ -1,0 +1,101 @@
+/**
+ * Backup and restore (issue 5): `db:backup` and `db:restore` against raw `pg_dump -Fc` and
+ * `createdb` + `pg_restore` on the same data, the same server and the same client binaries, in the
+ * same run, alternating so that drift in the machine hits both sides alike.
+ *
+ * Data: `pgbench -i -s 10` (a million rows in pgbench_accounts), made by the migration role over
+ * verified TLS, so it owns the tables as it owns what migrations make.
+ *
+ * Run: node_modules/.bin/tsx bench/backup.ts   (BENCH_N rounds, default 3; BENCH_SCALE, default 10)
+ * The server runs on Debian's binaries (pg_dump refuses a newer server, and the embedded server ships
+ * no client tools); its major is discovered under /usr/lib/postgresql. Everything is removed on exit.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import {
+  cli, creds, fmtMs, libpqEnv, machine, main, makeProject, median, must, onCleanup, printTable, progress, ratio, repeat, timed, type Creds, type Project,
+} from './lib.ts';
+
+const N = Number(process.env.BENCH_N || 3);
+const SCALE = Number(process.env.BENCH_SCALE || 10);
+
+function debianBin(): string {
+  const root = '/usr/lib/postgresql';
+  const majors = (existsSync(root) ? readdirSync(root) : []).filter((d) => /^\d+$/.test(d) && existsSync(path.join(root, d, 'bin/pg_dump'))).map(Number).sort((a, b) => b - a);
+  if (!majors.length) throw new Error('no PostgreSQL binaries under /usr/lib/postgresql');
+  return path.join(root, String(majors[0]), 'bin');
+}
+
+/** The superuser on the socket, for the raw tools: what our task runs them as. */
+function suEnv(p: Project, c: Creds): Record<string, string> {
+  return { PGHOST: path.join(p.nativeDir, 'run'), PGPORT: String(p.port), PGUSER: c.admin.user, PGPASSWORD: c.admin.password };
+}
+
+main(async () => {
+  const bin = debianBin();
+  const p = await makeProject('backup');
+  const backups = path.join(p.dir, 'backups');
+  const raw = path.join(p.dir, 'raw');
+  await fs.mkdir(raw);
+  // Retention would remove earlier rounds' backups: keep them all for the run.
+  Object.assign(p.env, { PG_BIN_DIR: bin, DB_BACKUP_DIR: backups, DB_BACKUP_KEEP: '1000/0/0' });
+  // lib's cleanup stops servers with its own pg_ctl; this one runs on Debian's, so stop it the task's way first.
+  onCleanup('stop the Debian-binaries server', async () => {
+    await timed(process.execPath, [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'dist/cli.js'), 'db:down'], { env: p.env });
+  });
+  progress('set-up: secrets, certificates, server, migrations');
+  for (const t of ['db:secrets', 'db:secure', 'db:up', 'db:migrate']) await cli([t], p.env);
+  const c = await creds(p);
+  progress(`set-up: pgbench -i -s ${SCALE}`);
+  await must(path.join(bin, 'pgbench'), ['-i', '-s', String(SCALE), '--quiet'], { env: libpqEnv(p, c, c.migrator), timeoutMs: 600_000 });
+  const su = suEnv(p, c);
+
+  const ours: number[] = [];
+  const theirs: number[] = [];
+  let last = '';
+  let rawFile = '';
+  await repeat(N, async (i) => {
+    progress(`backup round ${i + 1}/${N}`);
+    const a = await cli(['db:backup', '--json'], p.env);
+    last = JSON.parse(a.stdout).name;
+    rawFile = path.join(raw, `round-${i}.dump`);
+    const b = await must(path.join(bin, 'pg_dump'), ['--format=custom', '--no-password', `--file=${rawFile}`, c.database], { env: su });
+    ours.push(a.ms);
+    theirs.push(b.ms);
+    return a.ms;
+  });
+  const oursBytes = (await fs.stat(path.join(backups, last, 'db.dump'))).size;
+  const rawBytes = (await fs.stat(rawFile)).size;
+
+  const verify = await repeat(1, async () => (await cli(['db:backup:verify', last], p.env)).ms);
+
+  const oursR: number[] = [];
+  const theirsR: number[] = [];
+  await repeat(N, async (i) => {
+    progress(`restore round ${i + 1}/${N}`);
+    const a = await cli(['db:restore', last, '--yes', '--no-backup'], p.env);
+    const db = `bench_raw_${i}`;
+    const t0 = performance.now();
+    await must(path.join(bin, 'createdb'), ['--no-password', '--template=template0', db], { env: su });
+    await must(path.join(bin, 'pg_restore'), ['--no-password', `--dbname=${db}`, rawFile], { env: su, timeoutMs: 600_000 });
+    theirsR.push(performance.now() - t0);
+    await must(path.join(bin, 'dropdb'), ['--no-password', db], { env: su });
+    oursR.push(a.ms);
+    return a.ms;
+  });
+
+  const row = (label: string, xs: number[], base: number[]) => [label, fmtMs(median(xs)), fmtMs(Math.min(...xs)), fmtMs(Math.max(...xs)), ratio(median(xs), median(base))];
+  printTable(
+    `Backup and restore of pgbench -s ${SCALE} (${machine()}), ${N} rounds; PostgreSQL binaries ${bin}`,
+    ['', 'median', 'min', 'max', 'ratio'],
+    [
+      row('raw pg_dump -Fc', theirs, theirs),
+      row('pnpm db:backup', ours, theirs),
+      row('raw createdb + pg_restore', theirsR, theirsR),
+      row('pnpm db:restore --no-backup', oursR, theirsR),
+      row('pnpm db:backup:verify (no raw twin)', verify, theirsR),
+    ],
+  );
+  process.stdout.write(`\ndump sizes: ours ${(oursBytes / 1e6).toFixed(1)} MB, raw ${(rawBytes / 1e6).toFixed(1)} MB\n`);
+});
