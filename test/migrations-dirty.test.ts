@@ -39,7 +39,7 @@ dirty('frees the lock; the next run reports the dirty version, what the file lef
   const { child, done } = spawnCli(['db:migrate'], p.env);
   try {
     await until('the index build to start', 60_000, async () =>
-      (await query(p, `SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg-deploy migrate' AND state = 'active' AND query LIKE 'CREATE INDEX CONCURRENTLY%'`)).length > 0);
+      (await query(p, `SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pg-deploy migrate%' AND state = 'active' AND query LIKE 'CREATE INDEX CONCURRENTLY%'`)).length > 0);
   } finally {
     child.kill('SIGKILL');
   }

@@ -81,8 +81,16 @@ async function lockHolder(c: Client, key: number): Promise<string> {
   );
   if (!rows.length) return 'a session that has ended since';
   const r = rows[0];
-  const iso = (d: Date | null) => (d ? new Date(d).toISOString() : 'unknown');
-  return `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}, connected since ${iso(r.since)}, ${r.state ?? 'state unknown'} since ${iso(r.state_since)}`;
+  const iso = (d: Date) => new Date(d).toISOString();
+  // Another role's connection time and state are hidden unless we are in pg_read_all_stats; our own
+  // runners say since when they hold the lock in their application name, which everyone sees.
+  const when = r.since ? `, connected since ${iso(r.since)}, ${r.state} since ${iso(r.state_since)}` : '';
+  return `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}${when}`;
+}
+
+/** What a runner holding the lock calls itself: the time it took the lock, for whoever waits. */
+function holderName(now: Date): string {
+  return `pg-deploy migrate, lock held since ${now.toISOString().slice(0, 19)}Z`;
 }
 
 /**
@@ -422,7 +430,7 @@ export async function migrate(
       ...(w.hasT ? [] : [`CREATE TABLE IF NOT EXISTS ${w.t} ${VERSION_DDL}; `]),
       ...(w.hasH ? [] : [`CREATE TABLE IF NOT EXISTS ${w.h} ${HISTORY_DDL}; `]),
     ].join('');
-    const cur = await readCurrent(c, w, creates);
+    const cur = await readCurrent(c, w, `SET application_name = ${c.escapeLiteral(holderName(ctx.clock()))}; ${creates}`);
     const wh = { ...w, hasT: true, hasH: true };
     if (cmd.kind === 'force') {
       if (cmd.version !== -1 && !migrations.some((m) => m.version === cmd.version)) {
