@@ -81,6 +81,10 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
   const at = ctx.clock();
   const tmp = path.join(ctx.cfg.backupDir, `${PARTIAL_PREFIX}${stamp(at)}-${process.pid}-${randomBytes(3).toString('hex')}`);
   await ctx.fs.mkdir(tmp, { mode: 0o700 });
+  // The roles need no snapshot: pg_dumpall starts now, and with it the search for client tools,
+  // while the migration role logs in over TLS.
+  const rolesRun = rt.pgTool('pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) });
+  rolesRun.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
   try {
     const c = await connect({ ...(await rt.target('migrator')), applicationName: 'pg-deploy backup' });
     let manifest: Manifest;
@@ -91,7 +95,7 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
       ctx.log.step(`dumping ${roles.database} (pg_dump -Fc) and the roles`);
       const [dump, rolesOut, data, schema] = await Promise.allSettled([
         rt.pgTool('pg_dump', ['--format=custom', '--no-password', `--snapshot=${snap.id}`, roles.database], { out: path.join(tmp, DUMP) }),
-        rt.pgTool('pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) }),
+        rolesRun,
         arrays(c, DATA_SQL),
         arrays(c, SCHEMA_SQL),
       ]);
@@ -144,6 +148,7 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
     await syncDir(ctx, ctx.cfg.backupDir);
     return { dir, manifest };
   } catch (e) {
+    await rolesRun.catch(() => {}); // it may still be writing into the directory about to go
     await ctx.fs.rm(tmp, { recursive: true, force: true });
     throw e;
   }
@@ -173,6 +178,7 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup): Promise<Ve
   const name = b.manifest.name;
   await checkIntegrity(ctx, b);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
+  rt.prepareTools().catch(() => {}); // the search for client tools overlaps the CREATE DATABASE; errors resurface in pgTool
   const admin = await rt.admin();
   const scratch = `pgdeploy_verify_${randomBytes(4).toString('hex')}`;
   ctx.log.step(`restoring ${name} into the scratch database ${scratch}`);

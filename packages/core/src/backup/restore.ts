@@ -66,6 +66,7 @@ export interface RestoreResult {
  */
 export async function restoreBackup(ctx: Ctx, rt: Runtime, b: Backup): Promise<RestoreResult> {
   const t0 = performance.now();
+  rt.prepareTools().catch(() => {}); // the search for client tools overlaps the checksums; errors resurface in pgTool
   await checkIntegrity(ctx, b);
   const roles = await readSecrets(ctx);
   const db = roles.database;

@@ -26,13 +26,15 @@ export function toolMajor(versionLine: string): number | undefined {
  * whose major is at least the server's wins. None: one line naming what to install.
  */
 export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec'>, serverMajor: number): Promise<string> {
-  const candidates: string[] = [];
-  if (ctx.cfg.pgBinDir) candidates.push(path.join(ctx.cfg.pgBinDir, 'pg_dump'));
-  const cfgBin = await ctx.exec('pg_config', ['--bindir'], { nothrow: true }).catch(() => undefined);
-  if (cfgBin?.code === 0 && cfgBin.stdout.trim()) candidates.push(path.join(cfgBin.stdout.trim(), 'pg_dump'));
-  candidates.push('pg_dump');
+  // Asked lazily, in order: with PG_BIN_DIR set right, pg_config is never run.
+  async function* candidates() {
+    if (ctx.cfg.pgBinDir) yield path.join(ctx.cfg.pgBinDir, 'pg_dump');
+    const cfgBin = await ctx.exec('pg_config', ['--bindir'], { nothrow: true }).catch(() => undefined);
+    if (cfgBin?.code === 0 && cfgBin.stdout.trim()) yield path.join(cfgBin.stdout.trim(), 'pg_dump');
+    yield 'pg_dump';
+  }
   let best: { major: number; where: string } | undefined;
-  for (const c of candidates) {
+  for await (const c of candidates()) {
     const r = await ctx.exec(c, ['--version'], { nothrow: true }).catch(() => undefined);
     const major = r?.code === 0 ? toolMajor(r.stdout) : undefined;
     if (major === undefined) continue;
@@ -60,15 +62,22 @@ export async function serverMajor(admin: Admin): Promise<number> {
 /** Runs a client tool locally as the superuser on the native server's socket; the password goes in the environment. */
 export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: string, roles: () => Promise<Roles>, admin: () => Promise<Admin>) {
   let binDir: Promise<string> | undefined;
-  return async (tool: PgTool, args: readonly string[], io: PgToolIo = {}): Promise<RunResult> => {
-    const r = await roles();
-    binDir ??= admin().then(serverMajor).catch((e) => {
-      throw driftError(e, 'postgres', r.admin.user) ?? e;
-    }).then((major) => findClientTools(ctx, major));
-    const dir = await binDir.catch((e) => {
+  const find = async (): Promise<string> => {
+    binDir ??= roles().then(async (r) => {
+      const major = await serverMajor(await admin()).catch((e) => {
+        throw driftError(e, 'postgres', r.admin.user) ?? e;
+      });
+      return findClientTools(ctx, major);
+    });
+    return binDir.catch((e) => {
       binDir = undefined;
       throw e;
     });
+  };
+  const prepareTools = async () => void (await find());
+  const pgTool = async (tool: PgTool, args: readonly string[], io: PgToolIo = {}): Promise<RunResult> => {
+    const dir = await find();
+    const r = await roles();
     const argv = [...args, ...(io.out ? [`--file=${io.out}`] : []), ...(io.in ? [io.in] : [])];
     return ctx.exec(dir ? path.join(dir, tool) : tool, argv, {
       nothrow: true,
@@ -82,6 +91,7 @@ export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: stri
       },
     });
   };
+  return { pgTool, prepareTools };
 }
 
 /**

@@ -97,6 +97,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       return true;
     },
     describeData: () => `the Compose volumes of ${path.relative(cfg.root, file)} (all database data)`,
+    prepareTools: async () => {}, // the container's tools always match its server
     async pgTool(tool, args, io = {}) {
       const r = hostRedirect(containerToolArgs(compose.base(file), DB_SERVICE, tool, args), io);
       return exec(r.cmd, r.args, { cwd: cfg.root, env, nothrow: true });

@@ -168,7 +168,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     target,
     admin,
     describeData: () => `the native data directory ${p.dir}`,
-    pgTool: nativeToolRunner(ctx, p.run, secrets, admin),
+    ...nativeToolRunner(ctx, p.run, secrets, admin),
     running,
     async reloadTls() {
       await installTls();

@@ -33,6 +33,8 @@ export interface Runtime {
    * the tool's exit status: the caller reads it.
    */
   pgTool(tool: PgTool, args: readonly string[], io?: PgToolIo): Promise<RunResult>;
+  /** Finds and checks the client tools ahead of the first pgTool call, so the search overlaps other work. */
+  prepareTools(): Promise<void>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }
