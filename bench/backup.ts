@@ -14,7 +14,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {
-  cli, creds, fmtMs, libpqEnv, machine, main, makeProject, median, must, onCleanup, printTable, progress, ratio, repeat, timed, type Creds, type Project,
+  CLI, cli, creds, fmtMs, libpqEnv, machine, main, makeProject, median, must, onCleanup, printTable, progress, ratio, repeat, timed, type Creds, type Project,
 } from './lib.ts';
 
 const N = Number(process.env.BENCH_N || 3);
@@ -34,6 +34,7 @@ function suEnv(p: Project, c: Creds): Record<string, string> {
 
 main(async () => {
   const bin = debianBin();
+  process.stdout.write(`bench/backup.ts: ${machine()}\nthis run's server and client tools: ${bin} (overrides the line above)\n`);
   const p = await makeProject('backup');
   const backups = path.join(p.dir, 'backups');
   const raw = path.join(p.dir, 'raw');
@@ -42,7 +43,7 @@ main(async () => {
   Object.assign(p.env, { PG_BIN_DIR: bin, DB_BACKUP_DIR: backups, DB_BACKUP_KEEP: '1000/0/0' });
   // lib's cleanup stops servers with its own pg_ctl; this one runs on Debian's, so stop it the task's way first.
   onCleanup('stop the Debian-binaries server', async () => {
-    await timed(process.execPath, [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'dist/cli.js'), 'db:down'], { env: p.env });
+    await timed(process.execPath, [CLI, 'db:down'], { env: p.env, timeoutMs: 60_000 });
   });
   progress('set-up: secrets, certificates, server, migrations');
   for (const t of ['db:secrets', 'db:secure', 'db:up', 'db:migrate']) await cli([t], p.env);
@@ -53,6 +54,7 @@ main(async () => {
 
   const ours: number[] = [];
   const theirs: number[] = [];
+  const careful: number[] = [];
   let last = '';
   let rawFile = '';
   await repeat(N, async (i) => {
@@ -61,6 +63,16 @@ main(async () => {
     last = JSON.parse(a.stdout).name;
     rawFile = path.join(raw, `round-${i}.dump`);
     const b = await must(path.join(bin, 'pg_dump'), ['--format=custom', '--no-password', `--file=${rawFile}`, c.database], { env: su });
+    // What a careful script does besides the dump: the roles too, and a checksum, all flushed.
+    const t0 = performance.now();
+    const rolesFile = path.join(raw, `round-${i}.roles.sql`);
+    await Promise.all([
+      must(path.join(bin, 'pg_dump'), ['--format=custom', '--no-password', `--file=${rawFile}.careful`, c.database], { env: su }),
+      must(path.join(bin, 'pg_dumpall'), ['--roles-only', '--no-role-passwords', '--no-password', `--file=${rolesFile}`], { env: su }),
+    ]);
+    await must('sha256sum', [`${rawFile}.careful`, rolesFile]);
+    await must('sync', [`${rawFile}.careful`, rolesFile]);
+    careful.push(performance.now() - t0);
     ours.push(a.ms);
     theirs.push(b.ms);
     return a.ms;
@@ -87,15 +99,19 @@ main(async () => {
 
   const row = (label: string, xs: number[], base: number[]) => [label, fmtMs(median(xs)), fmtMs(Math.min(...xs)), fmtMs(Math.max(...xs)), ratio(median(xs), median(base))];
   printTable(
-    `Backup and restore of pgbench -s ${SCALE} (${machine()}), ${N} rounds; PostgreSQL binaries ${bin}`,
+    `backup and restore of pgbench -s ${SCALE} in the application database, ${N} rounds, alternating (ratio vs the raw tool above it)`,
     ['', 'median', 'min', 'max', 'ratio'],
     [
-      row('raw pg_dump -Fc', theirs, theirs),
-      row('pnpm db:backup', ours, theirs),
-      row('raw createdb + pg_restore', theirsR, theirsR),
-      row('pnpm db:restore --no-backup', oursR, theirsR),
-      row('pnpm db:backup:verify (no raw twin)', verify, theirsR),
+      row('raw pg_dump -Fc (baseline)', theirs, theirs),
+      row('node dist/cli.js db:backup', ours, theirs),
+      row('  raw pg_dump -Fc + pg_dumpall --roles-only, sha256sum, sync', careful, theirs),
+      row('raw createdb + pg_restore (baseline)', theirsR, theirsR),
+      row('node dist/cli.js db:restore --yes --no-backup', oursR, theirsR),
+      row('node dist/cli.js db:backup:verify (no raw twin)', verify, theirsR),
     ],
   );
-  process.stdout.write(`\ndump sizes: ours ${(oursBytes / 1e6).toFixed(1)} MB, raw ${(rawBytes / 1e6).toFixed(1)} MB\n`);
+  const within = (xs: number[], base: number[]) => (median(xs) <= 1.1 * median(base) ? 'met' : 'MISSED');
+  process.stdout.write(`\ndump sizes: ours ${(oursBytes / 1e6).toFixed(1)} MB, raw ${(rawBytes / 1e6).toFixed(1)} MB
+targets (issue 5), within 10% of raw: backup ${ratio(median(ours), median(theirs))} -> ${within(ours, theirs)}; restore ${ratio(median(oursR), median(theirsR))} -> ${within(oursR, theirsR)}
+`);
 });
