@@ -115,7 +115,8 @@ export async function beforeDestroy(ctx: Ctx, rt: Runtime, task: string, questio
   }
   ctx.log.step('taking a safety backup first');
   const b = await createBackup(ctx, rt, { reason: `before ${task}` }).catch((e) => {
-    throw new UserError(`${task}: the safety backup failed, so nothing was deleted: ${(e as Error).message}`, (e as UserError).hint ?? 'fix the backup (pnpm db:backup), or pass --no-backup');
+    const fix = (e as UserError).hint ?? 'see the message above';
+    throw new UserError(`${task}: the safety backup failed, so nothing was deleted: ${(e as Error).message}`, `${fix}; or, to go ahead without one: pnpm ${task} --no-backup`);
   });
   ctx.log.info(`safety backup: ${shown(ctx, b.dir)}`);
   return entry;
