@@ -58,7 +58,8 @@ async function listFiles(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<string[]> {
   try {
     const entries = await ctx.fs.readdir(dir, { withFileTypes: true });
     return entries.filter((e) => !e.isDirectory() && !IGNORED.test(e.name)).map((e) => e.name).sort();
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     throw new UserError(`the migrations folder ${dir} does not exist`, 'create it, or set DB_MIGRATIONS_DIR');
   }
 }
