@@ -7,7 +7,8 @@ import path from 'node:path';
 import { CONTAINER_TOOL_SCRIPT } from '@dbkit/core/backup/tools';
 import { nativePaths } from '@dbkit/core/runtime/native';
 import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery, setUp } from './backup-fixtures.ts';
+import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { setUp } from './setup/hooks.ts';
 
 // No Docker engine runs here. The recording stub (test/setup/engine-stub.mjs) stands for it and
 // records every `docker` call. For the calls that run a client tool in api-db, a wrapper around the

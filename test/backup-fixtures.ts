@@ -3,7 +3,6 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native';
@@ -31,24 +30,6 @@ export async function backupProject(opts: { migrations?: Record<string, string>;
   p.env.DB_BACKUP_DIR = path.join(p.dir, 'backups');
   if (!opts.embedded) p.env.PG_BIN_DIR = debianBin();
   return p;
-}
-
-/**
- * Registers `setup` as the suite's `before`; if it fails, every test fails with its error (uvu
- * 0.5.6 would otherwise report a throwing `before` as 0 of N and still pass).
- */
-export function setUp<T>(s: Test<T>, setup: (ctx: T) => Promise<void>): void {
-  let failure: unknown;
-  s.before(async (ctx) => {
-    try {
-      await setup(ctx);
-    } catch (e) {
-      failure = e;
-    }
-  });
-  s.before.each(() => {
-    if (failure) throw failure;
-  });
 }
 
 /** The superuser on the native server's socket: for what the test sets up and inspects, never for the tool. */
@@ -110,14 +91,6 @@ export function cliAs(uid: number, gid: number, args: string[], env: Record<stri
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
   });
-}
-
-export async function newestBackup(p: Project): Promise<string> {
-  const { finished } = await backupDirState(p);
-  const withTimes = await Promise.all(finished.map(async (n) => ({ n, at: JSON.parse(await fs.readFile(path.join(p.env.DB_BACKUP_DIR, n, 'manifest.json'), 'utf8')).createdAt as string })));
-  withTimes.sort((a, b) => b.at.localeCompare(a.at));
-  assert.ok(withTimes.length, 'there is a backup');
-  return withTimes[0].n;
 }
 
 /** Flips one byte in the middle of a file. */

@@ -6,8 +6,9 @@ import { execFileSync } from 'node:child_process';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import {
-  backupDirState, backupProject, cliAs, debianBin, debianMajor, failsClearly, flipByte, newestBackup, ownerQuery, setUp, suQuery, superuser,
+  backupDirState, backupProject, cliAs, debianBin, debianMajor, failsClearly, flipByte, ownerQuery, suQuery, superuser,
 } from './backup-fixtures.ts';
+import { setUp } from './setup/hooks.ts';
 
 interface Ctx {
   p?: Project;

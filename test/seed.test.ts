@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupProject, failsClearly, ownerQuery, setUp } from './backup-fixtures.ts';
+import { backupProject, failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { setUp } from './setup/hooks.ts';
 
 const MIGRATIONS = {
   '000001_seed_log.up.sql': 'CREATE TABLE seed_log (n serial PRIMARY KEY, file text NOT NULL);\nCREATE TABLE colours (name text PRIMARY KEY);',
