@@ -157,16 +157,33 @@ sec('rotation: the old password is refused and the new one works', async (c) => 
   await (await connect(after)).end();
 });
 
-sec('a rotation whose file swap fails leaves the old password working and the file unchanged', async (c) => {
+sec('a rotation whose file replacement fails leaves the old password working and the file unchanged', async (c) => {
   const before = await appTarget(c.p);
   const ctx = testCtx(c.p.env);
-  const broken = { ...fs, rename: async () => { throw Object.assign(new Error('EIO: simulated'), { code: 'EIO' }); } } as typeof fs;
-  const bctx = { ...ctx, fs: broken };
+  const file = path.join(c.p.secretsDir, 'app_password');
+  const inode = (await fs.stat(file)).ino;
+  // The disk fails exactly when the new password would replace the old one.
+  const copyFile = (async (from: string, to: string) => {
+    if (to === file && from.endsWith('.new')) throw Object.assign(new Error('EIO: simulated'), { code: 'EIO' });
+    return fs.copyFile(from, to);
+  }) as typeof fs.copyFile;
+  const bctx = { ...ctx, fs: { ...fs, copyFile } as typeof fs };
   const err = await rotate(bctx, nativeRuntime(bctx), 'app', { fromFile: false }).catch((e) => e);
   assert.match(String(err?.message), /could not replace app_password.*nothing was changed/);
   assert.is(await readSecretFile(c.p, 'app_password'), before.password);
   await (await connect(before)).end();
   assert.equal((await fs.readdir(c.p.secretsDir)).filter((f) => /\.(new|old)$/.test(f)), []);
+  assert.is((await fs.stat(file)).ino, inode);
+});
+
+sec('a rotation replaces the file in place, so a bind mount of it (Compose secrets) sees the new password', async (c) => {
+  const file = path.join(c.p.secretsDir, 'app_password');
+  const inode = (await fs.stat(file)).ino;
+  await ok(['db:secrets:rotate'], c.p.env);
+  const st = await fs.stat(file);
+  assert.is(st.ino, inode);
+  assert.is(st.mode & 0o777, 0o600);
+  await (await connect(await appTarget(c.p))).end();
 });
 
 sec('a changed secret file is drift: db:up and db:doctor say so, and --from-file fixes it', async (c) => {

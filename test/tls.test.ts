@@ -68,12 +68,16 @@ tls('valid files are kept', async (c) => {
 
 tls('a new host name re-issues the server certificate from the same CA', async (c) => {
   const ca = await fs.readFile(tlsFiles(c.dir).caCrt, 'utf8');
+  const inodes = await Promise.all([tlsFiles(c.dir).serverKey, tlsFiles(c.dir).serverCrt].map(async (f) => (await fs.stat(f)).ino));
   const more = [...names, 'db2.example.com'];
   assert.not.ok((await inspectTls(c.ctx, c.dir, more)).serverOk);
   const r = await ensureTls(c.ctx, { sslDir: c.dir, names: more, days: 42, forceCa: false, forceServer: false });
   assert.equal(r, { madeCa: false, madeServer: true });
   assert.is(await fs.readFile(tlsFiles(c.dir).caCrt, 'utf8'), ca);
   assert.ok((await cert(c)).subjectAltName?.includes('DNS:db2.example.com'));
+  // Same inodes, new content: a container's file bind mount of them sees the renewal.
+  assert.equal(await Promise.all([tlsFiles(c.dir).serverKey, tlsFiles(c.dir).serverCrt].map(async (f) => (await fs.stat(f)).ino)), inodes);
+  assert.is((await fs.stat(tlsFiles(c.dir).serverKey)).mode & 0o777, 0o600);
 });
 
 tls('a server certificate from another CA is found and replaced', async (c) => {

@@ -4,6 +4,7 @@ import { UserError } from './errors.ts';
 import { newPassword, readSecret, readSecrets, type SecretName } from './secrets.ts';
 import { passwordSql, type Login } from './roles.ts';
 import { tryLogin } from './provision.ts';
+import { place } from './place.ts';
 import type { Runtime } from './runtime/runtime.ts';
 
 export const ROTATABLE = ['app', 'migrate', 'postgres'] as const;
@@ -11,9 +12,9 @@ export type Rotatable = (typeof ROTATABLE)[number];
 
 /**
  * Changes a role's password in the database and in its secret file together: both or neither.
- * The new file is written beside the old one and swapped in with a rename (the old kept as
- * `.old`); then ALTER ROLE (a SCRAM verifier, never the password); if that fails the old file is
- * put back. The image reads POSTGRES_PASSWORD_FILE only when it first initialises, so rewriting the
+ * The new content is written beside the old file (`.new`), the old content kept (`.old`), and the
+ * file's content replaced in place (place.ts says why not a rename: bind mounts pin the inode);
+ * then ALTER ROLE (a SCRAM verifier, never the password); if that fails the old content goes back. The image reads POSTGRES_PASSWORD_FILE only when it first initialises, so rewriting the
  * file alone would change nothing: this is the only way a password really changes.
  */
 export async function rotate(ctx: Ctx, rt: Runtime, which: Rotatable, opts: { fromFile: boolean }): Promise<{ role: string }> {
@@ -30,11 +31,12 @@ export async function rotate(ctx: Ctx, rt: Runtime, which: Rotatable, opts: { fr
     const fresh = `${file}.new`;
     await ctx.fs.rm(fresh, { force: true });
     await ctx.fs.rm(old, { force: true });
-    await ctx.fs.writeFile(fresh, password, { mode: 0o600, flag: 'wx' });
     try {
-      await ctx.fs.link(file, old);
-      await ctx.fs.rename(fresh, file);
+      await ctx.fs.writeFile(fresh, password, { mode: 0o600, flag: 'wx' });
+      await ctx.fs.copyFile(file, old);
+      await place(ctx.fs, fresh, file, 0o600);
     } catch (e) {
+      await ctx.fs.copyFile(old, file).catch(() => {}); // a replacement that failed half-way
       await ctx.fs.rm(fresh, { force: true });
       await ctx.fs.rm(old, { force: true });
       throw new UserError(`could not replace ${name}: ${(e as Error).message}; nothing was changed`, `check the permissions of ${ctx.cfg.secretsDir}`);
@@ -43,7 +45,8 @@ export async function rotate(ctx: Ctx, rt: Runtime, which: Rotatable, opts: { fr
   try {
     await admin.query(passwordSql({ user: login.user, password }));
   } catch (e) {
-    if (!opts.fromFile) await ctx.fs.rename(old, file); // the database kept the old password: so does the file
+    if (!opts.fromFile) await ctx.fs.copyFile(old, file); // the database kept the old password: so does the file
+    await ctx.fs.rm(old, { force: true });
     throw new UserError(`ALTER ROLE ${login.user} failed: ${(e as Error).message}; the secret file was restored`, 'is the server up? pnpm db:up');
   }
   await ctx.fs.rm(old, { force: true });

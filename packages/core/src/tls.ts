@@ -2,6 +2,7 @@ import path from 'node:path';
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Ctx } from './context.ts';
+import { place } from './place.ts';
 
 /** The names every server certificate covers: the host, the compose service, and the configured extras. */
 export function requiredNames(extra: readonly string[]): string[] {
@@ -110,7 +111,7 @@ export interface IssueResult {
 /**
  * Makes what is missing or unusable: a local CA (kept across renewals so clients keep trusting it)
  * and a server certificate signed by it, EC P-256, with the subjectAltNames clients verify.
- * Everything is made in a private directory beside the target and renamed into place, so an
+ * Everything is made in a private directory beside the target and then placed (place.ts), so an
  * interrupted run leaves the old files, never half-made ones.
  */
 export async function ensureTls(
@@ -143,17 +144,13 @@ export async function ensureTls(
     await exec('openssl', ['req', '-new', '-config', cnf, ...ec, '-keyout', t.serverKey, '-out', csr, '-subj', '/CN=api-db']);
     await exec('openssl', ['x509', '-req', '-in', csr, '-CA', t.caCrt, '-CAkey', t.caKey, ...serial,
       '-days', String(opts.days), '-extfile', cnf, '-extensions', 'v3_server', '-out', t.serverCrt]);
-    await fs.chmod(t.caKey, 0o600);
-    await fs.chmod(t.serverKey, 0o600);
-    await fs.chmod(t.caCrt, 0o644);
-    await fs.chmod(t.serverCrt, 0o644);
     const dest = tlsFiles(opts.sslDir);
     if (makeCa) {
-      await fs.rename(t.caKey, dest.caKey);
-      await fs.rename(t.caCrt, dest.caCrt);
+      await place(fs, t.caKey, dest.caKey, 0o600);
+      await place(fs, t.caCrt, dest.caCrt, 0o644);
     }
-    await fs.rename(t.serverKey, dest.serverKey);
-    await fs.rename(t.serverCrt, dest.serverCrt);
+    await place(fs, t.serverKey, dest.serverKey, 0o600);
+    await place(fs, t.serverCrt, dest.serverCrt, 0o644);
     return { madeCa: makeCa, madeServer: true };
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
