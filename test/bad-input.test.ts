@@ -183,8 +183,9 @@ running('db:delete --dry-run names what it would delete and deletes nothing', as
   assert.ok(await exists(path.join(p!.nativeDir, 'data', 'PG_VERSION')));
 });
 
-running('db:delete --yes stops the server and removes its data', async ({ p }) => {
-  await ok(['db:delete', '--yes'], p!.env);
+running('db:delete --yes --no-backup stops the server and removes its data', async ({ p }) => {
+  // Without --no-backup it first takes a safety backup (test/guard.test.ts covers that path).
+  await ok(['db:delete', '--yes', '--no-backup'], p!.env);
   assert.not.ok(await exists(p!.nativeDir));
 });
 

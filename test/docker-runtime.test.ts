@@ -171,8 +171,9 @@ tasks('db:migrate:force 3 --yes forces version 3', async (ctx) => {
   await sends(ctx, ['db:migrate:force', '3', '--yes'], [[...F, 'run', '--rm', '--no-deps', 'db-migrate', 'force', '3']]);
 });
 
-tasks('db:delete --yes removes the containers and the volumes', async (ctx) => {
-  await sends(ctx, ['db:delete', '--yes'], [[...F, 'down', '--volumes', '--remove-orphans']]);
+tasks('db:delete --yes --no-backup asks whether the server runs, then removes the containers and the volumes', async (ctx) => {
+  // The safety backup itself (a pg_dump inside api-db) is covered by test/backup-docker.test.ts.
+  await sends(ctx, ['db:delete', '--yes', '--no-backup'], [[...F, 'ps', '--status', 'running', '--quiet', 'api-db'], [...F, 'down', '--volumes', '--remove-orphans']]);
 });
 
 tasks('db:delete without a terminal and without --yes sends nothing beyond the probe', async (ctx) => {

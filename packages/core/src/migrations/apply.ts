@@ -1,6 +1,6 @@
 import type { Ctx } from '../context.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import { compose } from '../runtime/docker.ts';
+import { compose, composeEnv } from '../runtime/docker.ts';
 import { UserError } from '../errors.ts';
 import { withClient } from '../pg.ts';
 import { loadMigrations } from './files.ts';
@@ -24,7 +24,7 @@ export function migrateArgs(cmd: Command): string[] {
 export async function runMigrations(ctx: Ctx, rt: Runtime, cmd: Command): Promise<MigrateResult | undefined> {
   const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir); // validated before anything runs, on both runtimes
   if (rt.name === 'docker') {
-    const r = await ctx.exec('docker', compose.migrate(ctx.cfg.composeFile, migrateArgs(cmd)), { cwd: ctx.cfg.root, interactive: true, nothrow: true });
+    const r = await ctx.exec('docker', compose.migrate(ctx.cfg.composeFile, migrateArgs(cmd)), { cwd: ctx.cfg.root, env: composeEnv(ctx.cfg), interactive: true, nothrow: true });
     if (r.code !== 0) throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');
     return undefined;
   }
