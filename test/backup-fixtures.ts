@@ -1,12 +1,11 @@
 // Shared by the backup, retention, guard and seed tests (not a test file itself).
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native';
-import { CLI, makeProject, ownerTarget, readSecretFile, type CliResult, type Project } from './setup/project.ts';
+import { CLI, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './setup/project.ts';
 
 /**
  * Debian's own server and client binaries, whose majors match, so pg_dump can dump the server.
@@ -80,17 +79,7 @@ export function failsClearly(r: CliResult, what: RegExp, hint?: RegExp): void {
 
 /** Runs the CLI as another user (to meet permissions root ignores), with no terminal. */
 export function cliAs(uid: number, gid: number, args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const full: Record<string, string | undefined> = { ...process.env, CI: 'true', NO_COLOR: '1', HOME: '/tmp', ...env };
-    for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
-    const child = spawn(process.execPath, [CLI, ...args], { env: full as NodeJS.ProcessEnv, uid, gid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
+  return run(process.execPath, [CLI, ...args], { HOME: '/tmp', ...env }, { cwd: '/', asUser: { uid, gid } });
 }
 
 /** Flips one byte in the middle of a file. */

@@ -82,11 +82,16 @@ export function cli(args: string[], env: Record<string, string | undefined>, opt
   return run(process.execPath, [CLI, ...args], env, opts);
 }
 
-export function run(cmd: string, args: string[], env: Record<string, string | undefined>, opts: { input?: string; cwd?: string } = {}): Promise<CliResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+  opts: { input?: string; cwd?: string; asUser?: { uid: number; gid: number } } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const full: Record<string, string | undefined> = { ...process.env, CI: 'true', NO_COLOR: '1', ...env };
     for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
-    const child = spawn(cmd, args, { env: full as NodeJS.ProcessEnv, cwd: opts.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { env: full as NodeJS.ProcessEnv, cwd: opts.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'], ...opts.asUser });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
