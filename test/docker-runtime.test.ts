@@ -105,13 +105,13 @@ tasks('db:up starts api-db and waits for it to be healthy, then provisions throu
   const database = await fs.readFile(path.join(ctx.p!.secretsDir, 'postgres_db'), 'utf8');
   const { r, calls } = await sends(ctx, ['db:up'], [
     [...F, 'up', '--detach', '--wait', '--wait-timeout', '60', 'api-db'],
-    [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'],
-    [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'],
+    // Roles (and whether the database exists) in one session, then ownership and grants inside
+    // the database: the server already has the database, so no CREATE DATABASE call.
     [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'],
     [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', database],
   ]);
   assert.match(r.stdout + r.stderr, /PostgreSQL is up \(docker, 127\.0\.0\.1:\d+, TLS verified\)/);
-  assert.ok(calls.slice(3).every((c) => c.stdin.length > 0), 'each db-admin-sql call gets its SQL on stdin');
+  assert.ok(calls.slice(-2).every((c) => c.stdin.length > 0), 'each db-admin-sql call gets its SQL on stdin');
 });
 
 tasks('hands Compose the port and the state folders as absolute paths, on every compose call', async (ctx) => {

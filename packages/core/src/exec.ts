@@ -28,8 +28,11 @@ export type Exec = (cmd: string, args: readonly string[], opts?: RunOptions) => 
 /** Production exec on zx's `$`; zx is loaded on first use so tasks that start no process never pay for it. */
 export function zxExec(baseEnv: Record<string, string | undefined>): Exec {
   return async (cmd, args, opts = {}) => {
-    const { $ } = await import('zx');
-    const env: Record<string, string | undefined> = { ...baseEnv, ...opts.env };
+    const { $ } = await import('zx/core'); // the shell runner alone: zx's full entry loads globbing, YAML and more (150 ms)
+    // zx runs every command through `bash -c` with a socket for stdin. Without SHLVL (turbo's
+    // environment drops it) bash takes that for a remote shell and sources ~/.bashrc first: half
+    // a second a command on a machine with pyenv, measured in bench/startup.ts.
+    const env: Record<string, string | undefined> = { SHLVL: '1', ...baseEnv, ...opts.env };
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     const user = opts.asUser;
     const p = $({

@@ -1,5 +1,7 @@
 import { UserError } from './errors.ts';
 import { connect, type Target } from './pg.ts';
+import { recordEnvironment } from './environment.ts';
+import type { Ctx } from './context.ts';
 import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, type Roles } from './roles.ts';
 
 /**
@@ -14,13 +16,15 @@ function lit(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-/** Roles, database, ownership and default privileges; safe to run on every start. */
+/**
+ * Roles, database, ownership and default privileges; safe to run on every start. Two sessions
+ * (three the first time): each costs a SCRAM login, so the statements travel together.
+ */
 export async function provision(admin: Admin, r: Roles): Promise<void> {
-  await admin.query(rolesSql(r));
-  const exists = await admin.query(`SELECT 1 FROM pg_database WHERE datname = ${lit(r.database)}`);
+  const exists = await admin.query(`${rolesSql(r)}\nSELECT 1 FROM pg_database WHERE datname = ${lit(r.database)}`);
   if (!exists.length) await admin.query(createDatabaseSql(r));
-  await admin.query(ownershipSql(r));
-  await admin.query(databaseSql(r), r.database);
+  // ALTER DATABASE ... OWNER and GRANT ... ON DATABASE may run from inside that database.
+  await admin.query(`${ownershipSql(r)}\n${databaseSql(r)}`, r.database);
 }
 
 /** The superuser over a Unix socket (native runtime). */
@@ -53,4 +57,20 @@ export function driftError(e: unknown, prefix: 'postgres' | 'migrate' | 'app', r
 /** Logs in as `t` and ends the session; throws the driver's error. */
 export async function tryLogin(t: Target, timeoutMs = 2000): Promise<void> {
   await (await connect(t, timeoutMs)).end();
+}
+
+/**
+ * db:up's promise, both roles at once: the application logs in over verified TLS, and the
+ * migration role's session (which records the environment for the production guard) proves its
+ * own login. A stored password that no longer matches its file is reported as drift.
+ */
+export async function verifyLogins(ctx: Pick<Ctx, 'cfg'>, r: Roles, app: Target | undefined, migrator: Target): Promise<void> {
+  await Promise.all([
+    app && tryLogin(app).catch((e) => {
+      throw driftError(e, 'app', r.app.user) ?? e;
+    }),
+    recordEnvironment(ctx, migrator).catch((e) => {
+      throw driftError(e, 'migrate', r.migrator.user) ?? e;
+    }),
+  ]);
 }

@@ -6,9 +6,8 @@ import { readSecrets } from '../secrets.ts';
 import { tlsFiles } from '../tls.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
-import { recordEnvironment } from '../environment.ts';
 import type { LoginName, Runtime } from './runtime.ts';
-import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
+import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
 import { containerToolArgs, hostRedirect } from '../backup/tools.ts';
 
 export const DB_SERVICE = 'api-db';
@@ -130,10 +129,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
           return false;
         }
       }, () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`);
-      await tryLogin(await target('migrator')).catch((e) => {
-        throw driftError(e, 'migrate', s.migrator.user) ?? e;
-      });
-      await recordEnvironment(ctx, await target('migrator'));
+      await verifyLogins(ctx, s, undefined, await target('migrator')); // the app's login was the wait above
       return { initialised: false };
     },
     async down() {

@@ -4,12 +4,11 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Roles } from '../roles.ts';
-import { driftError, provision, socketAdmin, tryLogin, type Admin } from '../provision.ts';
+import { driftError, provision, socketAdmin, verifyLogins, type Admin } from '../provision.ts';
 import { tlsFiles } from '../tls.ts';
 import { serverBinDir } from '../pgbin.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
-import { recordEnvironment } from '../environment.ts';
 import { nativeToolRunner } from '../backup/tools.ts';
 import type { LoginName, Runtime } from './runtime.ts';
 
@@ -54,9 +53,10 @@ export function nativeRuntime(ctx: Ctx): Runtime {
   async function serverUser() {
     if (owner !== null) return owner;
     if (process.getuid?.() !== 0) return (owner = undefined);
+    // /etc/passwd first (no process to start); `id` for users it does not hold (LDAP and the like).
+    const line = (await fs.readFile('/etc/passwd', 'utf8').catch(() => '')).split('\n').find((l) => l.startsWith(`${cfg.nativeUser}:`));
     const id = async (flag: string) => Number((await exec('id', [flag, cfg.nativeUser], { nothrow: true })).stdout.trim());
-    const uid = await id('-u');
-    const gid = await id('-g');
+    const [uid, gid] = line ? line.split(':').slice(2, 4).map(Number) : [await id('-u'), await id('-g')];
     if (!uid) {
       throw new UserError(`running as root and there is no user "${cfg.nativeUser}" to run PostgreSQL as`, `create one (useradd --system ${cfg.nativeUser}) or set DB_NATIVE_USER to an unprivileged user`);
     }
@@ -214,12 +214,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
         }
       }, () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
       await provision(su, r);
-      for (const [login, prefix] of [['migrator', 'migrate'], ['app', 'app']] as const) {
-        await tryLogin(await target(login)).catch((e) => {
-          throw driftError(e, prefix, r[login].user) ?? e;
-        });
-      }
-      await recordEnvironment(ctx, await target('migrator'));
+      await verifyLogins(ctx, r, await target('app'), await target('migrator'));
       return { initialised };
     },
     async down() {
