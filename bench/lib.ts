@@ -7,12 +7,14 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { copyFileSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { serverBinDir } from '@dbkit/core/pgbin';
+import { freePort } from '../test/setup/project.ts';
+
+export { freePort };
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The CLI as built (`node build.mjs`); see `snapshotCli`. */
@@ -164,18 +166,6 @@ export function cli(args: readonly string[], env: Record<string, string>, opts: 
 
 // ---------------------------------------------------------------------------------------------
 // Projects: a throw-away state directory, port and credentials per benchmark
-
-/** A port nobody listens on right now (the kernel picks it), on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface Project {
   dir: string;
