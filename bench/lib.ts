@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { serverBinDir } from '@dbkit/core/pgbin';
+import { connect as coreConnect } from '@dbkit/core/pg';
 import { freePort } from '../test/setup/project.ts';
 
 export { freePort };
@@ -325,25 +326,9 @@ export function libpqEnv(p: Project, c: Creds, login: Login, database = c.databa
   };
 }
 
-/** One verified TLS connection from this process (`ssl.host` makes Node check the IP SAN). */
-export async function connect(p: Project, c: Creds, login: Login, database = c.database): Promise<pg.Client> {
-  const client = new pg.Client({
-    host: '127.0.0.1',
-    port: p.port,
-    user: login.user,
-    password: login.password,
-    database,
-    connectionTimeoutMillis: 10_000,
-    ssl: { ca: c.ca, rejectUnauthorized: true, host: '127.0.0.1' },
-  });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-  } catch (e) {
-    await client.end().catch(() => {});
-    throw e;
-  }
-  return client;
+/** One verified TLS connection from this process: the tool's own `connect`, so the bench measures what the tasks do. */
+export function connect(p: Project, c: Creds, login: Login, database = c.database): Promise<pg.Client> {
+  return coreConnect({ host: '127.0.0.1', port: p.port, user: login.user, password: login.password, database, ca: c.ca }, 10_000);
 }
 
 export async function query(p: Project, c: Creds, login: Login, sql: string, database = c.database): Promise<pg.QueryResult> {

@@ -44,7 +44,7 @@ function interpolate(s: string, env: Record<string, string | undefined>): string
 }
 
 /** Docker's durations: 1m30s, 500ms, 10s. */
-function ms(d: string | undefined): number {
+function composeDuration(d: string | undefined): number {
   if (!d) return NaN;
   let total = 0;
   for (const [, n, unit] of d.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)) total += Number(n) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms']!;
@@ -208,8 +208,8 @@ policy('mounts every in-container command the docker runtime calls', ({ doc }) =
 
 policy('checks health over TCP, quickly at start: start_period and a start_interval of a second or less', async ({ doc }) => {
   const hc = doc.services['api-db'].healthcheck!;
-  assert.ok(ms(hc.start_period) > 0);
-  assert.ok(ms(hc.start_interval) > 0 && ms(hc.start_interval) <= 1000, hc.start_interval);
+  assert.ok(composeDuration(hc.start_period) > 0);
+  assert.ok(composeDuration(hc.start_interval) > 0 && composeDuration(hc.start_interval) <= 1000, hc.start_interval);
   const script = binds(doc.services['api-db']).find((m) => m.target === hc.test[1]);
   assert.is(hc.test[0], 'CMD');
   assert.ok(script, 'the healthcheck runs a mounted script');
@@ -218,7 +218,7 @@ policy('checks health over TCP, quickly at start: start_period and a start_inter
 });
 
 policy('gives api-db more than Docker\'s default 10 s to shut down', ({ doc }) => {
-  assert.ok(ms(doc.services['api-db'].stop_grace_period) > 10_000);
+  assert.ok(composeDuration(doc.services['api-db'].stop_grace_period) > 10_000);
 });
 
 policy('runs migrations by default: db-migrate\'s command is up, through run-migration.sh, never restarted', ({ doc }) => {

@@ -26,9 +26,7 @@ const dirty = suite<Ctx>('a runner killed in the middle of a non-transactional m
 
 setUp(dirty, async (ctx) => {
   ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p);
-  const r = await cli(['db:migrate', 'up', '1'], ctx.p.env);
-  if (r.code !== 0) throw new Error(output(r));
+  await startProject(ctx.p, { migrate: ['up', '1'] });
 });
 dirty.after(async (ctx) => {
   await removeProject(ctx.p);

@@ -22,9 +22,7 @@ const fail = suite<Ctx>('db:migrate with a file that fails, and with invalid fil
 
 setUp(fail, async (ctx) => {
   ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p);
-  const r = await cli(['db:migrate', 'up', '1'], ctx.p.env);
-  if (r.code !== 0) throw new Error(output(r));
+  await startProject(ctx.p, { migrate: ['up', '1'] });
 });
 fail.after(async (ctx) => {
   await removeProject(ctx.p);

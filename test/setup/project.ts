@@ -132,11 +132,12 @@ export async function appTarget(p: Project, host = 'localhost', login: 'app' | '
 /** The migration role's connection: it owns the schema, so tests that make or inspect tables use it. */
 export const ownerTarget = (p: Project, host = 'localhost') => appTarget(p, host, 'migrate');
 
-/** Secrets, certificates and a running native server for the project. */
-export async function startProject(p: Project): Promise<void> {
+/** Secrets, certificates and a running native server for the project; `migrate` then runs `db:migrate <migrate...>`. */
+export async function startProject(p: Project, opts: { migrate?: string[] } = {}): Promise<void> {
   await ok(['db:secrets'], p.env);
   await ok(['db:secure'], p.env);
   await ok(['db:up'], p.env);
+  if (opts.migrate) await ok(['db:migrate', ...opts.migrate], p.env);
 }
 
 /** Stops the project's server (if it runs) and removes its files. Safe to call after a failure. */
