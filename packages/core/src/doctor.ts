@@ -101,7 +101,7 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
     });
     try {
       const r = await c.query("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
-      return { status: 'ok', detail: `verify-full as ${app.user}@localhost, ${r.rows[0].version}` };
+      return { status: 'ok', detail: `verify-full as ${app.user}@${app.host}, ${r.rows[0].version}` };
     } finally {
       await c.end();
     }

@@ -6,7 +6,7 @@ import { readSecrets } from '../secrets.ts';
 import { tlsFiles } from '../tls.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
-import type { LoginName, Runtime } from './runtime.ts';
+import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
 import { containerToolArgs, hostRedirect } from '../backup/tools.ts';
 
@@ -70,7 +70,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
   const target = async (login: LoginName = 'app'): Promise<Target> => {
     const s = await readSecrets(ctx);
     const ca = await ctx.fs.readFile(tlsFiles(cfg.sslDir).caCrt, 'utf8');
-    return { host: 'localhost', port: cfg.port, ...s[login], database: s.database, ca };
+    return { host: LOOPBACK, port: cfg.port, ...s[login], database: s.database, ca };
   };
   // The superuser inside the container, on its socket: SQL goes in on stdin, never in argv.
   const admin = async (): Promise<Admin> => ({

@@ -10,7 +10,7 @@ import { serverBinDir } from '../pgbin.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
 import { nativeToolRunner } from '../backup/tools.ts';
-import type { LoginName, Runtime } from './runtime.ts';
+import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 
 /** Where the native server keeps its state, all under DB_NATIVE_DIR so checkouts never collide. */
 export function nativePaths(dir: string) {
@@ -159,7 +159,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
   const target = async (login: LoginName = 'app'): Promise<Target> => {
     const r = await secrets();
     const ca = await fs.readFile(tlsFiles(cfg.sslDir).caCrt, 'utf8');
-    return { host: 'localhost', port: cfg.port, ...r[login], database: r.database, ca };
+    return { host: LOOPBACK, port: cfg.port, ...r[login], database: r.database, ca };
   };
   const admin = async (): Promise<Admin> => socketAdmin(p.run, cfg.port, await secrets());
 

@@ -38,3 +38,10 @@ export interface Runtime {
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }
+
+/**
+ * Where the host side reaches the server: it listens (native) or is published (docker) on 127.0.0.1
+ * only, and the certificate names that address, so verify-full holds. The name `localhost` would cost
+ * a resolver lookup, and may resolve to ::1 first, where nothing listens.
+ */
+export const LOOPBACK = '127.0.0.1';
