@@ -11,7 +11,7 @@ export const task: Task = {
   summary: 'Apply database/seeds/*.sql in order, each once (--reseed runs them all again).',
   flags: { reseed: { type: 'boolean', description: 'run every seed again, even those already applied' } },
   async run(ctx, { flags }) {
-    const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
+    const migrations = loadMigrations(ctx.cfg.migrationsDir);
     const rt = await selectRuntime(ctx);
     const r = await withClient(await rt.target('migrator'), async (c) => {
       const s = await status(c, migrations);

@@ -13,7 +13,7 @@ export const task: Task = {
     'exit-code': { type: 'boolean', description: 'exit 1 while anything is pending or never applied, or the database is dirty' },
   },
   async run(ctx, { flags }) {
-    const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
+    const migrations = loadMigrations(ctx.cfg.migrationsDir);
     const rt = await selectRuntime(ctx);
     const o = await overview(ctx, rt);
     if (!o.server.up) return reportDown(ctx, o, Boolean(flags['exit-code']));

@@ -46,7 +46,7 @@ async function write(dir: string, files: Record<string, string>) {
 
 async function problems(dir: string): Promise<string[]> {
   try {
-    await loadMigrations({ fs }, dir);
+    loadMigrations(dir);
   } catch (e) {
     assert.instance(e, UserError);
     return (e as Error).message.split('\n').slice(1).map((l) => l.trim());
@@ -61,7 +61,7 @@ load('pairs up and down files in version order, skipping dotfiles, READMEs and d
     '.keep': '', 'README.md': '# notes',
   });
   await fs.mkdir(path.join(ctx.dir, 'archive'));
-  const ms = await loadMigrations({ fs }, ctx.dir);
+  const ms = loadMigrations(ctx.dir);
   assert.equal(ms.map((m) => [m.version, m.name, m.up.file, m.down.file]), [
     [1, 'a', '000001_a.up.sql', '000001_a.down.sql'],
     [2, 'b', '000002_b.up.sql', '000002_b.down.sql'],
@@ -110,12 +110,12 @@ load('accepts CREATE INDEX CONCURRENTLY alone in its file, comments around it', 
     '000001_a.up.sql': '-- large table: do not block writes\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n',
     '000001_a.down.sql': 'DROP INDEX CONCURRENTLY t_id;',
   });
-  assert.is((await loadMigrations({ fs }, ctx.dir)).length, 1);
+  assert.is(loadMigrations(ctx.dir).length, 1);
 });
 
 load('says the folder is missing rather than listing nothing', async (ctx) => {
   try {
-    await loadMigrations({ fs }, path.join(ctx.dir, 'nope'));
+    loadMigrations(path.join(ctx.dir, 'nope'));
     assert.unreachable('accepted a missing folder');
   } catch (e) {
     assert.match((e as Error).message, /does not exist/);

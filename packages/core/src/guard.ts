@@ -126,7 +126,7 @@ export async function beforeDestroy(ctx: Ctx, rt: Runtime, task: string, questio
 export async function afterFresh(ctx: Ctx, rt: Runtime, opts: { seed: boolean; audit?: AuditEntry }): Promise<string[]> {
   if (opts.audit) await writeAudit(ctx, rt, opts.audit, false);
   if (!opts.seed) return [];
-  const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir);
+  const migrations = loadMigrations(ctx.cfg.migrationsDir);
   return withClient(await rt.target('migrator'), async (c) => {
     const s = await status(c, migrations);
     if (s.pending.length || s.dirty) throw new UserError('migrations are pending or dirty after db:fresh; seeds were not run', 'pnpm db:status');

@@ -22,7 +22,9 @@ export function migrateArgs(cmd: Command): string[] {
  * prints its own lines), with our runner for native. Returns the runner's result, or undefined for docker.
  */
 export async function runMigrations(ctx: Ctx, rt: Runtime, cmd: Command): Promise<MigrateResult | undefined> {
-  const migrations = await loadMigrations(ctx, ctx.cfg.migrationsDir); // validated before anything runs, on both runtimes
+  // Validated before anything runs, on both runtimes. golang-migrate decides in its container what
+  // to run, so every file is checked for it; our runner checks the files it will run once it knows.
+  const migrations = loadMigrations(ctx.cfg.migrationsDir, { texts: rt.name === 'docker' ? 'all' : 'later' });
   if (rt.name === 'docker') {
     const r = await ctx.exec('docker', compose.migrate(ctx.cfg.composeFile, migrateArgs(cmd)), { cwd: ctx.cfg.root, env: composeEnv(ctx.cfg), interactive: true, nothrow: true });
     if (r.code !== 0) throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');

@@ -13,7 +13,7 @@ const NAME_RE = /^[A-Za-z0-9_]+$/;
 export async function createMigration(ctx: Pick<Ctx, 'fs' | 'clock'>, dir: string, name: string, timestamp: boolean): Promise<string[]> {
   if (!NAME_RE.test(name)) throw new UsageError(`"${name}" is not a migration name`, 'use letters, digits and underscores: pnpm db:migrate:create add_users_table');
   await ctx.fs.mkdir(dir, { recursive: true });
-  const versions = await existingVersions(ctx, dir);
+  const versions = existingVersions(dir);
   const v = nextVersion(versions, ctx.clock(), timestamp);
   if (versions.includes(Number(v))) {
     throw new UserError(`version ${v} is already taken in ${dir}`, 'wait a second and run it again (timestamps have one-second resolution)');

@@ -3,7 +3,7 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { ident } from '../pg.ts';
 import { advisoryLockKey } from './lock.ts';
-import { indexOfPosition, lineAt, lineOf, needsOwnTransaction, splitStatements, type Migration, type MigrationFile } from './files.ts';
+import { checkFiles, indexOfPosition, lineAt, lineOf, needsOwnTransaction, splitStatements, type Migration, type MigrationFile } from './files.ts';
 
 export type Command =
   | { kind: 'up'; n?: number }
@@ -443,6 +443,7 @@ export async function migrate(
     }
     if (cur.dirty) throw await dirtyError(c, wh, cur.version, migrations);
     const todo = plan(migrations, cur.version, cmd);
+    checkFiles(todo.map(fileOf)); // the texts of what will run, before any of it does
     const steps = await runSteps(ctx, c, wh, migrations, cur.version, todo);
     return done(cur.version, todo.length ? todo[todo.length - 1].after : cur.version, steps);
   } finally {
