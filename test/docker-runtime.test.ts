@@ -163,6 +163,13 @@ tasks('db:migrate down 1 passes golang-migrate\'s words through', async (ctx) =>
   await sends(ctx, ['db:migrate', 'down', '1'], [[...F, 'run', '--rm', '--no-deps', 'db-migrate', 'down', '1']]);
 });
 
+tasks('db:migrate --single-transaction is refused in one line: golang-migrate has no such mode; nothing is sent', async (ctx) => {
+  const r = await run(ctx, ['db:migrate', '--single-transaction']);
+  assert.is(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /^error: --single-transaction needs the native runtime/m);
+  assert.equal((await ctx.stub!.calls()).map((c) => c.argv), PROBE);
+});
+
 tasks('db:rollback rolls back one migration', async (ctx) => {
   await sends(ctx, ['db:rollback'], [[...F, 'run', '--rm', '--no-deps', 'db-migrate', 'down', '1']]);
 });

@@ -1,10 +1,15 @@
 import type { Ctx } from '../context.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { compose, composeEnv } from '../runtime/docker.ts';
-import { UserError } from '../errors.ts';
+import { UsageError, UserError } from '../errors.ts';
 import { withClient } from '../pg.ts';
 import { loadMigrations } from './files.ts';
 import { migrate, type Command, type MigrateResult } from './runner.ts';
+
+export interface RunOptions {
+  /** See runAsOne in runner.ts. */
+  singleTransaction?: boolean;
+}
 
 /** golang-migrate's CLI words for a command: what the db-migrate service is given. */
 export function migrateArgs(cmd: Command): string[] {
@@ -21,7 +26,11 @@ export function migrateArgs(cmd: Command): string[] {
  * Runs a migration command on the runtime: through the db-migrate service for docker (golang-migrate
  * prints its own lines), with our runner for native. Returns the runner's result, or undefined for docker.
  */
-export async function runMigrations(ctx: Ctx, rt: Runtime, cmd: Command): Promise<MigrateResult | undefined> {
+export async function runMigrations(ctx: Ctx, rt: Runtime, cmd: Command, opts: RunOptions = {}): Promise<MigrateResult | undefined> {
+  if (opts.singleTransaction && rt.name === 'docker') {
+    // golang-migrate commits each file; it has no such mode, and docker migrations are its.
+    throw new UsageError('--single-transaction needs the native runtime: golang-migrate, which migrates for docker, commits each file', 'run without --single-transaction');
+  }
   // Validated before anything runs, on both runtimes. golang-migrate decides in its container what
   // to run, so every file is checked for it; our runner checks the files it will run once it knows.
   const migrations = loadMigrations(ctx.cfg.migrationsDir, { texts: rt.name === 'docker' ? 'all' : 'later' });
@@ -31,7 +40,7 @@ export async function runMigrations(ctx: Ctx, rt: Runtime, cmd: Command): Promis
     return undefined;
   }
   const t = await rt.target('migrator');
-  return withClient({ ...t, applicationName: 'pg-deploy migrate' }, (c) => migrate(ctx, c, migrations, cmd, { lockTimeoutMs: ctx.cfg.lockTimeoutMs }));
+  return withClient({ ...t, applicationName: 'pg-deploy migrate' }, (c) => migrate(ctx, c, migrations, cmd, { lockTimeoutMs: ctx.cfg.lockTimeoutMs, singleTransaction: opts.singleTransaction }));
 }
 
 /** The summary line: golang-migrate's `no change` when there was nothing to do, else what moved and how long it took. */

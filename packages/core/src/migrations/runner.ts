@@ -371,6 +371,63 @@ async function runSteps(
 }
 
 /**
+ * `--single-transaction`: the whole run in one transaction, as `psql -1` or node-pg-migrate's
+ * default: a failure anywhere leaves the schema and the version as they were before the run, and
+ * the run pays one WAL flush instead of one per file (a transaction that drops a table always
+ * flushes at commit, whatever synchronous_commit says). What it costs, and why it is not the
+ * default: every lock the files take is held until the last file is done, so the tables they touch
+ * stay blocked for the whole run, not for one file; and PostgreSQL refuses some sequences in one
+ * transaction that work apart (a value added with ALTER TYPE ... ADD VALUE cannot be used before
+ * it commits). A file that cannot run in a transaction at all refuses the mode before anything runs.
+ */
+async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, w: Where, from: number | null, todo: readonly PlannedStep[]): Promise<Step[]> {
+  const own = todo.map(fileOf).find((f) => needsOwnTransaction(f.sql));
+  if (own) {
+    throw new UserError(
+      `--single-transaction: ${own.file} cannot run inside a transaction block (CONCURRENTLY, VACUUM, its own BEGIN/COMMIT...); nothing was applied`,
+      'run without --single-transaction, or apply the migrations before it first (pnpm db:migrate up N)',
+    );
+  }
+  const now = () => ctx.clock().getTime();
+  const steps: Step[] = [];
+  const bar = ctx.log.spinner(todo[0].dir === 'down' ? 'rolling back (one transaction)' : 'migrating (one transaction)');
+  const nothing = `nothing of this run was applied (one transaction, rolled back); the version is still ${vName(from)}, not dirty`;
+  // Every table a file touches stays locked until the end: a long run can fill the lock table.
+  const tooManyLocks = (e: unknown) =>
+    (e as { code?: string }).code === '53200'
+      ? new UserError(`${(e as Error).message}: this run takes more locks than one transaction may hold (max_locks_per_transaction)`, `${nothing}; run without --single-transaction, or in parts (pnpm db:migrate up N)`)
+      : undefined;
+  try {
+    await c.query('BEGIN');
+    for (const [i, s] of todo.entries()) {
+      const f = fileOf(s);
+      bar.update(i + 1, todo.length, f.file);
+      const start = now();
+      try {
+        await c.query(f.sql);
+        await c.query(historySql(c, w, s.m, s.dir, now() - start));
+      } catch (e) {
+        await c.query('ROLLBACK').catch(() => {});
+        // Replaying the file alone to find its line is only faithful for the first one: the others
+        // ran on top of files now rolled back.
+        throw tooManyLocks(e) ?? (await txFailure(c, f, e, i === 0 ? now() - start : Infinity, from, nothing));
+      }
+      steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: true });
+    }
+    try {
+      await c.query(`${setVersionSql(w, todo[todo.length - 1].after, false)}; COMMIT`);
+    } catch (e) {
+      await c.query('ROLLBACK').catch(() => {});
+      if (!(e as { code?: string }).code) throw e;
+      throw tooManyLocks(e) ?? new UserError(`the run failed at COMMIT (a deferred constraint?): ${(e as Error).message}`, nothing);
+    }
+  } finally {
+    bar.end();
+  }
+  return steps;
+}
+
+/**
  * After a failure, makes the migrations this run committed asynchronously durable before saying
  * they were applied: rewriting the row to the version reached, synchronously, flushes the WAL
  * before it. (A commit that writes nothing would not flush.)
@@ -380,14 +437,23 @@ async function flush(c: Client, w: Where, i: number, tx: readonly boolean[], rea
   await c.query(`BEGIN; ${setVersionSql(w, reached, false)}; COMMIT`).catch(() => {});
 }
 
-async function txFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null): Promise<UserError> {
+async function txFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null, nothing?: string): Promise<UserError> {
   const err = e as { code?: string; position?: string };
   if (!err.code) return e as UserError; // not PostgreSQL's answer (a lost connection): let it surface as it is
   const line = await errorLine(c, f.sql, e, true, elapsedMs);
   return new UserError(
     fileMessage(f, e, line),
-    `nothing of ${f.file} was applied (it ran in a transaction, rolled back); the version is still ${vName(before)}, not dirty. Fix the file and run the command again`,
+    `${nothing ?? `nothing of ${f.file} was applied (it ran in a transaction, rolled back); the version is still ${vName(before)}, not dirty`}. Fix the file and run the command again`,
   );
+}
+
+export interface MigrateOptions {
+  lockTimeoutMs: number;
+  /**
+   * Every file of the run and its bookkeeping in one transaction: all or nothing. Off by default:
+   * see runAsOne for what it costs.
+   */
+  singleTransaction?: boolean;
 }
 
 /**
@@ -399,7 +465,7 @@ export async function migrate(
   c: Client,
   migrations: readonly Migration[],
   cmd: Command,
-  opts: { lockTimeoutMs: number },
+  opts: MigrateOptions,
 ): Promise<MigrateResult> {
   const t0 = ctx.clock().getTime();
   const done = (from: number | null, to: number | null, steps: Step[]) => ({ from, to, steps, ms: ctx.clock().getTime() - t0 });
@@ -444,7 +510,7 @@ export async function migrate(
     if (cur.dirty) throw await dirtyError(c, wh, cur.version, migrations);
     const todo = plan(migrations, cur.version, cmd);
     checkFiles(todo.map(fileOf)); // the texts of what will run, before any of it does
-    const steps = await runSteps(ctx, c, wh, migrations, cur.version, todo);
+    const steps = opts.singleTransaction && todo.length ? await runAsOne(ctx, c, wh, cur.version, todo) : await runSteps(ctx, c, wh, migrations, cur.version, todo);
     return done(cur.version, todo.length ? todo[todo.length - 1].after : cur.version, steps);
   } finally {
     await c.query(`SELECT pg_advisory_unlock(${w.key})`).catch(() => {});
