@@ -1,26 +1,34 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { createBackup, verifyBackup } from '@dbkit/core/backup/backup';
 import { applyRetention, shown } from '@dbkit/core/backup/store';
+import { chosenFormat } from '@dbkit/core/backup/format';
 import type { Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:backup',
-  summary: 'Back up the database (pg_dump -Fc) and the roles into DB_BACKUP_DIR, then apply DB_BACKUP_KEEP.',
+  summary: 'Back up the database (pg_dump -Fc, or -Fd with --format dir) and the roles into DB_BACKUP_DIR, then apply DB_BACKUP_KEEP.',
   flags: {
+    format: { type: 'string', description: 'custom (one file; the default, or DB_BACKUP_FORMAT) or dir (a file per table, dumped in parallel)' },
+    jobs: { type: 'string', description: 'with --format dir: pg_dump processes (default DB_BACKUP_JOBS, else the CPUs up to 4)' },
     verify: { type: 'boolean', description: 'restore it into a scratch database and compare before calling it done' },
     'with-passwords': { type: 'boolean', description: 'keep the roles\' password verifiers in roles.sql' },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
   async run(ctx, { flags }) {
+    // Bad flags stop the task before anything is touched.
+    const format = chosenFormat(ctx.cfg, flags.format as string | undefined, flags.jobs as string | undefined);
     const rt = await selectRuntime(ctx);
-    const b = await createBackup(ctx, rt, { withPasswords: Boolean(flags['with-passwords']) });
+    const b = await createBackup(ctx, rt, { withPasswords: Boolean(flags['with-passwords']), format });
     const rel = shown(ctx, b.dir);
-    ctx.log.info(`backup written: ${rel} (${(b.manifest.dump.bytes / 1e6).toFixed(1)} MB in ${b.manifest.ms} ms)`);
+    const how = format.kind === 'dir' ? `dir format, ${format.jobs} job(s), ` : '';
+    ctx.log.info(`backup written: ${rel} (${how}${(b.manifest.dump.bytes / 1e6).toFixed(1)} MB in ${b.manifest.ms} ms)`);
     const verified = flags.verify ? await verifyBackup(ctx, rt, b) : undefined;
     if (verified) ctx.log.info(`verified: ${verified.tables} tables, ${verified.rows} rows restored and compared in ${verified.ms} ms`);
     // Old backups go only once the new one exists (and, with --verify, restored).
     const removed = await applyRetention(ctx);
     if (removed.length) ctx.log.info(`retention (DB_BACKUP_KEEP): removed ${removed.join(', ')}`);
-    ctx.log.result(rel, { backup: b.dir, name: b.manifest.name, bytes: b.manifest.dump.bytes, ms: b.manifest.ms, verified: Boolean(verified), removed });
+    ctx.log.result(rel, {
+      backup: b.dir, name: b.manifest.name, format: format.kind, jobs: format.jobs, bytes: b.manifest.dump.bytes, ms: b.manifest.ms, verified: Boolean(verified), removed,
+    });
   },
 };

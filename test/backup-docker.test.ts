@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CONTAINER_TOOL_SCRIPT } from '@dbkit/core/backup/tools';
+import { execFileSync } from 'node:child_process';
+import { CONTAINER_DIR_SCRIPT, CONTAINER_TOOL_SCRIPT } from '@dbkit/core/backup/tools';
 import { nativePaths } from '@dbkit/core/runtime/native';
 import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
 import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './backup-fixtures.ts';
@@ -16,12 +17,15 @@ import { setUp } from './setup/hooks.ts';
 // secret files and socket pointing at a native server of the same major, through pipes on both ends
 // as `docker compose exec` has, so the dump really streams and a failing pg_dump really is behind a
 // pipe. What is asserted is the argument arrays, what reached the host files, and the exit codes.
+// The script runs under busybox's sh, tar, mktemp and rm, as in the alpine image, with its TMPDIR
+// a folder the test watches, so a temporary directory left in the "container" is seen.
 
 const COMPOSE_FILE = path.join(ROOT, 'infra/docker-compose.yml');
 const F = ['compose', '-f', COMPOSE_FILE];
 const PROBE = [['compose', 'version', '--short'], ['info', '--format', '{{.ServerVersion}}']];
 const PS = [...F, 'ps', '--status', 'running', '--quiet', 'api-db'];
 const TOOL = (...rest: string[]) => [...F, 'exec', '--no-TTY', 'api-db', 'sh', '-c', CONTAINER_TOOL_SCRIPT, 'db-pg-tool', ...rest];
+const DIR = (...rest: string[]) => [...F, 'exec', '--no-TTY', 'api-db', 'sh', '-c', CONTAINER_DIR_SCRIPT, 'db-pg-dir', ...rest];
 const ADMIN = (db: string) => [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', db];
 
 interface Call {
@@ -33,6 +37,8 @@ interface Call {
 interface Ctx {
   p?: Project;
   stubDir?: string;
+  /** The "container's" TMPDIR. */
+  containerTmp?: string;
   log?: string;
   env?: Record<string, string>;
 }
@@ -49,12 +55,12 @@ const WRAPPER = `#!/bin/bash
 # Records through the stub; for a client tool in api-db, then runs the tool's script as the container would.
 set -o pipefail
 case " $* " in
-  *" db-pg-tool "*)
+  *" db-pg-tool "*|*" db-pg-dir "*)
     "$STUB_NODE" "$STUB_JS" docker "$@" </dev/null >/dev/null || exit $?
     while [ "$1" != api-db ]; do shift; done
     shift
-    export SECRETS_DIR="$EMU_SECRETS_DIR" PGHOST="$EMU_PGHOST" PGPORT="$EMU_PGPORT" PATH="$EMU_BIN:$PATH"
-    if [ "$5" = pg_restore ]; then cat | "$@" | cat; else "$@" </dev/null | cat; fi
+    export SECRETS_DIR="$EMU_SECRETS_DIR" PGHOST="$EMU_PGHOST" PGPORT="$EMU_PGPORT" TMPDIR="$EMU_TMPDIR" PATH="$EMU_BUSYBOX:\${EMU_FAKE_BIN:+$EMU_FAKE_BIN:}$EMU_BIN:$PATH"
+    if [ "$5" = pg_restore ] || [ "$5" = restore ]; then cat | "$@" | cat; else "$@" </dev/null | cat; fi
     exit $?
     ;;
   *) exec "$STUB_NODE" "$STUB_JS" docker "$@" ;;
@@ -65,10 +71,21 @@ async function calls(ctx: Ctx): Promise<Call[]> {
   return (await fs.readFile(ctx.log!, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call);
 }
 
-async function run(ctx: Ctx, args: string[]): Promise<CliResult> {
+async function run(ctx: Ctx, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   await fs.writeFile(ctx.log!, '');
-  return cli(args, { ...ctx.p!.env, ...ctx.env!, DB_RUNTIME: 'docker' });
+  return cli(args, { ...ctx.p!.env, ...ctx.env!, DB_RUNTIME: 'docker', ...env });
 }
+
+/**
+ * A pg_dump that writes a plausible start of a directory dump (a toc.dat starting PGDMP) and then
+ * fails, as one cut off mid-dump would: if anything hid its exit status, that would become a backup.
+ */
+const FAILING_PG_DUMP = `#!/bin/sh
+for a in "$@"; do case "$a" in --file=*) d="\${a#--file=}" ;; esac; done
+mkdir -p "$d" && printf PGDMP > "$d/toc.dat"
+echo 'pg_dump: error: Dumping the contents of table "accounts" failed: server closed the connection unexpectedly' >&2
+exit 1
+`;
 
 async function assertNoSecrets(ctx: Ctx, cs: Call[]) {
   for (const n of ['postgres_password', 'migrate_password', 'app_password']) {
@@ -96,6 +113,12 @@ setUp(docker, async (ctx) => {
   ctx.stubDir = await fs.mkdtemp(path.join(os.tmpdir(), 'docker-stub-'));
   ctx.log = path.join(ctx.stubDir, 'calls.jsonl');
   await fs.writeFile(path.join(ctx.stubDir, 'docker'), WRAPPER, { mode: 0o755 });
+  const busybox = path.join(ctx.stubDir, 'busybox');
+  await fs.mkdir(busybox);
+  const bb = execFileSync('sh', ['-c', 'command -v busybox']).toString().trim(); // apt-get install busybox
+  for (const applet of ['sh', 'tar', 'mktemp', 'rm', 'cat']) await fs.symlink(bb, path.join(busybox, applet));
+  ctx.containerTmp = path.join(ctx.stubDir, 'container-tmp');
+  await fs.mkdir(ctx.containerTmp);
   const socket = nativePaths(ctx.p.nativeDir).run;
   ctx.env = {
     PATH: `${ctx.stubDir}:${process.env.PATH}`,
@@ -110,6 +133,8 @@ setUp(docker, async (ctx) => {
     EMU_PGHOST: socket,
     EMU_PGPORT: String(ctx.p.port),
     EMU_BIN: debianBin(),
+    EMU_BUSYBOX: busybox,
+    EMU_TMPDIR: ctx.containerTmp,
   };
 });
 
@@ -184,6 +209,89 @@ docker('db:restore restores through api-db after a safety backup, and the data i
   const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts');
   assert.is(n[0].n, 250);
   assert.ok((await backupDirState(p)).finished.some((b) => b.endsWith('-before-restore')));
+});
+
+docker('db:backup --format dir --jobs 2: pg_dump -Fd runs in api-db, the directory comes out as a tar, arrives unpacked, and no tar or temporary directory is left', async (ctx) => {
+  const r = await run(ctx, ['db:backup', '--format', 'dir', '--jobs', '2', '--json']);
+  assert.is(r.code, 0, r.stderr);
+  const cs = await calls(ctx);
+  assert.equal(shapes(cs).slice(3).sort(), [
+    DIR('dump', 'pg_dump', '--format=directory', '--jobs=2', '--no-password', '--snapshot=ID', 'app'),
+    TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
+  ].sort());
+  await assertNoSecrets(ctx, cs);
+  const dir = path.join(ctx.p!.env.DB_BACKUP_DIR, JSON.parse(r.stdout).name);
+  assert.equal((await fs.readdir(dir)).sort(), ['db.dir', 'db.dir.sha256', 'manifest.json', 'roles.sql'], 'the tar was removed');
+  assert.is((await fs.readFile(path.join(dir, 'db.dir/toc.dat'))).subarray(0, 5).toString('latin1'), 'PGDMP');
+  execFileSync('sha256sum', ['--check', '--status', 'db.dir.sha256'], { cwd: dir });
+  for (const f of await fs.readdir(path.join(dir, 'db.dir'))) {
+    const st = await fs.stat(path.join(dir, 'db.dir', f));
+    assert.is(st.mode & 0o777, 0o600, f);
+    assert.is(st.uid, process.getuid!(), `${f} belongs to the user running the tool`);
+  }
+  const manifest = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
+  assert.is(manifest.dump.kind, 'dir');
+  assert.is(manifest.data['table public.accounts'], '250');
+  assert.equal(await fs.readdir(ctx.containerTmp!), [], 'the container removed its temporary directory');
+});
+
+docker('db:backup:verify sends the directory into api-db as a tar for pg_restore --jobs 2, without --single-transaction; --jobs 1 keeps it', async (ctx) => {
+  const r = await run(ctx, ['db:backup:verify']);
+  assert.is(r.code, 0, r.stderr);
+  const cs = await calls(ctx);
+  assert.equal(shapes(cs).slice(4, 5), [DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH')]);
+  await assertNoSecrets(ctx, cs);
+  const one = await run(ctx, ['db:backup:verify', '--jobs', '1']);
+  assert.is(one.code, 0, one.stderr);
+  assert.equal(shapes(await calls(ctx)).slice(4, 5), [DIR('restore', 'pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH')]);
+  assert.equal((await fs.readdir(ctx.p!.env.DB_BACKUP_DIR)).filter((n) => n.startsWith('.')), [], 'no staged tar is left');
+  assert.equal(await fs.readdir(ctx.containerTmp!), []);
+});
+
+docker('a dir-format pg_dump failing inside the container: non-zero, the reason, no backup, no temporary directory left', async (ctx) => {
+  const p = ctx.p!;
+  const before = await backupDirState(p);
+  const file = path.join(p.secretsDir, 'postgres_password');
+  const real = await fs.readFile(file, 'utf8');
+  await fs.writeFile(file, 'wrong-in-the-container-0123456789', { mode: 0o600 });
+  try {
+    const r = await run(ctx, ['db:backup', '--format', 'dir', '--jobs', '2']);
+    failsClearly(r, /pg_dump(all --roles-only)? failed \(exit 1\): .*password authentication failed/, /postgres_password/);
+  } finally {
+    await fs.writeFile(file, real, { mode: 0o600 });
+  }
+  assert.equal(await backupDirState(p), before, 'nothing new, finished or partial');
+  assert.equal(await fs.readdir(ctx.containerTmp!), []);
+});
+
+docker('a pg_dump -Fd that fails after writing part of its directory is not hidden by the tar that follows it', async (ctx) => {
+  const p = ctx.p!;
+  const before = await backupDirState(p);
+  const fake = path.join(ctx.stubDir!, 'failing-bin');
+  await fs.mkdir(fake, { recursive: true });
+  await fs.writeFile(path.join(fake, 'pg_dump'), FAILING_PG_DUMP, { mode: 0o755 });
+  const r = await run(ctx, ['db:backup', '--format', 'dir', '--jobs', '2'], { EMU_FAKE_BIN: fake });
+  failsClearly(r, /^error: pg_dump failed \(exit 1\): .*server closed the connection unexpectedly$/);
+  assert.equal(await backupDirState(p), before, 'nothing new, finished or partial');
+  assert.equal(await fs.readdir(ctx.containerTmp!), []);
+});
+
+docker('db:restore of a dir backup through api-db brings the data back', async (ctx) => {
+  const p = ctx.p!;
+  await ownerQuery(p, 'DELETE FROM accounts');
+  const r = await run(ctx, ['db:restore', '--yes', '--no-backup']);
+  assert.is(r.code, 0, r.stderr);
+  const got = shapes(await calls(ctx));
+  assert.ok(got.some((a) => a.join(' ') === DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH').join(' ')), 'pg_restore -j 2 ran in api-db');
+  const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts');
+  assert.is(n[0].n, 250);
+  assert.equal(await fs.readdir(ctx.containerTmp!), []);
+});
+
+docker('both container scripts pass shellcheck as POSIX sh', async () => {
+  for (const script of [CONTAINER_TOOL_SCRIPT, CONTAINER_DIR_SCRIPT]) {
+    execFileSync('shellcheck', ['--shell=sh', '-'], { input: script });
+  }
 });
 
 docker.run();

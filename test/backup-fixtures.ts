@@ -1,5 +1,6 @@
 // Shared by the backup, retention, guard and seed tests (not a test file itself).
 import { existsSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
@@ -48,6 +49,47 @@ export async function suQuery(p: Project, sql: string, database?: string): Promi
 
 export async function ownerQuery(p: Project, sql: string, params: unknown[] = []): Promise<Record<string, unknown>[]> {
   return withClient(await ownerTarget(p), async (c) => (await c.query(sql, params)).rows);
+}
+
+/**
+ * Several tables with a foreign key, a sequence, an index, a function, a view and a role of its own
+ * with a grant: made by the schema owner, the role by the superuser. Needs the first migration (accounts).
+ */
+export async function fillShop(p: Project): Promise<void> {
+  await suQuery(p, 'CREATE ROLE reporting NOLOGIN');
+  await ownerQuery(p, `
+    CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts(id), placed_at timestamptz NOT NULL DEFAULT now());
+    CREATE TABLE order_lines (order_id bigint NOT NULL REFERENCES orders(id), sku text NOT NULL, qty int NOT NULL CHECK (qty > 0), price numeric(10,2) NOT NULL);
+    CREATE INDEX order_lines_sku ON order_lines (sku);
+    CREATE TABLE notes (id serial PRIMARY KEY, body text);
+    CREATE SEQUENCE invoice_no START 1000;
+    CREATE FUNCTION order_total(o bigint) RETURNS numeric LANGUAGE sql STABLE AS $$ SELECT coalesce(sum(qty * price), 0) FROM order_lines WHERE order_id = o $$;
+    CREATE VIEW big_orders AS SELECT order_id, sum(qty * price) AS total FROM order_lines GROUP BY order_id HAVING sum(qty * price) > 100;
+    GRANT SELECT ON orders, order_lines TO reporting;
+    INSERT INTO accounts (email) SELECT 'user' || i || '@example.com' FROM generate_series(1, 300) i;
+    INSERT INTO orders (account_id) SELECT 1 + (i % 300) FROM generate_series(1, 1000) i;
+    INSERT INTO order_lines SELECT 1 + (i % 1000), 'sku-' || (i % 37), 1 + (i % 5), (i % 97) + 0.5 FROM generate_series(1, 5000) i;
+    INSERT INTO notes (body) VALUES ('tab	and newline
+inside'), (NULL), ('quote '' and backslash \\');
+    SELECT nextval('invoice_no') FROM generate_series(1, 42);`);
+}
+
+/** What must survive a backup and restore: row counts and contents per table, a sequence, the schema dump. */
+export async function shopSnapshot(p: Project) {
+  const tables = ['public.accounts', 'public.orders', 'public.order_lines', 'public.notes'];
+  const data: Record<string, unknown> = {};
+  for (const t of tables) {
+    const [r] = await suQuery(p, `SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS sum FROM ${t} x`);
+    data[t] = r;
+  }
+  data.sequence = (await suQuery(p, 'SELECT last_value, is_called FROM public.invoice_no'))[0];
+  data.function = (await suQuery(p, "SELECT public.order_total(1) AS total"))[0];
+  // pg_dump's own view of the schema, as the superuser on the socket: independent of the tool's fingerprint.
+  const su = await superuser(p);
+  const schema = execFileSync(path.join(debianBin(), 'pg_dump'), ['--schema-only', su.database], {
+    env: { ...process.env, PGHOST: su.host, PGPORT: String(su.port), PGUSER: su.user, PGPASSWORD: su.password },
+  }).toString().replace(/^\\(un)?restrict .*$/gm, ''); // pg_dump 17's per-run random key
+  return { data, schema };
 }
 
 /** Finished backups (directories with a manifest) and anything else left in the backup folder. */

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import {
-  backupDirState, backupProject, cliAs, debianBin, debianMajor, failsClearly, flipByte, ownerQuery, suQuery, superuser,
+  backupDirState, backupProject, cliAs, debianMajor, failsClearly, fillShop, flipByte, ownerQuery, shopSnapshot, suQuery,
 } from './backup-fixtures.ts';
 import { setUp } from './setup/hooks.ts';
 
@@ -14,50 +14,15 @@ interface Ctx {
   p?: Project;
 }
 
-/** What must survive a backup and restore: row counts and contents per table, a sequence, the schema dump. */
-async function snapshot(p: Project) {
-  const tables = ['public.accounts', 'public.orders', 'public.order_lines', 'public.notes'];
-  const data: Record<string, unknown> = {};
-  for (const t of tables) {
-    const [r] = await suQuery(p, `SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS sum FROM ${t} x`);
-    data[t] = r;
-  }
-  data.sequence = (await suQuery(p, 'SELECT last_value, is_called FROM public.invoice_no'))[0];
-  data.function = (await suQuery(p, "SELECT public.order_total(1) AS total"))[0];
-  // pg_dump's own view of the schema, as the superuser on the socket: independent of the tool's fingerprint.
-  const su = await superuser(p);
-  const schema = execFileSync(path.join(debianBin(), 'pg_dump'), ['--schema-only', su.database], {
-    env: { ...process.env, PGHOST: su.host, PGPORT: String(su.port), PGUSER: su.user, PGPASSWORD: su.password },
-  }).toString().replace(/^\\(un)?restrict .*$/gm, ''); // pg_dump 17's per-run random key
-  return { data, schema };
-}
-
 // ---------------------------------------------------------------------------------------------
-const roundTrip = suite<Ctx & { before?: Awaited<ReturnType<typeof snapshot>>; backup?: string }>('a backup restores the database it was taken from');
+const roundTrip = suite<Ctx & { before?: Awaited<ReturnType<typeof shopSnapshot>>; backup?: string }>('a backup restores the database it was taken from');
 
 setUp(roundTrip, async (ctx) => {
   ctx.p = await backupProject();
   await startProject(ctx.p);
   await ok(['db:migrate'], ctx.p.env);
-  // Several tables with a foreign key, a sequence, an index, a function, a view and a role of its
-  // own with a grant: made by the schema owner, the role by the superuser.
-  await suQuery(ctx.p, 'CREATE ROLE reporting NOLOGIN');
-  await ownerQuery(ctx.p, `
-    CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts(id), placed_at timestamptz NOT NULL DEFAULT now());
-    CREATE TABLE order_lines (order_id bigint NOT NULL REFERENCES orders(id), sku text NOT NULL, qty int NOT NULL CHECK (qty > 0), price numeric(10,2) NOT NULL);
-    CREATE INDEX order_lines_sku ON order_lines (sku);
-    CREATE TABLE notes (id serial PRIMARY KEY, body text);
-    CREATE SEQUENCE invoice_no START 1000;
-    CREATE FUNCTION order_total(o bigint) RETURNS numeric LANGUAGE sql STABLE AS $$ SELECT coalesce(sum(qty * price), 0) FROM order_lines WHERE order_id = o $$;
-    CREATE VIEW big_orders AS SELECT order_id, sum(qty * price) AS total FROM order_lines GROUP BY order_id HAVING sum(qty * price) > 100;
-    GRANT SELECT ON orders, order_lines TO reporting;
-    INSERT INTO accounts (email) SELECT 'user' || i || '@example.com' FROM generate_series(1, 300) i;
-    INSERT INTO orders (account_id) SELECT 1 + (i % 300) FROM generate_series(1, 1000) i;
-    INSERT INTO order_lines SELECT 1 + (i % 1000), 'sku-' || (i % 37), 1 + (i % 5), (i % 97) + 0.5 FROM generate_series(1, 5000) i;
-    INSERT INTO notes (body) VALUES ('tab	and newline
-inside'), (NULL), ('quote '' and backslash \\');
-    SELECT nextval('invoice_no') FROM generate_series(1, 42);`);
-  ctx.before = await snapshot(ctx.p);
+  await fillShop(ctx.p);
+  ctx.before = await shopSnapshot(ctx.p);
 });
 
 roundTrip.after(async (ctx) => {
@@ -97,7 +62,7 @@ roundTrip('after the whole cluster is deleted, db:restore brings back rows, sequ
   assert.is(gone[0].n, 0, 'the role went with the cluster');
   const r = await ok(['db:restore', '--yes', '--no-backup'], p.env);
   assert.match(r.stdout, new RegExp(`restored ${ctx.backup} as app`), 'the newest verified backup is the default');
-  const after = await snapshot(p);
+  const after = await shopSnapshot(p);
   assert.equal(after.data, ctx.before!.data);
   assert.is(after.schema, ctx.before!.schema, 'pg_dump --schema-only is identical');
   const granted = await suQuery(p, "SELECT has_table_privilege('reporting', 'public.orders', 'SELECT') AS ok");
@@ -114,7 +79,7 @@ roundTrip('db:restore replaces changed data and keeps a safety backup of what it
   const state = await backupDirState(p);
   assert.is(state.finished.length, before + 1);
   assert.ok(state.finished.some((n) => n.endsWith('-before-restore')), state.finished.join(', '));
-  assert.equal((await snapshot(p)).data, ctx.before!.data);
+  assert.equal((await shopSnapshot(p)).data, ctx.before!.data);
 });
 
 roundTrip('a flipped byte fails verification and db:restore refuses the backup, changing nothing', async (ctx) => {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { UserError } from './errors.ts';
 import { parseKeep, type BackupKeep } from './backup/retention.ts';
+import { MAX_JOBS, defaultJobs, kindOf, type DumpKind } from './backup/format.ts';
 
 export type RuntimeName = 'docker' | 'native';
 
@@ -20,6 +21,9 @@ export interface Config {
   /** Backups (DB_BACKUP_DIR) and how many to keep (DB_BACKUP_KEEP, daily/weekly/monthly). */
   backupDir: string;
   backupKeep: BackupKeep;
+  /** db:backup's format when --format is not given (DB_BACKUP_FORMAT), and pg_dump processes for dir format (DB_BACKUP_JOBS). */
+  backupFormat: DumpKind;
+  backupJobs: number;
   configDir: string;
   composeFile: string;
   nativeDir: string;
@@ -70,6 +74,10 @@ export function parseConfig(root: string, env: Record<string, string | undefined
   if (!['docker', 'native', 'auto'].includes(runtime)) {
     throw new UserError(`DB_RUNTIME=${runtime} is not one of docker, native, auto`, 'set DB_RUNTIME to docker, native or auto (the default)');
   }
+  const backupFormat = kindOf(env.DB_BACKUP_FORMAT || 'custom');
+  if (!backupFormat) {
+    throw new UserError(`DB_BACKUP_FORMAT=${env.DB_BACKUP_FORMAT} is not one of custom, dir`, 'set DB_BACKUP_FORMAT to custom (one file, the default) or dir (a file per table, dumped in parallel)');
+  }
   const hostnames = (env.DB_TLS_HOSTNAMES || '').split(',').map((h) => h.trim()).filter(Boolean);
   for (const h of hostnames) {
     if (!/^(\*\.)?[a-zA-Z0-9.-]+$|^[0-9a-fA-F:.]+$/.test(h)) {
@@ -89,6 +97,8 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     seedsDir: dir('DB_SEEDS_DIR', 'database/seeds'),
     backupDir: dir('DB_BACKUP_DIR', 'backups'),
     backupKeep: parseKeep(env.DB_BACKUP_KEEP),
+    backupFormat,
+    backupJobs: int(env, 'DB_BACKUP_JOBS', defaultJobs(), 1, MAX_JOBS),
     configDir: path.resolve(root, 'database/infra/config'),
     composeFile: path.resolve(root, 'infra/docker-compose.yml'),
     nativeDir: dir('DB_NATIVE_DIR', '.data'),

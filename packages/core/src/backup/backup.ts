@@ -9,16 +9,19 @@ import type { Runtime } from '../runtime/runtime.ts';
 import type { RunResult } from '../exec.ts';
 import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
 import {
-  DUMP, MANIFEST, PARTIAL_PREFIX, ROLES, SUM,
-  backupName, checkIntegrity, markVerified, shown, stamp, sumFile, writeAtomic,
+  DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SUM,
+  backupName, checkIntegrity, dumpDirFiles, markVerified, shown, stamp, sumFile, sumFiles, sumLines, writeAtomic,
   type Backup, type Manifest,
 } from './store.ts';
+import { dumpArgs, dumpOutput, restoreArgs, restoreInput, restoreJobs, type DumpFormat } from './format.ts';
 
 export interface BackupOptions {
   /** Keep the roles' password verifiers in roles.sql (off by default: a backup then holds no credential). */
   withPasswords?: boolean;
   /** Why, when it is a safety backup: `before db:delete`. */
   reason?: string;
+  /** Custom or dir format, and pg_dump's jobs; default DB_BACKUP_FORMAT and DB_BACKUP_JOBS. */
+  format?: DumpFormat;
 }
 
 const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).pop() ?? '';
@@ -71,10 +74,11 @@ async function arrays(c: Client, sql: string): Promise<unknown[][]> {
  * counts every table's rows and lists the schema, so the manifest describes what the dump holds even
  * while the application writes. Everything is written in a hidden directory and renamed into place
  * only after pg_dump and pg_dumpall both exited 0 and the files were flushed: a failure leaves
- * nothing that looks like a backup.
+ * nothing that looks like a backup. In dir format pg_dump's workers all import the same snapshot.
  */
 export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = {}): Promise<Backup> {
   const t0 = performance.now();
+  const format = opts.format ?? configuredFormat(ctx.cfg);
   const roles = await readSecrets(ctx);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so no backup can be taken', 'start it: pnpm db:up');
   await ensureBackupDir(ctx);
@@ -92,9 +96,9 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const snap = (await c.query(`SELECT pg_export_snapshot() AS id, current_setting('server_version') AS version`)).rows[0];
       const migration = await migrationVersion(c);
-      ctx.log.step(`dumping ${roles.database} (pg_dump -Fc) and the roles`);
+      ctx.log.step(`dumping ${roles.database} (pg_dump ${format.kind === 'dir' ? `-Fd -j ${format.jobs}` : '-Fc'}) and the roles`);
       const [dump, rolesOut, data, schema] = await Promise.allSettled([
-        rt.pgTool('pg_dump', ['--format=custom', '--no-password', `--snapshot=${snap.id}`, roles.database], { out: path.join(tmp, DUMP) }),
+        rt.pgTool('pg_dump', dumpArgs(format, snap.id, roles.database), dumpOutput(format.kind, tmp)),
         rolesRun,
         arrays(c, DATA_SQL),
         arrays(c, SCHEMA_SQL),
@@ -108,15 +112,10 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
         if (r.status === 'rejected') throw r.reason;
         if (r.value.code !== 0) throw toolError(what, r.value);
       }
-      // A custom-format archive starts with PGDMP; anything else (an empty stream from a container
-      // that never ran pg_dump) is not a backup, whatever the exit status said.
-      const head = Buffer.alloc(5);
-      const fh = await ctx.fs.open(path.join(tmp, DUMP), 'r');
-      await fh.read(head, 0, 5, 0).finally(() => fh.close());
-      if (head.toString('latin1') !== 'PGDMP') throw new UserError('pg_dump wrote no custom-format archive', 'see pnpm db:logs; run again with --verbose');
-      // pg_dump creates its file under the umask; a backup holds every row, so owner only.
-      await Promise.all([DUMP, ROLES].map((f) => ctx.fs.chmod(path.join(tmp, f), 0o600)));
-      const [dumpSum, rolesSum] = await Promise.all([sumFile(ctx, path.join(tmp, DUMP), true), sumFile(ctx, path.join(tmp, ROLES), true)]);
+      const dumpSum = await sealDump(ctx, tmp, format);
+      // pg_dumpall creates its file under the umask; a backup holds every row, so owner only.
+      await ctx.fs.chmod(path.join(tmp, ROLES), 0o600);
+      const rolesSum = await sumFile(ctx, path.join(tmp, ROLES), true);
       manifest = {
         format: 1,
         name: '',
@@ -135,7 +134,6 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
     } finally {
       await c.end().catch(() => {});
     }
-    await writeAtomic(ctx, path.join(tmp, SUM), `${manifest.dump.sha256}  ${DUMP}\n`);
     let name = backupName(roles.database, at, manifest.migration.version, opts.reason);
     for (let i = 2; await ctx.fs.stat(path.join(ctx.cfg.backupDir, name)).then(() => true, () => false); i++) {
       name = `${backupName(roles.database, at, manifest.migration.version, opts.reason)}-${i}`;
@@ -152,6 +150,41 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
     await ctx.fs.rm(tmp, { recursive: true, force: true });
     throw e;
   }
+}
+
+const configuredFormat = (cfg: Ctx['cfg']): DumpFormat => ({ kind: cfg.backupFormat, jobs: cfg.backupFormat === 'dir' ? cfg.backupJobs : 1 });
+
+/** Whether a file starts with PGDMP, as every pg_dump archive (a custom-format file, a directory's toc.dat) does. */
+async function isArchive(ctx: Pick<Ctx, 'fs'>, file: string): Promise<boolean> {
+  const fh = await ctx.fs.open(file, 'r').catch(() => undefined);
+  if (!fh) return false;
+  const head = Buffer.alloc(5);
+  await fh.read(head, 0, 5, 0).finally(() => fh.close());
+  return head.toString('latin1') === 'PGDMP';
+}
+
+/**
+ * Makes what pg_dump wrote part of the backup: checks it is an archive (an empty stream from a
+ * container that never ran pg_dump is not one, whatever the exit status said), makes it owner-only
+ * (pg_dump writes under the umask, and a backup holds every row), flushes it, and writes its
+ * checksum file. Returns the manifest's record of it.
+ */
+async function sealDump(ctx: Pick<Ctx, 'fs'>, tmp: string, format: DumpFormat): Promise<Manifest['dump']> {
+  if (format.kind === 'custom') {
+    if (!(await isArchive(ctx, path.join(tmp, DUMP)))) throw new UserError('pg_dump wrote no custom-format archive', 'see pnpm db:logs; run again with --verbose');
+    await ctx.fs.chmod(path.join(tmp, DUMP), 0o600);
+    const sum = await sumFile(ctx, path.join(tmp, DUMP), true);
+    await writeAtomic(ctx, path.join(tmp, SUM), sumLines([sum]));
+    return { kind: 'custom', ...sum };
+  }
+  if (!(await isArchive(ctx, path.join(tmp, DUMP_DIR, 'toc.dat')))) throw new UserError('pg_dump wrote no directory-format archive (no toc.dat starting with PGDMP)', 'see pnpm db:logs; run again with --verbose');
+  const files = await dumpDirFiles(ctx, tmp);
+  await ctx.fs.chmod(path.join(tmp, DUMP_DIR), 0o700);
+  await Promise.all(files.map((f) => ctx.fs.chmod(path.join(tmp, f), 0o600)));
+  const sums = await sumFiles(ctx, tmp, files, true);
+  await syncDir(ctx, path.join(tmp, DUMP_DIR));
+  await writeAtomic(ctx, path.join(tmp, DIR_SUM), sumLines(sums));
+  return { kind: 'dir', file: DUMP_DIR, bytes: sums.reduce((n, f) => n + f.bytes, 0), jobs: format.jobs, files: sums };
 }
 
 /** Flushes a directory entry (the rename of a finished backup) to disk; best effort. */
@@ -173,18 +206,19 @@ export interface VerifyResult {
  * same server, whose row counts, sequences and schema must equal what the manifest recorded from
  * the source. The scratch database is dropped whatever happens. Success marks the backup verified.
  */
-export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup): Promise<VerifyResult> {
+export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { jobs?: number } = {}): Promise<VerifyResult> {
   const t0 = performance.now();
   const name = b.manifest.name;
+  const jobs = restoreJobs(b.manifest, opts.jobs);
   await checkIntegrity(ctx, b);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
   rt.prepareTools().catch(() => {}); // the search for client tools overlaps the CREATE DATABASE; errors resurface in pgTool
   const admin = await rt.admin();
   const scratch = `pgdeploy_verify_${randomBytes(4).toString('hex')}`;
-  ctx.log.step(`restoring ${name} into the scratch database ${scratch}`);
+  ctx.log.step(`restoring ${name} into the scratch database ${scratch}${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   await admin.query(`CREATE DATABASE ${ident(scratch)} TEMPLATE template0`);
   try {
-    const r = await rt.pgTool('pg_restore', ['--exit-on-error', '--single-transaction', '--no-password', `--dbname=${scratch}`], { in: path.join(b.dir, DUMP) });
+    const r = await rt.pgTool('pg_restore', restoreArgs(jobs, scratch), restoreInput(b.manifest, b.dir));
     if (r.code !== 0) {
       const roleMissing = /role "[^"]+" does not exist/.test(r.stderr);
       throw new UserError(

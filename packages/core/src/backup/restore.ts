@@ -6,7 +6,8 @@ import { ident } from '../pg.ts';
 import { provision, tryLogin, type Admin } from '../provision.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import { DUMP, ROLES, checkIntegrity, type Backup } from './store.ts';
+import { ROLES, checkIntegrity, type Backup } from './store.ts';
+import { restoreArgs, restoreInput, restoreJobs } from './format.ts';
 
 // pg_dumpall writes a role name bare when it needs no quotes, else double-quoted.
 const ROLE = String.raw`("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`;
@@ -62,10 +63,11 @@ export interface RestoreResult {
  * pg_restore into a new database; only when that succeeded, the new database takes the old one's
  * name (connections to the old one are ended) and the old one is dropped. Then the roles' grants
  * and the database's ownership are provisioned again, and the application's own login is tried.
- * A failed pg_restore leaves the current database as it was.
+ * A failed pg_restore leaves the current database as it was, with or without --single-transaction.
  */
-export async function restoreBackup(ctx: Ctx, rt: Runtime, b: Backup): Promise<RestoreResult> {
+export async function restoreBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { jobs?: number } = {}): Promise<RestoreResult> {
   const t0 = performance.now();
+  const jobs = restoreJobs(b.manifest, opts.jobs);
   rt.prepareTools().catch(() => {}); // the search for client tools overlaps the checksums; errors resurface in pgTool
   await checkIntegrity(ctx, b);
   const roles = await readSecrets(ctx);
@@ -82,8 +84,8 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: Backup): Promise<R
   const incoming = `pgdeploy_restore_${suffix}`;
   const outgoing = `pgdeploy_replaced_${suffix}`;
   await admin.query(`CREATE DATABASE ${ident(incoming)} OWNER ${ident(roles.migrator.user)} TEMPLATE template0`);
-  ctx.log.step(`restoring ${b.manifest.name} into a new database`);
-  const r = await rt.pgTool('pg_restore', ['--exit-on-error', '--single-transaction', '--no-password', `--dbname=${incoming}`], { in: path.join(b.dir, DUMP) });
+  ctx.log.step(`restoring ${b.manifest.name} into a new database${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
+  const r = await rt.pgTool('pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir));
   if (r.code !== 0) {
     await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
     throw new UserError(`pg_restore of ${b.manifest.name} failed: ${r.stderr.trim().split('\n').pop() ?? r.code}`, `${db} was left as it was; see the message above`);

@@ -6,23 +6,42 @@ import { retained } from './retention.ts';
 
 /**
  * One backup is one directory in DB_BACKUP_DIR, named `<database>-<UTC time>-v<migration version>`:
- *   db.dump          pg_dump custom format (-Fc)
- *   db.dump.sha256   its checksum, in sha256sum's format (`sha256sum -c` checks it)
+ *   db.dump          pg_dump custom format (-Fc), or, with --format dir:
+ *   db.dir/          pg_dump directory format (-Fd): toc.dat and one data file per table
+ *   db.dump.sha256   the dump's checksum, or db.dir.sha256 one line per file of db.dir, in
+ *                    sha256sum's format with paths relative to the backup (`sha256sum -c` checks it)
  *   roles.sql        pg_dumpall --roles-only (no passwords unless --with-passwords)
  *   manifest.json    what the source held when dumped, and whether a restore was verified
  * It is built under a hidden temporary name and renamed whole once complete, so a directory with a
  * manifest is a finished backup and anything else is not one.
  */
 export const DUMP = 'db.dump';
+export const DUMP_DIR = 'db.dir';
 export const ROLES = 'roles.sql';
 export const MANIFEST = 'manifest.json';
 export const SUM = `${DUMP}.sha256`;
+export const DIR_SUM = `${DUMP_DIR}.sha256`;
 export const PARTIAL_PREFIX = '.partial-';
 
 export interface FileSum {
   file: string;
   bytes: number;
   sha256: string;
+}
+
+/** A custom-format dump, one file. Manifests written before dir format existed have no `kind`. */
+export interface CustomDump extends FileSum {
+  kind?: 'custom';
+}
+
+/** A directory-format dump: `file` is db.dir, `bytes` its total, `files` each file in it (paths relative to the backup). */
+export interface DirDump {
+  kind: 'dir';
+  file: string;
+  bytes: number;
+  /** The pg_dump processes that wrote it; a restore uses as many unless told otherwise. */
+  jobs: number;
+  files: FileSum[];
 }
 
 export interface Manifest {
@@ -35,7 +54,7 @@ export interface Manifest {
   runtime: string;
   serverVersion: string;
   migration: { version: number | null; dirty: boolean };
-  dump: FileSum;
+  dump: CustomDump | DirDump;
   roles: FileSum & { passwords: boolean };
   /** `table <name>` to its row count and `sequence <name>` to its last value, in the dump's snapshot. */
   data: Record<string, string>;
@@ -81,6 +100,49 @@ export async function sumFile(ctx: Pick<Ctx, 'fs'>, file: string, sync = false):
   } finally {
     await fh.close();
   }
+}
+
+/** Runs `fn` on every item, at most `limit` at a time; the results in the items' order. */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/**
+ * The files of a backup's db.dir, relative to the backup, sorted. pg_dump writes only regular files
+ * there: anything else (a link, a folder) is refused, so nothing is ever read through one.
+ */
+export async function dumpDirFiles(ctx: Pick<Ctx, 'fs'>, backupDir: string): Promise<string[]> {
+  const entries = await ctx.fs.readdir(path.join(backupDir, DUMP_DIR), { withFileTypes: true });
+  const odd = entries.find((e) => !e.isFile());
+  if (odd) throw new UserError(`${DUMP_DIR}/${odd.name} is not a regular file`, 'a directory-format dump holds only files; do not restore this backup');
+  return entries.map((e) => `${DUMP_DIR}/${e.name}`).sort();
+}
+
+/** SHA-256 and size of several files of a backup (paths relative to it), four at a time; with `sync`, each flushed first. */
+export async function sumFiles(ctx: Pick<Ctx, 'fs'>, backupDir: string, files: readonly string[], sync = false): Promise<FileSum[]> {
+  return mapLimit(files, 4, async (f) => ({ ...(await sumFile(ctx, path.join(backupDir, f), sync)), file: f }));
+}
+
+/** Checksums as sha256sum prints them, so `sha256sum -c` reads the file. */
+export const sumLines = (sums: readonly FileSum[]): string => sums.map((f) => `${f.sha256}  ${f.file}\n`).join('');
+
+/** A sha256sum file as path to checksum. */
+export function parseSumLines(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
+    if (m) out.set(m[2], m[1]);
+  }
+  return out;
 }
 
 /** Writes a small file so it is never seen half-written: a temporary name, flushed, renamed. */
@@ -150,23 +212,32 @@ export async function resolveBackup(ctx: Pick<Ctx, 'fs' | 'cfg'>, arg: string | 
 }
 
 /**
- * Checks a backup's files against its manifest and checksum file; a single flipped byte fails it.
- * Says which file and what to do instead.
+ * Checks a backup's files against its manifest and its checksum file; a single flipped byte, a
+ * missing file, or (in db.dir) a file the dump did not write fails it. Says which file and what to
+ * do instead.
  */
 export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<void> {
   const m = b.manifest;
-  const sumLine = await ctx.fs.readFile(path.join(b.dir, SUM), 'utf8').catch(() => '');
-  const recorded = sumLine.split(/\s+/)[0];
-  for (const f of [m.dump, m.roles]) {
-    const actual = await sumFile(ctx, path.join(b.dir, f.file)).catch(() => undefined);
-    const expected = f.file === DUMP && recorded ? recorded : f.sha256;
-    if (!actual || actual.sha256 !== expected || actual.sha256 !== f.sha256 || actual.bytes !== f.bytes) {
-      throw new UserError(
-        `backup ${m.name} is damaged: ${f.file} ${actual ? 'does not match its checksum' : 'is missing'}`,
-        'do not restore it; use another backup (pnpm db:restore NAME) and check the disk it is on',
-      );
-    }
+  const damaged = (what: string) => new UserError(`backup ${m.name} is damaged: ${what}`, 'do not restore it; use another backup (pnpm db:restore NAME) and check the disk it is on');
+  const dumpFiles = m.dump.kind === 'dir' ? (m.dump.files ?? []) : [m.dump];
+  if (m.dump.kind === 'dir') {
+    const present = await dumpDirFiles(ctx, b.dir).catch((e) => {
+      throw damaged((e as NodeJS.ErrnoException).code === 'ENOENT' ? `${DUMP_DIR} is missing` : (e as Error).message);
+    });
+    const missing = dumpFiles.find((f) => !present.includes(f.file));
+    if (missing) throw damaged(`${missing.file} is missing`);
+    const extra = present.find((f) => !dumpFiles.some((d) => d.file === f));
+    if (extra) throw damaged(`${extra} is not part of the dump`);
   }
+  const sumName = m.dump.kind === 'dir' ? DIR_SUM : SUM;
+  const listed = parseSumLines(await ctx.fs.readFile(path.join(b.dir, sumName), 'utf8').catch(() => ''));
+  if (listed.size !== dumpFiles.length || dumpFiles.some((f) => listed.get(f.file) !== f.sha256)) throw damaged(`${sumName} is missing or does not match the manifest`);
+  const files = [...dumpFiles, m.roles];
+  const actual = await mapLimit(files, 4, (f) => sumFile(ctx, path.join(b.dir, f.file)).catch(() => undefined));
+  files.forEach((f, i) => {
+    const a = actual[i];
+    if (!a || a.sha256 !== f.sha256 || a.bytes !== f.bytes) throw damaged(`${f.file} ${a ? 'does not match its checksum' : 'is missing'}`);
+  });
 }
 
 /** Marks a backup verified, rewriting its manifest atomically. */

@@ -8,10 +8,15 @@ import type { RunResult } from '../exec.ts';
 /** The client programs backups use. Each runs as the superuser on the server's Unix socket. */
 export type PgTool = 'pg_dump' | 'pg_dumpall' | 'pg_restore';
 
-/** Host files a tool's standard output goes to or its standard input comes from. */
+/**
+ * Host files a tool's standard output goes to or its standard input comes from; or, for
+ * directory-format dumps, the host directory pg_dump writes (it must not exist yet) or pg_restore reads.
+ */
 export interface PgToolIo {
   out?: string;
   in?: string;
+  outDir?: string;
+  inDir?: string;
 }
 
 /** The major version in `pg_dump (PostgreSQL) 15.18 (Debian ...)`. */
@@ -78,7 +83,10 @@ export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: stri
   const pgTool = async (tool: PgTool, args: readonly string[], io: PgToolIo = {}): Promise<RunResult> => {
     const dir = await find();
     const r = await roles();
-    const argv = [...args, ...(io.out ? [`--file=${io.out}`] : []), ...(io.in ? [io.in] : [])];
+    // pg_dump's --file names a file or a directory alike, and pg_restore reads either from its argument.
+    const out = io.out ?? io.outDir;
+    const input = io.in ?? io.inDir;
+    const argv = [...args, ...(out ? [`--file=${out}`] : []), ...(input ? [input] : [])];
     return ctx.exec(dir ? path.join(dir, tool) : tool, argv, {
       nothrow: true,
       env: {
@@ -94,24 +102,88 @@ export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: stri
   return { pgTool, prepareTools };
 }
 
-/**
- * The shell that runs inside the api-db container: it reads the superuser's secret files there, so no
- * credential crosses `docker`'s argv or environment, and connects on the container's socket.
- * SECRETS_DIR and PGHOST default to the image's paths.
- */
-export const CONTAINER_TOOL_SCRIPT = [
-  'set -eu',
+/** The login part of the container scripts: the superuser's secret files, read inside the container, and its socket. */
+const CONTAINER_LOGIN = [
   's="${SECRETS_DIR:-/run/secrets}"',
   'PGUSER="$(cat "$s/postgres_user")"',
   'PGPASSWORD="$(cat "$s/postgres_password")"',
   'PGHOST="${PGHOST:-/var/run/postgresql}"',
   'export PGUSER PGPASSWORD PGHOST',
-  'exec "$@"',
+];
+
+/**
+ * The shell that runs inside the api-db container: it reads the superuser's secret files there, so no
+ * credential crosses `docker`'s argv or environment, and connects on the container's socket.
+ * SECRETS_DIR and PGHOST default to the image's paths.
+ */
+export const CONTAINER_TOOL_SCRIPT = ['set -eu', ...CONTAINER_LOGIN, 'exec "$@"'].join('\n');
+
+/**
+ * The same for a directory-format dump, `db-pg-dir dump|restore TOOL ARGS...` (POSIX sh and tar, as
+ * the alpine image has them). A directory cannot stream out as one file does, so it travels as a tar
+ * on the standard streams, staged in a private temporary directory that the script removes however
+ * it ends (a signal ends it through `exit`, which runs the EXIT trap).
+ *   dump:    TOOL --file=TMP/dump ARGS; only once that exited 0, the directory as a tar on stdout.
+ *            No pipe: a failing pg_dump is the script's exit status, and no tar of a partial dump is
+ *            written.
+ *   restore: the tar on stdin into TMP, then TOOL ARGS TMP; the exit status is the tool's.
+ */
+export const CONTAINER_DIR_SCRIPT = [
+  'set -eu',
+  ...CONTAINER_LOGIN,
+  'way="$1"',
+  'tool="$2"',
+  'shift 2',
+  'd="$(mktemp -d)"',
+  "trap 'rm -rf -- \"$d\"' EXIT",
+  "trap 'exit 129' HUP",
+  "trap 'exit 130' INT",
+  "trap 'exit 143' TERM",
+  'case "$way" in',
+  '  dump)',
+  '    "$tool" --file="$d/dump" "$@" || exit $?',
+  '    tar -c -f - -C "$d/dump" . || exit $?',
+  '    ;;',
+  '  restore)',
+  '    tar -x -f - -C "$d" || exit $?',
+  '    "$tool" "$@" "$d" || exit $?',
+  '    ;;',
+  '  *)',
+  `    echo "db-pg-dir: unknown way '$way' (dump or restore)" >&2`,
+  '    exit 2',
+  '    ;;',
+  'esac',
 ].join('\n');
 
 /** `docker compose exec` arguments that run a client tool in api-db through CONTAINER_TOOL_SCRIPT. */
 export function containerToolArgs(composeBase: readonly string[], service: string, tool: PgTool, args: readonly string[]): string[] {
   return [...composeBase, 'exec', '--no-TTY', service, 'sh', '-c', CONTAINER_TOOL_SCRIPT, 'db-pg-tool', tool, ...args];
+}
+
+/** `docker compose exec` arguments that run a directory-format dump or restore in api-db through CONTAINER_DIR_SCRIPT. */
+export function containerDirArgs(composeBase: readonly string[], service: string, way: 'dump' | 'restore', tool: PgTool, args: readonly string[]): string[] {
+  return [...composeBase, 'exec', '--no-TTY', service, 'sh', '-c', CONTAINER_DIR_SCRIPT, 'db-pg-dir', way, tool, ...args];
+}
+
+/** The host's tar: pack a directory's content into a file, and unpack it as the user running the tool. */
+export const tarPack = (dir: string, tarFile: string) => ['-c', '-f', tarFile, '-C', dir, '.'];
+export const tarUnpack = (tarFile: string, dir: string) => ['-x', '-f', tarFile, '-C', dir, '--no-same-owner'];
+
+const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).pop() ?? '';
+
+/** Unpacks a tar that came out of the container into a new private directory. */
+export async function unpackDir(ctx: Pick<Ctx, 'exec' | 'fs'>, tarFile: string, dir: string): Promise<void> {
+  await ctx.fs.mkdir(dir, { mode: 0o700 });
+  const r = await ctx.exec('tar', tarUnpack(tarFile, dir), { nothrow: true });
+  if (r.code !== 0) throw new UserError(`could not unpack the dump that came out of the container: ${lastLine(r.stderr) || `tar exited with ${r.code}`}`, 'free disk space where DB_BACKUP_DIR points; see the message above');
+}
+
+/** Packs a directory into a new private tar file, to go into the container. */
+export async function packDir(ctx: Pick<Ctx, 'exec' | 'fs'>, dir: string, tarFile: string): Promise<void> {
+  // Created first, owner only: tar keeps the mode of a file it overwrites, and this one holds every row.
+  await (await ctx.fs.open(tarFile, 'wx', 0o600)).close();
+  const r = await ctx.exec('tar', tarPack(dir, tarFile), { nothrow: true });
+  if (r.code !== 0) throw new UserError(`could not pack ${dir} to send it into the container: ${lastLine(r.stderr) || `tar exited with ${r.code}`}`, 'free disk space where DB_BACKUP_DIR points; see the message above');
 }
 
 /**

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
@@ -8,7 +9,8 @@ import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
-import { containerToolArgs, hostRedirect } from '../backup/tools.ts';
+import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from '../backup/tools.ts';
+import type { RunResult } from '../exec.ts';
 
 export const DB_SERVICE = 'api-db';
 export const MIGRATE_SERVICE = 'db-migrate';
@@ -81,6 +83,36 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
   });
   const running = async () => (await exec('docker', compose.ps(file), { cwd: cfg.root, env, nothrow: true })).stdout.trim() !== '';
+  // The host shell only redirects, so the exit status is the container's.
+  const viaHostFile = (dockerArgs: string[], io: PgToolIo) => {
+    const r = hostRedirect(dockerArgs, io);
+    return exec(r.cmd, r.args, { cwd: cfg.root, env, nothrow: true });
+  };
+  /** pg_dump -Fd in api-db: the container sends the directory as a tar once pg_dump succeeded; unpacked here, the tar removed. */
+  async function dumpDir(tool: PgTool, args: readonly string[], dir: string): Promise<RunResult> {
+    const tarFile = `${dir}.tar`;
+    try {
+      const r = await viaHostFile(containerDirArgs(compose.base(file), DB_SERVICE, 'dump', tool, args), { out: tarFile });
+      if (r.code === 0) await unpackDir(ctx, tarFile, dir);
+      return r;
+    } finally {
+      await ctx.fs.rm(tarFile, { force: true });
+    }
+  }
+  /**
+   * pg_restore of a directory in api-db: the directory goes in as a tar on stdin. The tar is staged
+   * under a hidden name in DB_BACKUP_DIR (private, and with room for a backup), never in the backup itself.
+   */
+  async function restoreDir(tool: PgTool, args: readonly string[], dir: string): Promise<RunResult> {
+    await ctx.fs.mkdir(cfg.backupDir, { recursive: true, mode: 0o700 });
+    const tarFile = path.join(cfg.backupDir, `.restore-${process.pid}-${randomBytes(3).toString('hex')}.tar`);
+    try {
+      await packDir(ctx, dir, tarFile);
+      return await viaHostFile(containerDirArgs(compose.base(file), DB_SERVICE, 'restore', tool, args), { in: tarFile });
+    } finally {
+      await ctx.fs.rm(tarFile, { force: true });
+    }
+  }
   return {
     name: 'docker',
     target,
@@ -98,8 +130,9 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     describeData: () => `the Compose volumes of ${path.relative(cfg.root, file)} (all database data)`,
     prepareTools: async () => {}, // the container's tools always match its server
     async pgTool(tool, args, io = {}) {
-      const r = hostRedirect(containerToolArgs(compose.base(file), DB_SERVICE, tool, args), io);
-      return exec(r.cmd, r.args, { cwd: cfg.root, env, nothrow: true });
+      if (io.outDir) return dumpDir(tool, args, io.outDir);
+      if (io.inDir) return restoreDir(tool, args, io.inDir);
+      return viaHostFile(containerToolArgs(compose.base(file), DB_SERVICE, tool, args), io);
     },
     async up() {
       const t = await target();

@@ -1,0 +1,100 @@
+import os from 'node:os';
+import path from 'node:path';
+import type { Config } from '../config.ts';
+import { UsageError } from '../errors.ts';
+import { DUMP, DUMP_DIR, type Manifest } from './store.ts';
+import type { PgToolIo } from './tools.ts';
+
+/**
+ * How pg_dump writes the database: `custom`, one file written by one process (the default, and
+ * what streams out of a container as it is); or `dir`, a directory with one file per table, which
+ * pg_dump writes and pg_restore reads with several processes at once: for large databases.
+ */
+export type DumpKind = 'custom' | 'dir';
+
+export interface DumpFormat {
+  kind: DumpKind;
+  /** pg_dump processes; always 1 for custom. */
+  jobs: number;
+}
+
+/** Each job is one more session on the server, so a typo such as --jobs 400 is refused. */
+export const MAX_JOBS = 64;
+
+/** DB_BACKUP_JOBS's default: the CPUs, at most 4, so a backup never takes the whole server. */
+export const defaultJobs = (): number => Math.min(4, os.availableParallelism());
+
+export function kindOf(raw: string): DumpKind | undefined {
+  return raw === 'custom' || raw === 'dir' ? raw : undefined;
+}
+
+export function jobsOf(raw: string): number | undefined {
+  return /^[1-9][0-9]*$/.test(raw) && Number(raw) <= MAX_JOBS ? Number(raw) : undefined;
+}
+
+/** `--jobs N` as given: a whole number from 1 to MAX_JOBS, or a usage error; undefined when absent. */
+export function jobsFlag(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = jobsOf(raw);
+  if (n === undefined) throw new UsageError(`--jobs must be a whole number from 1 to ${MAX_JOBS}, not "${raw}"`, 'give the number of parallel processes, e.g. --jobs 4');
+  return n;
+}
+
+/**
+ * The format db:backup uses: --format and --jobs, over DB_BACKUP_FORMAT and DB_BACKUP_JOBS. --jobs
+ * without dir format is refused rather than ignored: a custom-format dump is one file from one process.
+ */
+export function chosenFormat(cfg: Pick<Config, 'backupFormat' | 'backupJobs'>, format: string | undefined, jobs: string | undefined): DumpFormat {
+  const kind = format === undefined ? cfg.backupFormat : kindOf(format);
+  if (!kind) {
+    throw new UsageError(`--format ${format} is not a backup format`, 'use --format custom (one file, the default) or --format dir (a file per table, dumped in parallel with --jobs N)');
+  }
+  const n = jobsFlag(jobs);
+  if (n !== undefined && kind === 'custom') {
+    throw new UsageError('--jobs goes with --format dir: a custom-format dump is one file written by one process', 'add --format dir (pnpm db:backup --format dir --jobs N), or drop --jobs');
+  }
+  return kind === 'dir' ? { kind, jobs: n ?? cfg.backupJobs } : { kind, jobs: 1 };
+}
+
+/** The kind of a backup's dump; manifests written before dir format existed have none and are custom. */
+export const dumpKind = (m: Manifest): DumpKind => (m.dump.kind === 'dir' ? 'dir' : 'custom');
+
+/** How many pg_restore processes restore a backup: --jobs (dir format only), else what its dump used. */
+export function restoreJobs(m: Manifest, jobs: number | undefined): number {
+  if (m.dump.kind !== 'dir') {
+    if (jobs !== undefined) throw new UsageError(`--jobs goes with dir-format backups; ${m.name} is one custom-format file, restored by one process`, 'drop --jobs');
+    return 1;
+  }
+  return jobs ?? m.dump.jobs ?? 1;
+}
+
+/** pg_dump's arguments for `database` in the exported `snapshot`. */
+export function dumpArgs(f: DumpFormat, snapshot: string, database: string): string[] {
+  const format = f.kind === 'dir' ? ['--format=directory', `--jobs=${f.jobs}`] : ['--format=custom'];
+  return [...format, '--no-password', `--snapshot=${snapshot}`, database];
+}
+
+/** Where pg_dump writes inside the backup directory being built. */
+export function dumpOutput(kind: DumpKind, dir: string): PgToolIo {
+  return kind === 'dir' ? { outDir: path.join(dir, DUMP_DIR) } : { out: path.join(dir, DUMP) };
+}
+
+/**
+ * pg_restore's arguments into `database`. pg_restore refuses --single-transaction together with
+ * --jobs, so a parallel restore runs without it; it stays all or nothing where it matters, because
+ * every restore goes into a database made for it (verification's scratch database, or the one
+ * db:restore swaps in only after pg_restore succeeded), which is dropped when pg_restore fails.
+ */
+export function restoreArgs(jobs: number, database: string): string[] {
+  return ['--exit-on-error', ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']), '--no-password', `--dbname=${database}`];
+}
+
+/** Where pg_restore reads a backup's dump from. */
+export function restoreInput(m: Manifest, dir: string): PgToolIo {
+  return dumpKind(m) === 'dir' ? { inDir: path.join(dir, DUMP_DIR) } : { in: path.join(dir, DUMP) };
+}
+
+/** The --jobs flag of the tasks that restore (db:restore, db:backup:verify). */
+export const restoreJobsFlag = {
+  jobs: { type: 'string' as const, description: 'dir-format backups: pg_restore processes (default: as many as the dump used)' },
+};
