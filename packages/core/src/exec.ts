@@ -29,10 +29,12 @@ export type Exec = (cmd: string, args: readonly string[], opts?: RunOptions) => 
 export function zxExec(baseEnv: Record<string, string | undefined>): Exec {
   return async (cmd, args, opts = {}) => {
     const { $ } = await import('zx/core'); // the shell runner alone: zx's full entry loads globbing, YAML and more (150 ms)
-    // zx runs every command through `bash -c` with a socket for stdin. Without SHLVL (turbo's
-    // environment drops it) bash takes that for a remote shell and sources ~/.bashrc first: half
-    // a second a command on a machine with pyenv, measured in bench/startup.ts.
-    const env: Record<string, string | undefined> = { SHLVL: '1', ...baseEnv, ...opts.env };
+    // zx runs every command through `bash -c` with a socket for stdin. bash with such a stdin takes
+    // itself for a remote shell and sources ~/.bashrc first (here: pyenv, half a second a command)
+    // unless SHLVL says it runs below another shell: at least 1. Turbo drops SHLVL, and a process
+    // that is the last command of a `bash -c` (cron lines, `( cmd & )`) gets SHLVL=0.
+    const env: Record<string, string | undefined> = { ...baseEnv, ...opts.env };
+    env.SHLVL = String(Math.max(1, Number(env.SHLVL) || 0));
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     const user = opts.asUser;
     const p = $({

@@ -1,0 +1,38 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { zxExec } from '@dbkit/core/exec';
+
+// zx starts every command as `bash -c` with a socket for stdin; bash then reads ~/.bashrc unless
+// SHLVL says another shell is above it. A .bashrc that leaves a mark tells whether it was read.
+interface Ctx {
+  home: string;
+}
+const exec = suite<Ctx>('exec: the bash that zx starts', { home: '' });
+
+exec.before.each(async (ctx) => {
+  ctx.home = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-exec-'));
+  await fs.writeFile(path.join(ctx.home, '.bashrc'), `touch "${ctx.home}/bashrc-was-read"\n`);
+});
+exec.after.each(async (ctx) => {
+  await fs.rm(ctx.home, { recursive: true, force: true });
+});
+
+for (const shlvl of [undefined, '', '0', '1', '3']) {
+  exec(`never reads ~/.bashrc, with SHLVL ${shlvl === undefined ? 'unset (turbo)' : `"${shlvl}"`}`, async (ctx) => {
+    const base = { PATH: process.env.PATH, HOME: ctx.home, ...(shlvl === undefined ? {} : { SHLVL: shlvl }) };
+    const r = await zxExec(base)('printenv', ['SHLVL']);
+    assert.is(r.code, 0, r.stderr);
+    assert.not.ok(existsSync(path.join(ctx.home, 'bashrc-was-read')), `bash read ~/.bashrc (its SHLVL: ${r.stdout.trim()})`);
+  });
+}
+
+exec('passes a command\'s arguments as data, and its environment', async (ctx) => {
+  const r = await zxExec({ PATH: process.env.PATH, HOME: ctx.home })('sh', ['-c', 'printf "%s|" "$1" "$GREETING"', 'sh', "a b; 'c' $(x)"], { env: { GREETING: 'hi' } });
+  assert.is(r.stdout, "a b; 'c' $(x)|hi|");
+});
+
+exec.run();
