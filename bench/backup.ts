@@ -6,7 +6,11 @@
  * Data: `pgbench -i -s 10` (a million rows in pgbench_accounts), made by the migration role over
  * verified TLS, so it owns the tables as it owns what migrations make.
  *
- * Run: node_modules/.bin/tsx bench/backup.ts   (BENCH_N rounds, default 3; BENCH_SCALE, default 10)
+ * Also the directory format with parallel jobs: `db:backup --format dir --jobs J` against raw
+ * `pg_dump -Fd -j J`, and `db:restore --jobs J` against `createdb` + `pg_restore -j J`.
+ *
+ * Run: node_modules/.bin/tsx bench/backup.ts   (BENCH_N rounds, default 3; BENCH_SCALE, default 10;
+ * BENCH_JOBS, default 2; BENCH_DIR=0 skips the directory format)
  * The server runs on Debian's binaries (pg_dump refuses a newer server, and the embedded server ships
  * no client tools); its major is discovered under /usr/lib/postgresql. Everything is removed on exit.
  */
@@ -19,6 +23,8 @@ import {
 
 const N = Number(process.env.BENCH_N || 3);
 const SCALE = Number(process.env.BENCH_SCALE || 10);
+const JOBS = Number(process.env.BENCH_JOBS || 2);
+const DIR = process.env.BENCH_DIR !== '0';
 
 function debianBin(): string {
   const root = '/usr/lib/postgresql';
@@ -53,6 +59,7 @@ main(async () => {
   const su = suEnv(p, c);
 
   const ours: number[] = [];
+  const oursInside: number[] = [];
   const theirs: number[] = [];
   const careful: number[] = [];
   let last = '';
@@ -61,6 +68,7 @@ main(async () => {
     progress(`backup round ${i + 1}/${N}`);
     const a = await cli(['db:backup', '--json'], p.env);
     last = JSON.parse(a.stdout).name;
+    oursInside.push(JSON.parse(a.stdout).ms);
     rawFile = path.join(raw, `round-${i}.dump`);
     const b = await must(path.join(bin, 'pg_dump'), ['--format=custom', '--no-password', `--file=${rawFile}`, c.database], { env: su });
     // What a careful script does besides the dump: the roles too, and a checksum, all flushed.
@@ -97,6 +105,38 @@ main(async () => {
     return a.ms;
   });
 
+  // The directory format, J jobs each side.
+  const dirOurs: number[] = [];
+  const dirRaw: number[] = [];
+  const dirRestoreOurs: number[] = [];
+  const dirRestoreRaw: number[] = [];
+  if (DIR) {
+    let lastDir = '';
+    let rawDir = '';
+    await repeat(N, async (i) => {
+      progress(`directory-format backup round ${i + 1}/${N} (${JOBS} jobs)`);
+      const a = await cli(['db:backup', '--format', 'dir', '--jobs', String(JOBS), '--json'], p.env);
+      lastDir = JSON.parse(a.stdout).name;
+      rawDir = path.join(raw, `round-${i}.dir`);
+      const b = await must(path.join(bin, 'pg_dump'), ['--format=directory', `--jobs=${JOBS}`, '--no-password', `--file=${rawDir}`, c.database], { env: su });
+      dirOurs.push(a.ms);
+      dirRaw.push(b.ms);
+      return a.ms;
+    });
+    await repeat(N, async (i) => {
+      progress(`directory-format restore round ${i + 1}/${N} (${JOBS} jobs)`);
+      const a = await cli(['db:restore', lastDir, '--jobs', String(JOBS), '--yes', '--no-backup'], p.env);
+      const db = `bench_raw_dir_${i}`;
+      const t0 = performance.now();
+      await must(path.join(bin, 'createdb'), ['--no-password', '--template=template0', db], { env: su });
+      await must(path.join(bin, 'pg_restore'), ['--no-password', `--jobs=${JOBS}`, `--dbname=${db}`, rawDir], { env: su, timeoutMs: 600_000 });
+      dirRestoreRaw.push(performance.now() - t0);
+      await must(path.join(bin, 'dropdb'), ['--no-password', db], { env: su });
+      dirRestoreOurs.push(a.ms);
+      return a.ms;
+    });
+  }
+
   const row = (label: string, xs: number[], base: number[]) => [label, fmtMs(median(xs)), fmtMs(Math.min(...xs)), fmtMs(Math.max(...xs)), ratio(median(xs), median(base))];
   printTable(
     `backup and restore of pgbench -s ${SCALE} in the application database, ${N} rounds, alternating (ratio vs the raw tool above it)`,
@@ -104,14 +144,23 @@ main(async () => {
     [
       row('raw pg_dump -Fc (baseline)', theirs, theirs),
       row('node dist/cli.js db:backup', ours, theirs),
+      row('  inside the task (the manifest\'s ms: no node start-up, no retention)', oursInside, theirs),
       row('  raw pg_dump -Fc + pg_dumpall --roles-only, sha256sum, sync', careful, theirs),
       row('raw createdb + pg_restore (baseline)', theirsR, theirsR),
       row('node dist/cli.js db:restore --yes --no-backup', oursR, theirsR),
       row('node dist/cli.js db:backup:verify (no raw twin)', verify, theirsR),
+      ...(DIR
+        ? [
+            row(`raw pg_dump -Fd -j ${JOBS} (baseline)`, dirRaw, dirRaw),
+            row(`node dist/cli.js db:backup --format dir --jobs ${JOBS}`, dirOurs, dirRaw),
+            row(`raw createdb + pg_restore -j ${JOBS} (baseline)`, dirRestoreRaw, dirRestoreRaw),
+            row(`node dist/cli.js db:restore --jobs ${JOBS} --yes --no-backup`, dirRestoreOurs, dirRestoreRaw),
+          ]
+        : []),
     ],
   );
   const within = (xs: number[], base: number[]) => (median(xs) <= 1.1 * median(base) ? 'met' : 'MISSED');
   process.stdout.write(`\ndump sizes: ours ${(oursBytes / 1e6).toFixed(1)} MB, raw ${(rawBytes / 1e6).toFixed(1)} MB
 targets (issue 5), within 10% of raw: backup ${ratio(median(ours), median(theirs))} -> ${within(ours, theirs)}; restore ${ratio(median(oursR), median(theirsR))} -> ${within(oursR, theirsR)}
-`);
+${DIR ? `  directory format, ${JOBS} jobs: backup ${ratio(median(dirOurs), median(dirRaw))} -> ${within(dirOurs, dirRaw)}; restore ${ratio(median(dirRestoreOurs), median(dirRestoreRaw))} -> ${within(dirRestoreOurs, dirRestoreRaw)}\n` : ''}`);
 });

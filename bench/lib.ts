@@ -119,13 +119,15 @@ export function timed(cmd: string, args: readonly string[], opts: SpawnOpts = {}
     const child = spawn(cmd, args, {
       env: childEnv(opts.env),
       cwd: opts.cwd ?? ROOT,
-      stdio: ['pipe', 'pipe', 'pipe'],
+      // No input: /dev/null. A pipe nobody reads fails with EPIPE once the child has exited, and
+      // that error, unheard, ended a whole run (stopping its server under the next task).
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       ...(opts.as ? { uid: opts.as.uid, gid: opts.as.gid } : {}),
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
     const limit = opts.timeoutMs ?? 300_000;
     const timer = setTimeout(() => {
       stderr += `\n[bench: killed after ${limit} ms]`;
@@ -146,7 +148,10 @@ export function timed(cmd: string, args: readonly string[], opts: SpawnOpts = {}
         done();
       });
     });
-    child.stdin.end(opts.input ?? '');
+    if (child.stdin) {
+      child.stdin.on('error', () => {}); // a child may exit without reading all of its input
+      child.stdin.end(opts.input);
+    }
   });
 }
 
