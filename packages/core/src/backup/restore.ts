@@ -96,21 +96,21 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { jo
     await admin.query(`ALTER DATABASE ${ident(db)} WITH ALLOW_CONNECTIONS false`);
     try {
       await emptyDatabase(admin, db);
-      await admin.query(`ALTER DATABASE ${ident(db)} RENAME TO ${ident(outgoing)}`);
+      // Both renames in one transaction: the name never points at no database, even if this
+      // process dies between them.
+      await admin.query(`BEGIN; ALTER DATABASE ${ident(db)} RENAME TO ${ident(outgoing)}; ALTER DATABASE ${ident(incoming)} RENAME TO ${ident(db)}; COMMIT`);
     } catch (e) {
       await admin.query(`ALTER DATABASE ${ident(db)} WITH ALLOW_CONNECTIONS true`).catch(() => {});
       await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
       throw e;
     }
-  }
-  try {
-    await admin.query(`ALTER DATABASE ${ident(incoming)} RENAME TO ${ident(db)}`);
-  } catch (e) {
-    if (had) {
-      await admin.query(`ALTER DATABASE ${ident(outgoing)} RENAME TO ${ident(db)}`).catch(() => {});
-      await admin.query(`ALTER DATABASE ${ident(db)} WITH ALLOW_CONNECTIONS true`).catch(() => {});
+  } else {
+    try {
+      await admin.query(`ALTER DATABASE ${ident(incoming)} RENAME TO ${ident(db)}`);
+    } catch (e) {
+      await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
+      throw e;
     }
-    throw e;
   }
   await provision(admin, roles);
   if (had) await admin.query(`DROP DATABASE IF EXISTS ${ident(outgoing)} WITH (FORCE)`);
