@@ -183,19 +183,24 @@ docker('db:backup:verify restores the streamed dump into a scratch database in a
   await assertNoSecrets(ctx, cs);
 });
 
-docker('a pg_dump that fails inside the container is caught behind the stream: non-zero, the reason, no backup', async (ctx) => {
+/** db:backup ARGS with a superuser password the server does not know: pg_dump fails inside api-db. */
+async function backupWithWrongPassword(ctx: Ctx, args: string[]): Promise<void> {
   const p = ctx.p!;
   const before = await backupDirState(p);
   const file = path.join(p.secretsDir, 'postgres_password');
   const real = await fs.readFile(file, 'utf8');
   await fs.writeFile(file, 'wrong-in-the-container-0123456789', { mode: 0o600 });
   try {
-    const r = await run(ctx, ['db:backup']);
+    const r = await run(ctx, ['db:backup', ...args]);
     failsClearly(r, /pg_dump(all --roles-only)? failed \(exit 1\): .*password authentication failed/, /postgres_password/);
   } finally {
     await fs.writeFile(file, real, { mode: 0o600 });
   }
   assert.equal(await backupDirState(p), before, 'nothing new, finished or partial');
+}
+
+docker('a pg_dump that fails inside the container is caught behind the stream: non-zero, the reason, no backup', async (ctx) => {
+  await backupWithWrongPassword(ctx, []);
 });
 
 docker('db:restore restores through api-db after a safety backup, and the data is back', async (ctx) => {
@@ -249,18 +254,7 @@ docker('db:backup:verify sends the directory into api-db as a tar for pg_restore
 });
 
 docker('a dir-format pg_dump failing inside the container: non-zero, the reason, no backup, no temporary directory left', async (ctx) => {
-  const p = ctx.p!;
-  const before = await backupDirState(p);
-  const file = path.join(p.secretsDir, 'postgres_password');
-  const real = await fs.readFile(file, 'utf8');
-  await fs.writeFile(file, 'wrong-in-the-container-0123456789', { mode: 0o600 });
-  try {
-    const r = await run(ctx, ['db:backup', '--format', 'dir', '--jobs', '2']);
-    failsClearly(r, /pg_dump(all --roles-only)? failed \(exit 1\): .*password authentication failed/, /postgres_password/);
-  } finally {
-    await fs.writeFile(file, real, { mode: 0o600 });
-  }
-  assert.equal(await backupDirState(p), before, 'nothing new, finished or partial');
+  await backupWithWrongPassword(ctx, ['--format', 'dir', '--jobs', '2']);
   assert.equal(await fs.readdir(ctx.containerTmp!), []);
 });
 
