@@ -13,6 +13,7 @@ import {
   backupName, checkIntegrity, dumpDirFiles, markVerified, shown, stamp, sumFile, sumFiles, sumLines, writeAtomic,
   type Backup, type Manifest,
 } from './store.ts';
+import { treeBytes, whileRunning } from './progress.ts';
 import { dumpArgs, dumpOutput, restoreArgs, restoreInput, restoreJobs, type DumpFormat } from './format.ts';
 
 export interface BackupOptions {
@@ -100,7 +101,7 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
       const migration = await migrationVersion(c);
       ctx.log.step(`dumping ${roles.database} (pg_dump ${format.kind === 'dir' ? `-Fd -j ${format.jobs}` : '-Fc'}) and the roles`);
       const [dump, rolesOut, data, schema] = await Promise.allSettled([
-        rt.pgTool('pg_dump', dumpArgs(format, snap.id, roles.database), dumpOutput(format.kind, tmp)),
+        whileRunning(ctx, `dumping ${roles.database}`, rt.pgTool('pg_dump', dumpArgs(format, snap.id, roles.database), dumpOutput(format.kind, tmp)), () => treeBytes(ctx, tmp)),
         rolesRun,
         arrays(c, DATA_SQL),
         arrays(c, SCHEMA_SQL),
@@ -220,7 +221,7 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { job
   ctx.log.step(`restoring ${name} into the scratch database ${scratch}${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   await admin.query(`CREATE DATABASE ${ident(scratch)} TEMPLATE template0`);
   try {
-    const r = await rt.pgTool('pg_restore', restoreArgs(jobs, scratch), restoreInput(b.manifest, b.dir));
+    const r = await whileRunning(ctx, `restoring ${name}`, rt.pgTool('pg_restore', restoreArgs(jobs, scratch), restoreInput(b.manifest, b.dir)));
     if (r.code !== 0) {
       const roleMissing = /role "[^"]+" does not exist/.test(r.stderr);
       throw new UserError(

@@ -6,6 +6,7 @@ import { ident } from '../pg.ts';
 import { provision, tryLogin, type Admin } from '../provision.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Runtime } from '../runtime/runtime.ts';
+import { whileRunning } from './progress.ts';
 import { ROLES, checkIntegrity, type Backup } from './store.ts';
 import { restoreArgs, restoreInput, restoreJobs } from './format.ts';
 
@@ -85,7 +86,7 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { jo
   const outgoing = `pgdeploy_replaced_${suffix}`;
   await admin.query(`CREATE DATABASE ${ident(incoming)} OWNER ${ident(roles.migrator.user)} TEMPLATE template0`);
   ctx.log.step(`restoring ${b.manifest.name} into a new database${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
-  const r = await rt.pgTool('pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir));
+  const r = await whileRunning(ctx, `restoring ${b.manifest.name}`, rt.pgTool('pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir)));
   if (r.code !== 0) {
     await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
     throw new UserError(`pg_restore of ${b.manifest.name} failed: ${r.stderr.trim().split('\n').pop() ?? r.code}`, `${db} was left as it was; see the message above`);

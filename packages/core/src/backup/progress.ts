@@ -1,0 +1,41 @@
+import path from 'node:path';
+import type { Ctx } from '../context.ts';
+
+/** Bytes in the regular files under `dir`, at any depth: what a dump has written so far, whatever its format. */
+export async function treeBytes(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await ctx.fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) total += await treeBytes(ctx, p);
+    else if (e.isFile()) total += (await ctx.fs.stat(p).catch(() => undefined))?.size ?? 0;
+  }
+  return total;
+}
+
+/**
+ * Shows, on a terminal, that a long tool run is moving while `work` runs: the time taken, and with
+ * `written`, how much it has written. Piped, the spinner prints nothing per tick, so the output stays
+ * one line per step. The spinner always ends, whatever `work` does.
+ */
+export async function whileRunning<T>(ctx: Pick<Ctx, 'log'>, label: string, work: Promise<T>, written?: () => Promise<number>): Promise<T> {
+  const bar = ctx.log.spinner(label);
+  const t0 = performance.now();
+  let polling = false;
+  const tick = async () => {
+    if (polling) return; // a slow disk: never two measurements at once
+    polling = true;
+    try {
+      const secs = `${((performance.now() - t0) / 1000).toFixed(0)} s`;
+      bar.update(0, 0, written ? `${((await written()) / 1e6).toFixed(1)} MB written, ${secs}` : secs);
+    } finally {
+      polling = false;
+    }
+  };
+  const timer = setInterval(() => void tick().catch(() => {}), 250);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+    bar.end();
+  }
+}
