@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { serverBinDir } from '@dbkit/core/pgbin';
 import { connect as coreConnect } from '@dbkit/core/pg';
-import { freePort } from '../test/setup/project.ts';
+import { freePort, makeProject as makeTestProject, type Project } from '../test/setup/project.ts';
 
-export { freePort };
+export { freePort, type Project };
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The CLI as built (`node build.mjs`); see `snapshotCli`. */
@@ -173,16 +173,6 @@ export function cli(args: readonly string[], env: Record<string, string>, opts: 
 // ---------------------------------------------------------------------------------------------
 // Projects: a throw-away state directory, port and credentials per benchmark
 
-export interface Project {
-  dir: string;
-  port: number;
-  env: Record<string, string>;
-  secretsDir: string;
-  sslDir: string;
-  nativeDir: string;
-  migrationsDir: string;
-}
-
 /** The server's user when we are root (PostgreSQL refuses to run as root), else undefined. */
 export function serverUser(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
@@ -193,43 +183,15 @@ export function serverUser(): { uid: number; gid: number } | undefined {
 }
 
 /**
- * A project state under a new temp dir (searchable by the server user), its own free port, and
- * a cleanup step that stops any server it started and removes the directory.
+ * A project state exactly as the tests make one (test/setup/project.ts), under
+ * /tmp/pgdeploy-bench-<label>-*, with a cleanup step that stops any server it started and removes it.
  */
 export async function makeProject(label: string, migrations?: Record<string, string>): Promise<Project> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `pgdeploy-bench-${label}-`));
-  await fs.chmod(dir, 0o755);
-  const port = await freePort();
-  const p: Project = {
-    dir,
-    port,
-    secretsDir: path.join(dir, 'secrets'),
-    sslDir: path.join(dir, 'ssl'),
-    nativeDir: path.join(dir, 'native'),
-    migrationsDir: path.join(dir, 'migrations'),
-    env: {},
-  };
-  onCleanup(`remove ${dir}`, async () => {
+  const p = await makeTestProject({ migrations, prefix: `pgdeploy-bench-${label}-` });
+  onCleanup(`remove ${p.dir}`, async () => {
     await stopServer(p);
-    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rm(p.dir, { recursive: true, force: true });
   });
-  await fs.mkdir(p.migrationsDir);
-  await fs.mkdir(path.join(dir, 'seeds'));
-  const files = migrations ?? {
-    '000001_create_accounts.up.sql': await fs.readFile(path.join(ROOT, 'database/migrations/000001_create_accounts.up.sql'), 'utf8'),
-    '000001_create_accounts.down.sql': await fs.readFile(path.join(ROOT, 'database/migrations/000001_create_accounts.down.sql'), 'utf8'),
-  };
-  await writeFiles(p.migrationsDir, files);
-  p.env = {
-    DB_RUNTIME: 'native',
-    ENV_DB_PORT: String(port),
-    DB_SECRETS_DIR: p.secretsDir,
-    DB_SSL_DIR: p.sslDir,
-    DB_NATIVE_DIR: p.nativeDir,
-    DB_MIGRATIONS_DIR: p.migrationsDir,
-    DB_SEEDS_DIR: path.join(dir, 'seeds'),
-    DB_UP_TIMEOUT: '60',
-  };
   return p;
 }
 

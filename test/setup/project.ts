@@ -37,8 +37,8 @@ export interface Project {
  * so a test never touches the checkout's files or a server it did not start. The directory is
  * searchable by others because, as root, the server runs as the `postgres` user.
  */
-export async function makeProject(opts: { migrations?: Record<string, string> } = {}): Promise<Project> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-test-'));
+export async function makeProject(opts: { migrations?: Record<string, string>; prefix?: string } = {}): Promise<Project> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), opts.prefix ?? 'pgdeploy-test-'));
   await fs.chmod(dir, 0o755);
   const port = await freePort();
   const p: Project = {
