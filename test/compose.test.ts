@@ -206,6 +206,21 @@ policy('mounts every in-container command the docker runtime calls', ({ doc }) =
   assert.ok(targets.has(entry[0]), 'the entrypoint is mounted');
 });
 
+policy('mounts what a mounted script sources beside it, where `$(dirname "$0")` finds it', async ({ doc }) => {
+  let sourcing = 0;
+  for (const [name, s] of Object.entries(doc.services)) {
+    const mounts = binds(s);
+    for (const m of mounts.filter((b) => b.host.endsWith('.sh'))) {
+      for (const [, file] of (await fs.readFile(m.host, 'utf8')).matchAll(/^\. "\$\(dirname "\$0"\)\/([^"]+)"$/gm)) {
+        sourcing++;
+        const beside = path.posix.join(path.posix.dirname(m.target), file);
+        assert.ok(mounts.some((b) => b.target === beside), `${name}: ${m.target} sources ${beside}, which is not mounted`);
+      }
+    }
+  }
+  assert.ok(sourcing >= 3, 'the api-db scripts share read_secret from db-secrets.sh');
+});
+
 policy('checks health over TCP, quickly at start: start_period and a start_interval of a second or less', async ({ doc }) => {
   const hc = doc.services['api-db'].healthcheck!;
   assert.ok(composeDuration(hc.start_period) > 0);

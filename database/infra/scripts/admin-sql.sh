@@ -9,15 +9,8 @@ set -eu
 
 SECRETS_DIR="${SECRETS_DIR:-/run/secrets}"
 
-# usage: read_secret NAME
-#    prints the content of the secret file NAME; exits 1 with the fix when it is missing or empty
-read_secret() {
-	if [ ! -s "$SECRETS_DIR/$1" ]; then
-		printf >&2 'db-admin-sql: secret %s is missing or empty; create it with pnpm db:secrets, then recreate the container\n' "$SECRETS_DIR/$1"
-		exit 1
-	fi
-	cat "$SECRETS_DIR/$1"
-}
+# shellcheck source-path=SCRIPTDIR source=db-secrets.sh
+. "$(dirname "$0")/db-secrets.sh"
 
 PGUSER="$(read_secret postgres_user)"
 PGPASSWORD="$(read_secret postgres_password)"

@@ -6,15 +6,8 @@ set -eu
 
 SECRETS_DIR="${SECRETS_DIR:-/run/secrets}"
 
-# usage: read_secret NAME
-#    prints the content of the secret file NAME; exits 1 with the fix when it is missing or empty
-read_secret() {
-	if [ ! -s "$SECRETS_DIR/$1" ]; then
-		printf >&2 'healthcheck: secret %s is missing or empty; create it with pnpm db:secrets, then recreate the container\n' "$SECRETS_DIR/$1"
-		exit 1
-	fi
-	cat "$SECRETS_DIR/$1"
-}
+# shellcheck source-path=SCRIPTDIR source=db-secrets.sh
+. "$(dirname "$0")/db-secrets.sh"
 
 # The application role, though no password is sent: pg_isready asks only whether the server answers.
 # A role pg_hba.conf admits over TLS is asked for a password, and the server lets the unanswered
