@@ -16,11 +16,11 @@ export const task: Task = {
     const jobs = jobsFlag(flags.jobs as string | undefined);
     const b = await resolveBackup(ctx, positionals[0], { verifiedOnly: true });
     restoreJobs(b.manifest, jobs); // --jobs on a custom-format backup is refused before anything is asked
-    await checkIntegrity(ctx, b); // a damaged file is refused before anything is asked or changed
+    const checked = await checkIntegrity(ctx, b); // a damaged file is refused before anything is asked or changed
     const rt = await selectRuntime(ctx);
     const audit = await guardProduction(ctx, rt, 'db:restore', flags, b.manifest.name, `Replace database ${b.manifest.database} with the backup ${b.manifest.name}?`);
     if (!flags['no-backup']) ctx.log.info(`safety backup: ${(await createBackup(ctx, rt, { reason: 'before db:restore' })).manifest.name}`);
-    const r = await restoreBackup(ctx, rt, b, { jobs });
+    const r = await restoreBackup(ctx, rt, checked, { jobs });
     if (audit) await writeAudit(ctx, rt, audit, false); // the restored database gets the line too
     ctx.log.result(`restored ${b.manifest.name} as ${r.database} in ${r.ms} ms${r.rolesCreated ? ` (${r.rolesCreated} role(s) created)` : ''}`, { name: b.manifest.name, ...r });
   },

@@ -7,7 +7,7 @@ import { provision, tryLogin, type Admin } from '../provision.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { whileRunning } from './progress.ts';
-import { ROLES, checkIntegrity, type Backup } from './store.ts';
+import { ROLES, type CheckedBackup } from './store.ts';
 import { restoreArgs, restoreInput, restoreJobs } from './format.ts';
 
 // pg_dumpall writes a role name bare when it needs no quotes, else double-quoted.
@@ -60,17 +60,16 @@ export interface RestoreResult {
 }
 
 /**
- * Restores a backup as the database: checksums first; the roles it needs and this server lacks;
- * pg_restore into a new database; only when that succeeded, the new database takes the old one's
+ * Restores a backup, already checked (checkIntegrity), as the database: the roles it needs and
+ * this server lacks; pg_restore into a new database; only when that succeeded, the new database takes the old one's
  * name (connections to the old one are ended) and the old one is dropped. Then the roles' grants
  * and the database's ownership are provisioned again, and the application's own login is tried.
  * A failed pg_restore leaves the current database as it was, with or without --single-transaction.
  */
-export async function restoreBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { jobs?: number } = {}): Promise<RestoreResult> {
+export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opts: { jobs?: number } = {}): Promise<RestoreResult> {
   const t0 = performance.now();
   const jobs = restoreJobs(b.manifest, opts.jobs);
-  rt.prepareTools().catch(() => {}); // the search for client tools overlaps the checksums; errors resurface in pgTool
-  await checkIntegrity(ctx, b);
+  rt.prepareTools().catch(() => {}); // the search for client tools overlaps what follows; errors resurface in pgTool
   const roles = await readSecrets(ctx);
   const db = roles.database;
   const admin = await rt.admin();

@@ -212,11 +212,17 @@ export async function resolveBackup(ctx: Pick<Ctx, 'fs' | 'cfg'>, arg: string | 
 }
 
 /**
+ * A backup whose files checkIntegrity has read and found whole: what db:restore takes, so the
+ * dump is hashed once (before the question) and never restored unchecked.
+ */
+export type CheckedBackup = Backup & { readonly checked: true };
+
+/**
  * Checks a backup's files against its manifest and its checksum file; a single flipped byte, a
  * missing file, or (in db.dir) a file the dump did not write fails it. Says which file and what to
  * do instead.
  */
-export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<void> {
+export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<CheckedBackup> {
   const m = b.manifest;
   const damaged = (what: string) => new UserError(`backup ${m.name} is damaged: ${what}`, 'do not restore it; use another backup (pnpm db:restore NAME) and check the disk it is on');
   const dumpFiles = m.dump.kind === 'dir' ? (m.dump.files ?? []) : [m.dump];
@@ -238,6 +244,7 @@ export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<v
     const a = actual[i];
     if (!a || a.sha256 !== f.sha256 || a.bytes !== f.bytes) throw damaged(`${f.file} ${a ? 'does not match its checksum' : 'is missing'}`);
   });
+  return { ...b, checked: true };
 }
 
 /** Marks a backup verified, rewriting its manifest atomically. */
