@@ -29,10 +29,12 @@ progress('on a terminal: the bytes written so far and the time, then the line is
   }
 });
 
-progress('piped: nothing per tick, so the output stays one line per step', async () => {
+progress('piped: nothing per tick, and nothing measured, so the output stays one line per step', async () => {
   const sink = capture(false);
-  await whileRunning({ log: createLog(sink) }, 'restoring app', after(600, undefined));
+  let measured = 0;
+  await whileRunning({ log: createLog(sink) }, 'dumping app', after(600, undefined), async () => ++measured);
   assert.is(sink.stderr, '');
+  assert.is(measured, 0);
 });
 
 progress('a failing run still ends the spinner and passes its error on', async () => {

@@ -1,6 +1,8 @@
 import { redact } from './redact.ts';
 
 export interface Progress {
+  /** Whether ticks reach the screen (a terminal, not quiet): measuring for a hidden spinner is waste. */
+  readonly shown: boolean;
   /** `done` of `total`, with what is being worked on. */
   update(done: number, total: number, detail?: string): void;
   end(): void;
@@ -69,6 +71,7 @@ export function createLog(sink: Sink, opts: { json?: boolean; quiet?: boolean } 
       let i = 0;
       let lastPlain = -1;
       return {
+        shown: sink.tty && !opts.quiet,
         update(done, total, detail) {
           if (opts.quiet) return;
           const count = total > 0 ? ` ${done}/${total}` : '';

@@ -14,8 +14,8 @@ export async function treeBytes(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<numb
 
 /**
  * Shows, on a terminal, that a long tool run is moving while `work` runs: the time taken, and with
- * `written`, how much it has written. Piped, the spinner prints nothing per tick, so the output stays
- * one line per step. The spinner always ends, whatever `work` does.
+ * `written`, how much it has written. Piped, nothing is shown or measured, so the output stays one
+ * line per step. The spinner always ends, whatever `work` does.
  */
 export async function whileRunning<T>(ctx: Pick<Ctx, 'log'>, label: string, work: Promise<T>, written?: () => Promise<number>): Promise<T> {
   const bar = ctx.log.spinner(label);
@@ -31,7 +31,9 @@ export async function whileRunning<T>(ctx: Pick<Ctx, 'log'>, label: string, work
       polling = false;
     }
   };
-  const timer = setInterval(() => void tick().catch(() => {}), 250);
+  // Piped, a tick prints nothing: no timer, so nothing is measured (a dir dump of many tables is
+  // many files to stat).
+  const timer = bar.shown ? setInterval(() => void tick().catch(() => {}), 250) : undefined;
   try {
     return await work;
   } finally {
