@@ -20,11 +20,12 @@ import { task as doctor } from './doctor.ts';
 import { task as backup } from './backup.ts';
 import { task as backupVerify } from './backup-verify.ts';
 import { task as restore } from './restore.ts';
+import { task as imagesBuild } from './images-build.ts';
 
 /** Every task, in the order help lists them. */
 export const tasks: readonly Task[] = [
   up, down, logs, bash, psql, status,
   migrate, rollback, migrateCreate, migrateForce, seed,
-  secrets, rotate, secure, doctor, backup, backupVerify, restore, fresh, del,
+  secrets, rotate, secure, doctor, backup, backupVerify, restore, fresh, del, imagesBuild,
   helpTask(() => tasks),
 ];

@@ -5,6 +5,21 @@ import { MAX_JOBS, defaultJobs, kindOf, type DumpKind } from './backup/format.ts
 
 export type RuntimeName = 'docker' | 'native';
 
+export interface ComposeImages {
+  db: string;
+  migrate: string;
+  node: string;
+}
+
+/** The official images, pinned: what a VPS runs. A private registry or a digest pin replaces them. */
+export const OFFICIAL_IMAGES: ComposeImages = { db: 'postgres:16-alpine', migrate: 'migrate/migrate:v4.18.3', node: 'node:20-alpine' };
+
+// Compose's own rule for project names: lower-case letters, digits, dashes and underscores,
+// starting with a letter or digit.
+const PROJECT_NAME = /^[a-z0-9][a-z0-9_-]*$/;
+// A reference Docker accepts: [registry/]name[:tag][@digest], without spaces or shell characters.
+const IMAGE_REF = /^[a-zA-Z0-9][a-zA-Z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$/;
+
 /** Every setting the tool reads, validated once at the entry point. Nothing below the entry point reads the environment itself. */
 export interface Config {
   root: string;
@@ -26,6 +41,10 @@ export interface Config {
   backupJobs: number;
   configDir: string;
   composeFile: string;
+  /** Compose's project (COMPOSE_PROJECT_NAME, default pg-deploy): its containers, network and volume. */
+  composeProject: string;
+  /** The images infra/docker-compose.yml runs (DB_IMAGE, MIGRATE_IMAGE, NODE_IMAGE): the official pinned tags unless set. */
+  images: ComposeImages;
   nativeDir: string;
   pgBinDir?: string;
   nativeUser: string;
@@ -78,6 +97,18 @@ export function parseConfig(root: string, env: Record<string, string | undefined
   if (!backupFormat) {
     throw new UserError(`DB_BACKUP_FORMAT=${env.DB_BACKUP_FORMAT} is not one of custom, dir`, 'set DB_BACKUP_FORMAT to custom (one file, the default) or dir (a file per table, dumped in parallel)');
   }
+  const composeProject = env.COMPOSE_PROJECT_NAME || 'pg-deploy';
+  if (!PROJECT_NAME.test(composeProject)) {
+    throw new UserError(
+      `COMPOSE_PROJECT_NAME=${composeProject} is not a valid Compose project name`,
+      'use lower-case letters, digits, dashes and underscores, starting with a letter or digit (default pg-deploy)',
+    );
+  }
+  const image = (key: string, def: string) => {
+    const ref = env[key] || def;
+    if (!IMAGE_REF.test(ref)) throw new UserError(`${key}=${ref} is not an image reference`, `set ${key} to a reference such as ${def} (or unset it)`);
+    return ref;
+  };
   const hostnames = (env.DB_TLS_HOSTNAMES || '').split(',').map((h) => h.trim()).filter(Boolean);
   for (const h of hostnames) {
     if (!/^(\*\.)?[a-zA-Z0-9.-]+$|^[0-9a-fA-F:.]+$/.test(h)) {
@@ -101,6 +132,8 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     backupJobs: int(env, 'DB_BACKUP_JOBS', defaultJobs(), 1, MAX_JOBS),
     configDir: path.resolve(root, 'database/infra/config'),
     composeFile: path.resolve(root, 'infra/docker-compose.yml'),
+    composeProject,
+    images: { db: image('DB_IMAGE', OFFICIAL_IMAGES.db), migrate: image('MIGRATE_IMAGE', OFFICIAL_IMAGES.migrate), node: image('NODE_IMAGE', OFFICIAL_IMAGES.node) },
     nativeDir: dir('DB_NATIVE_DIR', '.data'),
     pgBinDir: env.PG_BIN_DIR ? path.resolve(root, env.PG_BIN_DIR) : undefined,
     nativeUser: env.DB_NATIVE_USER || 'postgres',

@@ -44,8 +44,17 @@ export const compose = {
  * (Compose resolves relative ones against infra/, the tool against the project root). Passed on every
  * compose call, so the containers use the same secrets, certificates and migrations as the host side.
  */
-export function composeEnv(cfg: Pick<Config, 'port' | 'secretsDir' | 'sslDir' | 'migrationsDir'>): Record<string, string> {
-  return { ENV_DB_PORT: String(cfg.port), DB_SECRETS_DIR: cfg.secretsDir, DB_SSL_DIR: cfg.sslDir, DB_MIGRATIONS_DIR: cfg.migrationsDir };
+export function composeEnv(cfg: Pick<Config, 'port' | 'secretsDir' | 'sslDir' | 'migrationsDir' | 'composeProject' | 'images'>): Record<string, string> {
+  return {
+    COMPOSE_PROJECT_NAME: cfg.composeProject,
+    ENV_DB_PORT: String(cfg.port),
+    DB_SECRETS_DIR: cfg.secretsDir,
+    DB_SSL_DIR: cfg.sslDir,
+    DB_MIGRATIONS_DIR: cfg.migrationsDir,
+    DB_IMAGE: cfg.images.db,
+    MIGRATE_IMAGE: cfg.images.migrate,
+    NODE_IMAGE: cfg.images.node,
+  };
 }
 
 /** Says in one line what is missing when there is no Compose v2 or no engine. */
