@@ -18,3 +18,19 @@ await build({
   logLevel: 'warning',
   sourcemap: 'linked',
 });
+
+// The compose `api` service's program with its one dependency (pg) in one file, so its image builds
+// with no network and no npm install (packages/api/Dockerfile). pg-native is pg's optional native
+// binding, which the example does not use.
+await build({
+  entryPoints: ['packages/api/server.mjs'],
+  outfile: 'packages/api/dist/server.mjs',
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  external: ['pg-native'],
+  // pg is CommonJS: its require() of node's own modules needs a require in an ES module.
+  banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+  logLevel: 'warning',
+});

@@ -71,7 +71,16 @@ init_cluster() {
 	fi
 	for f in /docker-entrypoint-initdb.d/*; do
 		case "$f" in
-			*.sh) printf '%s: running %s\n' "$0" "$f"; . "$f" ;;
+			*.sh)
+				printf '%s: running %s\n' "$0" "$f"
+				# As the official image: executable scripts run, others are sourced.
+				if [ -x "$f" ]; then
+					"$f"
+				else
+					# shellcheck source=/dev/null
+					. "$f"
+				fi
+				;;
 			*.sql) printf '%s: running %s\n' "$0" "$f"; run_sql "$POSTGRES_DB" <"$f" ;;
 			*/\*) ;; # the folder is empty
 			*) printf '%s: ignoring %s\n' "$0" "$f" ;;
