@@ -128,3 +128,41 @@ export async function removeDockerProject(p: DockerProject | undefined): Promise
 }
 
 export { cli, ok, run };
+
+/** What `docker inspect` says of a container: its state, host PID, health and restarts so far. */
+export interface ContainerState {
+  /** created, running, restarting, exited, ... */
+  status: string;
+  /** The host PID of the container's main process (0 while it is not running). */
+  pid: number;
+  /** starting, healthy, unhealthy, or '' without a healthcheck. */
+  health: string;
+  /** How many times the restart policy restarted it. */
+  restarts: number;
+  startedAt: string;
+}
+
+export async function inspectContainer(id: string): Promise<ContainerState> {
+  const j = JSON.parse((await docker(['inspect', '--format', '{{json .}}', id])).stdout);
+  return { status: j.State.Status, pid: j.State.Pid, health: j.State.Health?.Status ?? '', restarts: j.RestartCount, startedAt: j.State.StartedAt };
+}
+
+/**
+ * Polls `probe` every half second until it returns a value other than undefined or false, and fails
+ * after `ms` naming what was awaited and the probe's last error: a bound against hangs, not a timing check.
+ */
+export async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined | false>): Promise<T> {
+  const end = Date.now() + ms;
+  let last = '';
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+      last = '';
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms / 1000}s${last ? ` (last error: ${last})` : ''}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

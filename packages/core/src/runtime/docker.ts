@@ -37,6 +37,8 @@ export const compose = {
   // A file secret is a bind mount resolved when the container is made: recreate it to read the new file.
   recreateApp: (file: string) => [...compose.base(file), 'up', '--detach', '--no-deps', '--force-recreate', 'api'],
   migrate: (file: string, args: readonly string[]) => [...compose.base(file), 'run', '--rm', '--no-deps', MIGRATE_SERVICE, ...args],
+  // The health state and the healthcheck's recent outputs, for the message when `up --wait` gives up.
+  health: (containerId: string) => ['inspect', '--format', '{{json .State.Health}}', containerId],
 };
 
 /**
@@ -92,6 +94,18 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
   });
   const running = async () => (await exec('docker', compose.ps(file), { cwd: cfg.root, env, nothrow: true })).stdout.trim() !== '';
+  /** The last non-empty output of api-db's healthcheck, on one line ('' when there is none to read). */
+  const lastHealthOutput = async (): Promise<string> => {
+    const id = (await exec('docker', compose.ps(file), { cwd: cfg.root, env, nothrow: true })).stdout.trim().split('\n')[0];
+    if (!id) return '';
+    const r = await exec('docker', compose.health(id), { cwd: cfg.root, env, nothrow: true });
+    try {
+      const log = ((JSON.parse(r.stdout) ?? {}) as { Log?: { Output?: string }[] }).Log ?? [];
+      return log.map((l) => (l.Output ?? '').trim().replace(/\s*\n\s*/g, ' ')).filter(Boolean).pop() ?? '';
+    } catch {
+      return ''; // no JSON: no healthcheck state to quote
+    }
+  };
   // The host shell only redirects, so the exit status is the container's.
   const viaHostFile = (dockerArgs: string[], io: PgToolIo) => {
     const r = hostRedirect(dockerArgs, io);
@@ -150,6 +164,15 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       const r = await exec('docker', compose.up(file, timeoutS), { cwd: cfg.root, env, nothrow: true });
       if (r.code !== 0) {
         const taken = /address already in use|port is already allocated/i.test(r.stderr);
+        // Compose says `container <project>-api-db-1 is unhealthy`, or `application not healthy
+        // after 15s` once --wait-timeout passes while the check still fails (health: starting).
+        if (!taken && /is unhealthy|not healthy after/i.test(r.stderr)) {
+          const said = await lastHealthOutput();
+          throw new UserError(
+            `${DB_SERVICE} is unhealthy${/not healthy after/i.test(r.stderr) ? ` after ${timeoutS}s (DB_UP_TIMEOUT)` : ''}${said ? `; its healthcheck says: ${said}` : ''}`,
+            'see why in the server log: pnpm db:logs',
+          );
+        }
         throw new UserError(
           taken ? `port ${cfg.port} on 127.0.0.1 is taken by another process` : `docker compose up failed: ${r.stderr.trim().split('\n').pop()}`,
           taken ? 'stop that process, or set ENV_DB_PORT to a free port in .env.local' : 'see: pnpm db:logs',
