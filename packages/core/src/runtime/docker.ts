@@ -9,7 +9,7 @@ import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
-import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from '../backup/tools.ts';
+import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
 
 export const DB_SERVICE = 'api-db';

@@ -9,7 +9,7 @@ import { tlsFiles } from '../tls.ts';
 import { serverBinDir } from '../pgbin.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
-import { nativeToolRunner } from '../backup/tools.ts';
+import { nativeToolRunner } from './tools.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 
 /** Where the native server keeps its state, all under DB_NATIVE_DIR so checkouts never collide. */

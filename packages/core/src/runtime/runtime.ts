@@ -1,6 +1,6 @@
 import type { Target } from '../pg.ts';
 import type { Admin } from '../provision.ts';
-import type { PgTool, PgToolIo } from '../backup/tools.ts';
+import type { PgTool, PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
 
 export type LoginName = 'app' | 'migrator';
