@@ -2,7 +2,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Ctx } from '../context.ts';
-import { UserError } from '../errors.ts';
+import { UsageError, UserError } from '../errors.ts';
 import { readSecrets } from '../secrets.ts';
 import { tlsFiles } from '../tls.ts';
 import type { Target } from '../pg.ts';
@@ -11,6 +11,8 @@ import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
 import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
+import { loadMigrations } from '../migrations/files.ts';
+import { migrateArgs } from '../migrations/command.ts';
 
 export const DB_SERVICE = 'api-db';
 export const MIGRATE_SERVICE = 'db-migrate';
@@ -190,6 +192,17 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
     async destroy() {
       await docker(compose.destroy(file));
+    },
+    async migrate(cmd, opts = {}) {
+      if (opts.singleTransaction) {
+        // golang-migrate commits each file; it has no such mode, and docker migrations are its.
+        throw new UsageError('--single-transaction needs the native runtime: golang-migrate, which migrates for docker, commits each file', 'run without --single-transaction');
+      }
+      // golang-migrate decides in its container what to run, so every file's text is checked for it first.
+      loadMigrations(cfg.migrationsDir, { texts: 'all' });
+      const r = await docker(compose.migrate(file, migrateArgs(cmd)), true);
+      if (r.code !== 0) throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');
+      return undefined;
     },
   };
 }

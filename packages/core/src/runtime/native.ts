@@ -7,9 +7,11 @@ import type { Roles } from '../roles.ts';
 import { driftError, provision, socketAdmin, verifyLogins, type Admin } from '../provision.ts';
 import { tlsFiles } from '../tls.ts';
 import { serverBinDir } from '../pgbin.ts';
-import type { Target } from '../pg.ts';
+import { withClient, type Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
 import { nativeToolRunner } from './tools.ts';
+import { loadMigrations } from '../migrations/files.ts';
+import { migrate as runMigrations } from '../migrations/runner.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 
 /** Where the native server keeps its state, all under DB_NATIVE_DIR so checkouts never collide. */
@@ -237,6 +239,14 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     async destroy() {
       if (await running()) await pgCtl(['stop', '-m', 'fast', '-w', '-t', '60']);
       await fs.rm(p.dir, { recursive: true, force: true });
+    },
+    async migrate(cmd, opts = {}) {
+      // Only the names now: the runner checks the texts of the files it will run once it knows which
+      // (nothing pending reads no file).
+      const migrations = loadMigrations(cfg.migrationsDir, { texts: 'later' });
+      const t = await target('migrator');
+      return withClient({ ...t, applicationName: 'pg-deploy migrate' }, (c) =>
+        runMigrations(ctx, c, migrations, cmd, { lockTimeoutMs: cfg.lockTimeoutMs, singleTransaction: opts.singleTransaction }));
     },
   };
 }

@@ -2,6 +2,7 @@ import type { Target } from '../pg.ts';
 import type { Admin } from '../provision.ts';
 import type { PgTool, PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
+import type { Command, MigrateOptions, MigrateResult } from '../migrations/runner.ts';
 
 export type LoginName = 'app' | 'migrator';
 
@@ -35,6 +36,12 @@ export interface Runtime {
   pgTool(tool: PgTool, args: readonly string[], io?: PgToolIo): Promise<RunResult>;
   /** Finds and checks the client tools ahead of the first pgTool call, so the search overlaps other work. */
   prepareTools(): Promise<void>;
+  /**
+   * Runs a migration command once the files it depends on are checked (a bad file: one line each,
+   * nothing runs). docker: golang-migrate in the db-migrate service, which prints its own lines, so
+   * there is no result; native: our runner, whose result says what moved.
+   */
+  migrate(cmd: Command, opts?: Pick<MigrateOptions, 'singleTransaction'>): Promise<MigrateResult | undefined>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }
