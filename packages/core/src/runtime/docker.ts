@@ -41,6 +41,20 @@ export const compose = {
   migrate: (file: string, args: readonly string[]) => [...compose.base(file), 'run', '--rm', '--no-deps', MIGRATE_SERVICE, ...args],
 };
 
+/** The volume of infra/docker-compose.yml that holds the database (api-db's data directory). */
+export const DATA_VOLUME = 'pg_data';
+
+/** The `docker` argument arrays that are not Compose commands, as data like `compose`'s. */
+export const engine = {
+  // Compose labels every volume it creates with its project and its key in the file: this finds the
+  // project's data volume whatever name Compose gave it, and no other project's.
+  dataVolume: (project: string) => [
+    'volume', 'ls', '--quiet',
+    '--filter', `label=com.docker.compose.project=${project}`,
+    '--filter', `label=com.docker.compose.volume=${DATA_VOLUME}`,
+  ],
+};
+
 /**
  * What infra/docker-compose.yml interpolates: the host port and the state folders, as absolute paths
  * (Compose resolves relative ones against infra/, the tool against the project root). Passed on every
@@ -192,6 +206,11 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
     async destroy() {
       await docker(compose.destroy(file));
+    },
+    async hasData() {
+      const r = await exec('docker', engine.dataVolume(cfg.composeProject), { cwd: cfg.root, env, nothrow: true });
+      // An engine that does not answer cannot say there is nothing: unknown counts as data.
+      return r.code !== 0 || r.stdout.trim() !== '';
     },
     async migrate(cmd, opts = {}) {
       if (opts.singleTransaction) {

@@ -156,6 +156,9 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     return undefined;
   }
 
+  /** initdb writes PG_VERSION: a data directory without it holds no cluster. */
+  const hasData = () => fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false);
+
   let roles: Roles | undefined;
   const secrets = async () => (roles ??= await readSecrets(ctx));
   const target = async (login: LoginName = 'app'): Promise<Target> => {
@@ -172,6 +175,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     describeData: () => `the native data directory ${p.dir}`,
     ...nativeToolRunner(ctx, p.run, secrets, admin),
     running,
+    hasData,
     async reloadTls() {
       await installTls();
       await (await admin()).query('SELECT pg_reload_conf()');
@@ -186,7 +190,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
         await own(d);
       }
       let initialised = false;
-      if (!(await fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false))) {
+      if (!(await hasData())) {
         log.step(`initialising a new PostgreSQL cluster in ${path.relative(cfg.root, p.data) || p.data}`);
         await initdb(r);
         initialised = true;

@@ -20,6 +20,8 @@ export interface Runtime {
   psql(args: readonly string[]): Promise<void>;
   /** Stops the server and deletes its data. */
   destroy(): Promise<void>;
+  /** Whether there is data to lose while the server is stopped; a question that cannot be answered counts as yes. */
+  hasData(): Promise<boolean>;
   /** Where the host reaches the server over verified TLS, as the application (default) or the migration role. */
   target(login?: LoginName): Promise<Target>;
   /** The superuser's channel, which never crosses TCP. */
