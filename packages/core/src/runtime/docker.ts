@@ -139,7 +139,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     }
   }
   return {
-    name: 'docker',
+    label: 'docker',
     target,
     admin,
     running,

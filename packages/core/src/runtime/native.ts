@@ -169,7 +169,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
   const admin = async (): Promise<Admin> => socketAdmin(p.run, cfg.port, await secrets());
 
   return {
-    name: 'native',
+    label: 'native',
     target,
     admin,
     describeData: () => `the native data directory ${p.dir}`,

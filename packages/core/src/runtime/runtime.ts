@@ -1,3 +1,4 @@
+import type { RuntimeName } from '../config.ts';
 import type { Target } from '../pg.ts';
 import type { Admin } from '../provision.ts';
 import type { PgTool, PgToolIo } from './tools.ts';
@@ -8,7 +9,8 @@ export type LoginName = 'app' | 'migrator';
 
 /** What `db:up` and friends need from a place PostgreSQL runs. Both runtimes implement all of it. */
 export interface Runtime {
-  readonly name: 'docker' | 'native';
+  /** Which runtime this is, for people and the records they read (status, --json, backup manifests); never a branch: what differs is a method. */
+  readonly label: RuntimeName;
   /** Starts the server (initialising it the first time) and returns once a TLS login succeeds. */
   up(): Promise<{ initialised: boolean }>;
   /** Stops the server; already stopped is not an error. */

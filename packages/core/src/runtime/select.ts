@@ -17,6 +17,6 @@ export async function selectRuntime(ctx: Ctx): Promise<Runtime> {
     return dockerRuntime(ctx);
   }
   const rt = docker.ok ? dockerRuntime(ctx) : nativeRuntime(ctx);
-  ctx.log.info(`runtime: ${rt.name} (${docker.ok ? 'a Docker engine answered' : 'no Docker engine; using the embedded PostgreSQL 16'})`);
+  ctx.log.info(`runtime: ${rt.label} (${docker.ok ? 'a Docker engine answered' : 'no Docker engine; using the embedded PostgreSQL 16'})`);
   return rt;
 }
