@@ -1,6 +1,6 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { loadMigrations } from '@dbkit/core/migrations/files';
-import { status } from '@dbkit/core/migrations/runner';
+import { dirtyReport, status } from '@dbkit/core/migrations/runner';
 import { withClient } from '@dbkit/core/pg';
 import { overview, overviewLines, reportDown } from '@dbkit/core/overview';
 import type { Task } from './task.ts';
@@ -17,20 +17,25 @@ export const task: Task = {
     const rt = await selectRuntime(ctx);
     const o = await overview(ctx, rt);
     if (!o.server.up) return reportDown(ctx, o, Boolean(flags['exit-code']));
-    const s = await withClient(await rt.target('migrator'), (c) => status(c, migrations));
+    const [s, dirty] = await withClient(await rt.target('migrator'), async (c) => {
+      const st = await status(c, migrations);
+      return [st, st.dirty ? await dirtyReport(c, migrations) : undefined] as const;
+    });
     const lines = [
       ...overviewLines(o, ctx.clock()),
-      `version   ${s.version ?? 'none'}${s.dirty ? ' (DIRTY: see pnpm db:migrate)' : ''}`,
+      `version   ${s.version ?? 'none'}${s.dirty ? ' (DIRTY)' : ''}`,
+      // golang-migrate (docker) says only "Dirty database version N": the diagnosis and the way out are here.
+      ...(dirty ? [`dirty     ${dirty.problem}`, `fix       ${dirty.fix}`] : []),
       `applied   ${s.applied.length}`,
       `pending   ${s.pending.length}`,
-      ...s.applied.map((e) => `  applied ${e.file}${e.appliedAt ? `  ${e.appliedAt}` : ''}${e.edited ? '  EDITED after it was applied' : ''}${e.unrecorded ? '  NEVER APPLIED' : ''}`),
+      ...s.applied.map((e) => `  applied ${e.file}${e.appliedAt ? `  ${e.appliedAt}` : ''}${e.edited ? '  EDITED after it was applied' : ''}${e.unrecorded ? '  NEVER APPLIED' : ''}${e.dirty ? '  DIRTY: stopped part-way' : ''}`),
       ...s.pending.map((e) => `  pending ${e.file}`),
     ];
     for (const e of s.applied.filter((x) => x.edited)) ctx.log.warn(`${e.file} was edited after it was applied; the database ran the old text`);
     for (const e of s.applied.filter((x) => x.unrecorded)) {
       ctx.log.warn(`${e.file} is below the current version ${s.version} but was never applied (added after later migrations ran?); no runner will apply it: give it a version above ${s.version}`);
     }
-    ctx.log.result(lines.join('\n'), { runtime: rt.label, ...s, overview: o });
+    ctx.log.result(lines.join('\n'), { runtime: rt.label, ...s, ...(dirty && { problem: dirty.problem, fix: dirty.fix }), overview: o });
     return flags['exit-code'] && (s.pending.length || s.dirty || s.applied.some((e) => e.unrecorded)) ? 1 : 0;
   },
 };

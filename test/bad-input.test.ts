@@ -91,6 +91,8 @@ usage('a non-numeric rollback count exits 2', async () => {
 usage('a bad setting names the variable', async () => {
   oneClearLine(await cli(['db:secure'], { ENV_DB_PORT: '70000' }), 1, /ENV_DB_PORT=70000 is not a whole number from 1 to 65535/);
   oneClearLine(await cli(['db:up'], { DB_RUNTIME: 'kubernetes' }), 1, /DB_RUNTIME=kubernetes is not one of docker, native, auto/);
+  oneClearLine(await cli(['db:status'], { COMPOSE_PROJECT_NAME: 'My Stack' }), 1, /COMPOSE_PROJECT_NAME=My Stack is not a valid Compose project name/);
+  oneClearLine(await cli(['db:status'], { DB_IMAGE: 'postgres:16 --privileged' }), 1, /DB_IMAGE=postgres:16 --privileged is not an image reference/);
 });
 
 usage('help lists every task from the registry', async () => {

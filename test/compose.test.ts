@@ -4,6 +4,8 @@ import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { compose } from '@dbkit/core/runtime/docker';
+import { OFFICIAL_IMAGES } from '@dbkit/core/config';
+import { STAND_INS } from '@dbkit/core/images';
 import { makeProject, ok, removeProject, run, ROOT, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 
@@ -17,7 +19,7 @@ const FILE = path.join(INFRA, 'docker-compose.yml');
 type Dict = Record<string, unknown>;
 interface Service extends Dict {
   image?: string;
-  build?: string | { context: string };
+  build?: string | { context: string; args?: Record<string, string> };
   environment?: Record<string, string> | string[];
   secrets?: (string | { source: string })[];
   ports?: string[];
@@ -100,15 +102,34 @@ policy('gives every service an image or a build, so Compose accepts the file', (
   for (const [name, s] of Object.entries(doc.services)) assert.ok(s.image || s.build, name);
 });
 
-policy('pins every image to a concrete tag: postgres:16-alpine and migrate/migrate:v4.18.3', ({ doc }) => {
+policy('pins every image to a concrete tag by default: postgres:16-alpine, migrate/migrate:v4.18.3, node:20-alpine', async ({ doc }) => {
   for (const [name, s] of Object.entries(doc.services)) {
     if (!s.image) continue;
-    const tag = s.image.split('/').pop()!.split(':')[1];
+    const tag = interpolate(s.image, {}).split('/').pop()!.split(':')[1];
     assert.ok(tag, `${name} has no tag`);
     assert.not.match(tag, /^(latest|stable|edge|nightly)$/, name);
   }
-  assert.is(doc.services['api-db'].image, 'postgres:16-alpine');
-  assert.is(doc.services['db-migrate'].image, 'migrate/migrate:v4.18.3');
+  assert.is(interpolate(doc.services['api-db'].image!, {}), OFFICIAL_IMAGES.db);
+  assert.is(interpolate(doc.services['db-migrate'].image!, {}), OFFICIAL_IMAGES.migrate);
+  const build = doc.services.api.build as { context: string; args: Record<string, string> };
+  assert.is(interpolate(build.args.NODE_IMAGE, {}), OFFICIAL_IMAGES.node);
+  // The Dockerfile's own default, for a `docker build` without compose.
+  assert.match(await fs.readFile(path.join(ROOT, 'packages/api/Dockerfile'), 'utf8'), /^ARG NODE_IMAGE=node:20-alpine$/m);
+  assert.equal(OFFICIAL_IMAGES, { db: 'postgres:16-alpine', migrate: 'migrate/migrate:v4.18.3', node: 'node:20-alpine' });
+});
+
+policy('lets DB_IMAGE, MIGRATE_IMAGE and NODE_IMAGE replace the images (a private registry, a digest pin, the stand-ins)', ({ doc }) => {
+  const env = { DB_IMAGE: 'registry.example/pg@sha256:' + 'a'.repeat(64), MIGRATE_IMAGE: 'registry.example/migrate:v4.18.3', NODE_IMAGE: 'registry.example/node:20' };
+  assert.is(interpolate(doc.services['api-db'].image!, env), env.DB_IMAGE);
+  assert.is(interpolate(doc.services['db-migrate'].image!, env), env.MIGRATE_IMAGE);
+  assert.is(interpolate((doc.services.api.build as { args: Record<string, string> }).args.NODE_IMAGE, env), env.NODE_IMAGE);
+});
+
+policy('tags the local stand-ins under our own name, never an official one', () => {
+  for (const tag of Object.values(STAND_INS)) {
+    assert.match(tag, /^pg-deploy-test\//, tag);
+    assert.not.ok(Object.values(OFFICIAL_IMAGES).includes(tag), tag);
+  }
 });
 
 policy('publishes ports on 127.0.0.1 only', ({ doc }) => {
@@ -254,7 +275,7 @@ policy('starts db-migrate once api-db is healthy, and api once db-migrate has fi
 policy('makes api optional behind a profile, built from packages/api', async ({ doc }) => {
   const api = doc.services.api;
   assert.equal(api.profiles, ['app']);
-  assert.is(api.build, '../packages/api');
+  assert.is((api.build as { context: string }).context, '../packages/api');
   await fs.stat(path.join(INFRA, '../packages/api/Dockerfile'));
 });
 

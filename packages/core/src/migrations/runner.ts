@@ -203,7 +203,10 @@ async function dirtyError(c: Client, w: Where, version: number | null, migration
   let rollingBack = version === null && next !== undefined;
   if (!rollingBack && next && w.hasH) {
     const { rows } = await c.query(`SELECT 1 FROM ${w.h} WHERE version = $1`, [next.version]);
-    rollingBack = rows.length > 0;
+    // A roll-back of `next` runs on top of the version's own objects. When those are missing, the
+    // row is stale: golang-migrate rolled `next` back (it keeps no history), then the version's own
+    // up failed.
+    rollingBack = rows.length > 0 && (idx < 0 || (await looks(c, migrations[idx])).state !== 'not applied');
   }
   const lines: string[] = [];
   let hint: string;
@@ -551,6 +554,20 @@ export interface Status {
   pending: StatusEntry[];
 }
 
+/**
+ * For a dirty database, what `migrate` would say about it (which file stopped part-way, whether its
+ * objects exist) and the exact way out; undefined when it is clean. Read without the lock, as
+ * status is: on docker, golang-migrate prints only its own line, so `db:status` is where the fix is.
+ */
+export async function dirtyReport(c: Client, migrations: readonly Migration[]): Promise<{ problem: string; fix: string } | undefined> {
+  const w = await where(c);
+  if (!w.hasT) return undefined;
+  const cur = await readCurrent(c, w);
+  if (!cur.dirty) return undefined;
+  const e = await dirtyError(c, w, cur.version, migrations);
+  return { problem: e.message.split('\n').slice(1).map((l) => l.trim()).join('; '), fix: e.hint ?? '' };
+}
+
 /** Reads the state without taking the lock or creating anything. */
 export async function status(c: Client, migrations: readonly Migration[]): Promise<Status> {
   const w = await where(c);
@@ -561,10 +578,11 @@ export async function status(c: Client, migrations: readonly Migration[]): Promi
   }
   const applied: StatusEntry[] = [];
   const pending: StatusEntry[] = [];
-  // Versions applied before this runner kept history (by golang-migrate, say) have no row and are
-  // not suspect: only gaps between recorded versions are.
+  // Versions another runner applied (golang-migrate, say) have no row and are not suspect, before
+  // this runner's first recorded version or after its last: only gaps between recorded versions are.
   const recorded = [...hist.keys()];
   const firstRecorded = recorded.length ? Math.min(...recorded) : Infinity;
+  const lastRecorded = recorded.length ? Math.max(...recorded) : -Infinity;
   for (const m of migrations) {
     const e: StatusEntry = { version: m.version, name: m.name, file: m.up.file };
     if (cur.version !== null && m.version <= cur.version) {
@@ -572,7 +590,7 @@ export async function status(c: Client, migrations: readonly Migration[]): Promi
       if (h) {
         e.appliedAt = new Date(h.applied_at).toISOString();
         e.edited = h.checksum !== m.up.checksum;
-      } else if (m.version > firstRecorded && !(cur.dirty && m.version === cur.version)) {
+      } else if (m.version > firstRecorded && m.version < lastRecorded && !(cur.dirty && m.version === cur.version)) {
         e.unrecorded = true;
       }
       if (cur.dirty && m.version === cur.version) e.dirty = true;
