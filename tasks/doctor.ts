@@ -15,7 +15,7 @@ export const task: Task = {
       .map((c) => `${mark[c.status]}  ${c.name.padEnd(w)}  ${c.detail}${c.fix && c.status !== 'ok' ? `\n      ${''.padEnd(w)}  fix: ${c.fix}` : ''}`)
       .join('\n');
     const failed = checks.filter((c) => c.status === 'fail').length;
-    ctx.log.result(`${text}\n${failed ? `${failed} check(s) failed` : 'all checks passed'} (${rt.name})`, { runtime: rt.name, ok: failed === 0, checks });
+    ctx.log.result(`${text}\n${failed ? `${failed} check(s) failed` : 'all checks passed'} (${rt.label})`, { runtime: rt.label, ok: failed === 0, checks });
     return failed ? 1 : 0;
   },
 };

@@ -1,7 +1,7 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { afterFresh, beforeDestroy, forceProductionFlag, noBackupFlag } from '@dbkit/core/guard';
 import { preflight } from '@dbkit/core/preflight';
-import { describe, runMigrations } from '@dbkit/core/migrations/apply';
+import { describe } from '@dbkit/core/migrations/runner';
 import { yesFlag, type Task } from './task.ts';
 
 export const task: Task = {
@@ -15,7 +15,7 @@ export const task: Task = {
     const audit = await beforeDestroy(ctx, rt, 'db:fresh', `Delete ${rt.describeData()} and start from nothing?`, flags);
     await rt.destroy();
     await rt.up();
-    const r = await runMigrations(ctx, rt, { kind: 'up' });
+    const r = await rt.migrate({ kind: 'up' });
     await afterFresh(ctx, rt, { seed: Boolean(flags.seed), audit });
     ctx.log.result(`fresh database ready${r ? `; ${describe(r)}` : ''}`);
   },

@@ -1,5 +1,4 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { runMigrations } from '@dbkit/core/migrations/apply';
 import { versionArg } from '@dbkit/core/migrations/command';
 import { forceProductionFlag, guardProduction } from '@dbkit/core/guard';
 import { yesFlag, type Task } from './task.ts';
@@ -14,7 +13,7 @@ export const task: Task = {
     const version = versionArg(positionals[0]);
     const rt = await selectRuntime(ctx);
     await guardProduction(ctx, rt, 'db:migrate:force', flags, `force ${version}`, `Record version ${version} as applied and clean, without running anything?`);
-    await runMigrations(ctx, rt, { kind: 'force', version });
+    await rt.migrate({ kind: 'force', version });
     ctx.log.result(`version forced to ${version}`, { version });
   },
 };

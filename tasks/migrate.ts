@@ -1,5 +1,5 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { describe, runMigrations } from '@dbkit/core/migrations/apply';
+import { describe } from '@dbkit/core/migrations/runner';
 import { parseCommand } from '@dbkit/core/migrations/command';
 import { forceProductionFlag, guardProduction } from '@dbkit/core/guard';
 import type { Task } from './task.ts';
@@ -19,7 +19,7 @@ export const task: Task = {
     const rt = await selectRuntime(ctx);
     // Rolling back destroys data, as db:rollback does; goto may go either way.
     if (cmd.kind === 'down' || cmd.kind === 'goto') await guardProduction(ctx, rt, 'db:migrate', flags, positionals.join(' ') + (flags.all ? ' --all' : ''));
-    const r = await runMigrations(ctx, rt, cmd, { singleTransaction: Boolean(flags['single-transaction']) });
+    const r = await rt.migrate(cmd, { singleTransaction: Boolean(flags['single-transaction']) });
     if (r) ctx.log.result(describe(r), r);
   },
 };

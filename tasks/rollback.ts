@@ -1,5 +1,5 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { describe, runMigrations } from '@dbkit/core/migrations/apply';
+import { describe } from '@dbkit/core/migrations/runner';
 import { positiveInt } from '@dbkit/core/migrations/command';
 import { forceProductionFlag, guardProduction } from '@dbkit/core/guard';
 import type { Task } from './task.ts';
@@ -13,7 +13,7 @@ export const task: Task = {
     const n = positionals[0] === undefined ? 1 : positiveInt(positionals[0], 'N');
     const rt = await selectRuntime(ctx);
     await guardProduction(ctx, rt, 'db:rollback', flags, `down ${n}`);
-    const r = await runMigrations(ctx, rt, { kind: 'down', n });
+    const r = await rt.migrate({ kind: 'down', n });
     if (r) ctx.log.result(describe(r), r);
   },
 };

@@ -35,7 +35,7 @@ export const task: Task = {
     for (const e of s.applied.filter((x) => x.unrecorded)) {
       ctx.log.warn(`${e.file} is below the current version ${s.version} but was never applied (added after later migrations ran?); no runner will apply it: give it a version above ${s.version}`);
     }
-    ctx.log.result(lines.join('\n'), { runtime: rt.name, ...s, ...(dirty && { problem: dirty.problem, fix: dirty.fix }), overview: o });
+    ctx.log.result(lines.join('\n'), { runtime: rt.label, ...s, ...(dirty && { problem: dirty.problem, fix: dirty.fix }), overview: o });
     return flags['exit-code'] && (s.pending.length || s.dirty || s.applied.some((e) => e.unrecorded)) ? 1 : 0;
   },
 };

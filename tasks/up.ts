@@ -12,7 +12,7 @@ export const task: Task = {
     const t0 = ctx.clock().getTime();
     const r = await rt.up();
     const ms = ctx.clock().getTime() - t0;
-    ctx.log.result(`PostgreSQL is up (${rt.name}, 127.0.0.1:${ctx.cfg.port}, TLS verified) in ${ms} ms${r.initialised ? ', new cluster' : ''}`,
-      { runtime: rt.name, port: ctx.cfg.port, initialised: r.initialised, ms });
+    ctx.log.result(`PostgreSQL is up (${rt.label}, 127.0.0.1:${ctx.cfg.port}, TLS verified) in ${ms} ms${r.initialised ? ', new cluster' : ''}`,
+      { runtime: rt.label, port: ctx.cfg.port, initialised: r.initialised, ms });
   },
 };

@@ -211,15 +211,3 @@ broken('db:up reports the server\'s FATAL line instead of waiting out its timeou
 });
 
 broken.run();
-
-// ---------------------------------------------------------------------------------------------
-const docker = suite('DB_RUNTIME=docker where no engine runs');
-
-docker('says in one line what is missing and how to fix it', async () => {
-  // The real docker client is installed here, with no compose plugin and no daemon.
-  const d = await cli(['db:down'], { DB_RUNTIME: 'docker' });
-  oneClearLine(d, 1, /DB_RUNTIME=docker but (Docker Compose v2 is not installed|only Compose v1|no Docker engine answers)/);
-  assert.match(d.stderr, /DB_RUNTIME=native/);
-});
-
-docker.run();

@@ -1,257 +1,223 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { cli, makeProject, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
+import { cli, makeProject, removeProject, ROOT, type CliResult, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { nativePaths } from '@dbkit/core/runtime/native';
+import { testCtx } from './setup/ctx.ts';
+import { DATA_VOLUME, composeEnv, dockerRuntime, engine, versionOf } from '@dbkit/core/runtime/docker';
+import { migrateArgs } from '@dbkit/core/migrations/command';
+import { UsageError, UserError } from '@dbkit/core/errors';
+import type { Exec, RunOptions } from '@dbkit/core/exec';
 
-// No Docker engine runs here. A recording stub stands for it (test/setup/engine-stub.mjs): these
-// tests assert exactly what each task would send to Docker, and nothing pretends a container ran.
+// What a real engine cannot show. What the docker runtime does with containers is tested against a
+// real engine (test/docker-*.test.ts); here: the pieces that decide before any container is asked
+// (argument arrays, versions, the refusals), and an installation that cannot run this project. No
+// engine at all is made with DOCKER_HOST pointing at nothing; an engine or Compose too old, or
+// Compose v2 missing, with the stub (test/setup/engine-stub.mjs).
 
-const COMPOSE_FILE = path.join(ROOT, 'infra/docker-compose.yml');
-const F = ['compose', '-f', COMPOSE_FILE];
-const PROBE = [['compose', 'version', '--short'], ['info', '--format', '{{.ServerVersion}}']];
-
-interface Call {
-  prog: string;
-  argv: string[];
-  env: Record<string, string>;
-  stdin: string;
+interface Recorded {
+  cmd: string;
+  args: string[];
+  opts: RunOptions;
 }
 
-interface Stub {
-  dir: string;
-  log: string;
-  env: Record<string, string>;
-  calls(): Promise<Call[]>;
-}
-
-/** A bin directory whose `docker` (and, for v1-only, `docker-compose`) is the recording stub. */
-async function dockerStub(mode: 'ok' | 'no-engine' | 'v1-only', extra: Record<string, string> = {}): Promise<Stub> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'docker-stub-'));
-  const log = path.join(dir, 'calls.jsonl');
-  await fs.writeFile(log, '');
-  const stub = path.join(ROOT, 'test/setup/engine-stub.mjs');
-  for (const prog of mode === 'v1-only' ? ['docker', 'docker-compose'] : ['docker']) {
-    await fs.writeFile(path.join(dir, prog), `#!/bin/sh\nexec '${process.execPath}' '${stub}' ${prog} "$@"\n`, { mode: 0o755 });
-  }
-  return {
-    dir,
-    log,
-    env: { PATH: `${dir}:${process.env.PATH}`, DOCKER_STUB_LOG: log, DOCKER_STUB_MODE: mode, ...extra },
-    async calls() {
-      const text = await fs.readFile(log, 'utf8');
-      return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call);
-    },
+/** An exec that records each call and answers it with `answer` (exit 0, nothing printed, by default). */
+function recorder(answer: (cmd: string, args: readonly string[]) => { code?: number; stdout?: string } = () => ({})): { exec: Exec; calls: Recorded[] } {
+  const calls: Recorded[] = [];
+  const exec: Exec = async (cmd, args, opts = {}) => {
+    calls.push({ cmd, args: [...args], opts });
+    const a = answer(cmd, args);
+    return { code: a.code ?? 0, stdout: a.stdout ?? '', stderr: '' };
   };
+  return { exec, calls };
 }
 
-const passwords = async (p: Project) =>
-  Promise.all(['postgres_password', 'migrate_password', 'app_password'].map((n) => fs.readFile(path.join(p.secretsDir, n), 'utf8')));
+// ---------------------------------------------------------------------------------------------
+const unit = suite('the docker runtime decides before any container is asked');
 
-/** The task exits 0 and sends exactly `expected` to docker, after the engine probe; no password anywhere. */
-async function sends(ctx: Ctx, task: string[], expected: string[][]) {
-  const r = await run(ctx, task);
-  assert.is(r.code, 0, `${task.join(' ')}: ${r.stdout}${r.stderr}`);
-  const calls = await ctx.stub!.calls();
-  assert.equal(calls.map((c) => c.argv), [...PROBE, ...expected]);
-  await assertNoSecrets(ctx, calls);
-  return { r, calls };
-}
+unit('migrateArgs gives golang-migrate its own words: -all for every migration, and -1 after -- so Go does not read it as a flag', () => {
+  assert.equal(migrateArgs({ kind: 'up' }), ['up']);
+  assert.equal(migrateArgs({ kind: 'up', n: 2 }), ['up', '2']);
+  assert.equal(migrateArgs({ kind: 'down', n: 1 }), ['down', '1']);
+  assert.equal(migrateArgs({ kind: 'down', n: 'all' }), ['down', '-all']);
+  assert.equal(migrateArgs({ kind: 'goto', version: 3 }), ['goto', '3']);
+  assert.equal(migrateArgs({ kind: 'force', version: 3 }), ['force', '3']);
+  assert.equal(migrateArgs({ kind: 'force', version: -1 }), ['force', '--', '-1']);
+});
 
-async function assertNoSecrets(ctx: Ctx, calls: Call[]) {
-  for (const pw of await passwords(ctx.p!)) {
-    for (const c of calls) {
-      assert.not.ok(c.argv.some((a) => a.includes(pw)), `a password in docker's argv: ${c.argv.join(' ')}`);
-      assert.not.ok(Object.values(c.env).some((v) => v.includes(pw)), `a password in docker's environment (${c.argv.join(' ')})`);
-      assert.not.ok(c.stdin.includes(pw), `a password on docker's stdin (${c.argv.join(' ')})`);
-    }
+unit('Compose gets the port and the state folders as absolute paths, even when they are set relative to the project', () => {
+  // Compose resolves a relative path against infra/, where the compose file is; the tool against the project root.
+  const { cfg } = testCtx({ DB_SECRETS_DIR: 'x/secrets', DB_SSL_DIR: 'x/ssl', DB_MIGRATIONS_DIR: 'x/migrations', ENV_DB_PORT: '6543', COMPOSE_PROJECT_NAME: 'pgdt-unit' });
+  const env = composeEnv(cfg);
+  assert.is(env.DB_SECRETS_DIR, path.join(ROOT, 'x/secrets'));
+  assert.is(env.DB_SSL_DIR, path.join(ROOT, 'x/ssl'));
+  assert.is(env.DB_MIGRATIONS_DIR, path.join(ROOT, 'x/migrations'));
+  assert.is(env.ENV_DB_PORT, '6543');
+  assert.is(env.COMPOSE_PROJECT_NAME, 'pgdt-unit');
+});
+
+unit('versionOf reads the versions distributions print, and nothing from a version without numbers', () => {
+  assert.equal(versionOf('26.1.5+dfsg1\n'), [26, 1, 5]);
+  assert.equal(versionOf('2.26.1-4'), [2, 26, 1]);
+  assert.equal(versionOf('v2.29.0'), [2, 29, 0]);
+  assert.equal(versionOf('25.0'), [25, 0, 0]);
+  assert.is(versionOf('master-dockerproject-2024'), undefined);
+});
+
+unit('the volume hasData asks about is the one api-db keeps its data directory in', async () => {
+  const yaml = createRequire(createRequire(import.meta.url).resolve('dclint/package.json'))('yaml') as { parse(text: string): unknown };
+  const doc = yaml.parse(await fs.readFile(path.join(ROOT, 'infra/docker-compose.yml'), 'utf8')) as {
+    volumes: Record<string, unknown>;
+    services: Record<string, { volumes?: string[] }>;
+  };
+  assert.ok(DATA_VOLUME in doc.volumes, `the compose file declares no volume ${DATA_VOLUME}`);
+  assert.ok(doc.services['api-db'].volumes?.includes(`${DATA_VOLUME}:/var/lib/postgresql/data`), 'api-db keeps its data elsewhere');
+});
+
+unit('hasData asks the engine for the project\'s data volume by Compose\'s labels: one is data, none is none, no answer counts as data', async () => {
+  const want = ['volume', 'ls', '--quiet', '--filter', 'label=com.docker.compose.project=pgdt-unit', '--filter', `label=com.docker.compose.volume=${DATA_VOLUME}`];
+  assert.equal(engine.dataVolume('pgdt-unit'), want);
+  for (const [answer, expected] of [[{ stdout: '9f86d081884c\n' }, true], [{ stdout: '' }, false], [{ code: 1 }, true]] as const) {
+    const r = recorder(() => answer);
+    const rt = dockerRuntime(testCtx({ COMPOSE_PROJECT_NAME: 'pgdt-unit' }, { exec: r.exec }));
+    assert.is(await rt.hasData(), expected, JSON.stringify(answer));
+    assert.equal(r.calls.map((c) => [c.cmd, ...c.args]), [['docker', ...want]]);
   }
-}
+});
 
-async function run(ctx: Ctx, task: string[], runtime = 'docker'): Promise<CliResult> {
-  await fs.writeFile(ctx.stub!.log, '');
-  return cli(task, { ...ctx.p!.env, ...ctx.stub!.env, DB_RUNTIME: runtime });
-}
+unit('migrate --single-transaction is refused as a usage error before anything runs: golang-migrate has no such mode', async () => {
+  const r = recorder();
+  const rt = dockerRuntime(testCtx({}, { exec: r.exec }));
+  const e = await rt.migrate({ kind: 'up' }, { singleTransaction: true }).then(() => undefined, (err: unknown) => err);
+  assert.instance(e, UsageError);
+  assert.match((e as Error).message, /^--single-transaction needs the native runtime/);
+  assert.equal(r.calls, []);
+});
 
+unit('migrate checks the text of every file, pending or not, before db-migrate runs: golang-migrate decides in its container what runs', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-docker-migrate-'));
+  try {
+    await fs.writeFile(path.join(dir, '000001_a.up.sql'), 'CREATE TABLE a (id int);\n');
+    await fs.writeFile(path.join(dir, '000001_a.down.sql'), 'DROP TABLE a;\n');
+    await fs.writeFile(path.join(dir, '000002_b.up.sql'), '');
+    await fs.writeFile(path.join(dir, '000002_b.down.sql'), 'SELECT 1;\n');
+    const r = recorder();
+    const rt = dockerRuntime(testCtx({ DB_MIGRATIONS_DIR: dir }, { exec: r.exec }));
+    // down 1 from version 1 would never run 000002: the file is refused all the same.
+    const e = await rt.migrate({ kind: 'down', n: 1 }).then(() => undefined, (err: unknown) => err);
+    assert.instance(e, UserError);
+    assert.match((e as Error).message, /000002_b\.up\.sql/);
+    assert.equal(r.calls, [], 'db-migrate was not run');
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+unit.run();
+
+// ---------------------------------------------------------------------------------------------
 interface Ctx {
   p?: Project;
-  stub?: Stub;
+  stubDir?: string;
 }
 
-// ---------------------------------------------------------------------------------------------
-const tasks = suite<Ctx>('the docker runtime sends Compose v2 exactly these arguments');
-
-setUp(tasks, async (ctx) => {
-  ctx.p = await makeProject();
-  // db:up ends with a real verified TLS login to 127.0.0.1:ENV_DB_PORT; a native server for this
-  // project answers it, and the stub runs our admin-sql.sh on that server's socket for db-admin-sql.
-  await startProject(ctx.p);
-  ctx.stub = await dockerStub('ok', {
-    DOCKER_STUB_SECRETS_DIR: ctx.p.secretsDir,
-    DOCKER_STUB_PGHOST: nativePaths(ctx.p.nativeDir).run,
-    DOCKER_STUB_PGPORT: String(ctx.p.port),
-  });
-});
-
-tasks.after(async (ctx) => {
-  await removeProject(ctx.p);
-  if (ctx.stub) await fs.rm(ctx.stub.dir, { recursive: true, force: true });
-});
-
-tasks('db:up starts api-db and waits for it to be healthy, then provisions through db-admin-sql and logs in over TLS', async (ctx) => {
-  const database = await fs.readFile(path.join(ctx.p!.secretsDir, 'postgres_db'), 'utf8');
-  const { r, calls } = await sends(ctx, ['db:up'], [
-    [...F, 'up', '--detach', '--wait', '--wait-timeout', '60', 'api-db'],
-    // Roles (and whether the database exists) in one session, then ownership and grants inside
-    // the database: the server already has the database, so no CREATE DATABASE call.
-    [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'],
-    [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', database],
-  ]);
-  assert.match(r.stdout + r.stderr, /PostgreSQL is up \(docker, 127\.0\.0\.1:\d+, TLS verified\)/);
-  assert.ok(calls.slice(-2).every((c) => c.stdin.length > 0), 'each db-admin-sql call gets its SQL on stdin');
-});
-
-tasks('hands Compose the port and the state folders as absolute paths, on every compose call', async (ctx) => {
-  const p = ctx.p!;
-  // Given relative to the project root, as in .env.local: Compose would read them against infra/.
-  const rel = (d: string) => path.relative(ROOT, d);
-  await fs.writeFile(ctx.stub!.log, '');
-  const r = await cli(['db:up'], {
-    ...p.env, ...ctx.stub!.env, DB_RUNTIME: 'docker',
-    DB_SECRETS_DIR: rel(p.secretsDir), DB_SSL_DIR: rel(p.sslDir), DB_MIGRATIONS_DIR: rel(p.migrationsDir),
-  });
-  assert.is(r.code, 0, r.stdout + r.stderr);
-  const calls = (await ctx.stub!.calls()).filter((c) => c.argv[1] === '-f');
-  assert.ok(calls.length >= 2);
-  for (const c of calls) {
-    assert.is(c.env.ENV_DB_PORT, String(p.port), c.argv.join(' '));
-    assert.is(c.env.DB_SECRETS_DIR, p.secretsDir);
-    assert.is(c.env.DB_SSL_DIR, p.sslDir);
-    assert.is(c.env.DB_MIGRATIONS_DIR, p.migrationsDir);
-    assert.is(c.argv[2], COMPOSE_FILE);
-  }
-});
-
-tasks('db:down asks Compose whether api-db runs, then stops the project', async (ctx) => {
-  await sends(ctx, ['db:down'], [[...F, 'ps', '--status', 'running', '--quiet', 'api-db'], [...F, 'down']]);
-});
-
-tasks('db:logs shows the last 100 lines of api-db through Compose, not by container name', async (ctx) => {
-  await sends(ctx, ['db:logs'], [[...F, 'logs', '--tail', '100', 'api-db']]);
-});
-
-tasks('db:logs --follow keeps following', async (ctx) => {
-  await sends(ctx, ['db:logs', '--follow'], [[...F, 'logs', '--follow', '--tail', '100', 'api-db']]);
-});
-
-tasks('db:bash opens bash in api-db', async (ctx) => {
-  await sends(ctx, ['db:bash'], [[...F, 'exec', 'api-db', 'bash']]);
-});
-
-tasks('db:psql runs db-psql in api-db with the arguments after --, and no credentials', async (ctx) => {
-  await sends(ctx, ['db:psql', '--', '-c', 'select 1'], [[...F, 'exec', 'api-db', '/usr/local/bin/db-psql', '-c', 'select 1']]);
-});
-
-tasks('db:migrate runs the db-migrate job with golang-migrate\'s word up', async (ctx) => {
-  await sends(ctx, ['db:migrate'], [[...F, 'run', '--rm', '--no-deps', 'db-migrate', 'up']]);
-});
-
-tasks('db:migrate down 1 passes golang-migrate\'s words through', async (ctx) => {
-  await sends(ctx, ['db:migrate', 'down', '1'], [[...F, 'run', '--rm', '--no-deps', 'db-migrate', 'down', '1']]);
-});
-
-tasks('db:migrate --single-transaction is refused in one line: golang-migrate has no such mode; nothing is sent', async (ctx) => {
-  const r = await run(ctx, ['db:migrate', '--single-transaction']);
-  assert.is(r.code, 2, r.stdout + r.stderr);
-  assert.match(r.stderr, /^error: --single-transaction needs the native runtime/m);
-  assert.equal((await ctx.stub!.calls()).map((c) => c.argv), PROBE);
-});
-
-tasks('db:rollback rolls back one migration', async (ctx) => {
-  await sends(ctx, ['db:rollback'], [[...F, 'run', '--rm', '--no-deps', 'db-migrate', 'down', '1']]);
-});
-
-tasks('db:migrate:force 3 --yes forces version 3', async (ctx) => {
-  await sends(ctx, ['db:migrate:force', '3', '--yes'], [[...F, 'run', '--rm', '--no-deps', 'db-migrate', 'force', '3']]);
-});
-
-tasks('db:delete --yes --no-backup asks whether the server runs, then removes the containers and the volumes', async (ctx) => {
-  // The safety backup itself (a pg_dump inside api-db) is covered by test/backup-docker.test.ts.
-  await sends(ctx, ['db:delete', '--yes', '--no-backup'], [[...F, 'ps', '--status', 'running', '--quiet', 'api-db'], [...F, 'down', '--volumes', '--remove-orphans']]);
-});
-
-tasks('db:delete without a terminal and without --yes sends nothing beyond the probe', async (ctx) => {
-  const r = await run(ctx, ['db:delete']);
-  assert.is.not(r.code, 0);
-  assert.equal((await ctx.stub!.calls()).map((c) => c.argv), PROBE);
-});
-
-tasks('DB_RUNTIME=auto chooses docker when the engine answers, and says so', async (ctx) => {
-  const r = await run(ctx, ['db:logs'], 'auto');
-  assert.is(r.code, 0, r.stderr);
-  assert.match(r.stdout + r.stderr, /runtime: docker/);
-  assert.equal((await ctx.stub!.calls()).map((c) => c.argv), [...PROBE, [...F, 'logs', '--tail', '100', 'api-db']]);
-});
-
-tasks.run();
-
-// ---------------------------------------------------------------------------------------------
-const missing = suite<Ctx>('without Compose v2 and an engine, DB_RUNTIME=docker stops with one line and the fix');
+const missing = suite<Ctx>('DB_RUNTIME=docker where Docker cannot run this project stops with one line and the fix');
 
 setUp(missing, async (ctx) => {
   ctx.p = await makeProject();
+  ctx.stubDir = await fs.mkdtemp(path.join(os.tmpdir(), 'docker-stub-'));
+  const stub = path.join(ROOT, 'test/setup/engine-stub.mjs');
+  for (const prog of ['docker', 'docker-compose']) {
+    await fs.writeFile(path.join(ctx.stubDir, prog), `#!/bin/sh\nexec '${process.execPath}' '${stub}' ${prog} "$@"\n`, { mode: 0o755 });
+  }
 });
 
 missing.after(async (ctx) => {
   await removeProject(ctx.p);
+  if (ctx.stubDir) await fs.rm(ctx.stubDir, { recursive: true, force: true });
 });
 
-/** The error line, the hint line, a non-zero exit, no stack trace. */
+const PROBE = [['docker', 'compose', 'version', '--short'], ['docker', 'info', '--format', '{{.ServerVersion}}']];
+
+/** Runs a task with the stub standing for `docker` (and `docker-compose`), as `installation` describes it; returns what it was asked. */
+async function withStub(ctx: Ctx, task: string[], installation: Record<string, string>, runtime = 'docker'): Promise<{ r: CliResult; asked: string[][] }> {
+  const log = path.join(ctx.stubDir!, 'calls.jsonl');
+  await fs.writeFile(log, '');
+  const r = await cli(task, { ...ctx.p!.env, PATH: `${ctx.stubDir}:${process.env.PATH}`, DOCKER_STUB_LOG: log, DB_RUNTIME: runtime, ...installation });
+  const asked = (await fs.readFile(log, 'utf8')).split('\n').filter(Boolean).map((l) => {
+    const c = JSON.parse(l) as { prog: string; argv: string[] };
+    return [c.prog, ...c.argv];
+  });
+  return { r, asked };
+}
+
+/** The real docker client, told to reach an engine at a socket that does not exist. */
+async function withoutEngine(ctx: Ctx, task: string[], runtime: string): Promise<CliResult> {
+  const nowhere = path.join(ctx.p!.dir, 'no-engine.sock');
+  return cli(task, { ...ctx.p!.env, DB_RUNTIME: runtime, DOCKER_HOST: `unix://${nowhere}`, DOCKER_CONTEXT: undefined });
+}
+
+/** The error line, the hint line, exit 1, no stack trace. */
 function oneClearLine(r: CliResult, what: RegExp, fix: RegExp) {
-  assert.is.not(r.code, 0, r.stdout + r.stderr);
+  assert.is(r.code, 1, r.stdout + r.stderr);
   const lines = r.stderr.trim().split('\n');
-  assert.match(lines[0], /^error: /);
+  assert.is(lines.filter((l) => l.startsWith('error: ')).length, 1, r.stderr);
+  assert.match(lines[0], /^error: DB_RUNTIME=docker but /);
   assert.match(lines[0], what);
   assert.ok(lines.some((l) => /^hint: /.test(l) && fix.test(l)), r.stderr);
   assert.not.match(r.stderr, /\n\s+at /);
 }
 
-missing('no engine answering docker info is said, with the fix', async (ctx) => {
-  const stub = await dockerStub('no-engine');
-  try {
-    const r = await cli(['db:logs'], { ...ctx.p!.env, ...stub.env, DB_RUNTIME: 'docker' });
-    oneClearLine(r, /no Docker engine answers/, /start Docker|DB_RUNTIME=native/);
-    assert.equal((await stub.calls()).map((c) => c.argv), PROBE, 'nothing is sent after the probe');
-  } finally {
-    await fs.rm(stub.dir, { recursive: true, force: true });
-  }
+// Where the docker client itself (with its compose plugin) is not installed, the first thing missing is Compose.
+const clientInstalled = spawnSync('docker', ['compose', 'version'], { stdio: 'ignore' }).status === 0;
+const NO_ENGINE = clientInstalled ? /no Docker engine answers/ : /Docker Compose v2 is not installed|Compose v2 is installed as docker-compose|only Compose v1/;
+
+missing('no engine answering is said, with the fix (the real docker client, DOCKER_HOST at nothing)', async (ctx) => {
+  oneClearLine(await withoutEngine(ctx, ['db:logs'], 'docker'), NO_ENGINE, /DB_RUNTIME=native/);
+});
+
+missing('DB_RUNTIME=auto falls back to the native runtime when no engine answers, and says why', async (ctx) => {
+  const r = await withoutEngine(ctx, ['db:down'], 'auto');
+  assert.is(r.code, 0, r.stdout + r.stderr);
+  const said = /runtime: native \((.*); using the embedded PostgreSQL 16\)/.exec(r.stdout + r.stderr);
+  assert.ok(said, r.stdout + r.stderr);
+  assert.match(said[1], NO_ENGINE);
+});
+
+missing('an engine older than 25 is refused by name, and nothing is sent after the probe', async (ctx) => {
+  const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_ENGINE: '24.0.7' });
+  oneClearLine(r, /Docker Engine 24\.0\.7 is too old: this tool needs 25 or newer, for the healthcheck's start_interval/, /upgrade Docker Engine.*DB_RUNTIME=native/);
+  assert.equal(asked, PROBE);
+});
+
+missing('a Compose older than 2.17 is refused by name, and nothing is sent after the probe', async (ctx) => {
+  const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: '2.16.0' });
+  oneClearLine(r, /Docker Compose 2\.16\.0 is too old: this tool needs 2\.17 or newer, for up --wait-timeout/, /upgrade the compose plugin.*DB_RUNTIME=native/);
+  assert.equal(asked, PROBE);
+});
+
+missing('DB_RUNTIME=auto with an engine too old falls back to the native runtime and says why', async (ctx) => {
+  const { r, asked } = await withStub(ctx, ['db:down'], { DOCKER_STUB_ENGINE: '24.0.7' }, 'auto');
+  assert.is(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, /runtime: native \(Docker Engine 24\.0\.7 is too old: .*; using the embedded PostgreSQL 16\)/);
+  assert.equal(asked, PROBE, 'the native runtime asked docker nothing more');
 });
 
 missing('only Compose v1 (docker-compose) is refused, with the fix', async (ctx) => {
-  const stub = await dockerStub('v1-only');
-  try {
-    const r = await cli(['db:logs'], { ...ctx.p!.env, ...stub.env, DB_RUNTIME: 'docker' });
-    oneClearLine(r, /Compose v1/, /compose plugin|docker-compose-plugin|DB_RUNTIME=native/);
-    const calls = await stub.calls();
-    assert.equal(calls.map((c) => [c.prog, ...c.argv]), [['docker', 'compose', 'version', '--short'], ['docker-compose', 'version', '--short']]);
-  } finally {
-    await fs.rm(stub.dir, { recursive: true, force: true });
-  }
+  const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '1.29.2' });
+  oneClearLine(r, /only Compose v1 \(docker-compose\) is installed/, /docker-compose-plugin|DB_RUNTIME=native/);
+  assert.equal(asked, [['docker', 'compose', 'version', '--short'], ['docker-compose', 'version', '--short']]);
 });
 
-missing('DB_RUNTIME=auto falls back to the native runtime when no engine answers, and says so', async (ctx) => {
-  const stub = await dockerStub('no-engine');
-  try {
-    const r = await cli(['db:down'], { ...ctx.p!.env, ...stub.env, DB_RUNTIME: 'auto' });
-    assert.is(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout + r.stderr, /runtime: native/);
-    assert.equal((await stub.calls()).map((c) => c.argv), PROBE);
-  } finally {
-    await fs.rm(stub.dir, { recursive: true, force: true });
-  }
+missing('Compose v2 installed only as the docker-compose program is not called v1: the fix links it as a plugin', async (ctx) => {
+  const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '2.26.1-4' });
+  oneClearLine(r, /Compose v2 is installed as docker-compose \(2\.26\.1-4\), but docker compose does not find it/, /cli-plugins\/docker-compose/);
+  assert.not.match(r.stderr, /Compose v1/);
+  assert.equal(asked, [['docker', 'compose', 'version', '--short'], ['docker-compose', 'version', '--short']]);
 });
 
 missing.run();

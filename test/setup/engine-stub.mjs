@@ -1,15 +1,22 @@
-// Stands in for the Docker engine (none runs here) and records exactly what the tool sends it.
+// Stands in for a Docker installation that a real engine cannot be made into: an engine or a Compose
+// too old for this project, Compose v2 missing (only v1's docker-compose, or v2 installed as a
+// program the docker CLI does not find). What containers do is shown by a real engine
+// (test/docker-*.test.ts), and no engine at all by pointing DOCKER_HOST at nothing: neither needs this.
+// test/backup-docker.test.ts still records its calls through it (see db-admin-sql below).
+//
 // Called through a wrapper: `node engine-stub.mjs docker|docker-compose ARGS...`. Each call appends
 // one JSON line to $DOCKER_STUB_LOG: { prog, argv, env, stdin }.
 //
-// DOCKER_STUB_MODE:
-//   ok         Compose v2 2.29.0 and Engine 27.0.0 answer; compose commands succeed (the default)
-//   no-engine  Compose v2 is installed, but `docker info` cannot reach a daemon
-//   v1-only    `docker compose` does not exist; `docker-compose` (v1) answers
+//   DOCKER_STUB_ENGINE      the version `docker info` reports (default 27.0.0)
+//   DOCKER_STUB_COMPOSE     the version `docker compose version --short` reports (default 2.29.0);
+//                           `none`: the docker CLI has no compose plugin
+//   DOCKER_STUB_STANDALONE  the version the `docker-compose` program reports (1.29.2 is v1); unset:
+//                           there is no such program
 //
-// With DOCKER_STUB_SECRETS_DIR, DOCKER_STUB_PGHOST and DOCKER_STUB_PGPORT set, `exec ... api-db
-// /usr/local/bin/db-admin-sql DB` runs our real admin-sql.sh against that (native) server's socket,
-// as the container would: the SQL and the rows pass through unchanged.
+// Compose commands succeed; `ps` says api-db runs. With DOCKER_STUB_SECRETS_DIR, DOCKER_STUB_PGHOST
+// and DOCKER_STUB_PGPORT set, `exec ... api-db /usr/local/bin/db-admin-sql DB` runs our real
+// admin-sql.sh against that (native) server's socket, as the container would: the SQL and the rows
+// pass through unchanged.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,7 +24,8 @@ import { fileURLToPath } from 'node:url';
 
 const [prog, ...argv] = process.argv.slice(2);
 const env = process.env;
-const mode = env.DOCKER_STUB_MODE || 'ok';
+const engineVersion = env.DOCKER_STUB_ENGINE || '27.0.0';
+const composeVersion = env.DOCKER_STUB_COMPOSE || '2.29.0';
 const ADMIN_SQL = '/usr/local/bin/db-admin-sql';
 const takesStdin = argv.includes(ADMIN_SQL);
 const stdin = takesStdin ? fs.readFileSync(0, 'utf8') : '';
@@ -31,21 +39,20 @@ const fail = (s, code = 1) => {
 };
 
 if (prog === 'docker-compose') {
-  if (mode !== 'v1-only') fail('docker-compose: command not found', 127);
-  if (argv[0] === 'version') out('1.29.2');
+  if (!env.DOCKER_STUB_STANDALONE) fail('docker-compose: command not found', 127);
+  if (argv[0] === 'version') out(env.DOCKER_STUB_STANDALONE);
   process.exit(0);
 }
 
 if (argv[0] === 'info') {
-  if (mode === 'no-engine') fail('Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?');
-  out('27.0.0');
+  out(engineVersion);
   process.exit(0);
 }
 
 if (argv[0] === 'compose') {
-  if (mode === 'v1-only') fail("docker: 'compose' is not a docker command.\nSee 'docker --help'");
+  if (composeVersion === 'none') fail("docker: 'compose' is not a docker command.\nSee 'docker --help'");
   if (argv[1] === 'version') {
-    out('2.29.0');
+    out(composeVersion);
     process.exit(0);
   }
   const sub = argv[3]; // compose -f FILE <sub>

@@ -5,7 +5,6 @@ import { confirmDestructive } from './confirm.ts';
 import { withClient } from './pg.ts';
 import { GUARD_SCHEMA, PRODUCTION, SETUP_SQL, osUser, recordedEnvironment } from './environment.ts';
 import type { Runtime } from './runtime/runtime.ts';
-import { nativePaths } from './runtime/native.ts';
 import { createBackup } from './backup/backup.ts';
 import { shown } from './backup/store.ts';
 import { status } from './migrations/runner.ts';
@@ -79,12 +78,6 @@ async function refuseUnanswerable(ctx: Ctx, task: string, question: string, flag
   if (!flags.yes && !ctx.interactive) await confirmDestructive(ctx, task, question, false);
 }
 
-/** Whether the runtime holds data while its server is stopped (unknown counts as yes). */
-async function hasData(ctx: Ctx, rt: Runtime): Promise<boolean> {
-  if (rt.name !== 'native') return true;
-  return ctx.fs.stat(path.join(nativePaths(ctx.cfg.nativeDir).data, 'PG_VERSION')).then(() => true, () => false);
-}
-
 /**
  * Everything before db:delete or db:fresh destroys the data: the production guard, the question,
  * and a safety backup (unless --no-backup). A stopped server can neither be backed up nor asked
@@ -93,7 +86,7 @@ async function hasData(ctx: Ctx, rt: Runtime): Promise<boolean> {
 export async function beforeDestroy(ctx: Ctx, rt: Runtime, task: string, question: string, flags: GuardFlags): Promise<AuditEntry | undefined> {
   await refuseUnanswerable(ctx, task, question, flags);
   if (!(await rt.running())) {
-    if (await hasData(ctx, rt)) {
+    if (await rt.hasData()) {
       if (!(flags['no-backup'] && flags['force-production'])) {
         throw new UserError(
           `${task} refused: PostgreSQL is stopped, so no safety backup can be taken and its environment cannot be read`,

@@ -19,7 +19,7 @@ export interface Overview {
 }
 
 export async function overview(ctx: Ctx, rt: Runtime): Promise<Overview> {
-  const o: Overview = { runtime: rt.name, server: { up: await rt.running() }, problems: [] };
+  const o: Overview = { runtime: rt.label, server: { up: await rt.running() }, problems: [] };
   if (o.server.up) {
     try {
       const t = await rt.target('migrator');

@@ -125,7 +125,7 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
         database: roles.database,
         createdAt: at.toISOString(),
         ...(opts.reason ? { reason: opts.reason } : {}),
-        runtime: rt.name,
+        runtime: rt.label,
         serverVersion: String(snap.version),
         migration,
         dump: dumpSum,

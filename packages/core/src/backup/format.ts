@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Config } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { DUMP, DUMP_DIR, type Manifest } from './store.ts';
-import type { PgToolIo } from './tools.ts';
+import type { PgToolIo } from '../runtime/tools.ts';
 
 /**
  * How pg_dump writes the database: `custom`, one file written by one process (the default, and

@@ -39,3 +39,14 @@ export function parseCommand(words: readonly string[], all: boolean): Command {
       throw new UsageError(`unknown migrate command "${verb}"`, usage);
   }
 }
+
+/** golang-migrate's CLI words for a command: what the db-migrate service is given. */
+export function migrateArgs(cmd: Command): string[] {
+  switch (cmd.kind) {
+    case 'up': return cmd.n === undefined ? ['up'] : ['up', String(cmd.n)];
+    case 'down': return ['down', cmd.n === 'all' ? '-all' : String(cmd.n)];
+    case 'goto': return ['goto', String(cmd.version)];
+    // Go's flag package reads a bare -1 as an unknown flag; `--` ends the flags, as golang-migrate's README shows.
+    case 'force': return cmd.version < 0 ? ['force', '--', String(cmd.version)] : ['force', String(cmd.version)];
+  }
+}

@@ -27,6 +27,17 @@ export interface MigrateResult {
   ms: number;
 }
 
+/** The summary line: golang-migrate's `no change` when there was nothing to do, else what moved and how long it took. */
+export function describe(r: MigrateResult): string {
+  if (!r.steps.length && r.from === r.to) return 'no change';
+  const v = (x: number | null) => (x === null ? 'none' : String(x));
+  const took = r.ms < 1000 ? `${Math.round(r.ms)} ms` : `${(r.ms / 1000).toFixed(2)} s`;
+  const dir = r.steps[0]?.direction === 'down' ? 'rolled back' : 'applied';
+  return r.steps.length
+    ? `${dir} ${r.steps.length} migration${r.steps.length === 1 ? '' : 's'} in ${took} (version ${v(r.from)} -> ${v(r.to)})`
+    : `version ${v(r.from)} -> ${v(r.to)}`;
+}
+
 /** golang-migrate's table, byte for byte; it holds at most one row. */
 export const VERSION_TABLE = 'schema_migrations';
 /** Ours, beside it (golang-migrate ignores other tables): what was applied, when, by whom, from which file. */

@@ -2,15 +2,17 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Ctx } from '../context.ts';
-import { UserError } from '../errors.ts';
+import { UsageError, UserError } from '../errors.ts';
 import { readSecrets } from '../secrets.ts';
 import { tlsFiles } from '../tls.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
-import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from '../backup/tools.ts';
+import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
+import { loadMigrations } from '../migrations/files.ts';
+import { migrateArgs } from '../migrations/command.ts';
 
 export const DB_SERVICE = 'api-db';
 export const MIGRATE_SERVICE = 'db-migrate';
@@ -41,6 +43,24 @@ export const compose = {
   health: (containerId: string) => ['inspect', '--format', '{{json .State.Health}}', containerId],
 };
 
+/** The volume of infra/docker-compose.yml that holds the database (api-db's data directory). */
+export const DATA_VOLUME = 'pg_data';
+
+/** The `docker` argument arrays that are not Compose commands, as data like `compose`'s. */
+export const engine = {
+  composeVersion: () => ['compose', 'version', '--short'],
+  /** For `docker-compose`, the program: v1, or a v2 the docker CLI does not find as its plugin. */
+  standaloneComposeVersion: () => ['version', '--short'],
+  serverVersion: () => ['info', '--format', '{{.ServerVersion}}'],
+  // Compose labels every volume it creates with its project and its key in the file: this finds the
+  // project's data volume whatever name Compose gave it, and no other project's.
+  dataVolume: (project: string) => [
+    'volume', 'ls', '--quiet',
+    '--filter', `label=com.docker.compose.project=${project}`,
+    '--filter', `label=com.docker.compose.volume=${DATA_VOLUME}`,
+  ],
+};
+
 /**
  * What infra/docker-compose.yml interpolates: the host port and the state folders, as absolute paths
  * (Compose resolves relative ones against infra/, the tool against the project root). Passed on every
@@ -59,18 +79,60 @@ export function composeEnv(cfg: Pick<Config, 'port' | 'secretsDir' | 'sslDir' | 
   };
 }
 
-/** Says in one line what is missing when there is no Compose v2 or no engine. */
-export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<{ ok: true } | { ok: false; why: string; hint: string }> {
-  const v2 = await ctx.exec('docker', ['compose', 'version', '--short'], { nothrow: true, timeoutMs: 10_000 }).catch(() => ({ code: 127, stdout: '', stderr: '' }));
+/**
+ * The oldest versions infra/docker-compose.yml and our calls work with. Engine 25 (API 1.44) is the
+ * first to run a healthcheck's start_interval, which makes api-db healthy within about a second of
+ * the server being ready; Compose 2.17 introduced `up --wait-timeout`, which db:up sends.
+ */
+export const MIN_ENGINE = [25, 0] as const;
+export const MIN_COMPOSE = [2, 17] as const;
+
+/** The leading numbers of a version: `26.1.5+dfsg1` is [26, 1, 5], `v2.29.0` is [2, 29, 0]; none: undefined. */
+export function versionOf(s: string): number[] | undefined {
+  const m = /^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(s.trim());
+  return m ? m.slice(1).map((x) => Number(x ?? 0)) : undefined;
+}
+
+function older(have: readonly number[], want: readonly number[]): boolean {
+  for (let i = 0; i < want.length; i++) if ((have[i] ?? 0) !== want[i]) return (have[i] ?? 0) < want[i];
+  return false;
+}
+
+type Availability = { ok: true } | { ok: false; why: string; hint: string };
+
+/** Says in one line what is missing or too old when Compose v2 or the engine cannot run this project. */
+export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<Availability> {
+  const ask = (prog: string, args: string[]) => ctx.exec(prog, args, { nothrow: true, timeoutMs: 10_000 }).catch(() => ({ code: 127, stdout: '', stderr: '' }));
+  const v2 = await ask('docker', engine.composeVersion());
   if (v2.code !== 0) {
-    const v1 = await ctx.exec('docker-compose', ['version', '--short'], { nothrow: true, timeoutMs: 10_000 }).catch(() => ({ code: 127, stdout: '', stderr: '' }));
-    return v1.code === 0
-      ? { ok: false, why: 'only Compose v1 (docker-compose) is installed; this tool needs Compose v2 (docker compose)', hint: 'install the docker-compose-plugin package, or set DB_RUNTIME=native' }
-      : { ok: false, why: 'Docker Compose v2 is not installed (docker compose version failed)', hint: 'install Docker Engine with the compose plugin, or set DB_RUNTIME=native' };
+    const standalone = await ask('docker-compose', engine.standaloneComposeVersion());
+    if (standalone.code !== 0) {
+      return { ok: false, why: 'Docker Compose v2 is not installed (docker compose version failed)', hint: 'install Docker Engine with the compose plugin, or set DB_RUNTIME=native' };
+    }
+    // Distributions also ship Compose v2 as a docker-compose program; the docker CLI runs it only from a plugin folder.
+    if ((versionOf(standalone.stdout)?.[0] ?? 1) >= 2) {
+      return {
+        ok: false,
+        why: `Compose v2 is installed as docker-compose (${standalone.stdout.trim()}), but docker compose does not find it: it is not a docker CLI plugin`,
+        hint: 'link it where the docker CLI looks for plugins: mkdir -p ~/.docker/cli-plugins && ln -s "$(command -v docker-compose)" ~/.docker/cli-plugins/docker-compose; or set DB_RUNTIME=native',
+      };
+    }
+    return { ok: false, why: 'only Compose v1 (docker-compose) is installed; this tool needs Compose v2 (docker compose)', hint: 'install the docker-compose-plugin package, or set DB_RUNTIME=native' };
   }
-  const info = await ctx.exec('docker', ['info', '--format', '{{.ServerVersion}}'], { nothrow: true, timeoutMs: 10_000 });
+  const info = await ask('docker', engine.serverVersion());
   if (info.code !== 0 || !info.stdout.trim()) {
     return { ok: false, why: 'no Docker engine answers (docker info failed)', hint: 'start Docker (systemctl start docker), or set DB_RUNTIME=native to use the embedded PostgreSQL' };
+  }
+  // A version that does not start with numbers (a development build) is not refused: it cannot be compared.
+  const server = info.stdout.trim();
+  const sv = versionOf(server);
+  if (sv && older(sv, MIN_ENGINE)) {
+    return { ok: false, why: `Docker Engine ${server} is too old: this tool needs ${MIN_ENGINE[0]} or newer, for the healthcheck's start_interval`, hint: 'upgrade Docker Engine (https://docs.docker.com/engine/install/), or set DB_RUNTIME=native' };
+  }
+  const composeV = v2.stdout.trim();
+  const cv = versionOf(composeV);
+  if (cv && older(cv, MIN_COMPOSE)) {
+    return { ok: false, why: `Docker Compose ${composeV} is too old: this tool needs ${MIN_COMPOSE.join('.')} or newer, for up --wait-timeout`, hint: 'upgrade the compose plugin (docker-compose-plugin), or set DB_RUNTIME=native' };
   }
   return { ok: true };
 }
@@ -137,7 +199,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     }
   }
   return {
-    name: 'docker',
+    label: 'docker',
     target,
     admin,
     running,
@@ -213,6 +275,22 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
     async destroy() {
       await docker(compose.destroy(file));
+    },
+    async hasData() {
+      const r = await exec('docker', engine.dataVolume(cfg.composeProject), { cwd: cfg.root, env, nothrow: true });
+      // An engine that does not answer cannot say there is nothing: unknown counts as data.
+      return r.code !== 0 || r.stdout.trim() !== '';
+    },
+    async migrate(cmd, opts = {}) {
+      if (opts.singleTransaction) {
+        // golang-migrate commits each file; it has no such mode, and docker migrations are its.
+        throw new UsageError('--single-transaction needs the native runtime: golang-migrate, which migrates for docker, commits each file', 'run without --single-transaction');
+      }
+      // golang-migrate decides in its container what to run, so every file's text is checked for it first.
+      loadMigrations(cfg.migrationsDir, { texts: 'all' });
+      const r = await docker(compose.migrate(file, migrateArgs(cmd)), true);
+      if (r.code !== 0) throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');
+      return undefined;
     },
   };
 }

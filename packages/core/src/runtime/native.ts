@@ -7,9 +7,11 @@ import type { Roles } from '../roles.ts';
 import { driftError, provision, socketAdmin, verifyLogins, type Admin } from '../provision.ts';
 import { tlsFiles } from '../tls.ts';
 import { serverBinDir } from '../pgbin.ts';
-import type { Target } from '../pg.ts';
+import { withClient, type Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
-import { nativeToolRunner } from '../backup/tools.ts';
+import { nativeToolRunner } from './tools.ts';
+import { loadMigrations } from '../migrations/files.ts';
+import { migrate as runMigrations } from '../migrations/runner.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 
 /** Where the native server keeps its state, all under DB_NATIVE_DIR so checkouts never collide. */
@@ -154,6 +156,9 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     return undefined;
   }
 
+  /** initdb writes PG_VERSION: a data directory without it holds no cluster. */
+  const hasData = () => fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false);
+
   let roles: Roles | undefined;
   const secrets = async () => (roles ??= await readSecrets(ctx));
   const target = async (login: LoginName = 'app'): Promise<Target> => {
@@ -164,12 +169,13 @@ export function nativeRuntime(ctx: Ctx): Runtime {
   const admin = async (): Promise<Admin> => socketAdmin(p.run, cfg.port, await secrets());
 
   return {
-    name: 'native',
+    label: 'native',
     target,
     admin,
     describeData: () => `the native data directory ${p.dir}`,
     ...nativeToolRunner(ctx, p.run, secrets, admin),
     running,
+    hasData,
     async reloadTls() {
       await installTls();
       await (await admin()).query('SELECT pg_reload_conf()');
@@ -184,7 +190,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
         await own(d);
       }
       let initialised = false;
-      if (!(await fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false))) {
+      if (!(await hasData())) {
         log.step(`initialising a new PostgreSQL cluster in ${path.relative(cfg.root, p.data) || p.data}`);
         await initdb(r);
         initialised = true;
@@ -237,6 +243,14 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     async destroy() {
       if (await running()) await pgCtl(['stop', '-m', 'fast', '-w', '-t', '60']);
       await fs.rm(p.dir, { recursive: true, force: true });
+    },
+    async migrate(cmd, opts = {}) {
+      // Only the names now: the runner checks the texts of the files it will run once it knows which
+      // (nothing pending reads no file).
+      const migrations = loadMigrations(cfg.migrationsDir, { texts: 'later' });
+      const t = await target('migrator');
+      return withClient({ ...t, applicationName: 'pg-deploy migrate' }, (c) =>
+        runMigrations(ctx, c, migrations, cmd, { lockTimeoutMs: cfg.lockTimeoutMs, singleTransaction: opts.singleTransaction }));
     },
   };
 }

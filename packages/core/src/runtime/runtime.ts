@@ -1,13 +1,16 @@
+import type { RuntimeName } from '../config.ts';
 import type { Target } from '../pg.ts';
 import type { Admin } from '../provision.ts';
-import type { PgTool, PgToolIo } from '../backup/tools.ts';
+import type { PgTool, PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
+import type { Command, MigrateOptions, MigrateResult } from '../migrations/runner.ts';
 
 export type LoginName = 'app' | 'migrator';
 
 /** What `db:up` and friends need from a place PostgreSQL runs. Both runtimes implement all of it. */
 export interface Runtime {
-  readonly name: 'docker' | 'native';
+  /** Which runtime this is, for people and the records they read (status, --json, backup manifests); never a branch: what differs is a method. */
+  readonly label: RuntimeName;
   /** Starts the server (initialising it the first time) and returns once a TLS login succeeds. */
   up(): Promise<{ initialised: boolean }>;
   /** Stops the server; already stopped is not an error. */
@@ -19,6 +22,8 @@ export interface Runtime {
   psql(args: readonly string[]): Promise<void>;
   /** Stops the server and deletes its data. */
   destroy(): Promise<void>;
+  /** Whether there is data to lose while the server is stopped; a question that cannot be answered counts as yes. */
+  hasData(): Promise<boolean>;
   /** Where the host reaches the server over verified TLS, as the application (default) or the migration role. */
   target(login?: LoginName): Promise<Target>;
   /** The superuser's channel, which never crosses TCP. */
@@ -35,6 +40,12 @@ export interface Runtime {
   pgTool(tool: PgTool, args: readonly string[], io?: PgToolIo): Promise<RunResult>;
   /** Finds and checks the client tools ahead of the first pgTool call, so the search overlaps other work. */
   prepareTools(): Promise<void>;
+  /**
+   * Runs a migration command once the files it depends on are checked (a bad file: one line each,
+   * nothing runs). docker: golang-migrate in the db-migrate service, which prints its own lines, so
+   * there is no result; native: our runner, whose result says what moved.
+   */
+  migrate(cmd: Command, opts?: Pick<MigrateOptions, 'singleTransaction'>): Promise<MigrateResult | undefined>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }

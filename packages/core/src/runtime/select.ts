@@ -5,8 +5,9 @@ import { nativeRuntime } from './native.ts';
 import type { Runtime } from './runtime.ts';
 
 /**
- * DB_RUNTIME=docker|native, or auto: docker when an engine with Compose v2 answers, else the embedded
- * server. The choice is said aloud, since the two keep their data in different places.
+ * DB_RUNTIME=docker|native, or auto: docker when an engine with Compose v2 answers and both are new
+ * enough, else the embedded server. The choice is said aloud, with the reason, since the two keep
+ * their data in different places.
  */
 export async function selectRuntime(ctx: Ctx): Promise<Runtime> {
   const want = ctx.cfg.runtime;
@@ -17,6 +18,6 @@ export async function selectRuntime(ctx: Ctx): Promise<Runtime> {
     return dockerRuntime(ctx);
   }
   const rt = docker.ok ? dockerRuntime(ctx) : nativeRuntime(ctx);
-  ctx.log.info(`runtime: ${rt.name} (${docker.ok ? 'a Docker engine answered' : 'no Docker engine; using the embedded PostgreSQL 16'})`);
+  ctx.log.info(`runtime: ${rt.label} (${docker.ok ? 'a Docker engine answered' : `${docker.why}; using the embedded PostgreSQL 16`})`);
   return rt;
 }

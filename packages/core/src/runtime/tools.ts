@@ -5,6 +5,10 @@ import type { Roles } from '../roles.ts';
 import { driftError, type Admin } from '../provision.ts';
 import type { RunResult } from '../exec.ts';
 
+// How each runtime runs PostgreSQL's client tools: natively, the first suitable pg_dump found on
+// this machine; in docker, the container's own, through scripts that read the secrets there. It is
+// a runtime's concern, behind Runtime.pgTool: backup/ says what to dump or restore, never where.
+
 /** The client programs backups use. Each runs as the superuser on the server's Unix socket. */
 export type PgTool = 'pg_dump' | 'pg_dumpall' | 'pg_restore';
 
