@@ -194,9 +194,9 @@ missing('an engine older than 25 is refused by name, and nothing is sent after t
   assert.equal(asked, PROBE);
 });
 
-missing('a Compose older than 2.17 is refused by name, and nothing is sent after the probe', async (ctx) => {
-  const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: '2.16.0' });
-  oneClearLine(r, /Docker Compose 2\.16\.0 is too old: this tool needs 2\.17 or newer, for up --wait-timeout/, /upgrade the compose plugin.*DB_RUNTIME=native/);
+missing('a Compose older than 2.20.2 is refused by name, and nothing is sent after the probe', async (ctx) => {
+  const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: '2.20.1' });
+  oneClearLine(r, /Docker Compose 2\.20\.1 is too old: this tool needs 2\.20\.2 or newer, for the healthcheck.s start_interval/, /upgrade the compose plugin.*DB_RUNTIME=native/);
   assert.equal(asked, PROBE);
 });
 

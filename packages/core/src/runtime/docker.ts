@@ -82,10 +82,11 @@ export function composeEnv(cfg: Pick<Config, 'port' | 'secretsDir' | 'sslDir' | 
 /**
  * The oldest versions infra/docker-compose.yml and our calls work with. Engine 25 (API 1.44) is the
  * first to run a healthcheck's start_interval, which makes api-db healthy within about a second of
- * the server being ready; Compose 2.17 introduced `up --wait-timeout`, which db:up sends.
+ * the server being ready; Compose 2.20.2 is the first to pass start_interval on (../shared/docs/facts.md),
+ * and 2.17 introduced `up --wait-timeout`, which db:up sends.
  */
 export const MIN_ENGINE = [25, 0] as const;
-export const MIN_COMPOSE = [2, 17] as const;
+export const MIN_COMPOSE = [2, 20, 2] as const;
 
 /** The leading numbers of a version: `26.1.5+dfsg1` is [26, 1, 5], `v2.29.0` is [2, 29, 0]; none: undefined. */
 export function versionOf(s: string): number[] | undefined {
@@ -132,7 +133,7 @@ export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<Availabil
   const composeV = v2.stdout.trim();
   const cv = versionOf(composeV);
   if (cv && older(cv, MIN_COMPOSE)) {
-    return { ok: false, why: `Docker Compose ${composeV} is too old: this tool needs ${MIN_COMPOSE.join('.')} or newer, for up --wait-timeout`, hint: 'upgrade the compose plugin (docker-compose-plugin), or set DB_RUNTIME=native' };
+    return { ok: false, why: `Docker Compose ${composeV} is too old: this tool needs ${MIN_COMPOSE.join('.')} or newer, for the healthcheck's start_interval`, hint: 'upgrade the compose plugin (docker-compose-plugin), or set DB_RUNTIME=native' };
   }
   return { ok: true };
 }
