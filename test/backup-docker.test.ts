@@ -11,14 +11,16 @@ import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Projec
 import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './backup-fixtures.ts';
 import { setUp } from './setup/hooks.ts';
 
-// No Docker engine runs here. The recording stub (test/setup/engine-stub.mjs) stands for it and
-// records every `docker` call. For the calls that run a client tool in api-db, a wrapper around the
-// stub then does what the container would: it runs the very script the tool sent, with that script's
-// secret files and socket pointing at a native server of the same major, through pipes on both ends
-// as `docker compose exec` has, so the dump really streams and a failing pg_dump really is behind a
-// pipe. What is asserted is the argument arrays, what reached the host files, and the exit codes.
-// The script runs under busybox's sh, tar, mktemp and rm, as in the alpine image, with its TMPDIR
-// a folder the test watches, so a temporary directory left in the "container" is seen.
+// What the real-engine tests (test/docker-backup.test.ts) cannot show, with a recording stub for
+// `docker`: the two scripts backups send into api-db under busybox's sh, tar, mktemp and rm, as in
+// the official alpine image (the local stand-in is Debian, with dash and GNU tar), and pg_dump
+// failing at chosen moments behind the stream. For the calls that run a client tool in api-db, a
+// wrapper around the stub does what the container would: it runs the very script the tool sent,
+// with that script's secret files and socket pointing at a native server of the same major, through
+// pipes on both ends as `docker compose exec` has, so the dump really streams and a failing pg_dump
+// really is behind a pipe. What is asserted is the argument arrays, what reached the host files, and
+// the exit codes. The script's TMPDIR is a folder the test watches, so a temporary directory left in
+// the "container" is seen.
 
 const COMPOSE_FILE = path.join(ROOT, 'infra/docker-compose.yml');
 const F = ['compose', '-f', COMPOSE_FILE];
@@ -123,7 +125,6 @@ setUp(docker, async (ctx) => {
   ctx.env = {
     PATH: `${ctx.stubDir}:${process.env.PATH}`,
     DOCKER_STUB_LOG: ctx.log,
-    DOCKER_STUB_MODE: 'ok',
     DOCKER_STUB_SECRETS_DIR: ctx.p.secretsDir,
     DOCKER_STUB_PGHOST: socket,
     DOCKER_STUB_PGPORT: String(ctx.p.port),
