@@ -2,8 +2,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { makeProject, removeProject, ok, readSecretFile, ROOT, type Project } from './setup/project.ts';
+import { makeProject, removeProject, ok, readSecretFile, type Project } from './setup/project.ts';
+import { watch } from './setup/processes.ts';
 
 interface C {
   p: Project;
@@ -22,35 +22,6 @@ leaks.before(async (c) => {
   }
 });
 leaks.after(async (c) => removeProject(c.p));
-
-/** Every process's command line, right now (processes may vanish while we read: that is fine). */
-async function cmdlines(): Promise<string[]> {
-  const out: string[] = [];
-  for (const pid of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const line = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (line) out.push(line.replace(/\0/g, ' '));
-  }
-  return out;
-}
-
-/** Runs a command while sampling every process's argv until it exits; returns output and any argv with a secret. */
-async function watch(cmd: string, args: string[], env: Record<string, string>, secrets: string[]) {
-  const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, CI: 'true', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
-  const done = new Promise<number>((r) => child.on('close', (code) => r(code ?? 1)));
-  let running = true;
-  void done.then(() => (running = false));
-  const hits: string[] = [];
-  let samples = 0;
-  while (running) {
-    for (const l of await cmdlines()) if (secrets.some((s) => l.includes(s))) hits.push(l);
-    samples++;
-  }
-  return { code: await done, output, hits, samples };
-}
 
 leaks('deploy, then migrations down and up: no argv ever holds a password, nor does any output', async (c) => {
   const runs = [
