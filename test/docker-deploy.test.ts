@@ -380,13 +380,17 @@ if (destroy) {
     assert.is(await query(p!, 'SELECT count(*) FROM accounts'), '0');
   });
 
-  destroy('db:delete --yes --no-backup removes this project\'s containers and volume and leaves the bystander volumes as they were', async ({ p, bystanders }) => {
+  destroy('db:delete --yes --no-backup removes this project\'s containers (the app profile\'s too) and volume and leaves the bystander volumes as they were', async ({ p, bystanders }) => {
     assert.ok(await volumeCreatedAt(`${p!.name}_pg_data`), 'the project volume exists before db:delete');
+    p!.env.ENV_API_PORT = String(await freePort());
+    const app = await compose(p!, ['--profile', 'app', 'up', '--detach', '--wait', '--wait-timeout', '180']);
+    assert.is(app.code, 0, app.stderr);
+    assert.ok(await containerId(p!, 'api'), 'api runs before db:delete');
     const r = await cli(['db:delete', '--yes', '--no-backup'], p!.env);
     assert.is(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /deleted /);
     assert.is(await volumeCreatedAt(`${p!.name}_pg_data`), undefined);
-    assert.is((await compose(p!, ['ps', '--all', '--quiet'])).stdout.trim(), '');
+    assert.is((await compose(p!, ['--profile', 'app', 'ps', '--all', '--quiet'])).stdout.trim(), '');
     assert.equal(await bystandersNow(Object.keys(bystanders!)), bystanders);
     const refused = await psql(p!, 'SELECT 1');
     assert.is.not(refused.code, 0);

@@ -106,7 +106,8 @@ export async function docker(args: string[], opts: { input?: string; nothrow?: b
 
 /** The id of the project's container for `service` ('' when there is none). */
 export async function containerId(p: DockerProject, service: string): Promise<string> {
-  return (await compose(p, ['ps', '--all', '--quiet', service])).stdout.trim().split('\n')[0] ?? '';
+  // With the app profile, so that `api` is a service Compose knows.
+  return (await compose(p, ['--profile', 'app', 'ps', '--all', '--quiet', service])).stdout.trim().split('\n')[0] ?? '';
 }
 
 /** Secrets, certificates and a running, provisioned api-db (and, with `migrate`, `db:migrate`). */

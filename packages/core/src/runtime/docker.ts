@@ -24,8 +24,10 @@ export const MIGRATE_SERVICE = 'db-migrate';
 export const compose = {
   base: (file: string) => ['compose', '-f', file],
   up: (file: string, timeoutS: number) => [...compose.base(file), 'up', '--detach', '--wait', '--wait-timeout', String(timeoutS), DB_SERVICE],
-  down: (file: string) => [...compose.base(file), 'down'],
-  destroy: (file: string) => [...compose.base(file), 'down', '--volumes', '--remove-orphans'],
+  // The whole project, the `app` profile's api included: it cannot work without its database, and a
+  // profile Compose is not told about is left running (with the project's network).
+  down: (file: string) => [...compose.base(file), '--profile', 'app', 'down'],
+  destroy: (file: string) => [...compose.base(file), '--profile', 'app', 'down', '--volumes', '--remove-orphans'],
   ps: (file: string) => [...compose.base(file), 'ps', '--status', 'running', '--quiet', DB_SERVICE],
   logs: (file: string, follow: boolean) => [...compose.base(file), 'logs', ...(follow ? ['--follow'] : []), '--tail', '100', DB_SERVICE],
   shell: (file: string) => [...compose.base(file), 'exec', DB_SERVICE, 'bash'],
