@@ -141,7 +141,9 @@ missing.after(async (ctx) => {
   if (ctx.stubDir) await fs.rm(ctx.stubDir, { recursive: true, force: true });
 });
 
-const PROBE = [['docker', 'compose', 'version', '--short'], ['docker', 'info', '--format', '{{.ServerVersion}}']];
+/** The probes run at once, so what the stub was asked is compared in a fixed order (by its text). */
+const inOrder = (calls: string[][]) => [...calls].sort((a, b) => a.join(' ').localeCompare(b.join(' ')));
+const PROBE = inOrder([['docker', 'compose', 'version', '--short'], ['docker', 'info', '--format', '{{.ServerVersion}}']]);
 
 /** Runs a task with the stub standing for `docker` (and `docker-compose`), as `installation` describes it; returns what it was asked. */
 async function withStub(ctx: Ctx, task: string[], installation: Record<string, string>, runtime = 'docker'): Promise<{ r: CliResult; asked: string[][] }> {
@@ -152,7 +154,7 @@ async function withStub(ctx: Ctx, task: string[], installation: Record<string, s
     const c = JSON.parse(l) as { prog: string; argv: string[] };
     return [c.prog, ...c.argv];
   });
-  return { r, asked };
+  return { r, asked: inOrder(asked) };
 }
 
 /** The real docker client, told to reach an engine at a socket that does not exist. */
@@ -210,14 +212,14 @@ missing('DB_RUNTIME=auto with an engine too old falls back to the native runtime
 missing('only Compose v1 (docker-compose) is refused, with the fix', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '1.29.2' });
   oneClearLine(r, /only Compose v1 \(docker-compose\) is installed/, /docker-compose-plugin|DB_RUNTIME=native/);
-  assert.equal(asked, [['docker', 'compose', 'version', '--short'], ['docker-compose', 'version', '--short']]);
+  assert.equal(asked, inOrder([...PROBE, ['docker-compose', 'version', '--short']]));
 });
 
 missing('Compose v2 installed only as the docker-compose program is not called v1: the fix links it as a plugin', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '2.26.1-4' });
   oneClearLine(r, /Compose v2 is installed as docker-compose \(2\.26\.1-4\), but docker compose does not find it/, /cli-plugins\/docker-compose/);
   assert.not.match(r.stderr, /Compose v1/);
-  assert.equal(asked, [['docker', 'compose', 'version', '--short'], ['docker-compose', 'version', '--short']]);
+  assert.equal(asked, inOrder([...PROBE, ['docker-compose', 'version', '--short']]));
 });
 
 missing.run();

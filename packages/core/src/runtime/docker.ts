@@ -106,7 +106,8 @@ type Availability = { ok: true } | { ok: false; why: string; hint: string };
 /** Says in one line what is missing or too old when Compose v2 or the engine cannot run this project. */
 export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<Availability> {
   const ask = (prog: string, args: string[]) => ctx.exec(prog, args, { nothrow: true, timeoutMs: 10_000 }).catch(() => ({ code: 127, stdout: '', stderr: '' }));
-  const v2 = await ask('docker', engine.composeVersion());
+  // Both asked at once: every task on docker pays for these two processes (about 50 ms each).
+  const [v2, info] = await Promise.all([ask('docker', engine.composeVersion()), ask('docker', engine.serverVersion())]);
   if (v2.code !== 0) {
     const standalone = await ask('docker-compose', engine.standaloneComposeVersion());
     if (standalone.code !== 0) {
@@ -122,7 +123,6 @@ export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<Availabil
     }
     return { ok: false, why: 'only Compose v1 (docker-compose) is installed; this tool needs Compose v2 (docker compose)', hint: 'install the docker-compose-plugin package, or set DB_RUNTIME=native' };
   }
-  const info = await ask('docker', engine.serverVersion());
   if (info.code !== 0 || !info.stdout.trim()) {
     return { ok: false, why: 'no Docker engine answers (docker info failed)', hint: 'start Docker (systemctl start docker), or set DB_RUNTIME=native to use the embedded PostgreSQL' };
   }
