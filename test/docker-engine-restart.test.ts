@@ -1,11 +1,10 @@
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
-import { appTarget, ROOT, type CliResult } from './setup/project.ts';
+import { appTarget, ROOT } from './setup/project.ts';
 import {
-  cli, containerId, engineSuite, inspectContainer, makeDockerProject, removeDockerProject, startDockerProject, until, type DockerProject,
+  cli, containerId, engineSuite, inspectContainer, makeDockerProject, removeDockerProject, run, startDockerProject, until, type DockerProject,
 } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 
@@ -61,26 +60,6 @@ function restartSuite(name: string) {
   return null;
 }
 
-/** A program, killed if it outlives `ms`: a bound against a hang, not a timing check. */
-function runWithin(cmd: string, args: string[], ms: number): Promise<CliResult & { killed: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let killed = false;
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill('SIGKILL');
-    }, ms);
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, stdout, stderr, killed });
-    });
-  });
-}
 
 async function appQuery(p: DockerProject, sql: string): Promise<Record<string, unknown>[]> {
   return withClient(await appTarget(p), async (c) => (await c.query(sql)).rows);
@@ -113,7 +92,7 @@ if (engineRestart) {
     const before = ourDockerd();
     if (!before.ok) throw new Error(`the dockerd to restart no longer runs: ${before.why}`);
     // engine.sh waits for the old dockerd to exit (it stops the containers first) and for the new one to answer.
-    const r = await runWithin('bash', [path.join(ROOT, '.ci/engine.sh'), 'restart'], 300_000);
+    const r = await run('bash', [path.join(ROOT, '.ci/engine.sh'), 'restart'], {}, { timeoutMs: 300_000 });
     assert.not.ok(r.killed, `.ci/engine.sh restart did not finish:\n${r.stderr}`);
     assert.is(r.code, 0, r.stderr);
     const after = ourDockerd();

@@ -1,9 +1,8 @@
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { connect, withClient } from '@dbkit/core/pg';
-import { appTarget, CLI, type CliResult } from './setup/project.ts';
+import { appTarget } from './setup/project.ts';
 import {
   cli, compose, containerId, docker, engineSuite, inspectContainer, makeDockerProject, ok, removeDockerProject, startDockerProject, until,
   type DockerProject,
@@ -52,26 +51,6 @@ async function backHealthy(p: DockerProject, id: string): Promise<string> {
   return until('a TLS query as the application role', BACK_WITHIN, () => serverStart(p));
 }
 
-/** The CLI, killed if it outlives `ms` (then `killed` is true): a bound against a hang. */
-function cliWithin(args: string[], env: Record<string, string>, ms: number): Promise<CliResult & { killed: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, CI: 'true', NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let killed = false;
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill('SIGKILL');
-    }, ms);
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, stdout, stderr, killed });
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------------------------
 const crash = engineSuite<Ctx>('a SIGKILLed server comes back by itself with every committed row');
@@ -189,7 +168,7 @@ if (staleSecret) {
     const id = await containerId(p, 'api-db');
     // Five failures 10 s apart (the compose file's interval and retries) make it unhealthy.
     await until('Docker marks api-db unhealthy', 150_000, async () => (await inspectContainer(id)).health === 'unhealthy');
-    const r = await cliWithin(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, 75_000);
+    const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 75_000 });
     assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
     failsClearly(r, /^error: api-db is unhealthy; its healthcheck says: db-healthcheck: secret \/run\/secrets\/app_user is missing or empty; create it with pnpm db:secrets, then recreate the container$/, /pnpm db:logs/);
     assert.is(r.stderr.split('\n').filter((l) => l.startsWith('error: ')).length, 1, 'one error line');
@@ -199,7 +178,7 @@ if (staleSecret) {
   staleSecret('once the container is recreated (db:down, db:up) it reads the file again and db:up succeeds', async (ctx) => {
     const p = ctx.p!;
     await ok(['db:down'], p.env);
-    const r = await cliWithin(['db:up'], { ...p.env, DB_UP_TIMEOUT: '60' }, 120_000);
+    const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '60' }, { timeoutMs: 120_000 });
     assert.is(r.code, 0, r.stderr);
     assert.is((await inspectContainer(await containerId(p, 'api-db'))).health, 'healthy');
   });
@@ -233,7 +212,7 @@ if (neverReady) {
     const restart = await compose(p, ['restart', 'api-db']);
     assert.is(restart.code, 0, restart.stderr);
     // The project's own DB_UP_TIMEOUT is 120 s: a db:up that ignored 15 would outlive this bound.
-    const r = await cliWithin(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, 60_000);
+    const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 60_000 });
     assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
     failsClearly(r, /^error: api-db is unhealthy after 15s \(DB_UP_TIMEOUT\); its healthcheck says: 127\.0\.0\.1:5432 - rejecting connections$/, /pnpm db:logs/);
     assert.is(r.stderr.split('\n').filter((l) => l.startsWith('error: ')).length, 1, 'one error line');

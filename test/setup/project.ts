@@ -78,7 +78,7 @@ export interface CliResult {
 }
 
 /** Runs the built CLI as a user would (a separate process, no terminal). */
-export function cli(args: string[], env: Record<string, string | undefined>, opts: { input?: string; cwd?: string } = {}): Promise<CliResult> {
+export function cli(args: string[], env: Record<string, string | undefined>, opts: { input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult & { killed?: boolean }> {
   return run(process.execPath, [CLI, ...args], env, opts);
 }
 
@@ -86,8 +86,8 @@ export function run(
   cmd: string,
   args: string[],
   env: Record<string, string | undefined>,
-  opts: { input?: string; cwd?: string; asUser?: { uid: number; gid: number } } = {},
-): Promise<CliResult> {
+  opts: { input?: string; cwd?: string; asUser?: { uid: number; gid: number }; timeoutMs?: number } = {},
+): Promise<CliResult & { killed?: boolean }> {
   return new Promise((resolve, reject) => {
     const full: Record<string, string | undefined> = { ...process.env, CI: 'true', NO_COLOR: '1', ...env };
     for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
@@ -96,8 +96,14 @@ export function run(
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
+    // With timeoutMs, a child that outlives it is killed (and `killed` says so): a bound against a hang.
+    let killed = false;
+    const timer = opts.timeoutMs ? setTimeout(() => ((killed = true), child.kill('SIGKILL')), opts.timeoutMs) : undefined;
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, stdout, stderr, ...(opts.timeoutMs && { killed }) });
+    });
     // A child that exits without reading its stdin (git check-ignore) makes this write fail with
     // EPIPE; its exit code is the answer, so that is not an error.
     child.stdin.on('error', () => {});
