@@ -84,8 +84,9 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
 
   /** Builds `tag` from the context `prepare` fills, unless the image already records `inputs`. */
   const ensure = async (tag: string, inputs: string, prepare: (dir: string) => Promise<string[]>) => {
-    const have = await exec('docker', ['image', 'inspect', '--format', `{{index .Config.Labels "${INPUTS_LABEL}"}}`, tag], { nothrow: true });
-    if (!opts.force && have.code === 0 && have.stdout.trim() === inputs) {
+    const have = await exec('docker', ['image', 'inspect', '--format', `{{.Id}} {{index .Config.Labels "${INPUTS_LABEL}"}}`, tag], { nothrow: true });
+    const [oldId, oldInputs] = have.code === 0 ? have.stdout.trim().split(' ') : [];
+    if (!opts.force && oldInputs === inputs) {
       result.reused.push(tag);
       return;
     }
@@ -100,6 +101,10 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
       });
       log.info(`built ${tag} in ${((ctx.clock().getTime() - t0) / 1000).toFixed(1)} s`);
       result.built.push(tag);
+      // The image this one replaced would stay behind untagged, a few hundred MB a rebuild. Not when
+      // the build gave the same image back; and while a container uses it, Docker refuses, and it stays.
+      const newId = (await exec('docker', ['image', 'inspect', '--format', '{{.Id}}', tag])).stdout.trim();
+      if (oldId && oldId !== newId) await exec('docker', ['image', 'rm', oldId], { nothrow: true });
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
