@@ -25,6 +25,11 @@ import { setUp } from './setup/hooks.ts';
 const COMPOSE_FILE = path.join(ROOT, 'infra/docker-compose.yml');
 const F = ['compose', '-f', COMPOSE_FILE];
 const PROBE = [['compose', 'version', '--short'], ['info', '--format', '{{.ServerVersion}}']];
+/** The two probes run at once: put them in PROBE's order, whatever order they reached the stub in. */
+const probesInOrder = (argvs: string[][]) => {
+  const key = (a: string[]) => PROBE.findIndex((p) => p.join(' ') === a.join(' '));
+  return [...argvs.slice(0, 2).sort((a, b) => key(a) - key(b)), ...argvs.slice(2)];
+};
 const PS = [...F, 'ps', '--status', 'running', '--quiet', 'api-db'];
 const TOOL = (...rest: string[]) => [...F, 'exec', '--no-TTY', 'api-db', 'sh', '-c', CONTAINER_TOOL_SCRIPT, 'db-pg-tool', ...rest];
 const DIR = (...rest: string[]) => [...F, 'exec', '--no-TTY', 'api-db', 'sh', '-c', CONTAINER_DIR_SCRIPT, 'db-pg-dir', ...rest];
@@ -102,7 +107,7 @@ async function assertNoSecrets(ctx: Ctx, cs: Call[]) {
 
 /** The argument arrays with the random parts (snapshot id, scratch database) named. */
 function shapes(cs: Call[]): string[][] {
-  return cs.map((c) => c.argv.map((a) => a.replace(/^--snapshot=.+$/, '--snapshot=ID').replace(/^(--dbname=)?pgdeploy_(verify|restore)_[0-9a-f]{8}$/, '$1SCRATCH')));
+  return probesInOrder(cs.map((c) => c.argv)).map((argv) => argv.map((a) => a.replace(/^--snapshot=.+$/, '--snapshot=ID').replace(/^(--dbname=)?pgdeploy_(verify|restore)_[0-9a-f]{8}$/, '$1SCRATCH')));
 }
 
 const docker = suite<Ctx>('the docker runtime dumps and restores inside api-db and streams through the host');
