@@ -10,31 +10,49 @@ import { UserError, UsageError } from '@dbkit/core/errors';
 import { redact } from '@dbkit/core/redact';
 import type { Ctx } from '@dbkit/core/context';
 import { tasks } from './registry.ts';
+import { maxPositionals, type Args, type Task } from './task.ts';
+import { helpCommand } from './help.ts';
 
 const COMMON = {
   help: { type: 'boolean', short: 'h' },
   verbose: { type: 'boolean' },
 } as const;
 
+/** Our flags, strictly: an unknown one, or more positionals than the task's `usage` shows, is a usage error. */
+function parse(task: Task, rest: string[]): Args {
+  let parsed;
+  try {
+    const options = { ...COMMON } as Record<string, { type: 'boolean' | 'string'; short?: string }>;
+    for (const [k, f] of Object.entries(task.flags ?? {})) options[k] = f.short ? { type: f.type, short: f.short } : { type: f.type };
+    parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError(`${task.name}: ${(e as Error).message.split('\n')[0]}`, helpCommand(task.name));
+  }
+  const max = maxPositionals(task.usage);
+  if (parsed.positionals.length > max) {
+    const extra = parsed.positionals.slice(max).map((p) => JSON.stringify(p)).join(' ');
+    const takes = max === 0 ? 'takes no arguments' : `takes at most ${max}: ${task.usage}`;
+    throw new UsageError(`${task.name}: unexpected argument${parsed.positionals.length - max > 1 ? 's' : ''} ${extra} (${task.name} ${takes})`, helpCommand(task.name));
+  }
+  return { flags: parsed.values as Args['flags'], positionals: parsed.positionals };
+}
+
+/** A pass-through task's arguments, untouched but for one leading `--` (pnpm hands it on: `pnpm db:psql -- -c ...`). */
+function passThrough(rest: string[]): Args {
+  return { flags: {}, positionals: rest[0] === '--' ? rest.slice(1) : rest };
+}
 
 /** The one entry point: parse, build the context, run the task, turn errors into exit codes. */
 export async function main(argv: string[], realEnv: Record<string, string | undefined>): Promise<number> {
   const sink = processSink(realEnv);
   let log: Log = createLog(sink);
-  let verbose = argv.includes('--verbose');
+  // Until the flags are parsed (a pass-through task's --verbose is its program's).
+  let verbose = argv.includes('--verbose') && !tasks.find((t) => t.name === argv[0])?.passThrough;
   try {
     const [name, ...rest] = argv;
     const task = tasks.find((t) => t.name === (name ?? 'help'));
-    if (!task) throw new UsageError(`unknown task "${name}"`, 'pnpm help lists the tasks');
-    let parsed;
-    try {
-      const options = { ...COMMON } as Record<string, { type: 'boolean' | 'string'; short?: string }>;
-      for (const [k, f] of Object.entries(task.flags ?? {})) options[k] = f.short ? { type: f.type, short: f.short } : { type: f.type };
-      parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
-    } catch (e) {
-      throw new UsageError(`${task.name}: ${(e as Error).message.split('\n')[0]}`, `pnpm help ${task.name}`);
-    }
-    const flags = parsed.values as Record<string, string | boolean | undefined>;
+    if (!task) throw new UsageError(`unknown task "${name}"`, `the tasks: ${helpCommand()}`);
+    const { flags, positionals } = task.passThrough ? passThrough(rest) : parse(task, rest);
     verbose = Boolean(flags.verbose);
     if (flags.help) {
       const { helpText } = await import('./help.ts');
@@ -55,7 +73,7 @@ export async function main(argv: string[], realEnv: Record<string, string | unde
       interactive: Boolean(process.stdin.isTTY && process.stderr.isTTY) && env.CI !== 'true',
       clock: () => new Date(),
     };
-    return (await task.run(ctx, { flags, positionals: parsed.positionals })) ?? 0;
+    return (await task.run(ctx, { flags, positionals })) ?? 0;
   } catch (e) {
     if (e instanceof UserError) {
       log.info(`error: ${e.message}`);

@@ -1,20 +1,37 @@
 import { UsageError } from '@dbkit/core/errors';
 import type { Flag, Task } from './task.ts';
 
+/**
+ * pnpm's own commands shadow a root script of the same name: `pnpm help` is pnpm's help, `pnpm deploy`
+ * its deploy. Those are reached with `pnpm run`; every other task with `pnpm <task>`.
+ */
+const PNPM_COMMANDS = new Set(['help', 'deploy']);
+
+/** How a person types a task. */
+export const invocation = (name: string) => `pnpm ${PNPM_COMMANDS.has(name) ? 'run ' : ''}${name}`;
+
+/** The command that shows our help: the list, or one task's (also for a pass-through task, whose --help is its program's). */
+export const helpCommand = (task?: string) => `${invocation('help')}${task ? ` ${task}` : ''}`;
+
 /** Text for one task or all of them, made from the registry: never written by hand. */
 export function helpText(tasks: readonly Task[], name?: string): string {
   if (name) {
     const t = tasks.find((x) => x.name === name || x.name === `db:${name}`);
-    if (!t) throw new UsageError(`no task named "${name}"`, 'pnpm help lists them');
+    if (!t) throw new UsageError(`no task named "${name}"`, `the tasks: ${helpCommand()}`);
     const all: Record<string, Flag> = { ...t.flags, help: { type: 'boolean', short: 'h', description: 'show this help' } };
     const flags = Object.entries(all).map(
       ([k, f]) => `  --${k}${f.type === 'string' ? ' <value>' : ''}${f.short ? `, -${f.short}` : ''}`.padEnd(24) + f.description,
     );
-    return [`pnpm ${t.name}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? 'Destroys data: asks first; --yes answers.' : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
+    if (t.passThrough) {
+      return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, '',
+        'Every argument after the task name, --help included, passes through untouched (one leading -- is',
+        `dropped), and the exit status is the program's. This help: ${helpCommand(t.name)}`].join('\n');
+    }
+    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? 'Destroys data: asks first; --yes answers.' : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
   }
   const width = Math.max(...tasks.map((t) => t.name.length)) + 2;
   return [
-    'Tasks (pnpm <task> [args]; pnpm <task> --help for its flags):',
+    `Tasks (pnpm <task> [args]; ${helpCommand('<task>')} for one task's flags):`,
     ...tasks.map((t) => `  ${t.name.padEnd(width)}${t.summary}${t.destructive ? ' [asks]' : ''}`),
     `  ${'deploy'.padEnd(width)}pnpm run deploy: secrets and TLS -> up -> migrate, via turbo`,
   ].join('\n');
@@ -23,7 +40,7 @@ export function helpText(tasks: readonly Task[], name?: string): string {
 export function helpTask(all: () => readonly Task[]): Task {
   return {
     name: 'help',
-    summary: 'List the tasks, or explain one: pnpm help db:migrate.',
+    summary: `List the tasks, or explain one: ${helpCommand('db:migrate')}.`,
     usage: '[task]',
     needsNoRuntime: true,
     async run(ctx, { positionals }) {

@@ -3,9 +3,10 @@ import type { Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:psql',
-  summary: 'psql as the application user over verified TLS; arguments pass through to psql.',
+  summary: 'psql as the application user over verified TLS; arguments, stdin and the exit status pass through.',
   usage: '[psql args...]',
+  passThrough: true,
   async run(ctx, { positionals }) {
-    await (await selectRuntime(ctx)).psql(positionals);
+    return (await selectRuntime(ctx)).psql(positionals, { stdinIsTty: Boolean(process.stdin.isTTY) });
   },
 };

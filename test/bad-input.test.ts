@@ -75,7 +75,7 @@ const usage = suite('wrong flags and names');
 usage('an unknown flag exits 2 and points at the task help', async () => {
   const r = await cli(['db:up', '--bogus'], { DB_RUNTIME: 'native' });
   oneClearLine(r, 2, /db:up: Unknown option '--bogus'/);
-  assert.match(r.stderr, /hint: pnpm help db:up/);
+  assert.match(r.stderr, /hint: pnpm run help db:up$/m);
 });
 
 usage('an unknown task exits 2', async () => {

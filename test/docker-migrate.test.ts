@@ -90,7 +90,7 @@ if (moves) {
 
   moves('db:rollback rolls back the first migration: golang-migrate then leaves no row at all', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:rollback']);
+    await task(p, ['db:rollback', '--yes']);
     assert.equal(await versionRows(p), []);
     assert.equal(await tables(p), []);
     const s = JSON.parse((await task(p, ['db:status', '--json'])).stdout);

@@ -21,6 +21,7 @@ const destructive = (backup: string): string[][] => [
   ['db:delete'],
   ['db:restore', backup],
   ['db:migrate:force', '1'],
+  ['db:rollback'],
 ];
 
 async function dataStillThere(p: Project, expectRows: number) {
@@ -63,8 +64,7 @@ prod('the application role cannot read or change the recorded environment', asyn
 prod('every destructive task, even with --yes, exits non-zero, names the override, and the data is still there', async (ctx) => {
   const p = ctx.p!;
   const backupsBefore = await backupDirState(p);
-  // db:rollback asks nothing (it has no --yes); the guard stops it all the same.
-  for (const args of [...destructive(ctx.backup!).map((a) => [...a, '--yes']), ['db:rollback']]) {
+  for (const args of destructive(ctx.backup!).map((a) => [...a, '--yes'])) {
     const r = await cli(args, p.env);
     failsClearly(r, new RegExp(`${args[0]} refused: the database is recorded as production`), /--force-production/);
     await dataStillThere(p, 25);
@@ -83,7 +83,7 @@ prod('with --force-production but no terminal and no --yes, each destructive tas
 
 prod('db:rollback --force-production runs, and who and when are logged in the database and beside the backups', async (ctx) => {
   const p = ctx.p!;
-  const r = await ok(['db:rollback', '--force-production'], { ...p.env, SUDO_USER: 'alice' });
+  const r = await ok(['db:rollback', '--force-production', '--yes'], { ...p.env, SUDO_USER: 'alice' });
   assert.match(r.stderr, /forced by .*alice.*logged/);
   const audit = await suQuery(p, 'SELECT task, environment, os_user, detail, at FROM pgdeploy.audit');
   assert.is(audit.length, 1);

@@ -30,9 +30,10 @@ export const compose = {
   destroy: (file: string) => [...compose.base(file), '--profile', 'app', 'down', '--volumes', '--remove-orphans'],
   ps: (file: string) => [...compose.base(file), 'ps', '--status', 'running', '--quiet', DB_SERVICE],
   logs: (file: string, follow: boolean) => [...compose.base(file), 'logs', ...(follow ? ['--follow'] : []), '--tail', '100', DB_SERVICE],
-  shell: (file: string) => [...compose.base(file), 'exec', DB_SERVICE, 'bash'],
+  // Without a terminal on stdin (a pipe, `< file.sql`), no TTY: Compose would want one whenever stdout is a terminal.
+  shell: (file: string, args: readonly string[] = [], stdinIsTty = true) => [...compose.base(file), 'exec', ...(stdinIsTty ? [] : ['--no-TTY']), DB_SERVICE, 'bash', ...args],
   // psql.sh inside the container reads the secrets itself, so none passes through our argv.
-  psql: (file: string, args: readonly string[]) => [...compose.base(file), 'exec', DB_SERVICE, '/usr/local/bin/db-psql', ...args],
+  psql: (file: string, args: readonly string[], stdinIsTty = true) => [...compose.base(file), 'exec', ...(stdinIsTty ? [] : ['--no-TTY']), DB_SERVICE, '/usr/local/bin/db-psql', ...args],
   // admin-sql.sh reads the superuser secret inside the container and runs stdin on the socket.
   adminSql: (file: string, database: string) => [...compose.base(file), 'exec', '--no-TTY', DB_SERVICE, '/usr/local/bin/db-admin-sql', database],
   // start.sh installs the key inside the container; run again, it installs a renewed one.
@@ -270,11 +271,12 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     async logs(follow) {
       await docker(compose.logs(file, follow), true);
     },
-    async shell() {
-      await docker(compose.shell(file), true);
+    // `docker compose exec` exits with the command's status.
+    async shell(args, io) {
+      return (await docker(compose.shell(file, args, io.stdinIsTty), true)).code;
     },
-    async psql(args) {
-      await docker(compose.psql(file, args), true);
+    async psql(args, io) {
+      return (await docker(compose.psql(file, args, io.stdinIsTty), true)).code;
     },
     async destroy() {
       await docker(compose.destroy(file));

@@ -234,11 +234,12 @@ export function nativeRuntime(ctx: Ctx): Runtime {
       });
       await exec('tail', ['-n', '100', ...(follow ? ['-F'] : []), p.log], { interactive: true, nothrow: true });
     },
-    async shell() {
-      await exec(cfg.env.SHELL || 'bash', [], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) });
+    // nothrow: their exit status is the task's, not an error of ours.
+    async shell(args) {
+      return (await exec(cfg.env.SHELL || 'bash', [...args], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) })).code;
     },
     async psql(args) {
-      await exec('psql', [...args], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) });
+      return (await exec('psql', [...args], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) })).code;
     },
     async destroy() {
       if (await running()) await pgCtl(['stop', '-m', 'fast', '-w', '-t', '60']);

@@ -7,6 +7,12 @@ import type { Command, MigrateOptions, MigrateResult } from '../migrations/runne
 
 export type LoginName = 'app' | 'migrator';
 
+/** What a program handed our terminal needs to know of it. */
+export interface Attached {
+  /** stdin is a terminal; when it is not (a pipe, `< file.sql`), docker must not ask for a TTY, or the input never arrives. */
+  stdinIsTty: boolean;
+}
+
 /** What `db:up` and friends need from a place PostgreSQL runs. Both runtimes implement all of it. */
 export interface Runtime {
   /** Which runtime this is, for people and the records they read (status, --json, backup manifests); never a branch: what differs is a method. */
@@ -18,8 +24,10 @@ export interface Runtime {
   /** Whether the server runs now. */
   running(): Promise<boolean>;
   logs(follow: boolean): Promise<void>;
-  shell(): Promise<void>;
-  psql(args: readonly string[]): Promise<void>;
+  /** A shell (docker: bash in api-db; native: $SHELL with PG* set) with these arguments and our stdin; resolves to its exit status. */
+  shell(args: readonly string[], io: Attached): Promise<number>;
+  /** psql as the application role over verified TLS with these arguments and our stdin; resolves to its exit status. */
+  psql(args: readonly string[], io: Attached): Promise<number>;
   /** Stops the server and deletes its data. */
   destroy(): Promise<void>;
   /** Whether there is data to lose while the server is stopped; a question that cannot be answered counts as yes. */

@@ -1,0 +1,88 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { cli, makeProject, ok, removeProject, startProject, type Project } from './setup/project.ts';
+import { failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { testCtx } from './setup/ctx.ts';
+import { setUp } from './setup/hooks.ts';
+import { UserError } from '@dbkit/core/errors';
+import { task as rollback } from '../tasks/rollback.ts';
+import { tasks } from '../tasks/registry.ts';
+
+// db:rollback runs down files, which drop tables with their rows: it asks like every destructive
+// task, outside production too. --yes answers; no terminal and no --yes refuses and changes nothing.
+
+const rows = async (p: Project) => (await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts'))[0].n as number;
+const version = async (p: Project) => (await ownerQuery(p, 'SELECT version FROM schema_migrations'))[0]?.version;
+const hasAccounts = async (p: Project) => (await ownerQuery(p, "SELECT to_regclass('public.accounts') IS NOT NULL AS there"))[0].there as boolean;
+
+async function untouched(p: Project) {
+  assert.ok(await hasAccounts(p), 'the table is still there');
+  assert.is(await rows(p), 3, 'with its rows');
+  assert.is(Number(await version(p)), 1, 'the migration version is unchanged');
+}
+
+const asks = suite<{ p?: Project }>('db:rollback asks before it drops anything (development database)');
+
+setUp(asks, async (ctx) => {
+  ctx.p = await makeProject();
+  await startProject(ctx.p, { migrate: [] });
+});
+asks.before.each(async ({ p }) => {
+  if (!(await hasAccounts(p!))) await ok(['db:migrate'], p!.env);
+  await ownerQuery(p!, 'TRUNCATE accounts');
+  await ownerQuery(p!, "INSERT INTO accounts (email) SELECT 'r' || i || '@example.com' FROM generate_series(1, 3) i");
+});
+asks.after(async (ctx) => removeProject(ctx.p));
+
+asks('with no terminal and no --yes it refuses, names --yes, and the table and its rows are still there', async ({ p }) => {
+  const r = await cli(['db:rollback'], p!.env);
+  assert.is(r.code, 1, r.stdout + r.stderr);
+  failsClearly(r, /db:rollback needs confirmation and there is no terminal/, /--yes/);
+  await untouched(p!);
+});
+
+asks('on a terminal it asks once, and a "no" exits 1 with nothing rolled back', async ({ p }) => {
+  const asked: string[] = [];
+  const ctx = testCtx(p!.env, { interactive: true, ask: async (q) => (asked.push(q), false) });
+  const err = await rollback.run(ctx, { flags: {}, positionals: [] }).then(() => undefined, (e: unknown) => e);
+  assert.instance(err, UserError);
+  assert.is((err as UserError).exitCode, 1);
+  assert.match((err as Error).message, /db:rollback: aborted, nothing was changed/);
+  assert.is(asked.length, 1);
+  assert.match(asked[0], /Roll back the last migration\?.*drop tables/);
+  await untouched(p!);
+});
+
+asks('on a terminal a "yes" rolls back N, and the question says how many', async ({ p }) => {
+  const asked: string[] = [];
+  const ctx = testCtx(p!.env, { interactive: true, ask: async (q) => (asked.push(q), true) });
+  await rollback.run(ctx, { flags: {}, positionals: ['2'] });
+  assert.match(asked[0], /Roll back the last 2 migrations\?/);
+  assert.not.ok(await hasAccounts(p!), 'rolled back');
+});
+
+asks('--yes answers: it rolls back without a terminal', async ({ p }) => {
+  const r = await cli(['db:rollback', '--yes'], p!.env);
+  assert.is(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /rolled back/);
+  assert.not.ok(await hasAccounts(p!), 'the down file ran');
+});
+
+asks.run();
+
+// ---------------------------------------------------------------------------------------------
+const meta = suite('destructive tasks are marked so, and each takes --yes');
+
+meta('db:rollback is destructive, takes --yes, and its help says it asks', async () => {
+  assert.ok(rollback.destructive);
+  const r = await cli(['db:rollback', '--help'], {});
+  assert.is(r.code, 0);
+  assert.match(r.stdout, /Destroys data: asks first; --yes answers/);
+  assert.match(r.stdout, /--yes, -y/);
+});
+
+meta('every destructive task in the registry takes --yes', () => {
+  for (const t of tasks.filter((x) => x.destructive)) assert.ok(t.flags?.yes, `${t.name} has no --yes`);
+});
+
+meta.run();
