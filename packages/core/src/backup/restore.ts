@@ -3,8 +3,9 @@ import { randomBytes } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { ident } from '../pg.ts';
-import { provision, tryLogin, type Admin } from '../provision.ts';
+import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
 import { readSecrets } from '../secrets.ts';
+import { databaseSql, ownershipSql } from '../roles.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { whileRunning } from './progress.ts';
 import { ROLES, type CheckedBackup } from './store.ts';
@@ -42,15 +43,92 @@ export function missingRolesSql(rolesSql: string, existing: ReadonlySet<string>)
 
 const lit = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
-/** Waits (at most `ms`) until nobody but us is connected to `db`, ending the other sessions. */
-async function emptyDatabase(admin: Admin, db: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const rows = await admin.query(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ${lit(db)} AND pid <> pg_backend_pid()`);
-    if (Number(rows[0]?.[0] ?? 0) === 0) return;
-    if (Date.now() > deadline) throw new UserError(`sessions on ${db} did not end within ${ms / 1000}s`, 'stop the applications that use it and run again');
-    await new Promise((r) => setTimeout(r, 100));
+const SWAP_WAIT_S = 15;
+/** What a restored database carries until it takes the application database's name: proof that pg_restore finished. */
+const COMPLETE = 'pg-deploy: a complete restore, not yet swapped in';
+const INCOMING = 'pgdeploy_restore_';
+const OUTGOING = 'pgdeploy_replaced_';
+
+/**
+ * One statement, so one transaction: the sessions on `db` are ended, `db` takes the name `outgoing`
+ * (when given) and `incoming` takes the name `db`. ALTER DATABASE ... RENAME is transactional and
+ * holds the database's lock until the commit, so there is no moment at which a kill of this
+ * process leaves `db` renamed away or refusing connections: the server commits all of it or none.
+ * Nothing sets ALLOW_CONNECTIONS false (it would have to be committed before the sessions end,
+ * and a kill then left the database unreachable). A session that connects between the ending and
+ * the rename makes the rename fail (PostgreSQL waits 5 s for it first): the sessions are ended again
+ * and the rename retried, for at most SWAP_WAIT_S seconds.
+ */
+export function swapSql(db: string, incoming: string, outgoing?: string): string {
+  const rename = outgoing
+    ? `LOOP
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${lit(db)} AND pid <> pg_backend_pid();
+    BEGIN
+      EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${lit(db)}, ${lit(outgoing)});
+      EXIT;
+    EXCEPTION WHEN object_in_use THEN
+      IF clock_timestamp() > deadline THEN
+        RAISE EXCEPTION 'sessions on % did not end within % s', ${lit(db)}, ${SWAP_WAIT_S} USING ERRCODE = 'object_in_use';
+      END IF;
+      PERFORM pg_sleep(0.1);
+    END;
+  END LOOP;
+  `
+    : '';
+  return `DO $swap$ DECLARE deadline timestamptz := clock_timestamp() + interval '${SWAP_WAIT_S} seconds'; BEGIN
+  ${rename}EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${lit(incoming)}, ${lit(db)});
+  EXECUTE format('COMMENT ON DATABASE %I IS NULL', ${lit(db)});
+END $swap$`;
+}
+
+/**
+ * Puts right what an interrupted db:restore can have left, before anything else connects to the
+ * application database; each repair is said in one line. Today's swap leaves none of these states,
+ * but a restore killed by an older version (or by hand) can:
+ * - the application database refusing connections (`datallowconn` false: the old swap set it, then
+ *   ended the sessions): connections are allowed again;
+ * - the application database missing while the database it was renamed to (`pgdeploy_replaced_*`)
+ *   exists: that one takes its name back; or, when none does, a restored copy that pg_restore
+ *   finished (marked so) takes the name. A copy without the mark may be half-restored: never used.
+ * Returns the lines said (none: nothing was wrong).
+ */
+export async function repairInterruptedRestore(ctx: Pick<Ctx, 'log'>, admin: Admin, db: string): Promise<string[]> {
+  const rows = await admin.query(
+    `SELECT datname, datallowconn::text, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database
+     WHERE datname = ${lit(db)} OR datname LIKE ${lit(`${OUTGOING}%`)} OR datname LIKE ${lit(`${INCOMING}%`)} ORDER BY oid DESC`,
+  );
+  const said: string[] = [];
+  const say = (line: string) => (said.push(line), ctx.log.warn(line));
+  const app = rows.find((r) => r[0] === db);
+  if (app) {
+    if (app[1] !== 'true' && app[1] !== 't') {
+      await admin.query(`ALTER DATABASE ${ident(db)} WITH ALLOW_CONNECTIONS true`);
+      say(`repaired: database ${db} refused connections, as an interrupted db:restore left it; it accepts them again`);
+    }
+    return said;
   }
+  const replaced = rows.find((r) => r[0].startsWith(OUTGOING));
+  const complete = rows.find((r) => r[0].startsWith(INCOMING) && r[2] === COMPLETE);
+  const back = replaced ?? complete;
+  if (!back) return said;
+  await admin.query(`DO $fix$ BEGIN
+  EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${lit(back[0])}, ${lit(db)});
+  EXECUTE format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS true', ${lit(db)});
+  EXECUTE format('COMMENT ON DATABASE %I IS NULL', ${lit(db)});
+END $fix$`);
+  say(replaced
+    ? `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, the database it replaced, is ${db} again`
+    : `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, which pg_restore had finished, is now ${db}`);
+  return said;
+}
+
+/** repairInterruptedRestore on the runtime's server, when it runs (db:up and db:restore call it first). */
+export async function repairRestoreState(ctx: Pick<Ctx, 'log' | 'fs' | 'cfg'>, rt: Runtime): Promise<string[]> {
+  if (!(await rt.running())) return [];
+  const roles = await readSecrets(ctx);
+  return repairInterruptedRestore(ctx, await rt.admin(), roles.database).catch((e) => {
+    throw driftError(e, 'postgres', roles.admin.user) ?? e;
+  });
 }
 
 export interface RestoreResult {
@@ -61,10 +139,11 @@ export interface RestoreResult {
 
 /**
  * Restores a backup, already checked (checkIntegrity), as the database: the roles it needs and
- * this server lacks; pg_restore into a new database; only when that succeeded, the new database takes the old one's
- * name (connections to the old one are ended) and the old one is dropped. Then the roles' grants
- * and the database's ownership are provisioned again, and the application's own login is tried.
- * A failed pg_restore leaves the current database as it was, with or without --single-transaction.
+ * this server lacks; pg_restore into a new database; only when that succeeded, its ownership and
+ * grants, then one statement (swapSql) that ends the sessions on the old one and swaps the names;
+ * then provisioning runs again, the old one is dropped and the application's own login is tried. A failed pg_restore leaves
+ * the current database as it was, with or without --single-transaction; a kill at any moment leaves
+ * the application database reachable, the old one or the restored one.
  */
 export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opts: { jobs?: number } = {}): Promise<RestoreResult> {
   const t0 = performance.now();
@@ -81,8 +160,8 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
     await admin.query(rolesSql);
   }
   const suffix = randomBytes(4).toString('hex');
-  const incoming = `pgdeploy_restore_${suffix}`;
-  const outgoing = `pgdeploy_replaced_${suffix}`;
+  const incoming = `${INCOMING}${suffix}`;
+  const outgoing = `${OUTGOING}${suffix}`;
   await admin.query(`CREATE DATABASE ${ident(incoming)} OWNER ${ident(roles.migrator.user)} TEMPLATE template0`);
   ctx.log.step(`restoring ${b.manifest.name} into a new database${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   const r = await whileRunning(ctx, `restoring ${b.manifest.name}`, rt.pgTool('pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir)));
@@ -91,26 +170,20 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
     throw new UserError(`pg_restore of ${b.manifest.name} failed: ${r.stderr.trim().split('\n').pop() ?? r.code}`, `${db} was left as it was; see the message above`);
   }
   const had = (await admin.query(`SELECT 1 FROM pg_database WHERE datname = ${lit(db)}`)).length > 0;
-  if (had) {
-    ctx.log.step(`ending the sessions on ${db} and swapping the restored database in`);
-    await admin.query(`ALTER DATABASE ${ident(db)} WITH ALLOW_CONNECTIONS false`);
-    try {
-      await emptyDatabase(admin, db);
-      // Both renames in one transaction: the name never points at no database, even if this
-      // process dies between them.
-      await admin.query(`BEGIN; ALTER DATABASE ${ident(db)} RENAME TO ${ident(outgoing)}; ALTER DATABASE ${ident(incoming)} RENAME TO ${ident(db)}; COMMIT`);
-    } catch (e) {
-      await admin.query(`ALTER DATABASE ${ident(db)} WITH ALLOW_CONNECTIONS true`).catch(() => {});
-      await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
-      throw e;
+  try {
+    // Ownership and grants before the swap, so the database is complete the moment it takes the
+    // name; then the mark that lets a later db:up or db:restore finish a swap this process did not.
+    const restored = { ...roles, database: incoming };
+    await admin.query(`${ownershipSql(restored)}\n${databaseSql(restored)}`, incoming);
+    await admin.query(`COMMENT ON DATABASE ${ident(incoming)} IS ${lit(COMPLETE)}`);
+    ctx.log.step(had ? `ending the sessions on ${db} and swapping the restored database in` : `naming the restored database ${db}`);
+    await admin.query(swapSql(db, incoming, had ? outgoing : undefined));
+  } catch (e) {
+    await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
+    if (/did not end within/.test((e as Error).message)) {
+      throw new UserError(`sessions on ${db} did not end within ${SWAP_WAIT_S}s; ${db} was left as it was`, 'stop the applications that use it and run again');
     }
-  } else {
-    try {
-      await admin.query(`ALTER DATABASE ${ident(incoming)} RENAME TO ${ident(db)}`);
-    } catch (e) {
-      await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
-      throw e;
-    }
+    throw e;
   }
   await provision(admin, roles);
   if (had) await admin.query(`DROP DATABASE IF EXISTS ${ident(outgoing)} WITH (FORCE)`);
