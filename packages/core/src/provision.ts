@@ -43,14 +43,20 @@ export function socketAdmin(socketDir: string, port: number, r: Roles): Admin {
   };
 }
 
-/** A login failure with a stored password that no longer matches its secret file: drift, with the fix. */
+/**
+ * A login failure with a stored password that no longer matches its secret file: drift, with the
+ * fix, which names the file to put back. A rotation that was killed keeps the password the server
+ * has in `.old` or `.new` beside it, and running it again finishes or rolls back.
+ */
 export function driftError(e: unknown, prefix: 'postgres' | 'migrate' | 'app', role: string): UserError | undefined {
   if ((e as { code?: string }).code !== '28P01') return undefined;
+  const file = `database/infra/secrets/${prefix}_password`;
+  const putBack = `put back ${file} as it was; after an interrupted pnpm db:secrets:rotate ${prefix}, run it again: it finds the password the server has (${file}.old or .new) and puts it in place`;
   return new UserError(
-    `database/infra/secrets/${prefix}_password no longer matches the password of role ${role} (the file changed after the role was created)`,
+    `${file} no longer matches the password of role ${role} (the file changed after the role was created)`,
     prefix === 'postgres'
-      ? 'put the old file back: the image reads it only when the data directory is first made, so changing the file changes nothing'
-      : `put the old file back, or make the database follow the file: pnpm db:secrets:rotate ${prefix} --from-file`,
+      ? `${putBack}; writing a new file changes nothing, as the image reads it only when the data directory is first made`
+      : `${putBack}; or make the database follow the file: pnpm db:secrets:rotate ${prefix} --from-file`,
   );
 }
 
