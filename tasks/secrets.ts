@@ -1,13 +1,22 @@
 import path from 'node:path';
 import { ensureSecrets } from '@dbkit/core/secrets';
-import type { Task } from './task.ts';
+import { beforeReplacingSecrets } from '@dbkit/core/secrets-force';
+import { forceProductionFlag } from '@dbkit/core/guard';
+import { selectRuntime } from '@dbkit/core/runtime/select';
+import { yesFlag, type Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:secrets',
   summary: 'Create the missing secret files (superuser, schema owner, app role, database); never overwrites without --force.',
-  needsNoRuntime: true,
-  flags: { force: { type: 'boolean', description: 'replace existing secrets (the database keeps its old password!)' } },
+  // Not `destructive` as a whole: only --force replaces anything, and only then does it ask.
+  flags: {
+    force: { type: 'boolean', description: 'replace the existing secrets, keeping the old ones beside them; asks, and refuses while a database cluster exists' },
+    ...yesFlag,
+    ...forceProductionFlag,
+  },
   async run(ctx, { flags }) {
+    const force = Boolean(flags.force);
+    const kept = force ? await beforeReplacingSecrets(ctx, () => selectRuntime(ctx), flags) : undefined;
     const question = ctx.interactive
       ? async (name: string, def: string) => {
           const { default: prompts } = await import('prompts');
@@ -15,9 +24,10 @@ export const task: Task = {
           return typeof a.v === 'string' && a.v ? a.v : def;
         }
       : undefined;
-    const r = await ensureSecrets(ctx, { force: Boolean(flags.force), question });
+    const r = await ensureSecrets(ctx, { force, question });
     const where = path.relative(ctx.cfg.root, ctx.cfg.secretsDir) || ctx.cfg.secretsDir;
     const parts = [r.created.length ? `created ${r.created.join(', ')}` : '', r.kept.length ? `kept ${r.kept.join(', ')}` : ''].filter(Boolean);
-    ctx.log.result(`${parts.join('; ')} in ${where}`, r);
+    const old = kept ? `; the old files are in ${path.relative(ctx.cfg.root, kept) || kept}` : '';
+    ctx.log.result(`${parts.join('; ')} in ${where}${old}`, { ...r, ...(kept && { replacedKeptIn: kept }) });
   },
 };

@@ -150,3 +150,16 @@ export async function deletionPlan(ctx: Ctx, rt: Runtime): Promise<string[]> {
   lines.push(`  kept: the backups in ${shown(ctx, ctx.cfg.backupDir)}, the secrets and the certificates`);
   return lines;
 }
+
+/**
+ * The production guard and the question for a task that has no database to ask (db:secrets
+ * --force, which refuses outright while a cluster exists): NODE_ENV=production needs
+ * --force-production, and a forced run is logged in DB_BACKUP_DIR/audit.log.
+ */
+export async function guardWithoutDatabase(ctx: Ctx, task: string, flags: GuardFlags, detail: string, question: string): Promise<AuditEntry | undefined> {
+  await refuseUnanswerable(ctx, task, question, flags);
+  const entry = decide(ctx, task, flags, undefined, detail);
+  await confirmDestructive(ctx, task, question, Boolean(flags.yes));
+  if (entry) await writeAudit(ctx, undefined, entry);
+  return entry;
+}
