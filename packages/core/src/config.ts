@@ -49,39 +49,67 @@ export interface Config {
   pgBinDir?: string;
   nativeUser: string;
   upTimeoutMs: number;
+  /** How long a migration waits for another runner's advisory lock (DB_MIGRATE_LOCK_TIMEOUT). */
   lockTimeoutMs: number;
+  /**
+   * The native runner's lock_timeout for each migration's statements (DB_MIGRATE_STATEMENT_LOCK_TIMEOUT;
+   * 0: none of its own, the server's applies), and how many times a migration that timed out
+   * waiting for a table lock is tried again (DB_MIGRATE_STATEMENT_LOCK_RETRIES).
+   */
+  statementLockTimeoutMs: number;
+  statementLockRetries: number;
   /** The environment the processes we start inherit (dotenv values under the real environment). */
   env: Record<string, string | undefined>;
 }
 
 // A password has no business in a committed, plain-text .env file: secrets live in database/infra/secrets.
-const SECRET_LIKE = /(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|_PASS)$/i;
+// Names that say "secret" (an API key too; a bare KEY or *_KEY_FILE is often a path, so not those).
+const SECRET_LIKE = /(PASSWORD|PASSWD|PASSPHRASE|_PASS|_PWD|SECRET|TOKEN|(^|_)(API|ACCESS|SECRET|PRIVATE|SIGNING|ENCRYPTION|MASTER|AUTH|CLIENT)_?KEY)$/i;
+// Values that carry a password whatever the name: a URL with user:password@ (DATABASE_URL), a libpq
+// keyword string (password=...), a query parameter (?password=...).
+const SECRET_VALUE = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]*:[^/?#@\s]+@|(^|\s)password\s*=\s*\S|[?&](password|pass|pwd)=[^&\s]/i;
+
+/** Why a .env variable holds a secret, or undefined. */
+function secretIn(key: string, value: string): string | undefined {
+  if (value === '') return undefined;
+  if (SECRET_LIKE.test(key)) return `${key} is set`;
+  if (SECRET_VALUE.test(value)) return `${key} holds a password`;
+  return undefined;
+}
 
 /**
  * Loads `.env`, `.env.local`, `.env.<NODE_ENV>`, `.env.<NODE_ENV>.local` (dotenv-flow's order, later
- * wins) under the real environment (which wins over every file).
+ * wins) under the real environment (which wins over every file). A file that holds a secret stops
+ * everything, naming the variable and that file.
  */
 export async function loadEnv(root: string, real: Record<string, string | undefined>): Promise<Record<string, string | undefined>> {
   const { listFiles, parse } = await import('dotenv-flow');
   const nodeEnv = real.NODE_ENV || 'development';
   const files = listFiles({ path: root, node_env: nodeEnv });
-  const fromFiles = files.length ? (parse(files) as Record<string, string>) : {};
-  for (const [key, value] of Object.entries(fromFiles)) {
-    if (SECRET_LIKE.test(key) && value !== '') {
-      throw new UserError(
-        `${key} is set in a .env file; secrets must not live in .env files`,
-        `remove ${key} from ${files.map((f) => path.relative(root, f)).join(', ')} and keep it in database/infra/secrets (pnpm db:secrets)`,
-      );
+  const found: { what: string; key: string; file: string }[] = [];
+  for (const f of files) {
+    for (const [key, value] of Object.entries(parse(f) as Record<string, string>)) {
+      const what = secretIn(key, value);
+      if (what) found.push({ what, key, file: path.relative(root, f) });
     }
   }
-  return { ...fromFiles, ...real };
+  if (found.length) {
+    const keys = [...new Set(found.map((x) => x.key))].join(', ');
+    const where = [...new Set(found.map((x) => x.file))].join(', ');
+    throw new UserError(
+      `${found.map((x) => `${x.what} in a .env file (${x.file})`).join('; ')}: secrets must not live in .env files`,
+      `remove ${keys} from ${where}; the database's passwords live in database/infra/secrets (pnpm db:secrets), other secrets in the real environment or a secret store`,
+    );
+  }
+  return { ...(files.length ? (parse(files) as Record<string, string>) : {}), ...real };
 }
 
 function int(env: Record<string, string | undefined>, key: string, def: number, min: number, max: number): number {
   const raw = env[key];
   if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
+  // Digits only: Number() would also read 1e3, 0x10, 1_000 or " 80 " as whole numbers.
+  const n = /^[0-9]+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
     throw new UserError(`${key}=${raw} is not a whole number from ${min} to ${max}`, `fix ${key} in .env.local or the environment`);
   }
   return n;
@@ -109,6 +137,16 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     if (!IMAGE_REF.test(ref)) throw new UserError(`${key}=${ref} is not an image reference`, `set ${key} to a reference such as ${def} (or unset it)`);
     return ref;
   };
+  const nativeUser = env.DB_NATIVE_USER || 'postgres';
+  if (nativeUser === 'root') {
+    throw new UserError(
+      'DB_NATIVE_USER=root: PostgreSQL refuses to run as root (initdb and postgres stop with "cannot be run as root")',
+      'unset DB_NATIVE_USER to run the server as postgres, or set it to another unprivileged user; pg-deploy may itself run as root and starts the server as that user',
+    );
+  }
+  if (!/^[a-z_][a-z0-9_.-]*$/i.test(nativeUser)) {
+    throw new UserError(`DB_NATIVE_USER=${nativeUser} is not a user name`, 'set DB_NATIVE_USER to the name of an unprivileged user (default postgres)');
+  }
   const hostnames = (env.DB_TLS_HOSTNAMES || '').split(',').map((h) => h.trim()).filter(Boolean);
   for (const h of hostnames) {
     if (!/^(\*\.)?[a-zA-Z0-9.-]+$|^[0-9a-fA-F:.]+$/.test(h)) {
@@ -136,9 +174,11 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     images: { db: image('DB_IMAGE', OFFICIAL_IMAGES.db), migrate: image('MIGRATE_IMAGE', OFFICIAL_IMAGES.migrate), node: image('NODE_IMAGE', OFFICIAL_IMAGES.node) },
     nativeDir: dir('DB_NATIVE_DIR', '.data'),
     pgBinDir: env.PG_BIN_DIR ? path.resolve(root, env.PG_BIN_DIR) : undefined,
-    nativeUser: env.DB_NATIVE_USER || 'postgres',
+    nativeUser,
     upTimeoutMs: int(env, 'DB_UP_TIMEOUT', 60, 1, 3600) * 1000,
     lockTimeoutMs: int(env, 'DB_MIGRATE_LOCK_TIMEOUT', 15, 0, 3600) * 1000,
+    statementLockTimeoutMs: int(env, 'DB_MIGRATE_STATEMENT_LOCK_TIMEOUT', 3, 0, 3600) * 1000,
+    statementLockRetries: int(env, 'DB_MIGRATE_STATEMENT_LOCK_RETRIES', 3, 0, 100),
     env,
   };
 }

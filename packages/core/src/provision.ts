@@ -2,7 +2,7 @@ import { UserError } from './errors.ts';
 import { connect, type Target } from './pg.ts';
 import { recordEnvironment } from './environment.ts';
 import type { Ctx } from './context.ts';
-import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, type Roles } from './roles.ts';
+import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, serverDatabasesSql, type Roles } from './roles.ts';
 
 /**
  * The superuser's channel, which never crosses TCP: the native server's Unix socket, or psql
@@ -17,11 +17,12 @@ function lit(s: string): string {
 }
 
 /**
- * Roles, database, ownership and default privileges; safe to run on every start. Two sessions
- * (three the first time): each costs a SCRAM login, so the statements travel together.
+ * Roles, database, ownership and default privileges, and no way into the server's own databases
+ * for our logins; safe to run on every start. Two sessions (three the first time): each costs a
+ * SCRAM login, so the statements travel together.
  */
 export async function provision(admin: Admin, r: Roles): Promise<void> {
-  const exists = await admin.query(`${rolesSql(r)}\nSELECT 1 FROM pg_database WHERE datname = ${lit(r.database)}`);
+  const exists = await admin.query(`${rolesSql(r)}\n${serverDatabasesSql(r)}\nSELECT 1 FROM pg_database WHERE datname = ${lit(r.database)}`);
   if (!exists.length) await admin.query(createDatabaseSql(r));
   // ALTER DATABASE ... OWNER and GRANT ... ON DATABASE may run from inside that database.
   await admin.query(`${ownershipSql(r)}\n${databaseSql(r)}`, r.database);

@@ -1,5 +1,6 @@
-import { scramVerifier } from './scram.ts';
+import { passwordProblem, scramVerifier } from './scram.ts';
 import { ident } from './pg.ts';
+import { UserError } from './errors.ts';
 
 /**
  * Least privilege. The image's POSTGRES_USER is a superuser: it stays on the server's own socket.
@@ -28,10 +29,25 @@ function lit(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
+/**
+ * The verifier for a login's password, or a refusal, before anything is stored, of a password that
+ * psql and node-postgres would not both be able to use (scram.ts passwordProblem).
+ */
+function verifier(l: Login): string {
+  const problem = passwordProblem(l.password);
+  if (problem) {
+    throw new UserError(
+      `the password of role ${l.user} cannot be stored: ${problem}; nothing was changed`,
+      'choose another password without such characters (pnpm db:secrets makes ASCII ones), put it in the role\'s password file and run the command again (for a role that exists: pnpm db:secrets:rotate <role> --from-file)',
+    );
+  }
+  return scramVerifier(l.password);
+}
+
 function createLogin(l: Login): string {
   return `IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${lit(l.user)}) THEN
     CREATE ROLE ${ident(l.user)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
-      PASSWORD ${lit(scramVerifier(l.password))} IN ROLE ${ident(TCP_ROLE)};
+      PASSWORD ${lit(verifier(l))} IN ROLE ${ident(TCP_ROLE)};
   END IF;`;
 }
 
@@ -45,6 +61,22 @@ export function rolesSql(r: Roles): string {
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${lit(TCP_ROLE)}) THEN CREATE ROLE ${ident(TCP_ROLE)} NOLOGIN; END IF;
   ${createLogin(r.migrator)}
   ${createLogin(r.app)}
+END $$;`;
+}
+
+/**
+ * Idempotent, run as the superuser: PostgreSQL lets every role (PUBLIC) connect to its own
+ * databases `postgres` and `template1` and make temporary tables there. Neither login needs that:
+ * both work in the application database only, the superuser is not bound by it, and a temporary
+ * table there would be disk the application fills where nobody looks. (template0 already refuses
+ * every connection.) The application database keeps its own grants (ownershipSql), even if it is
+ * one of these.
+ */
+export function serverDatabasesSql(r: Roles): string {
+  return `DO $$ DECLARE d text; BEGIN
+  FOR d IN SELECT datname FROM pg_database WHERE datname IN ('postgres', 'template1') AND datname <> ${lit(r.database)} LOOP
+    EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', d);
+  END LOOP;
 END $$;`;
 }
 
@@ -74,5 +106,5 @@ GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ${a};`;
 
 /** Sets a role's password, as a verifier. */
 export function passwordSql(l: Login): string {
-  return `ALTER ROLE ${ident(l.user)} PASSWORD ${lit(scramVerifier(l.password))}`;
+  return `ALTER ROLE ${ident(l.user)} PASSWORD ${lit(verifier(l))}`;
 }

@@ -41,17 +41,63 @@ export interface Migration {
  * read is four trips through libuv's thread pool, and two thousand small files read that way took
  * ten times longer (about 300 ms against 30 ms here). A class, not an object of getters: thousands
  * are made per run, and a class shares its getters.
+ * The text must be UTF-8 (the client encoding both runners use): anything else would reach the
+ * server as other text than the file holds (a Latin-1 "é" becomes U+FFFD), so reading it throws.
  */
 class LazyFile implements MigrationFile {
   #sql?: string;
   #sum?: string;
   constructor(readonly dir: string, readonly file: string) {}
   get sql(): string {
-    return (this.#sql ??= readFileSync(path.join(this.dir, this.file), 'utf8'));
+    return (this.#sql ??= decodeUtf8(readFileSync(path.join(this.dir, this.file))));
   }
   get checksum(): string {
     return (this.#sum ??= checksum(this.sql));
   }
+}
+
+/** A file that is not valid UTF-8: where the first bad byte is. */
+export class NotUtf8Error extends Error {
+  constructor(readonly byte: number, readonly line: number, readonly column: number) {
+    super(`not valid UTF-8: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at line ${line}, column ${column} (saved as Latin-1 or Windows-1252?)`);
+    this.name = 'NotUtf8Error';
+  }
+}
+
+// fatal: a bad byte throws instead of becoming U+FFFD; ignoreBOM: a BOM stays in the text, as it did.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    const at = firstInvalidUtf8(bytes);
+    let line = 1;
+    let lineStart = 0;
+    for (let i = 0; i < at; i++) if (bytes[i] === 10) (line++, (lineStart = i + 1));
+    // The column in characters, as an editor shows it: the line up to the bad byte is valid.
+    const column = [...utf8.decode(bytes.subarray(lineStart, at))].length + 1;
+    throw new NotUtf8Error(bytes[at], line, column);
+  }
+}
+
+/** Offset of the first byte that breaks UTF-8 (RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF). */
+function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i];
+    const n = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+    if (n < 0) return i;
+    // The second byte's range is narrower after E0, ED, F0 and F4.
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80;
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+    for (let k = 1; k <= n; k++) {
+      const x = b[i + k];
+      if (x === undefined || x < (k === 1 ? lo : 0x80) || x > (k === 1 ? hi : 0xbf)) return i;
+    }
+    i += n + 1;
+  }
+  return b.length;
 }
 
 /** Files that are not migrations and may live in the folder. */
@@ -132,7 +178,8 @@ function invalid(problems: readonly string[], dir: string): UserError {
 
 /**
  * Checks the texts of the files about to run: an empty file (only comments or blanks), a statement
- * that must be alone in its file, a file that cannot be read. Any problem means nothing runs.
+ * that must be alone in its file, a file that cannot be read or is not UTF-8. Any problem means
+ * nothing runs.
  */
 export function checkFiles(files: readonly MigrationFile[]): void {
   const problems = textProblems(files);
@@ -146,7 +193,11 @@ function textProblems(files: readonly MigrationFile[]): string[] {
     try {
       sql = f.sql;
     } catch (e) {
-      problems.push(`${f.file}: cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      problems.push(
+        e instanceof NotUtf8Error
+          ? `${f.file}: ${e.message}; save it as UTF-8 (iconv -f latin1 -t utf-8)`
+          : `${f.file}: cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      );
       continue;
     }
     const code = codeOnly(sql);

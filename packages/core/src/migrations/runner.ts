@@ -1,5 +1,7 @@
-import type { Client, QueryResult } from 'pg';
+import path from 'node:path';
+import type { Client, ClientConfig, QueryResult } from 'pg';
 import type { Ctx } from '../context.ts';
+import type { Config } from '../config.ts';
 import { UserError } from '../errors.ts';
 import { ident } from '../pg.ts';
 import { advisoryLockKey } from './lock.ts';
@@ -49,6 +51,8 @@ const HISTORY_DDL = `(version bigint primary key, name text not null, checksum t
 
 interface Where {
   schema: string;
+  /** This session's backend, for the lock watch. */
+  pid: number;
   key: number;
   /** Quoted names of the two tables, in current_schema() as golang-migrate puts its table. */
   t: string;
@@ -63,7 +67,7 @@ function last(res: QueryResult | QueryResult[]): QueryResult {
 
 async function where(c: Client, prelude = ''): Promise<Where> {
   const regclass = (table: string) => `to_regclass(format('%I.%I', current_schema(), '${table}')) IS NOT NULL`;
-  const res = await c.query(`${prelude}SELECT current_schema() AS schema, current_database() AS db,
+  const res = await c.query(`${prelude}SELECT current_schema() AS schema, current_database() AS db, pg_backend_pid() AS pid,
     CASE WHEN current_schema() IS NOT NULL THEN ${regclass(VERSION_TABLE)} END AS has_t,
     CASE WHEN current_schema() IS NOT NULL THEN ${regclass(HISTORY_TABLE)} END AS has_h`);
   const r = last(res as unknown as QueryResult | QueryResult[]).rows[0];
@@ -72,6 +76,7 @@ async function where(c: Client, prelude = ''): Promise<Where> {
   }
   return {
     schema: r.schema,
+    pid: r.pid,
     // golang-migrate's CLI passes the URL's path, with its slash.
     key: advisoryLockKey('/' + r.db, r.schema, VERSION_TABLE),
     t: `${ident(r.schema)}.${ident(VERSION_TABLE)}`,
@@ -127,6 +132,155 @@ export async function acquireLock(c: Client, w: Where, timeoutMs: number): Promi
   );
 }
 
+/**
+ * How a migration waits for the locks its statements take. PostgreSQL queues a lock request behind
+ * the sessions that hold a conflicting lock, and every later request behind it: an ALTER TABLE
+ * waiting for a long transaction blocks every reader of that table for as long as it waits (the
+ * server's lock_timeout is 60 s). So the runner gives the statements of each transactional file a
+ * short lock_timeout of their own; a file that runs out of it is rolled back whole (nothing of it
+ * was applied), the queue behind it moves on, and the file is tried again after a pause, a bounded
+ * number of times. Files that run outside a transaction (CREATE INDEX CONCURRENTLY...) keep the
+ * server's lock_timeout and are not retried: CONCURRENTLY waits for every older transaction to end,
+ * which blocks no reader, and stopping it part-way leaves an invalid index and a dirty database.
+ */
+export interface LockPolicy {
+  /** lock_timeout for the statements of transactional files, ms; 0: the server's, and no retries. */
+  timeoutMs: number;
+  /** Tries after the first, for a file that ran out of lock_timeout. */
+  retries: number;
+}
+
+export const DEFAULT_LOCK_POLICY: LockPolicy = { timeoutMs: 3000, retries: 3 };
+
+/** SQLSTATE lock_not_available: lock_timeout ran out (or a NOWAIT found the lock taken). */
+const isLockTimeout = (e: unknown) => (e as { code?: string }).code === '55P03';
+
+/** The pause before try `attempt + 1`: 0.5 s, 1 s, 2 s... at most 5 s. */
+const backoffMs = (attempt: number) => Math.min(500 * 2 ** (attempt - 1), 5000);
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+interface Blocked {
+  /** The lock this session waits for: mode and relation (or lock type). */
+  wants?: string;
+  holders: string[];
+}
+
+/** A session in words: pid, application, user, state and when its query and transaction started (when this role may see them). */
+function sessionWords(r: { pid: number; app?: string; usr?: string; addr?: string; state?: string; query_start?: Date; xact_start?: Date }, viewer: string): string {
+  const iso = (d: Date) => new Date(d).toISOString();
+  const head = `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}`;
+  if (r.state == null) return `${head} (its state and query start are hidden from ${viewer}, which is not in pg_read_all_stats)`;
+  return `${head}, state ${r.state}${r.query_start ? `, query started ${iso(r.query_start)}` : ''}${r.xact_start ? `, transaction started ${iso(r.xact_start)}` : ''}`;
+}
+
+/**
+ * Who blocks the runner's session, seen from a second session: pg_blocking_pids answers only while
+ * the waiter waits, and once lock_timeout has run out nobody waits any more. The second session is
+ * opened only when a file has run for a quarter of the lock timeout (a quick file costs nothing),
+ * once per run, and asks every 200 ms until the file returns. It logs in as the runner does (same role,
+ * server, TLS settings), under its own application name.
+ */
+class LockWatch {
+  #client?: Promise<Client | undefined>;
+  last?: Blocked;
+  constructor(private readonly c: Client, private readonly pid: number) {}
+
+  async during<T>(delayMs: number, work: Promise<T>): Promise<T> {
+    let stop!: () => void;
+    const stopped = new Promise<void>((r) => (stop = r));
+    const pause = (ms: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([new Promise<void>((r) => (timer = setTimeout(r, ms))), stopped]).finally(() => clearTimeout(timer));
+    };
+    let done = false;
+    const poll = (async () => {
+      await pause(delayMs);
+      const w = done ? undefined : await this.open();
+      while (!done && w) {
+        const b = await this.blockers(w).catch(() => undefined);
+        if (b?.holders.length) this.last = b;
+        await pause(200);
+      }
+    })();
+    try {
+      return await work;
+    } finally {
+      done = true;
+      stop();
+      await poll;
+    }
+  }
+
+  private open(): Promise<Client | undefined> {
+    const c = this.c as Client & { password?: string; ssl?: ClientConfig['ssl'] };
+    this.#client ??= (async () => {
+      const Ctor = c.constructor as new (cfg: ClientConfig) => Client;
+      const w = new Ctor({
+        host: c.host, port: c.port, user: c.user, database: c.database, password: c.password, ssl: c.ssl,
+        application_name: 'pg-deploy lock watch', connectionTimeoutMillis: 5000,
+      });
+      w.on('error', () => {});
+      await w.connect();
+      return w;
+    })().catch(() => undefined); // no watch, then: the message says the holder could not be seen
+    return this.#client;
+  }
+
+  private async blockers(w: Client): Promise<Blocked> {
+    const { rows } = await w.query(
+      `SELECT (SELECT format('%s on %s', l.mode, CASE WHEN l.relation IS NOT NULL AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                                   THEN l.relation::regclass::text ELSE l.locktype END)
+                 FROM pg_locks l WHERE l.pid = $1 AND NOT l.granted LIMIT 1) AS wants,
+              b.pid, b.application_name AS app, b.usename AS usr, b.client_addr AS addr, b.state, b.query_start, b.xact_start
+         FROM unnest(pg_blocking_pids($1)) AS x(pid) JOIN pg_stat_activity b ON b.pid = x.pid`,
+      [this.pid],
+    );
+    return { wants: rows[0]?.wants ?? undefined, holders: rows.map((r) => sessionWords(r, w.user ?? 'this role')) };
+  }
+
+  async close(): Promise<void> {
+    const w = await this.#client;
+    await w?.end().catch(() => {});
+  }
+}
+
+/** What a runner needs to wait for locks: the policy, the watch, somewhere to say it tries again. */
+interface Locks {
+  policy: LockPolicy;
+  watch?: LockWatch;
+  log: Pick<Ctx['log'], 'warn'>;
+}
+
+/** Runs a transactional file's text, watched for whoever blocks it once it has run for a quarter of the lock timeout. */
+function runWatched(c: Client, lk: Locks, sql: string): Promise<unknown> {
+  const q = c.query(sql);
+  return lk.watch ? lk.watch.during(Math.min(lk.policy.timeoutMs / 4, 1000), q) : q;
+}
+
+/** Says that a file is tried again, and waits before it. */
+async function pauseBeforeRetry(lk: Locks, file: string, attempt: number): Promise<void> {
+  const ms = backoffMs(attempt);
+  const b = lk.watch?.last;
+  lk.log.warn(
+    `${file} waited more than ${lk.policy.timeoutMs / 1000}s for a lock${b?.wants ? ` (${b.wants})` : ''}${b?.holders.length ? ` held by ${b.holders.join('; ')}` : ''}; ` +
+      `rolled back, trying again in ${ms / 1000}s (try ${attempt + 1} of ${lk.policy.retries + 1})`,
+  );
+  await sleep(ms);
+}
+
+/** The message when a file has run out of lock_timeout on every try: what it waited for, and who held it. */
+function lockGiveUp(f: MigrationFile, lk: Locks, nothing: string): UserError {
+  const b = lk.watch?.last;
+  const who = b?.holders.length ? `held by ${b.holders.join('; ')}` : 'held by a session that could not be seen (it let go in the meantime, or the watch could not connect)';
+  const pid = b?.holders.length ? /^pid (\d+)/.exec(b.holders[0])![1] : 'pid';
+  return new UserError(
+    `${f.file}: waited more than ${lk.policy.timeoutMs / 1000}s for a lock${b?.wants ? ` (${b.wants})` : ''} on each of ${lk.policy.retries + 1} tries, ${who}`,
+    `${nothing}. Let that session finish or end it (SELECT pg_terminate_backend(${pid})), then run the command again; ` +
+      'DB_MIGRATE_STATEMENT_LOCK_TIMEOUT and DB_MIGRATE_STATEMENT_LOCK_RETRIES set how long and how often a migration waits',
+  );
+}
+
 export interface Current {
   version: number | null;
   dirty: boolean;
@@ -172,8 +326,13 @@ function createdRelations(sql: string): string[] {
 type Looks = { state: 'applied' | 'not applied' | 'partly applied' | 'unknown'; invalid: string[]; present: string[]; missing: string[] };
 
 async function looks(c: Client, m: Migration | undefined): Promise<Looks> {
-  const rels = m ? createdRelations(m.up.sql) : [];
   const out: Looks = { state: 'unknown', invalid: [], present: [], missing: [] };
+  let rels: string[];
+  try {
+    rels = m ? createdRelations(m.up.sql) : [];
+  } catch {
+    return out; // a file that cannot be read (gone, not UTF-8): nothing to compare
+  }
   if (!rels.length) return out;
   try {
     const { rows } = await c.query<{ name: string; present: boolean; valid: boolean }>(
@@ -189,12 +348,47 @@ async function looks(c: Client, m: Migration | undefined): Promise<Looks> {
   return out;
 }
 
+/** Where the hint's command finds the migration role's password and the CA: the configured folders, shown from the project root. */
+export interface HintPaths {
+  root: string;
+  secretsDir: string;
+  sslDir: string;
+}
+
+const DEFAULT_PATHS: HintPaths = { root: '', secretsDir: 'database/infra/secrets', sslDir: 'database/infra/ssl' };
+
+/** A word for a POSIX shell: as it is when it is plain, else in single quotes. */
+function shq(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Who runs a statement on an object migrations made, and how: the migration role owns them, while
+ * `pnpm db:psql` logs in as the application role, which PostgreSQL answers with "must be owner".
+ * `c` is the migration role's session: its own user, database, host and port.
+ */
+function asOwner(c: Client, sql: string, paths: HintPaths = DEFAULT_PATHS): string {
+  const shown = (p: string) => {
+    const rel = paths.root ? path.relative(paths.root, p) : p;
+    return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : p;
+  };
+  const v = (x: string | number) => (/^[\w./-]+$/.test(String(x)) ? String(x) : `'${String(x).replace(/[\\']/g, '\\$&')}'`);
+  const tls = c.host.startsWith('/') ? '' : ` sslmode=verify-full sslrootcert=${v(shown(path.join(paths.sslDir, 'ca.crt')))}`;
+  const conninfo = `host=${v(c.host)} port=${c.port} dbname=${v(c.database ?? '')} user=${v(c.user ?? '')}${tls}`;
+  // psql asks for the password: a PGPASSWORD=... in the hint would be redacted as a secret, rightly
+  // (and so would any "password:" followed by a word).
+  return (
+    `run the DROP as ${c.user}, the migration role, which owns the index (pnpm db:psql logs in as the application role, which gets "must be owner"; ` +
+    `psql asks for the password in ${shown(path.join(paths.secretsDir, 'migrate_password'))}): psql ${shq(conninfo)} -c ${shq(sql)}`
+  );
+}
+
 /**
  * The truth about a dirty database, as golang-migrate words it, then which file stopped part-way
  * (our history tells an interrupted roll-back from an interrupted apply), whether its objects exist,
  * and the exact way out.
  */
-async function dirtyError(c: Client, w: Where, version: number | null, migrations: readonly Migration[]): Promise<UserError> {
+async function dirtyError(c: Client, w: Where, version: number | null, migrations: readonly Migration[], paths?: HintPaths): Promise<UserError> {
   const head = `Dirty database version ${version ?? -1}. Fix and force version.`;
   const idx = version === null ? -1 : migrations.findIndex((m) => m.version === version);
   const next = migrations.find((m) => version === null || m.version > version);
@@ -229,7 +423,7 @@ async function dirtyError(c: Client, w: Where, version: number | null, migration
     hint =
       l.state === 'applied' ? `if the file completed: ${forceCmd(m.version)}` :
       l.state === 'not applied' ? `nothing of it is there: ${forceCmd(prev)}, then pnpm db:migrate` :
-      l.invalid.length ? `drop the invalid index (DROP INDEX CONCURRENTLY ${l.invalid.join(', ')}), then ${forceCmd(prev)}, then pnpm db:migrate` :
+      l.invalid.length ? `drop the invalid index (DROP INDEX CONCURRENTLY ${l.invalid.join(', ')}), then ${forceCmd(prev)}, then pnpm db:migrate; ${asOwner(c, `DROP INDEX CONCURRENTLY ${l.invalid.join(', ')}`, paths)}` :
       `check what ${m.up.file} did: if it completed, ${forceCmd(m.version)}; if not, undo it, then ${forceCmd(prev)} and pnpm db:migrate`;
   }
   return new UserError(`${head}\n  ${lines.join('\n  ')}`, hint);
@@ -317,6 +511,8 @@ async function runSteps(
   migrations: readonly Migration[],
   from: number | null,
   todo: readonly PlannedStep[],
+  lk: Locks,
+  paths?: HintPaths,
 ): Promise<Step[]> {
   const now = () => ctx.clock().getTime();
   const tx = todo.map((s) => !needsOwnTransaction(fileOf(s).sql));
@@ -330,17 +526,29 @@ async function runSteps(
       const hasNext = i + 1 < todo.length;
       const nextTx = hasNext && tx[i + 1];
       bar.update(i + 1, todo.length, f.file);
-      const start = now();
+      let start = now();
       if (tx[i]) {
-        if (!open) await c.query('BEGIN');
-        open = false;
-        try {
-          await c.query(f.sql);
-        } catch (e) {
-          const elapsed = now() - start;
-          await c.query('ROLLBACK').catch(() => {});
-          await flush(c, w, i, tx, before);
-          throw await txFailure(c, f, e, elapsed, before);
+        for (let attempt = 1; ; attempt++) {
+          if (!open) await c.query('BEGIN');
+          open = false;
+          start = now();
+          try {
+            await runWatched(c, lk, f.sql);
+            break;
+          } catch (e) {
+            const elapsed = now() - start;
+            await c.query('ROLLBACK').catch(() => {});
+            if (isLockTimeout(e) && lk.policy.timeoutMs > 0) {
+              if (attempt <= lk.policy.retries) {
+                await pauseBeforeRetry(lk, f.file, attempt);
+                continue;
+              }
+              await flush(c, w, i, tx, before);
+              throw lockGiveUp(f, lk, `nothing of ${f.file} was applied (it ran in a transaction, rolled back each time); the version is still ${vName(before)}, not dirty`);
+            }
+            await flush(c, w, i, tx, before);
+            throw await txFailure(c, f, e, elapsed, before);
+          }
         }
         // Each commit but the last is asynchronous: the last one (or the next file's synchronous
         // dirty mark) flushes the WAL of all of them, so a successful run is durable as a whole,
@@ -358,13 +566,14 @@ async function runSteps(
       } else {
         // golang-migrate's protocol: mark dirty (at the version being moved to, as it does), run,
         // mark clean. A failure here leaves it dirty, on purpose: nobody knows what the file did.
-        await c.query(`BEGIN; ${setVersionSql(w, s.after, true)}; COMMIT`);
+        // The file waits for locks as long as the server says (see LockPolicy).
+        await c.query(`${lk.policy.timeoutMs > 0 ? 'RESET lock_timeout; ' : ''}BEGIN; ${setVersionSql(w, s.after, true)}; COMMIT`);
         try {
           await c.query(f.sql);
         } catch (e) {
           await c.query('ROLLBACK').catch(() => {}); // a file that manages its own transactions may have left one failed
           const line = await errorLine(c, f.sql, e, false, 0);
-          const dirty = await dirtyError(c, w, s.after, migrations).catch(() => undefined);
+          const dirty = await dirtyError(c, w, s.after, migrations, paths).catch(() => undefined);
           const alone = (e as { code?: string }).code === '25001' ? ' (it must be the only statement in its file)' : '';
           throw new UserError(
             `${fileMessage(f, e, line)}${alone}\n${f.file} runs outside a transaction, so the database is left dirty at version ${s.after ?? -1}, as golang-migrate leaves it` +
@@ -372,7 +581,7 @@ async function runSteps(
             dirty?.hint,
           );
         }
-        await c.query(`BEGIN; ${setVersionSql(w, s.after, false)}; ${historySql(c, w, s.m, s.dir, now() - start)}; COMMIT${nextTx ? '; BEGIN' : ''}`);
+        await c.query(`${lockTimeoutSql(lk.policy)}BEGIN; ${setVersionSql(w, s.after, false)}; ${historySql(c, w, s.m, s.dir, now() - start)}; COMMIT${nextTx ? '; BEGIN' : ''}`);
         open = nextTx;
       }
       steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: tx[i] });
@@ -394,7 +603,7 @@ async function runSteps(
  * transaction that work apart (a value added with ALTER TYPE ... ADD VALUE cannot be used before
  * it commits). A file that cannot run in a transaction at all refuses the mode before anything runs.
  */
-async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, w: Where, from: number | null, todo: readonly PlannedStep[]): Promise<Step[]> {
+async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, w: Where, from: number | null, todo: readonly PlannedStep[], lk: Locks): Promise<Step[]> {
   const own = todo.map(fileOf).find((f) => needsOwnTransaction(f.sql));
   if (own) {
     throw new UserError(
@@ -403,42 +612,54 @@ async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, w: Where, fr
     );
   }
   const now = () => ctx.clock().getTime();
-  const steps: Step[] = [];
-  const bar = ctx.log.spinner(todo[0].dir === 'down' ? 'rolling back (one transaction)' : 'migrating (one transaction)');
   const nothing = `nothing of this run was applied (one transaction, rolled back); the version is still ${vName(from)}, not dirty`;
   // Every table a file touches stays locked until the end: a long run can fill the lock table.
   const tooManyLocks = (e: unknown) =>
     (e as { code?: string }).code === '53200'
       ? new UserError(`${(e as Error).message}: this run takes more locks than one transaction may hold (max_locks_per_transaction)`, `${nothing}; run without --single-transaction, or in parts (pnpm db:migrate up N)`)
       : undefined;
-  try {
-    await c.query('BEGIN');
-    for (const [i, s] of todo.entries()) {
-      const f = fileOf(s);
-      bar.update(i + 1, todo.length, f.file);
-      const start = now();
-      try {
-        await c.query(f.sql);
-        await c.query(historySql(c, w, s.m, s.dir, now() - start));
-      } catch (e) {
-        await c.query('ROLLBACK').catch(() => {});
-        // Replaying the file alone to find its line is only faithful for the first one: the others
-        // ran on top of files now rolled back.
-        throw tooManyLocks(e) ?? (await txFailure(c, f, e, i === 0 ? now() - start : Infinity, from, nothing));
-      }
-      steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: true });
-    }
+  // A file that runs out of lock_timeout rolls the whole run back: the whole run is tried again.
+  for (let attempt = 1; ; attempt++) {
+    const steps: Step[] = [];
+    const bar = ctx.log.spinner(todo[0].dir === 'down' ? 'rolling back (one transaction)' : 'migrating (one transaction)');
+    let retry: MigrationFile | undefined;
     try {
-      await c.query(`${setVersionSql(w, todo[todo.length - 1].after, false)}; COMMIT`);
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
-      if (!(e as { code?: string }).code) throw e;
-      throw tooManyLocks(e) ?? new UserError(`the run failed at COMMIT (a deferred constraint?): ${(e as Error).message}`, nothing);
+      await c.query('BEGIN');
+      for (const [i, s] of todo.entries()) {
+        const f = fileOf(s);
+        bar.update(i + 1, todo.length, f.file);
+        const start = now();
+        try {
+          await runWatched(c, lk, f.sql);
+          await c.query(historySql(c, w, s.m, s.dir, now() - start));
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => {});
+          if (isLockTimeout(e) && lk.policy.timeoutMs > 0) {
+            if (attempt > lk.policy.retries) throw lockGiveUp(f, lk, nothing);
+            retry = f;
+            break;
+          }
+          // Replaying the file alone to find its line is only faithful for the first one: the others
+          // ran on top of files now rolled back.
+          throw tooManyLocks(e) ?? (await txFailure(c, f, e, i === 0 ? now() - start : Infinity, from, nothing));
+        }
+        steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: true });
+      }
+      if (!retry) {
+        try {
+          await c.query(`${setVersionSql(w, todo[todo.length - 1].after, false)}; COMMIT`);
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => {});
+          if (!(e as { code?: string }).code) throw e;
+          throw tooManyLocks(e) ?? new UserError(`the run failed at COMMIT (a deferred constraint?): ${(e as Error).message}`, nothing);
+        }
+        return steps;
+      }
+    } finally {
+      bar.end();
     }
-  } finally {
-    bar.end();
+    await pauseBeforeRetry(lk, retry.file, attempt);
   }
-  return steps;
 }
 
 /**
@@ -462,7 +683,10 @@ async function txFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: num
 }
 
 export interface MigrateOptions {
+  /** How long to wait for another runner's advisory lock. */
   lockTimeoutMs: number;
+  /** How each file waits for table locks (see LockPolicy): ctx.cfg's settings, else DEFAULT_LOCK_POLICY. */
+  locks?: LockPolicy;
   /**
    * Every file of the run and its bookkeeping in one transaction: all or nothing. Off by default:
    * see runAsOne for what it costs.
@@ -475,7 +699,7 @@ export interface MigrateOptions {
  * database (with the truth about it) unless the command is `force`.
  */
 export async function migrate(
-  ctx: Pick<Ctx, 'log' | 'clock'>,
+  ctx: Pick<Ctx, 'log' | 'clock'> & { cfg?: Pick<Config, 'statementLockTimeoutMs' | 'statementLockRetries' | 'root' | 'secretsDir' | 'sslDir'> },
   c: Client,
   migrations: readonly Migration[],
   cmd: Command,
@@ -483,10 +707,36 @@ export async function migrate(
 ): Promise<MigrateResult> {
   const t0 = ctx.clock().getTime();
   const done = (from: number | null, to: number | null, steps: Step[]) => ({ from, to, steps, ms: ctx.clock().getTime() - t0 });
+  const policy = opts.locks ?? (ctx.cfg ? { timeoutMs: ctx.cfg.statementLockTimeoutMs, retries: ctx.cfg.statementLockRetries } : DEFAULT_LOCK_POLICY);
   // A runner killed mid-statement leaves its backend running that statement, and holding the lock,
   // until the statement ends; checking the client socket every second ends it (and frees the lock)
   // soon after the client is gone.
-  const w = await where(c, 'SET client_connection_check_interval = 1000; ');
+  const w = await where(c, `SET client_connection_check_interval = 1000; ${lockTimeoutSql(policy)}`);
+  const lk: Locks = { policy, log: ctx.log, watch: policy.timeoutMs > 0 ? new LockWatch(c, w.pid) : undefined };
+  try {
+    return await underLock(ctx, c, w, migrations, cmd, opts, lk, done);
+  } finally {
+    await lk.watch?.close();
+  }
+}
+
+/** The session's lock_timeout for the runner's transactional work, or nothing when the server's applies. */
+function lockTimeoutSql(p: LockPolicy): string {
+  return p.timeoutMs > 0 ? `SET lock_timeout = ${Math.round(p.timeoutMs)}; ` : '';
+}
+
+/** The command itself, once the session is set up: the advisory lock, the dirty check, the steps. */
+async function underLock(
+  ctx: Pick<Ctx, 'log' | 'clock'> & { cfg?: HintPaths },
+  c: Client,
+  w: Where,
+  migrations: readonly Migration[],
+  cmd: Command,
+  opts: MigrateOptions,
+  lk: Locks,
+  done: (from: number | null, to: number | null, steps: Step[]) => MigrateResult,
+): Promise<MigrateResult> {
+  const paths = ctx.cfg;
 
   // Nothing to do is the common case: the committed row says so without taking the lock. Only a
   // clean row is trusted: a dirty one may be another runner's work in progress, so it is re-read
@@ -521,10 +771,10 @@ export async function migrate(
       await c.query(`BEGIN; ${setVersionSql(wh, to, false)}; DELETE FROM ${wh.h} WHERE version > ${to ?? -1}; COMMIT`);
       return done(cur.version, to, []);
     }
-    if (cur.dirty) throw await dirtyError(c, wh, cur.version, migrations);
+    if (cur.dirty) throw await dirtyError(c, wh, cur.version, migrations, paths);
     const todo = plan(migrations, cur.version, cmd);
     checkFiles(todo.map(fileOf)); // the texts of what will run, before any of it does
-    const steps = opts.singleTransaction && todo.length ? await runAsOne(ctx, c, wh, cur.version, todo) : await runSteps(ctx, c, wh, migrations, cur.version, todo);
+    const steps = opts.singleTransaction && todo.length ? await runAsOne(ctx, c, wh, cur.version, todo, lk) : await runSteps(ctx, c, wh, migrations, cur.version, todo, lk, paths);
     return done(cur.version, todo.length ? todo[todo.length - 1].after : cur.version, steps);
   } finally {
     await c.query(`SELECT pg_advisory_unlock(${w.key})`).catch(() => {});
@@ -559,12 +809,12 @@ export interface Status {
  * objects exist) and the exact way out; undefined when it is clean. Read without the lock, as
  * status is: on docker, golang-migrate prints only its own line, so `db:status` is where the fix is.
  */
-export async function dirtyReport(c: Client, migrations: readonly Migration[]): Promise<{ problem: string; fix: string } | undefined> {
+export async function dirtyReport(c: Client, migrations: readonly Migration[], paths?: HintPaths): Promise<{ problem: string; fix: string } | undefined> {
   const w = await where(c);
   if (!w.hasT) return undefined;
   const cur = await readCurrent(c, w);
   if (!cur.dirty) return undefined;
-  const e = await dirtyError(c, w, cur.version, migrations);
+  const e = await dirtyError(c, w, cur.version, migrations, paths);
   return { problem: e.message.split('\n').slice(1).map((l) => l.trim()).join('; '), fix: e.hint ?? '' };
 }
 
