@@ -19,7 +19,7 @@ export const task: Task = {
     if (!o.server.up) return reportDown(ctx, o, Boolean(flags['exit-code']));
     const [s, dirty] = await withClient(await rt.target('migrator'), async (c) => {
       const st = await status(c, migrations);
-      return [st, st.dirty ? await dirtyReport(c, migrations) : undefined] as const;
+      return [st, st.dirty ? await dirtyReport(c, migrations, ctx.cfg) : undefined] as const;
     });
     const lines = [
       ...overviewLines(o, ctx.clock()),

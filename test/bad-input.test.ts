@@ -63,7 +63,7 @@ secrets('db:secrets never overwrites an existing secret without --force', async 
   const r = await ok(['db:secrets'], p!.env);
   assert.match(r.stdout, /kept postgres_user, postgres_password, postgres_db, migrate_user/);
   assert.is(await fs.readFile(file(p!), 'utf8'), before);
-  await ok(['db:secrets', '--force'], p!.env);
+  await ok(['db:secrets', '--force', '--yes'], p!.env); // no cluster exists yet: --force may replace them, once answered
   assert.is.not(await fs.readFile(file(p!), 'utf8'), before);
 });
 
