@@ -1,6 +1,6 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { createBackup } from '@dbkit/core/backup/backup';
-import { repairRestoreState, restoreBackup } from '@dbkit/core/backup/restore';
+import { repairBeforeRestore, restoreBackup } from '@dbkit/core/backup/restore';
 import { checkIntegrity, resolveBackup } from '@dbkit/core/backup/store';
 import { jobsFlag, restoreJobs, restoreJobsFlag } from '@dbkit/core/backup/format';
 import { forceProductionFlag, guardProduction, noBackupFlag, writeAudit } from '@dbkit/core/guard';
@@ -20,7 +20,7 @@ export const task: Task = {
     const rt = await selectRuntime(ctx);
     // A restore killed earlier may have left the database refusing connections or renamed away:
     // put that right first, since the guard, the safety backup and the restore all connect to it.
-    await repairRestoreState(ctx, rt);
+    await repairBeforeRestore(ctx, rt);
     const audit = await guardProduction(ctx, rt, 'db:restore', flags, b.manifest.name, `Replace database ${b.manifest.database} with the backup ${b.manifest.name}?`);
     if (!flags['no-backup']) ctx.log.info(`safety backup: ${(await createBackup(ctx, rt, { reason: 'before db:restore' })).manifest.name}`);
     const r = await restoreBackup(ctx, rt, checked, { jobs });

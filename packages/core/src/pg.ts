@@ -78,3 +78,11 @@ export async function withClient<T>(t: Target, fn: (c: Client) => Promise<T>): P
 export function ident(name: string): string {
   return '"' + name.replace(/"/g, '""') + '"';
 }
+
+/**
+ * Quotes a string literal for SQL text sent where parameters cannot go (DDL, psql on stdin).
+ * standard_conforming_strings is on (the default since 9.1), so a backslash is an ordinary character.
+ */
+export function literal(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}

@@ -1,5 +1,6 @@
 import { UserError } from './errors.ts';
-import { connect, type Target } from './pg.ts';
+import { connect, literal, type Target } from './pg.ts';
+import { repairRestoreState, restoreStateSql } from './restore-state.ts';
 import { recordEnvironment } from './environment.ts';
 import type { Ctx } from './context.ts';
 import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, serverDatabasesSql, type Roles } from './roles.ts';
@@ -12,18 +13,17 @@ export interface Admin {
   query(sql: string, database?: string): Promise<string[][]>;
 }
 
-function lit(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}
 
 /**
  * Roles, database, ownership and default privileges, and no way into the server's own databases
  * for our logins; safe to run on every start. Two sessions (three the first time): each costs a
  * SCRAM login, so the statements travel together.
  */
-export async function provision(admin: Admin, r: Roles): Promise<void> {
-  const exists = await admin.query(`${rolesSql(r)}\n${serverDatabasesSql(r)}\nSELECT 1 FROM pg_database WHERE datname = ${lit(r.database)}`);
-  if (!exists.length) await admin.query(createDatabaseSql(r));
+export async function provision(admin: Admin, r: Roles, say: (line: string) => void): Promise<void> {
+  // Before anything connects to the application database or creates an empty one in its place,
+  // what an interrupted db:restore left is put right, from rows this same round trip reads.
+  const state = await admin.query(`${rolesSql(r)}\n${serverDatabasesSql(r)}\n${restoreStateSql(r.database)}`);
+  if (!(await repairRestoreState(admin, r.database, state, say))) await admin.query(createDatabaseSql(r));
   // ALTER DATABASE ... OWNER and GRANT ... ON DATABASE may run from inside that database.
   await admin.query(`${ownershipSql(r)}\n${databaseSql(r)}`, r.database);
 }

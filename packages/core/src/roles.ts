@@ -1,5 +1,5 @@
 import { passwordProblem, scramVerifier } from './scram.ts';
-import { ident } from './pg.ts';
+import { ident, literal } from './pg.ts';
 import { UserError } from './errors.ts';
 
 /**
@@ -25,9 +25,6 @@ export interface Roles {
   app: Login;
 }
 
-function lit(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}
 
 /**
  * The verifier for a login's password, or a refusal, before anything is stored, of a password that
@@ -45,9 +42,9 @@ function verifier(l: Login): string {
 }
 
 function createLogin(l: Login): string {
-  return `IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${lit(l.user)}) THEN
+  return `IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${literal(l.user)}) THEN
     CREATE ROLE ${ident(l.user)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
-      PASSWORD ${lit(verifier(l))} IN ROLE ${ident(TCP_ROLE)};
+      PASSWORD ${literal(verifier(l))} IN ROLE ${ident(TCP_ROLE)};
   END IF;`;
 }
 
@@ -58,7 +55,7 @@ function createLogin(l: Login): string {
  */
 export function rolesSql(r: Roles): string {
   return `DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${lit(TCP_ROLE)}) THEN CREATE ROLE ${ident(TCP_ROLE)} NOLOGIN; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${literal(TCP_ROLE)}) THEN CREATE ROLE ${ident(TCP_ROLE)} NOLOGIN; END IF;
   ${createLogin(r.migrator)}
   ${createLogin(r.app)}
 END $$;`;
@@ -74,7 +71,7 @@ END $$;`;
  */
 export function serverDatabasesSql(r: Roles): string {
   return `DO $$ DECLARE d text; BEGIN
-  FOR d IN SELECT datname FROM pg_database WHERE datname IN ('postgres', 'template1') AND datname <> ${lit(r.database)} LOOP
+  FOR d IN SELECT datname FROM pg_database WHERE datname IN ('postgres', 'template1') AND datname <> ${literal(r.database)} LOOP
     EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', d);
   END LOOP;
 END $$;`;
@@ -106,5 +103,5 @@ GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ${a};`;
 
 /** Sets a role's password, as a verifier. */
 export function passwordSql(l: Login): string {
-  return `ALTER ROLE ${ident(l.user)} PASSWORD ${lit(verifier(l))}`;
+  return `ALTER ROLE ${ident(l.user)} PASSWORD ${literal(verifier(l))}`;
 }

@@ -4,7 +4,7 @@ import { UserError } from './errors.ts';
 import { newPassword, readSecret, readSecrets, type SecretName } from './secrets.ts';
 import { passwordSql, type Login } from './roles.ts';
 import { driftError, tryLogin, type Admin } from './provision.ts';
-import { ident } from './pg.ts';
+import { ident, literal } from './pg.ts';
 import { selectRuntime } from './runtime/select.ts';
 import type { Runtime } from './runtime/runtime.ts';
 
@@ -21,7 +21,6 @@ function files(ctx: Pick<Ctx, 'cfg'>, which: Rotatable) {
   return { name, file, old: `${file}.old`, fresh: `${file}.new`, shown: path.relative(ctx.cfg.root, file) || file };
 }
 
-const lit = (s: string) => `'${s.replace(/'/g, "''")}'`;
 const exists = (ctx: Pick<Ctx, 'fs'>, f: string) => ctx.fs.stat(f).then(() => true, () => false);
 
 /** A password the server refused, as opposed to a server that could not be asked. */
@@ -174,7 +173,7 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
     return { role: login.user, resumed };
   }
   // What to put back, exactly, if the file cannot be replaced: the stored verifier, not a password.
-  const before = (await asSuperuser(`SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ${lit(login.user)}`))[0]?.[0] ?? '';
+  const before = (await asSuperuser(`SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ${literal(login.user)}`))[0]?.[0] ?? '';
   const password = newPassword();
   ctx.log.secret(password);
   try {
@@ -201,7 +200,7 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
     // role gets back exactly the verifier it had, and the file its old content (a copy that failed
     // half-way). Both as they were: nothing to resume.
     const reverted = which !== 'postgres' && before !== ''
-      && (await admin.query(`ALTER ROLE ${ident(login.user)} PASSWORD ${lit(before)}`).then(() => true, () => false))
+      && (await admin.query(`ALTER ROLE ${ident(login.user)} PASSWORD ${literal(before)}`).then(() => true, () => false))
       && (await ctx.fs.copyFile(f.old, f.file).then(() => true, () => false));
     if (reverted) {
       await forget(ctx, f);

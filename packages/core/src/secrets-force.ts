@@ -4,9 +4,9 @@ import { UserError } from './errors.ts';
 import { SECRET_NAMES, isPassword, readSecret, type SecretName } from './secrets.ts';
 import { guardWithoutDatabase, type GuardFlags } from './guard.ts';
 import type { Runtime } from './runtime/runtime.ts';
+import { literal } from './pg.ts';
 
 const TASK = 'db:secrets --force'; // as the user types it: the hints say `pnpm ${TASK} --yes`
-const lit = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 /**
  * What `db:secrets --force` passes before it replaces a file. New files for roles that exist would
@@ -45,8 +45,8 @@ async function refuseWhileClusterExists(ctx: Ctx, rt: Runtime): Promise<void> {
     let live: string[];
     try {
       const admin = await rt.admin();
-      const roles = names.size ? await admin.query(`SELECT rolname FROM pg_roles WHERE rolname IN (${[...names.keys()].map(lit).join(', ')}) ORDER BY 1`) : [];
-      const dbs = db ? await admin.query(`SELECT datname FROM pg_database WHERE datname = ${lit(db)}`) : [];
+      const roles = names.size ? await admin.query(`SELECT rolname FROM pg_roles WHERE rolname IN (${[...names.keys()].map(literal).join(', ')}) ORDER BY 1`) : [];
+      const dbs = db ? await admin.query(`SELECT datname FROM pg_database WHERE datname = ${literal(db)}`) : [];
       live = [...roles.map((r) => `role ${r[0]}`), ...dbs.map((r) => `database ${r[0]}`)];
     } catch (e) {
       throw new UserError(`${TASK} refused: PostgreSQL runs, and which of its roles the files name could not be checked (${(e as Error).message})`, rotate);

@@ -2,8 +2,9 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { ident } from '../pg.ts';
+import { ident, literal } from '../pg.ts';
 import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
+import { COMPLETE, INCOMING, OUTGOING, repairRestoreState, restoreStateSql } from '../restore-state.ts';
 import { readSecrets } from '../secrets.ts';
 import { databaseSql, ownershipSql } from '../roles.ts';
 import type { Runtime } from '../runtime/runtime.ts';
@@ -41,13 +42,8 @@ export function missingRolesSql(rolesSql: string, existing: ReadonlySet<string>)
   return out.join('\n');
 }
 
-const lit = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 const SWAP_WAIT_S = 15;
-/** What a restored database carries until it takes the application database's name: proof that pg_restore finished. */
-const COMPLETE = 'pg-deploy: a complete restore, not yet swapped in';
-const INCOMING = 'pgdeploy_restore_';
-const OUTGOING = 'pgdeploy_replaced_';
 
 /**
  * One statement, so one transaction: the sessions on `db` are ended, `db` takes the name `outgoing`
@@ -62,13 +58,13 @@ const OUTGOING = 'pgdeploy_replaced_';
 export function swapSql(db: string, incoming: string, outgoing?: string): string {
   const rename = outgoing
     ? `LOOP
-    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${lit(db)} AND pid <> pg_backend_pid();
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${literal(db)} AND pid <> pg_backend_pid();
     BEGIN
-      EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${lit(db)}, ${lit(outgoing)});
+      EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${literal(db)}, ${literal(outgoing)});
       EXIT;
     EXCEPTION WHEN object_in_use THEN
       IF clock_timestamp() > deadline THEN
-        RAISE EXCEPTION 'sessions on % did not end within % s', ${lit(db)}, ${SWAP_WAIT_S} USING ERRCODE = 'object_in_use';
+        RAISE EXCEPTION 'sessions on % did not end within % s', ${literal(db)}, ${SWAP_WAIT_S} USING ERRCODE = 'object_in_use';
       END IF;
       PERFORM pg_sleep(0.1);
     END;
@@ -76,59 +72,21 @@ export function swapSql(db: string, incoming: string, outgoing?: string): string
   `
     : '';
   return `DO $swap$ DECLARE deadline timestamptz := clock_timestamp() + interval '${SWAP_WAIT_S} seconds'; BEGIN
-  ${rename}EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${lit(incoming)}, ${lit(db)});
-  EXECUTE format('COMMENT ON DATABASE %I IS NULL', ${lit(db)});
+  ${rename}EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${literal(incoming)}, ${literal(db)});
+  EXECUTE format('COMMENT ON DATABASE %I IS NULL', ${literal(db)});
 END $swap$`;
 }
 
-/**
- * Puts right what an interrupted db:restore can have left, before anything else connects to the
- * application database; each repair is said in one line. Today's swap leaves none of these states,
- * but a restore killed by an older version (or by hand) can:
- * - the application database refusing connections (`datallowconn` false: the old swap set it, then
- *   ended the sessions): connections are allowed again;
- * - the application database missing while the database it was renamed to (`pgdeploy_replaced_*`)
- *   exists: that one takes its name back; or, when none does, a restored copy that pg_restore
- *   finished (marked so) takes the name. A copy without the mark may be half-restored: never used.
- * Returns the lines said (none: nothing was wrong).
- */
-export async function repairInterruptedRestore(ctx: Pick<Ctx, 'log'>, admin: Admin, db: string): Promise<string[]> {
-  const rows = await admin.query(
-    `SELECT datname, datallowconn::text, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database
-     WHERE datname = ${lit(db)} OR datname LIKE ${lit(`${OUTGOING}%`)} OR datname LIKE ${lit(`${INCOMING}%`)} ORDER BY oid DESC`,
-  );
-  const said: string[] = [];
-  const say = (line: string) => (said.push(line), ctx.log.warn(line));
-  const app = rows.find((r) => r[0] === db);
-  if (app) {
-    if (app[1] !== 'true' && app[1] !== 't') {
-      await admin.query(`ALTER DATABASE ${ident(db)} WITH ALLOW_CONNECTIONS true`);
-      say(`repaired: database ${db} refused connections, as an interrupted db:restore left it; it accepts them again`);
-    }
-    return said;
-  }
-  const replaced = rows.find((r) => r[0].startsWith(OUTGOING));
-  const complete = rows.find((r) => r[0].startsWith(INCOMING) && r[2] === COMPLETE);
-  const back = replaced ?? complete;
-  if (!back) return said;
-  await admin.query(`DO $fix$ BEGIN
-  EXECUTE format('ALTER DATABASE %I RENAME TO %I', ${lit(back[0])}, ${lit(db)});
-  EXECUTE format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS true', ${lit(db)});
-  EXECUTE format('COMMENT ON DATABASE %I IS NULL', ${lit(db)});
-END $fix$`);
-  say(replaced
-    ? `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, the database it replaced, is ${db} again`
-    : `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, which pg_restore had finished, is now ${db}`);
-  return said;
-}
-
-/** repairInterruptedRestore on the runtime's server, when it runs (db:up and db:restore call it first). */
-export async function repairRestoreState(ctx: Pick<Ctx, 'log' | 'fs' | 'cfg'>, rt: Runtime): Promise<string[]> {
-  if (!(await rt.running())) return [];
+/** Before db:restore does anything else: what an interrupted one left is put right (restore-state.ts). */
+export async function repairBeforeRestore(ctx: Pick<Ctx, 'log' | 'fs' | 'cfg'>, rt: Runtime): Promise<void> {
+  if (!(await rt.running())) return;
   const roles = await readSecrets(ctx);
-  return repairInterruptedRestore(ctx, await rt.admin(), roles.database).catch((e) => {
+  const admin = await rt.admin();
+  try {
+    await repairRestoreState(admin, roles.database, await admin.query(restoreStateSql(roles.database)), (l) => ctx.log.warn(l));
+  } catch (e) {
     throw driftError(e, 'postgres', roles.admin.user) ?? e;
-  });
+  }
 }
 
 export interface RestoreResult {
@@ -169,13 +127,13 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
     await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
     throw new UserError(`pg_restore of ${b.manifest.name} failed: ${r.stderr.trim().split('\n').pop() ?? r.code}`, `${db} was left as it was; see the message above`);
   }
-  const had = (await admin.query(`SELECT 1 FROM pg_database WHERE datname = ${lit(db)}`)).length > 0;
+  const had = (await admin.query(`SELECT 1 FROM pg_database WHERE datname = ${literal(db)}`)).length > 0;
   try {
     // Ownership and grants before the swap, so the database is complete the moment it takes the
     // name; then the mark that lets a later db:up or db:restore finish a swap this process did not.
     const restored = { ...roles, database: incoming };
     await admin.query(`${ownershipSql(restored)}\n${databaseSql(restored)}`, incoming);
-    await admin.query(`COMMENT ON DATABASE ${ident(incoming)} IS ${lit(COMPLETE)}`);
+    await admin.query(`COMMENT ON DATABASE ${ident(incoming)} IS ${literal(COMPLETE)}`);
     ctx.log.step(had ? `ending the sessions on ${db} and swapping the restored database in` : `naming the restored database ${db}`);
     await admin.query(swapSql(db, incoming, had ? outgoing : undefined));
   } catch (e) {
@@ -185,7 +143,7 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
     }
     throw e;
   }
-  await provision(admin, roles);
+  await provision(admin, roles, (l) => ctx.log.warn(l));
   if (had) await admin.query(`DROP DATABASE IF EXISTS ${ident(outgoing)} WITH (FORCE)`);
   await tryLogin(await rt.target('app'));
   return { database: db, rolesCreated, ms: Math.round(performance.now() - t0) };

@@ -247,7 +247,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       // Healthy is the container's view. Then roles and grants (idempotent), then the promise:
       // a verified TLS login from the host as the application.
       const s = await readSecrets(ctx);
-      await provision(await admin(), s);
+      await provision(await admin(), s, (l) => log.warn(l));
       let lastError = '';
       await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
         try {

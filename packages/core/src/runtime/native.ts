@@ -219,7 +219,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
           return false;
         }
       }, () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
-      await provision(su, r);
+      await provision(su, r, (l) => ctx.log.warn(l));
       await verifyLogins(ctx, r, await target('app'), await target('migrator'));
       return { initialised };
     },
