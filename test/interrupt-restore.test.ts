@@ -156,6 +156,21 @@ repair('a database renamed away: db:up gives it its name back, in one line', asy
   await reachable(p, 'db:up');
 });
 
+repair('a database renamed away while the server is stopped: db:up gives it its name back before provisioning could create an empty one', async (ctx) => {
+  const p = ctx.p!;
+  const before = await suQuery(p, 'SELECT count(*)::int AS n FROM pg_class', 'app');
+  await suQuery(p, 'ALTER DATABASE app RENAME TO pgdeploy_replaced_0ddba11', 'postgres');
+  await ok(['db:down'], p.env);
+  const up = await cli(['db:up'], p.env);
+  assert.is(up.code, 0, up.stderr);
+  assert.is(repaired(up.stderr).length, 1, up.stderr);
+  assert.match(repaired(up.stderr)[0], /database app was missing.*pgdeploy_replaced_0ddba11.*is app again/);
+  const left = await suQuery(p, "SELECT count(*)::int AS n FROM pg_database WHERE datname LIKE 'pgdeploy_%'", 'postgres');
+  assert.is(left[0].n, 0, 'no copy is left beside it');
+  assert.equal(await suQuery(p, 'SELECT count(*)::int AS n FROM pg_class', 'app'), before, 'the database with its tables, not an empty one');
+  await reachable(p, 'db:up of a stopped server');
+});
+
 repair('missing while a finished restored copy exists: db:restore takes that copy as the database, in one line, then restores', async (ctx) => {
   const p = ctx.p!;
   // The mark restore.ts puts on a copy pg_restore finished (its COMPLETE constant).
