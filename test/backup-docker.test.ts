@@ -107,7 +107,7 @@ async function assertNoSecrets(ctx: Ctx, cs: Call[]) {
 
 /** The argument arrays with the random parts (snapshot id, scratch database) named. */
 function shapes(cs: Call[]): string[][] {
-  return probesInOrder(cs.map((c) => c.argv)).map((argv) => argv.map((a) => a.replace(/^--snapshot=.+$/, '--snapshot=ID').replace(/^(--dbname=)?pgdeploy_(verify|restore)_[0-9a-f]{8}$/, '$1SCRATCH')));
+  return probesInOrder(cs.map((c) => c.argv)).map((argv) => argv.map((a) => a.replace(/^--snapshot=.+$/, '--snapshot=ID').replace(/^(--dbname=)?pgdeploy_(verify|restore)_(\d+_)?[0-9a-f]{8}$/, '$1SCRATCH')));
 }
 
 const docker = suite<Ctx>('the docker runtime dumps and restores inside api-db and streams through the host');
@@ -179,13 +179,16 @@ docker('db:backup:verify restores the streamed dump into a scratch database in a
     ...PROBE,
     PS,
     ADMIN('postgres'),
+    ADMIN('postgres'),
     TOOL('pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH'),
     ADMIN('SCRATCH'),
     ADMIN('SCRATCH'),
     ADMIN('postgres'),
   ]);
-  assert.match(cs[3].stdin, /^CREATE DATABASE "pgdeploy_verify_[0-9a-f]{8}"/);
-  assert.match(cs[7].stdin, /^DROP DATABASE IF EXISTS "pgdeploy_verify_[0-9a-f]{8}" WITH \(FORCE\)/);
+  // First the scratch databases interrupted runs left are listed (none here), then the new one is made, named with this pid.
+  assert.match(cs[3].stdin, /FROM pg_database d WHERE d\.datname ~ '\^pgdeploy_\(verify\|restore\|replaced\)_'/);
+  assert.match(cs[4].stdin, /^CREATE DATABASE "pgdeploy_verify_\d+_[0-9a-f]{8}"/);
+  assert.match(cs[8].stdin, /^DROP DATABASE IF EXISTS "pgdeploy_verify_\d+_[0-9a-f]{8}" WITH \(FORCE\)/);
   await assertNoSecrets(ctx, cs);
 });
 
@@ -250,11 +253,11 @@ docker('db:backup:verify sends the directory into api-db as a tar for pg_restore
   const r = await run(ctx, ['db:backup:verify']);
   assert.is(r.code, 0, r.stderr);
   const cs = await calls(ctx);
-  assert.equal(shapes(cs).slice(4, 5), [DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH')]);
+  assert.equal(shapes(cs).slice(5, 6), [DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH')]);
   await assertNoSecrets(ctx, cs);
   const one = await run(ctx, ['db:backup:verify', '--jobs', '1']);
   assert.is(one.code, 0, one.stderr);
-  assert.equal(shapes(await calls(ctx)).slice(4, 5), [DIR('restore', 'pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH')]);
+  assert.equal(shapes(await calls(ctx)).slice(5, 6), [DIR('restore', 'pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH')]);
   assert.equal((await fs.readdir(ctx.p!.env.DB_BACKUP_DIR)).filter((n) => n.startsWith('.')), [], 'no staged tar is left');
   assert.equal(await fs.readdir(ctx.containerTmp!), []);
 });

