@@ -103,6 +103,20 @@ restore('killed at each step it prints, the database stays reachable with every 
   assert.ok(killed >= points.length / 2, `only ${killed} of ${points.length} runs were killed before they finished`);
 });
 
+restore('a db:restore killed while pg_restore runs leaves a copy the next db:backup:verify removes, since its name carries the dead pid', async (ctx) => {
+  const p = ctx.p!;
+  const copies = async () => (await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_restore\\_%'", 'postgres')).map((r) => r.datname as string);
+  assert.equal(await copies(), [], 'no copy before');
+  const r = await killAt(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env, { line: /restoring .* into a new database/, afterMs: 0, label: 'at "restoring"' });
+  assert.ok(r.killed, `killed before it finished: ${r.stderr}`);
+  const left = await copies();
+  assert.is(left.length, 1, `the kill left the half-restored copy: ${left}`);
+  assert.match(left[0], /^pgdeploy_restore_\d+_[0-9a-f]+$/);
+  await ok(['db:backup:verify'], p.env);
+  assert.equal(await copies(), [], 'the next verify removed it');
+  await reachable(p, 'the kill during pg_restore');
+});
+
 restore.run();
 
 // ---------------------------------------------------------------------------------------------

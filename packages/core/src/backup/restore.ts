@@ -1,5 +1,4 @@
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { ident, literal } from '../pg.ts';
@@ -9,7 +8,7 @@ import { readSecrets } from '../secrets.ts';
 import { databaseSql, ownershipSql } from '../roles.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { whileRunning } from './progress.ts';
-import { ROLES, type CheckedBackup } from './store.ts';
+import { ROLES, scratchDatabase, type CheckedBackup } from './store.ts';
 import { restoreArgs, restoreInput, restoreJobs } from './format.ts';
 
 // pg_dumpall writes a role name bare when it needs no quotes, else double-quoted.
@@ -106,20 +105,24 @@ export interface RestoreResult {
 export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opts: { jobs?: number } = {}): Promise<RestoreResult> {
   const t0 = performance.now();
   const jobs = restoreJobs(b.manifest, opts.jobs);
-  rt.prepareTools().catch(() => {}); // the search for client tools overlaps what follows; errors resurface in pgTool
+  // The search for client tools overlaps the reads below, and ends before anything is created:
+  // tools that cannot restore are refused with nothing changed.
+  const tools = rt.prepareTools();
+  tools.catch(() => {}); // awaited below; this only keeps an early failure from counting as unhandled
   const roles = await readSecrets(ctx);
   const db = roles.database;
   const admin = await rt.admin();
   const existing = new Set((await admin.query('SELECT rolname FROM pg_roles')).map((r) => r[0]));
+  await tools;
   const rolesSql = missingRolesSql(await ctx.fs.readFile(path.join(b.dir, ROLES), 'utf8'), existing);
   const rolesCreated = rolesSql.split('\n').filter((l) => l.startsWith('CREATE ROLE')).length;
   if (rolesSql) {
     ctx.log.step(`creating ${rolesCreated} role(s) from the backup`);
     await admin.query(rolesSql);
   }
-  const suffix = randomBytes(4).toString('hex');
-  const incoming = `${INCOMING}${suffix}`;
-  const outgoing = `${OUTGOING}${suffix}`;
+  // The pid in the name lets a later backup or verify drop it once this process is gone (store.ts leftovers).
+  const incoming = scratchDatabase('restore');
+  const outgoing = `${OUTGOING}${incoming.slice(INCOMING.length)}`;
   await admin.query(`CREATE DATABASE ${ident(incoming)} OWNER ${ident(roles.migrator.user)} TEMPLATE template0`);
   ctx.log.step(`restoring ${b.manifest.name} into a new database${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   const r = await whileRunning(ctx, `restoring ${b.manifest.name}`, rt.pgTool('pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir)));
