@@ -70,7 +70,7 @@ if (leaks) {
     const seen = (label: string, re: RegExp) => assert.ok([...runs![label].seen].some((l) => re.test(l)), `${label}: ${re} seen`);
     seen('deploy', /docker compose -f \S+docker-compose\.yml up .*api-db/);
     seen('db:migrate', /docker compose -f \S+docker-compose\.yml run --rm --no-deps db-migrate up/);
-    seen('db:psql', /docker compose -f \S+docker-compose\.yml exec api-db \/usr\/local\/bin\/db-psql/);
+    seen('db:psql', /docker compose -f \S+docker-compose\.yml exec (--no-TTY )?api-db \/usr\/local\/bin\/db-psql/);
     seen('psql', /psql -X -A -t -c SELECT ssl/);
   });
 
