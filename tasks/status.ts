@@ -1,6 +1,7 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { loadMigrations } from '@dbkit/core/migrations/files';
-import { dirtyReport, status } from '@dbkit/core/migrations/runner';
+import { dirtyReport } from '@dbkit/core/migrations/diagnose';
+import { status } from '@dbkit/core/migrations/runner';
 import { withClient } from '@dbkit/core/pg';
 import { overview, overviewLines, reportDown } from '@dbkit/core/overview';
 import type { Task } from './task.ts';

@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.ts';
-import type { Command } from './runner.ts';
+import type { Command } from './plan.ts';
 
 export function positiveInt(s: string, what: string): number {
   if (!/^[1-9][0-9]*$/.test(s)) throw new UsageError(`${what} must be a positive whole number, not "${s}"`);

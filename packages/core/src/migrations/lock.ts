@@ -1,3 +1,6 @@
+import type { Client } from 'pg';
+import { UserError } from '../errors.ts';
+
 // golang-migrate's advisory lock key, so our runner and the migrate/migrate container exclude each
 // other. Checked against golang-migrate's source (tags v4.15.0 to v4.19.1):
 // - database/util.go GenerateAdvisoryLockId(databaseName, additionalNames...) joins
@@ -35,4 +38,54 @@ export function generateAdvisoryLockId(databaseName: string, ...additionalNames:
 /** The key golang-migrate's CLI takes for `dbname` (the URL path, with its slash: "/app"). */
 export function advisoryLockKey(dbname: string, schema = 'public', migrationsTable = 'schema_migrations'): number {
   return generateAdvisoryLockId(dbname, schema, migrationsTable);
+}
+
+/** Who holds the migration lock, in words, for the timeout message (never the text of their query). */
+async function lockHolder(c: Client, key: number): Promise<string> {
+  const { rows } = await c.query(
+    `SELECT a.pid, a.application_name AS app, a.usename AS usr, a.client_addr AS addr, a.backend_start AS since,
+            a.state, a.state_change AS state_since
+       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1::bigint::oid AND l.objsubid = 1`,
+    [key],
+  );
+  if (!rows.length) return 'a session that has ended since';
+  const r = rows[0];
+  const iso = (d: Date) => new Date(d).toISOString();
+  // Another role's connection time and state are hidden unless we are in pg_read_all_stats; our own
+  // runners say since when they hold the lock in their application name, which everyone sees.
+  const when = r.since ? `, connected since ${iso(r.since)}, ${r.state} since ${iso(r.state_since)}` : '';
+  return `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}${when}`;
+}
+
+/** What a runner holding the lock calls itself: the time it took the lock, for whoever waits. */
+export function holderName(now: Date): string {
+  return `pg-deploy migrate, lock held since ${now.toISOString().slice(0, 19)}Z`;
+}
+
+/**
+ * Takes golang-migrate's advisory lock (the session-level one, on the same key), waiting at most
+ * `timeoutMs`; never hangs. It polls pg_try_advisory_lock instead of blocking in pg_advisory_lock:
+ * a blocked waiter sits in a statement with a snapshot, and CREATE INDEX CONCURRENTLY in the holder's
+ * migration waits for every such snapshot, until the deadlock detector kills one side (the holder's
+ * migration, leaving the database dirty). Between polls a waiter is idle, outside any transaction.
+ */
+export async function acquireLock(c: Client, key: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let pause = 10; ; pause = Math.min(pause * 2, 200)) {
+    const { rows } = await c.query(`SELECT pg_try_advisory_lock(${key}) AS ok`);
+    if (rows[0].ok) return;
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    await new Promise((r) => setTimeout(r, Math.min(pause, left)));
+  }
+  throw new UserError(
+    `another migration has held the migration lock (key ${key}) for more than ${timeoutMs / 1000}s: ${await lockHolder(c, key)}`,
+    'wait for it to finish, or end that session (SELECT pg_terminate_backend(pid)); raise DB_MIGRATE_LOCK_TIMEOUT to wait longer',
+  );
+}
+
+/** Lets the lock go; a lost connection has let it go already. */
+export async function releaseLock(c: Client, key: number): Promise<void> {
+  await c.query(`SELECT pg_advisory_unlock(${key})`).catch(() => {});
 }

@@ -3,7 +3,8 @@ import type { Target } from '../pg.ts';
 import type { Admin } from '../provision.ts';
 import type { PgTool, PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
-import type { Command, MigrateOptions, MigrateResult } from '../migrations/runner.ts';
+import type { Command } from '../migrations/plan.ts';
+import type { MigrateOptions, MigrateResult } from '../migrations/runner.ts';
 
 export type LoginName = 'app' | 'migrator';
 

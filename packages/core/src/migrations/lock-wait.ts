@@ -1,0 +1,159 @@
+// How a migration's statements wait for table locks: a short lock_timeout, retries, and who blocked them.
+import type { Client, ClientConfig } from 'pg';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import type { MigrationFile } from './files.ts';
+
+/**
+ * How a migration waits for the locks its statements take. PostgreSQL queues a lock request behind
+ * the sessions that hold a conflicting lock, and every later request behind it: an ALTER TABLE
+ * waiting for a long transaction blocks every reader of that table for as long as it waits (the
+ * server's lock_timeout is 60 s). So the runner gives the statements of each transactional file a
+ * short lock_timeout of their own; a file that runs out of it is rolled back whole (nothing of it
+ * was applied), the queue behind it moves on, and the file is tried again after a pause, a bounded
+ * number of times. Files that run outside a transaction (CREATE INDEX CONCURRENTLY...) keep the
+ * server's lock_timeout and are not retried: CONCURRENTLY waits for every older transaction to end,
+ * which blocks no reader, and stopping it part-way leaves an invalid index and a dirty database.
+ */
+export interface LockPolicy {
+  /** lock_timeout for the statements of transactional files, ms; 0: the server's, and no retries. */
+  timeoutMs: number;
+  /** Tries after the first, for a file that ran out of lock_timeout. */
+  retries: number;
+}
+
+export const DEFAULT_LOCK_POLICY: LockPolicy = { timeoutMs: 3000, retries: 3 };
+
+/** SQLSTATE lock_not_available: lock_timeout ran out (or a NOWAIT found the lock taken). */
+export const isLockTimeout = (e: unknown) => (e as { code?: string }).code === '55P03';
+
+/** The pause before try `attempt + 1`: 0.5 s, 1 s, 2 s... at most 5 s. */
+const backoffMs = (attempt: number) => Math.min(500 * 2 ** (attempt - 1), 5000);
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+interface Blocked {
+  /** The lock this session waits for: mode and relation (or lock type). */
+  wants?: string;
+  holders: string[];
+}
+
+/** A session in words: pid, application, user, state and when its query and transaction started (when this role may see them). */
+function sessionWords(r: { pid: number; app?: string; usr?: string; addr?: string; state?: string; query_start?: Date; xact_start?: Date }, viewer: string): string {
+  const iso = (d: Date) => new Date(d).toISOString();
+  const head = `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}`;
+  if (r.state == null) return `${head} (its state and query start are hidden from ${viewer}, which is not in pg_read_all_stats)`;
+  return `${head}, state ${r.state}${r.query_start ? `, query started ${iso(r.query_start)}` : ''}${r.xact_start ? `, transaction started ${iso(r.xact_start)}` : ''}`;
+}
+
+/**
+ * Who blocks the runner's session, seen from a second session: pg_blocking_pids answers only while
+ * the waiter waits, and once lock_timeout has run out nobody waits any more. The second session is
+ * opened only when a file has run for a quarter of the lock timeout (a quick file costs nothing),
+ * once per run, and asks every 200 ms until the file returns. It logs in as the runner does (same role,
+ * server, TLS settings), under its own application name.
+ */
+export class LockWatch {
+  #client?: Promise<Client | undefined>;
+  last?: Blocked;
+  constructor(private readonly c: Client, private readonly pid: number) {}
+
+  async during<T>(delayMs: number, work: Promise<T>): Promise<T> {
+    let stop!: () => void;
+    const stopped = new Promise<void>((r) => (stop = r));
+    const pause = (ms: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([new Promise<void>((r) => (timer = setTimeout(r, ms))), stopped]).finally(() => clearTimeout(timer));
+    };
+    let done = false;
+    const poll = (async () => {
+      await pause(delayMs);
+      const watcher = done ? undefined : await this.open();
+      while (!done && watcher) {
+        const b = await this.blockers(watcher).catch(() => undefined);
+        if (b?.holders.length) this.last = b;
+        await pause(200);
+      }
+    })();
+    try {
+      return await work;
+    } finally {
+      done = true;
+      stop();
+      await poll;
+    }
+  }
+
+  private open(): Promise<Client | undefined> {
+    const c = this.c as Client & { password?: string; ssl?: ClientConfig['ssl'] };
+    this.#client ??= (async () => {
+      const Ctor = c.constructor as new (cfg: ClientConfig) => Client;
+      const watcher = new Ctor({
+        host: c.host, port: c.port, user: c.user, database: c.database, password: c.password, ssl: c.ssl,
+        application_name: 'pg-deploy lock watch', connectionTimeoutMillis: 5000,
+      });
+      watcher.on('error', () => {});
+      await watcher.connect();
+      return watcher;
+    })().catch(() => undefined); // no watch, then: the message says the holder could not be seen
+    return this.#client;
+  }
+
+  private async blockers(watcher: Client): Promise<Blocked> {
+    const { rows } = await watcher.query(
+      `SELECT (SELECT format('%s on %s', l.mode, CASE WHEN l.relation IS NOT NULL AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                                   THEN l.relation::regclass::text ELSE l.locktype END)
+                 FROM pg_locks l WHERE l.pid = $1 AND NOT l.granted LIMIT 1) AS wants,
+              b.pid, b.application_name AS app, b.usename AS usr, b.client_addr AS addr, b.state, b.query_start, b.xact_start
+         FROM unnest(pg_blocking_pids($1)) AS x(pid) JOIN pg_stat_activity b ON b.pid = x.pid`,
+      [this.pid],
+    );
+    return { wants: rows[0]?.wants ?? undefined, holders: rows.map((r) => sessionWords(r, watcher.user ?? 'this role')) };
+  }
+
+  async close(): Promise<void> {
+    const watcher = await this.#client;
+    await watcher?.end().catch(() => {});
+  }
+}
+
+/** What a runner needs to wait for locks: the policy, the watch, somewhere to say it tries again. */
+export interface LockWait {
+  policy: LockPolicy;
+  watch?: LockWatch;
+  log: Pick<Ctx['log'], 'warn'>;
+}
+
+/** Runs a transactional file's text, watched for whoever blocks it once it has run for a quarter of the lock timeout. */
+export function runWatched(c: Client, wait: LockWait, sql: string): Promise<unknown> {
+  const q = c.query(sql);
+  return wait.watch ? wait.watch.during(Math.min(wait.policy.timeoutMs / 4, 1000), q) : q;
+}
+
+/** Says that a file is tried again, and waits before it. */
+export async function pauseBeforeRetry(wait: LockWait, file: string, attempt: number): Promise<void> {
+  const ms = backoffMs(attempt);
+  const b = wait.watch?.last;
+  wait.log.warn(
+    `${file} waited more than ${wait.policy.timeoutMs / 1000}s for a lock${b?.wants ? ` (${b.wants})` : ''}${b?.holders.length ? ` held by ${b.holders.join('; ')}` : ''}; ` +
+      `rolled back, trying again in ${ms / 1000}s (try ${attempt + 1} of ${wait.policy.retries + 1})`,
+  );
+  await sleep(ms);
+}
+
+/** The message when a file has run out of lock_timeout on every try: what it waited for, and who held it. */
+export function lockGiveUp(f: MigrationFile, wait: LockWait, nothing: string): UserError {
+  const b = wait.watch?.last;
+  const who = b?.holders.length ? `held by ${b.holders.join('; ')}` : 'held by a session that could not be seen (it let go in the meantime, or the watch could not connect)';
+  const pid = b?.holders.length ? /^pid (\d+)/.exec(b.holders[0])![1] : 'pid';
+  return new UserError(
+    `${f.file}: waited more than ${wait.policy.timeoutMs / 1000}s for a lock${b?.wants ? ` (${b.wants})` : ''} on each of ${wait.policy.retries + 1} tries, ${who}`,
+    `${nothing}. Let that session finish or end it (SELECT pg_terminate_backend(${pid})), then run the command again; ` +
+      'DB_MIGRATE_STATEMENT_LOCK_TIMEOUT and DB_MIGRATE_STATEMENT_LOCK_RETRIES set how long and how often a migration waits',
+  );
+}
+
+/** The session's lock_timeout for the runner's transactional work, or nothing when the server's applies. */
+export function lockTimeoutSql(p: LockPolicy): string {
+  return p.timeoutMs > 0 ? `SET lock_timeout = ${Math.round(p.timeoutMs)}; ` : '';
+}
