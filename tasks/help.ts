@@ -42,7 +42,6 @@ export function helpTask(all: () => readonly Task[]): Task {
     name: 'help',
     summary: `List the tasks, or explain one: ${helpCommand('db:migrate')}.`,
     usage: '[task]',
-    needsNoRuntime: true,
     async run(ctx, { positionals }) {
       ctx.log.result(helpText(all(), positionals[0]));
     },

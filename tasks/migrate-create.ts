@@ -7,7 +7,6 @@ export const task: Task = {
   name: 'db:migrate:create',
   summary: 'Create the next migration pair (NNNNNN_name.up.sql / .down.sql); touches no database.',
   usage: '<name>',
-  needsNoRuntime: true,
   flags: { timestamp: { type: 'boolean', description: 'use a UTC timestamp (YYYYMMDDHHMMSS) instead of the next sequence number' } },
   async run(ctx, { positionals, flags }) {
     if (positionals.length !== 1) throw new UsageError('db:migrate:create takes one name', 'pnpm db:migrate:create add_users_table');

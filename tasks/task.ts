@@ -23,8 +23,6 @@ export interface Task {
   flags?: Record<string, Flag>;
   /** Destroys data: asks first, and takes --yes. */
   destructive?: boolean;
-  /** Reads no configuration and touches nothing (help, create). */
-  needsNoRuntime?: boolean;
   /**
    * Everything after the task name goes to the program it runs untouched (psql, a shell), `--help`
    * included; only one leading `--` is dropped. No flag of ours is parsed, so `flags` is empty.
