@@ -19,9 +19,8 @@ export const task: Task = {
     const kept = force ? await beforeReplacingSecrets(ctx, () => selectRuntime(ctx), flags) : undefined;
     const question = ctx.interactive
       ? async (name: string, def: string) => {
-          const { default: prompts } = await import('prompts');
-          const a = await prompts({ type: 'text', name: 'v', message: name.replace('postgres_', 'database ').replace('db', 'name'), initial: def, stdout: process.stderr });
-          return typeof a.v === 'string' && a.v ? a.v : def;
+          const a = await ctx.ask(name.replace('postgres_', 'database ').replace('db', 'name'), def);
+          return typeof a === 'string' && a ? a : def;
         }
       : undefined;
     const r = await ensureSecrets(ctx, { force, question });

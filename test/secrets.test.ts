@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ensureSecrets, readSecrets, newPassword } from '@dbkit/core/secrets';
+import { task as secretsTask } from '../tasks/secrets.ts';
 import { testCtx } from './setup/ctx.ts';
 
 const s = suite<{ dir: string; ctx: ReturnType<typeof testCtx> }>('secrets');
@@ -55,6 +56,20 @@ s('the three logins must be different roles', async (c) => {
   await fs.writeFile(path.join(c.dir, 'secrets', 'app_user'), 'postgres');
   const err = await readSecrets(c.ctx).catch((e) => e);
   assert.match(err.message, /must be three different roles/);
+});
+
+s('db:secrets on a terminal asks each name through ctx.ask, the default as the initial answer; an empty answer keeps it', async (c) => {
+  const asked: [string, string | undefined][] = [];
+  const answers: Record<string, string> = { 'database user': 'admin', 'database name': '' };
+  const ctx = testCtx({ DB_SECRETS_DIR: path.join(c.dir, 'secrets') }, {
+    interactive: true,
+    ask: async (q, initial) => (asked.push([q, initial]), answers[q] ?? initial ?? false),
+  });
+  await secretsTask.run(ctx, { flags: {}, positionals: [] });
+  assert.equal(asked, [['database user', 'postgres'], ['database name', 'app'], ['migrate_user', 'app_owner'], ['app_user', 'app']]);
+  const v = await readSecrets(ctx);
+  assert.is(v.admin.user, 'admin');
+  assert.is(v.database, 'app');
 });
 
 s.run();

@@ -1,10 +1,15 @@
 import { UserError } from './errors.ts';
 
-export type Ask = (question: string) => Promise<boolean>;
+/** A yes/no question (default No), or with `initial` a line of text (`initial` when left empty). */
+export type Ask = (question: string, initial?: string) => Promise<boolean | string>;
 
-/** The production question, on stderr, default No. `prompts` is loaded only when a question is asked. */
-export const promptsAsk: Ask = async (question) => {
+/** The production question, on stderr. `prompts` is loaded only when a question is asked. */
+export const promptsAsk: Ask = async (question, initial) => {
   const { default: prompts } = await import('prompts');
+  if (initial !== undefined) {
+    const a = await prompts({ type: 'text', name: 'v', message: question, initial, stdout: process.stderr });
+    return typeof a.v === 'string' && a.v ? a.v : initial;
+  }
   let cancelled = false;
   const answer = await prompts(
     { type: 'confirm', name: 'ok', message: question, initial: false, stdout: process.stderr },
@@ -27,5 +32,5 @@ export async function confirmDestructive(
   if (!ctx.interactive) {
     throw new UserError(`${task} needs confirmation and there is no terminal to ask`, `re-run with --yes if you mean it: pnpm ${task} --yes`);
   }
-  if (!(await ctx.ask(question))) throw new UserError(`${task}: aborted, nothing was changed`);
+  if ((await ctx.ask(question)) !== true) throw new UserError(`${task}: aborted, nothing was changed`);
 }
