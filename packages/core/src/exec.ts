@@ -24,6 +24,9 @@ export interface RunResult {
   stderr: string;
 }
 
+/** The last non-empty line of a command's output: what a one-line error quotes. */
+export const lastLine = (s: string): string => s.trim().split('\n').filter(Boolean).pop() ?? '';
+
 /** The one way the tool starts processes. Commands are data: a program and an argument array. */
 export type Exec = (cmd: string, args: readonly string[], opts?: RunOptions) => Promise<RunResult>;
 

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import type { Ctx } from './context.ts';
 import type { ComposeImages } from './config.ts';
 import { UserError } from './errors.ts';
+import { lastLine } from './exec.ts';
 import { serverBinDir } from './pgbin.ts';
 
 /**
@@ -192,7 +193,7 @@ async function fetchWheel(ctx: Ctx, cache: string): Promise<string> {
   await ctx.fs.writeFile(req, `${pgClient.name}==${pgClient.version} --hash=sha256:${pgClient.sha256}\n`);
   const r = await ctx.exec('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--platform', 'manylinux2014_x86_64',
     '--python-version', '3.11', '--implementation', 'cp', '--dest', cache, '--requirement', req], { nothrow: true });
-  if (r.code !== 0) throw new UserError(`pip could not download ${pgClient.name}==${pgClient.version}: ${r.stderr.trim().split('\n').pop()}`, 'python3 with pip and a reachable PyPI are needed to build the stand-ins');
+  if (r.code !== 0) throw new UserError(`pip could not download ${pgClient.name}==${pgClient.version}: ${lastLine(r.stderr)}`, 'python3 with pip and a reachable PyPI are needed to build the stand-ins');
   return file;
 }
 

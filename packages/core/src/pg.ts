@@ -1,4 +1,4 @@
-import type { Client, ClientConfig } from 'pg';
+import type { Client, ClientConfig, QueryResult } from 'pg';
 
 export interface Target {
   /** A host name (verified against the certificate) or a Unix socket directory. */
@@ -85,4 +85,9 @@ export function ident(name: string): string {
  */
 export function literal(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
+}
+
+/** The result of the last statement of a multi-statement query (undefined for an empty one). */
+export function lastResult<R = QueryResult>(res: R | R[]): R {
+  return Array.isArray(res) ? res[res.length - 1] : res;
 }

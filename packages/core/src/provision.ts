@@ -1,5 +1,5 @@
 import { UserError } from './errors.ts';
-import { connect, literal, type Target } from './pg.ts';
+import { connect, lastResult, literal, type Target } from './pg.ts';
 import { repairRestoreState, restoreStateSql } from './restore-state.ts';
 import { recordEnvironment } from './environment.ts';
 import type { Ctx } from './context.ts';
@@ -34,8 +34,7 @@ export function socketAdmin(socketDir: string, port: number, r: Roles): Admin {
     async query(sql, database = 'postgres') {
       const c = await connect({ host: socketDir, port, user: r.admin.user, password: r.admin.password, database, applicationName: 'pg-deploy admin' });
       try {
-        const res = await c.query({ text: sql, rowMode: 'array' });
-        const last = Array.isArray(res) ? res[res.length - 1] : res;
+        const last = lastResult(await c.query({ text: sql, rowMode: 'array' })) as { rows: unknown[][] } | undefined;
         return (last?.rows ?? []).map((row: unknown[]) => row.map((v) => (v === null ? '' : String(v))));
       } finally {
         await c.end().catch(() => {});

@@ -3,10 +3,10 @@ import { randomBytes } from 'node:crypto';
 import type { Client } from 'pg';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { connect, ident } from '../pg.ts';
+import { connect, ident, lastResult } from '../pg.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import type { RunResult } from '../exec.ts';
+import { lastLine, type RunResult } from '../exec.ts';
 import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
 import {
   DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SCRATCH_SQL, SUM,
@@ -24,8 +24,6 @@ export interface BackupOptions {
   /** Custom or dir format, and pg_dump's jobs; default DB_BACKUP_FORMAT and DB_BACKUP_JOBS. */
   format?: DumpFormat;
 }
-
-const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).pop() ?? '';
 
 /** The fix for a client tool's failure, from what it said. */
 function toolHint(stderr: string): string {
@@ -64,9 +62,8 @@ async function migrationVersion(c: Client): Promise<Manifest['migration']> {
 
 /** Rows of a multi-statement query through pg: the last statement's, as arrays. */
 async function arrays(c: Client, sql: string): Promise<unknown[][]> {
-  const res = (await c.query({ text: sql, rowMode: 'array' })) as unknown;
-  const last = Array.isArray(res) ? res[res.length - 1] : res;
-  return (last as { rows: unknown[][] }).rows;
+  const res = (await c.query({ text: sql, rowMode: 'array' })) as unknown as { rows: unknown[][] } | { rows: unknown[][] }[];
+  return lastResult(res).rows;
 }
 
 /**

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
+import { lastLine } from '../exec.ts';
 import { ident, literal } from '../pg.ts';
 import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
 import { COMPLETE, INCOMING, OUTGOING, repairRestoreState, restoreStateSql } from '../restore-state.ts';
@@ -128,7 +129,7 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
   const r = await whileRunning(ctx, `restoring ${b.manifest.name}`, rt.pgTool('pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir)));
   if (r.code !== 0) {
     await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
-    throw new UserError(`pg_restore of ${b.manifest.name} failed: ${r.stderr.trim().split('\n').pop() ?? r.code}`, `${db} was left as it was; see the message above`);
+    throw new UserError(`pg_restore of ${b.manifest.name} failed: ${lastLine(r.stderr)}`, `${db} was left as it was; see the message above`);
   }
   const had = (await admin.query(`SELECT 1 FROM pg_database WHERE datname = ${literal(db)}`)).length > 0;
   try {

@@ -1,7 +1,7 @@
 // The migration state: golang-migrate's version table and our history beside it.
 import type { Client, QueryResult } from 'pg';
 import { UserError } from '../errors.ts';
-import { ident } from '../pg.ts';
+import { ident, lastResult } from '../pg.ts';
 import { advisoryLockKey } from './lock.ts';
 import type { Migration } from './files.ts';
 
@@ -26,11 +26,6 @@ export interface MigrationTables {
   historyTable: string;
   hasVersionTable: boolean;
   hasHistoryTable: boolean;
-}
-
-/** The result of the last statement of a multi-statement query. */
-export function lastResult(res: QueryResult | QueryResult[]): QueryResult {
-  return Array.isArray(res) ? res[res.length - 1] : res;
 }
 
 export async function findTables(c: Client, prelude = ''): Promise<MigrationTables> {

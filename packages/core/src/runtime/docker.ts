@@ -10,7 +10,7 @@ import { waitFor } from '../wait.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
 import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from './tools.ts';
-import type { RunResult } from '../exec.ts';
+import { lastLine, type RunResult } from '../exec.ts';
 import { loadMigrations } from '../migrations/files.ts';
 import { migrateArgs } from '../migrations/command.ts';
 
@@ -155,7 +155,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
   const admin = async (): Promise<Admin> => ({
     async query(sql, database = 'postgres') {
       const r = await exec('docker', compose.adminSql(file, database), { cwd: cfg.root, env, input: sql, nothrow: true });
-      if (r.code !== 0) throw new UserError(`SQL as the superuser in ${DB_SERVICE} failed: ${r.stderr.trim().split('\n').pop()}`, 'see: pnpm db:logs');
+      if (r.code !== 0) throw new UserError(`SQL as the superuser in ${DB_SERVICE} failed: ${lastLine(r.stderr)}`, 'see: pnpm db:logs');
       return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\x1f'));
     },
   });
@@ -240,7 +240,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
           );
         }
         throw new UserError(
-          taken ? `port ${cfg.port} on 127.0.0.1 is taken by another process` : `docker compose up failed: ${r.stderr.trim().split('\n').pop()}`,
+          taken ? `port ${cfg.port} on 127.0.0.1 is taken by another process` : `docker compose up failed: ${lastLine(r.stderr)}`,
           taken ? 'stop that process, or set ENV_DB_PORT to a free port in .env.local' : 'see: pnpm db:logs',
         );
       }

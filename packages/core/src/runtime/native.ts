@@ -3,6 +3,7 @@ import net from 'node:net';
 import { createHash } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
+import { lastLine } from '../exec.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Roles } from '../roles.ts';
 import { driftError, provision, socketAdmin, verifyLogins, type Admin } from '../provision.ts';
@@ -310,7 +311,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
       if (res.code !== 0) {
         const perm = /Permission denied/i.test(res.stderr);
         throw new UserError(
-          `initdb failed: ${res.stderr.trim().split('\n').pop()}`,
+          `initdb failed: ${lastLine(res.stderr)}`,
           perm ? `the server user "${cfg.nativeUser}" must be able to reach ${s.dir}: make its parent directories searchable (chmod o+x), or set DB_NATIVE_DIR elsewhere` : `see the message above; nothing was left behind, so the next db:up starts clean`,
         );
       }

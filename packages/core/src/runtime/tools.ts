@@ -3,7 +3,7 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Roles } from '../roles.ts';
 import { driftError, type Admin } from '../provision.ts';
-import type { RunResult } from '../exec.ts';
+import { lastLine, type RunResult } from '../exec.ts';
 
 // How each runtime runs PostgreSQL's client tools: natively, the first suitable pg_dump found on
 // this machine; in docker, the container's own, through scripts that read the secrets there. It is
@@ -287,8 +287,6 @@ export function containerDirArgs(composeBase: readonly string[], service: string
 /** The host's tar: pack a directory's content into a file, and unpack it as the user running the tool, owner only. */
 export const tarPack = (dir: string, tarFile: string) => ['-c', '-f', tarFile, '-C', dir, '.'];
 export const tarUnpack = (tarFile: string, dir: string) => ['-x', '-f', tarFile, '-C', dir, '--no-same-owner', '--no-same-permissions'];
-
-const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).pop() ?? '';
 
 /** Unpacks a tar that came out of the container into a new private directory. */
 export async function unpackDir(ctx: Pick<Ctx, 'exec' | 'fs'>, tarFile: string, dir: string): Promise<void> {
