@@ -7,6 +7,7 @@ import { connect, ident, lastResult } from '../pg.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { lastLine, type RunResult } from '../exec.ts';
+import { findTables, readCurrent } from '../migrations/state.ts';
 import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
 import {
   DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SCRATCH_SQL, SUM,
@@ -53,11 +54,8 @@ async function ensureBackupDir(ctx: Pick<Ctx, 'cfg' | 'fs'>): Promise<void> {
 }
 
 async function migrationVersion(c: Client): Promise<Manifest['migration']> {
-  const { rows } = await c.query(`SELECT to_regclass(format('%I.%I', current_schema(), 'schema_migrations')) IS NOT NULL AS has`);
-  if (!rows[0].has) return { version: null, dirty: false };
-  const v = await c.query('SELECT version, dirty FROM schema_migrations LIMIT 1');
-  if (!v.rows.length || Number(v.rows[0].version) < 0) return { version: null, dirty: Boolean(v.rows[0]?.dirty) };
-  return { version: Number(v.rows[0].version), dirty: v.rows[0].dirty };
+  const tables = await findTables(c);
+  return tables.hasVersionTable ? readCurrent(c, tables) : { version: null, dirty: false };
 }
 
 /** Rows of a multi-statement query through pg: the last statement's, as arrays. */
