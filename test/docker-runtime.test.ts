@@ -117,6 +117,26 @@ unit('migrate checks the text of every file, pending or not, before db-migrate r
   }
 });
 
+unit('target reads the seven secret files once per runtime, as the native runtime does', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-docker-target-'));
+  try {
+    const secrets = path.join(dir, 'secrets');
+    await fs.mkdir(secrets);
+    const values = { postgres_user: 'postgres', postgres_password: 'pw1', postgres_db: 'app', migrate_user: 'owner', migrate_password: 'pw2', app_user: 'app', app_password: 'pw3' };
+    for (const [n, v] of Object.entries(values)) await fs.writeFile(path.join(secrets, n), v, { mode: 0o600 });
+    await fs.writeFile(path.join(dir, 'ca.crt'), 'CA');
+    const read: string[] = [];
+    const counting = { ...fs, readFile: ((f: string, ...rest: unknown[]) => (read.push(path.basename(f)), (fs.readFile as (...a: unknown[]) => unknown)(f, ...rest))) as typeof fs.readFile };
+    const rt = dockerRuntime(testCtx({ DB_SECRETS_DIR: secrets, DB_SSL_DIR: dir }, { exec: recorder().exec, fs: counting }));
+    const app = await rt.target('app');
+    const migrator = await rt.target('migrator');
+    assert.equal([app.user, app.password, migrator.user, migrator.password, app.database], ['app', 'pw3', 'owner', 'pw2', 'app']);
+    assert.is(read.filter((f) => f in values).length, 7);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
 unit.run();
 
 // ---------------------------------------------------------------------------------------------

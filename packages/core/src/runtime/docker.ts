@@ -4,6 +4,7 @@ import type { Config } from '../config.ts';
 import type { Ctx } from '../context.ts';
 import { UsageError, UserError } from '../errors.ts';
 import { readSecrets } from '../secrets.ts';
+import type { Roles } from '../roles.ts';
 import { tlsFiles } from '../tls.ts';
 import type { Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
@@ -146,8 +147,11 @@ export function dockerRuntime(ctx: Ctx): Runtime {
   const file = cfg.composeFile;
   const env = composeEnv(cfg);
   const docker = (args: string[], interactive = false) => exec('docker', args, { cwd: cfg.root, env, interactive, nothrow: interactive });
+  // Read once, as the native runtime does; a rotation builds a new runtime to see new files.
+  let roles: Roles | undefined;
+  const secrets = async () => (roles ??= await readSecrets(ctx));
   const target = async (login: LoginName = 'app'): Promise<Target> => {
-    const s = await readSecrets(ctx);
+    const s = await secrets();
     const ca = await ctx.fs.readFile(tlsFiles(cfg.sslDir).caCrt, 'utf8');
     return { host: LOOPBACK, port: cfg.port, ...s[login], database: s.database, ca };
   };
@@ -246,7 +250,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       }
       // Healthy is the container's view. Then roles and grants (idempotent), then the promise:
       // a verified TLS login from the host as the application.
-      const s = await readSecrets(ctx);
+      const s = await secrets();
       await provision(await admin(), s, (l) => log.warn(l));
       let lastError = '';
       await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
