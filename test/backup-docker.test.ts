@@ -66,7 +66,7 @@ case " $* " in
     "$STUB_NODE" "$STUB_JS" docker "$@" </dev/null >/dev/null || exit $?
     while [ "$1" != api-db ]; do shift; done
     shift
-    export SECRETS_DIR="$EMU_SECRETS_DIR" PGHOST="$EMU_PGHOST" PGPORT="$EMU_PGPORT" TMPDIR="$EMU_TMPDIR" PATH="$EMU_BUSYBOX:\${EMU_FAKE_BIN:+$EMU_FAKE_BIN:}$EMU_BIN:$PATH"
+    export SCRIPTS_DIR="$EMU_SCRIPTS_DIR" SECRETS_DIR="$EMU_SECRETS_DIR" PGHOST="$EMU_PGHOST" PGPORT="$EMU_PGPORT" TMPDIR="$EMU_TMPDIR" PATH="$EMU_BUSYBOX:\${EMU_FAKE_BIN:+$EMU_FAKE_BIN:}$EMU_BIN:$PATH"
     if [ "$5" = pg_restore ] || [ "$5" = restore ]; then cat | "$@" | cat; else "$@" </dev/null | cat; fi
     exit $?
     ;;
@@ -136,6 +136,7 @@ setUp(docker, async (ctx) => {
     STUB_NODE: process.execPath,
     STUB_JS: stubPath(),
     EMU_SECRETS_DIR: ctx.p.secretsDir,
+    EMU_SCRIPTS_DIR: path.join(ROOT, 'database/infra/scripts'), // db-secrets.sh, mounted in api-db at /usr/local/bin
     EMU_PGHOST: socket,
     EMU_PGPORT: String(ctx.p.port),
     EMU_BIN: debianBin(),

@@ -221,11 +221,15 @@ export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs' | 'log'>, 
   return { pgTool, prepareTools };
 }
 
-/** The login part of the container scripts: the superuser's secret files, read inside the container, and its socket. */
+/**
+ * The login part of the container scripts: the superuser's secret files, read inside the container
+ * with db-secrets.sh's read_secret (mounted in api-db beside the other scripts), and its socket.
+ */
 const CONTAINER_LOGIN = [
-  's="${SECRETS_DIR:-/run/secrets}"',
-  'PGUSER="$(cat "$s/postgres_user")"',
-  'PGPASSWORD="$(cat "$s/postgres_password")"',
+  '# shellcheck source=/dev/null',
+  '. "${SCRIPTS_DIR:-/usr/local/bin}/db-secrets.sh"',
+  'PGUSER="$(read_secret postgres_user)"',
+  'PGPASSWORD="$(read_secret postgres_password)"',
   'PGHOST="${PGHOST:-/var/run/postgresql}"',
   'export PGUSER PGPASSWORD PGHOST',
 ];
@@ -233,7 +237,7 @@ const CONTAINER_LOGIN = [
 /**
  * The shell that runs inside the api-db container: it reads the superuser's secret files there, so no
  * credential crosses `docker`'s argv or environment, and connects on the container's socket.
- * SECRETS_DIR and PGHOST default to the image's paths.
+ * SCRIPTS_DIR, SECRETS_DIR and PGHOST default to the image's paths.
  */
 export const CONTAINER_TOOL_SCRIPT = ['set -eu', ...CONTAINER_LOGIN, 'exec "$@"'].join('\n');
 
