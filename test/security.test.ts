@@ -217,18 +217,33 @@ sec('an expired certificate fails db:doctor while pg_isready still says ready', 
   await ok(['db:doctor'], c.p.env);
 });
 
+sec('an expiring or expired server certificate is renewed with --renew, which keeps the CA: db:up and db:status never advise --force', async (c) => {
+  const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
+  await makeExpiredServerCert(c.p, stamp(Date.now() - 86_400_000), stamp(Date.now() + 20 * 86_400_000));
+  const up = await ok(['db:up'], c.p.env);
+  assert.match(up.stderr, /the server certificate expires in \d+ days; renew it: pnpm db:secure --renew\b/);
+  await makeExpiredServerCert(c.p);
+  const st = await cli(['db:status'], c.p.env);
+  assert.match(st.stdout, /^cert\s+expires 2020-02-01 \(-\d+ days: renew with pnpm db:secure --renew\)$/m);
+  for (const out of [up.stdout, up.stderr, st.stdout, st.stderr]) assert.not.ok(out.includes('--force'), out);
+  const ca = await fs.readFile(path.join(c.p.sslDir, 'ca.crt'), 'utf8');
+  await ok(['db:secure', '--renew'], c.p.env);
+  assert.is(await fs.readFile(path.join(c.p.sslDir, 'ca.crt'), 'utf8'), ca);
+  await ok(['db:doctor'], c.p.env);
+});
+
 sec.run();
 
-/** A server certificate from the project's CA whose validity ended in 2020 (`openssl ca` takes explicit dates). */
-async function makeExpiredServerCert(p: Project): Promise<void> {
+/** A server certificate from the project's CA, by default one whose validity ended in 2020 (`openssl ca` takes explicit dates). */
+async function makeExpiredServerCert(p: Project, start = '20200101000000Z', end = '20200201000000Z'): Promise<void> {
   const d = path.join(p.dir, 'expired');
   await fs.mkdir(d, { recursive: true });
   await fs.writeFile(path.join(d, 'index.txt'), '');
   await fs.writeFile(path.join(d, 'serial'), '1000\n');
-  await fs.writeFile(path.join(d, 'ca.cnf'), `[ca]\ndefault_ca = d\n[d]\ndatabase = ${d}/index.txt\nnew_certs_dir = ${d}\nserial = ${d}/serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = api-db\n[ext]\nbasicConstraints = critical, CA:FALSE\nsubjectAltName = DNS:localhost, IP:127.0.0.1, DNS:api-db, DNS:${EXTRA}\n`);
+  await fs.writeFile(path.join(d, 'ca.cnf'), `[ca]\ndefault_ca = d\n[d]\ndatabase = ${d}/index.txt\nnew_certs_dir = ${d}\nserial = ${d}/serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = api-db\n[ext]\nbasicConstraints = critical, CA:FALSE\nsubjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1, DNS:api-db, DNS:${EXTRA}\n`);
   const sh = (args: string[]) => run('openssl', args, {}).then((r) => assert.is(r.code, 0, r.stderr));
   await sh(['req', '-new', '-config', path.join(d, 'ca.cnf'), '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path.join(d, 'server.key'), '-out', path.join(d, 'server.csr')]);
-  await sh(['ca', '-batch', '-config', path.join(d, 'ca.cnf'), '-cert', path.join(p.sslDir, 'ca.crt'), '-keyfile', path.join(p.sslDir, 'ca.key'), '-in', path.join(d, 'server.csr'), '-out', path.join(d, 'server.crt'), '-startdate', '20200101000000Z', '-enddate', '20200201000000Z', '-extfile', path.join(d, 'ca.cnf'), '-extensions', 'ext', '-notext']);
+  await sh(['ca', '-batch', '-config', path.join(d, 'ca.cnf'), '-cert', path.join(p.sslDir, 'ca.crt'), '-keyfile', path.join(p.sslDir, 'ca.key'), '-in', path.join(d, 'server.csr'), '-out', path.join(d, 'server.crt'), '-startdate', start, '-enddate', end, '-extfile', path.join(d, 'ca.cnf'), '-extensions', 'ext', '-notext']);
   await fs.copyFile(path.join(d, 'server.crt'), path.join(p.sslDir, 'server.crt'));
   await fs.copyFile(path.join(d, 'server.key'), path.join(p.sslDir, 'server.key'));
   await fs.chmod(path.join(p.sslDir, 'server.key'), 0o600);

@@ -1,7 +1,7 @@
 import tls from 'node:tls';
 import type { Ctx } from './context.ts';
 import { readSecret, readSecrets, SECRET_NAMES } from './secrets.ts';
-import { inspectTls, requiredNames } from './tls.ts';
+import { certificateExpiry, inspectTls, requiredNames } from './tls.ts';
 import { connect, type Target } from './pg.ts';
 import { driftError, tryLogin } from './provision.ts';
 import type { Runtime } from './runtime/runtime.ts';
@@ -14,8 +14,6 @@ export interface Check {
   detail: string;
   fix?: string;
 }
-
-const DAY = 86_400_000;
 
 /** Runs one check; a check that throws is a failure with its message, never a crash of the doctor. */
 async function check(out: Check[], name: string, fn: () => Promise<Omit<Check, 'name'>>): Promise<void> {
@@ -76,10 +74,10 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
   await check(out, 'certificate files', async () => {
     const st = await inspectTls(ctx, cfg.sslDir, names);
     if (!st.notAfter) return { status: 'fail', detail: st.problems.join('; '), fix: 'pnpm db:secure' };
-    const days = Math.floor((st.notAfter.getTime() - ctx.clock().getTime()) / DAY);
-    if (days < 7) return { status: 'fail', detail: `server.crt expires in ${days} days (${st.notAfter.toISOString()})`, fix: 'pnpm db:secure --renew' };
+    const { days, state, fix } = certificateExpiry(st.notAfter, ctx.clock());
+    if (state === 'critical') return { status: 'fail', detail: `server.crt expires in ${days} days (${st.notAfter.toISOString()})`, fix };
     if (!st.serverOk) return { status: 'fail', detail: st.problems.join('; '), fix: 'pnpm db:secure' };
-    if (days < 30) return { status: 'warn', detail: `server.crt expires in ${days} days`, fix: 'pnpm db:secure --renew' };
+    if (state === 'soon') return { status: 'warn', detail: `server.crt expires in ${days} days`, fix };
     return { status: 'ok', detail: `EC P-256, covers ${names.join(', ')}, ${days} days left` };
   });
 
@@ -98,9 +96,9 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
 
   await check(out, 'served certificate', async () => {
     const cert = await servedCertificate(app);
-    const left = Math.floor((Date.parse(cert.valid_to) - ctx.clock().getTime()) / DAY);
-    if (left < 7) return { status: 'fail', detail: `the server presents a certificate that expires in ${left} days (${cert.valid_to})`, fix: 'pnpm db:secure --renew' };
-    if (left < 30) return { status: 'warn', detail: `expires in ${left} days`, fix: 'pnpm db:secure --renew' };
+    const { days: left, state, fix } = certificateExpiry(new Date(cert.valid_to), ctx.clock());
+    if (state === 'critical') return { status: 'fail', detail: `the server presents a certificate that expires in ${left} days (${cert.valid_to})`, fix };
+    if (state === 'soon') return { status: 'warn', detail: `expires in ${left} days`, fix };
     return { status: 'ok', detail: `valid until ${new Date(cert.valid_to).toISOString().slice(0, 10)}` };
   });
 

@@ -3,7 +3,7 @@ import { withClient } from './pg.ts';
 import type { Runtime } from './runtime/runtime.ts';
 import { recordedEnvironment } from './environment.ts';
 import { databaseLeftovers, fileLeftovers, listBackups, SCRATCH_SQL, type Leftover } from './backup/store.ts';
-import { inspectTls, requiredNames } from './tls.ts';
+import { certificateExpiry, inspectTls, requiredNames } from './tls.ts';
 
 /** What an operator wants at a glance, beside the migration state db:status already shows. */
 export interface Overview {
@@ -69,8 +69,8 @@ export function overviewLines(o: Overview, now: Date): string[] {
   lines.push(row('backup', o.lastBackup ? `${o.lastBackup.name}, ${age(o.lastBackup.at, now)} ago, ${o.lastBackup.verified ? 'verified' : 'NOT verified'}` : 'none (pnpm db:backup --verify)'));
   if (o.lastBackup && !o.lastBackup.verified) lines.push(row('verified', o.lastVerifiedBackup ? `${o.lastVerifiedBackup.name}, ${age(o.lastVerifiedBackup.at, now)} ago` : 'none'));
   if (o.certificate) {
-    const days = Math.floor((Date.parse(o.certificate.notAfter) - now.getTime()) / 86_400_000);
-    lines.push(row('cert', `expires ${o.certificate.notAfter.slice(0, 10)} (${days} days${days < 30 ? ': renew with pnpm db:secure --force' : ''})`));
+    const { days, fix } = certificateExpiry(new Date(o.certificate.notAfter), now);
+    lines.push(row('cert', `expires ${o.certificate.notAfter.slice(0, 10)} (${days} days${fix ? `: renew with ${fix}` : ''})`));
   }
   for (const p of o.problems) lines.push(row('problem', p));
   for (const l of o.leftovers) lines.push(row('leftover', `${l.why}; ${l.fix}`));

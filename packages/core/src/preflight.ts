@@ -2,9 +2,7 @@ import path from 'node:path';
 import type { Ctx } from './context.ts';
 import { UserError } from './errors.ts';
 import { readSecrets, SECRET_NAMES } from './secrets.ts';
-import { inspectTls, requiredNames, tlsFiles } from './tls.ts';
-
-const DAY = 86_400_000;
+import { certificateExpiry, inspectTls, requiredNames, tlsFiles } from './tls.ts';
 
 /** A file or folder whose mode lets others in, and the command that closes it. */
 export interface PermissionProblem {
@@ -59,6 +57,6 @@ export async function preflight(ctx: Ctx): Promise<void> {
   await readSecrets(ctx);
   const tls = await inspectTls(ctx, ctx.cfg.sslDir, requiredNames(ctx.cfg.tlsHostnames));
   if (!tls.serverOk) throw new UserError(`TLS is not ready: ${tls.problems.join('; ')}`, 'run: pnpm db:secure');
-  const left = tls.notAfter ? tls.notAfter.getTime() - ctx.clock().getTime() : Infinity;
-  if (left < 30 * DAY) ctx.log.warn(`the server certificate expires in ${Math.floor(left / DAY)} days; renew it: pnpm db:secure --force`);
+  const expiry = tls.notAfter && certificateExpiry(tls.notAfter, ctx.clock());
+  if (expiry?.fix) ctx.log.warn(`the server certificate expires in ${expiry.days} days; renew it: ${expiry.fix}`);
 }

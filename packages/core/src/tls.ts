@@ -38,6 +38,22 @@ export interface TlsState {
 
 const DAY = 86_400_000;
 
+export interface CertificateExpiry {
+  /** Whole days left; negative once expired. */
+  days: number;
+  /** critical under 7 days, soon under 30. */
+  state: 'ok' | 'soon' | 'critical';
+  /** Present unless ok. --renew keeps the CA; --force would make a new one that no client trusts. */
+  fix?: string;
+}
+
+/** How soon a certificate expires, and the fix: the one place that says so. */
+export function certificateExpiry(notAfter: Date, now: Date): CertificateExpiry {
+  const days = Math.floor((notAfter.getTime() - now.getTime()) / DAY);
+  if (!(days < 30)) return { days, state: 'ok' };
+  return { days, state: days < 7 ? 'critical' : 'soon', fix: 'pnpm db:secure --renew' };
+}
+
 /** Checks the CA and server certificate as PostgreSQL and verify-full clients will. */
 export async function inspectTls(ctx: Pick<Ctx, 'fs' | 'clock'>, sslDir: string, names: readonly string[]): Promise<TlsState> {
   const f = tlsFiles(sslDir);
