@@ -2,7 +2,7 @@ import tls from 'node:tls';
 import type { Ctx } from './context.ts';
 import { readSecret, readSecrets, SECRET_NAMES } from './secrets.ts';
 import { certificateExpiry, inspectTls, requiredNames } from './tls.ts';
-import { connect, type Target } from './pg.ts';
+import { connect, literal, type Target } from './pg.ts';
 import { driftError, tryLogin } from './provision.ts';
 import type { Runtime } from './runtime/runtime.ts';
 import { databaseLeftovers, fileLeftovers, SCRATCH_SQL } from './backup/store.ts';
@@ -153,7 +153,7 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
       log_disconnections: (v) => v === 'on',
     };
     // As the superuser: ssl_* settings are hidden from ordinary roles.
-    const rows = await admin.query(`SELECT name, setting FROM pg_settings WHERE name IN (${Object.keys(want).map((k) => `'${k}'`).join(', ')})`);
+    const rows = await admin.query(`SELECT name, setting FROM pg_settings WHERE name IN (${Object.keys(want).map(literal).join(', ')})`);
     const bad = rows.filter(([k, v]) => !want[k](v)).map(([k, v]) => `${k}=${v}`);
     return bad.length
       ? { status: 'fail', detail: bad.join(', '), fix: 'restore database/infra/config/postgresql.conf' }
@@ -169,7 +169,7 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
 
   await check(out, 'least privilege', async () => {
     const rows = await admin.query(
-      `SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname IN ('${roles.app.user}', '${roles.migrator.user}')`,
+      `SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname IN (${literal(roles.app.user)}, ${literal(roles.migrator.user)})`,
     );
     const bad = rows.filter((r) => r.slice(1).some((v) => v === 't' || v === 'true'));
     return bad.length
