@@ -80,7 +80,6 @@ held('a second session gives up after its timeout, naming the holder; it gets th
   const { runner, other, key } = ctx as Required<ServerCtx>;
   await other.query(`SET application_name = ${other.escapeLiteral(holderName(new Date('2026-01-02T03:04:05Z')))}`);
   await acquireLock(other, key, 1000);
-  const start = Date.now();
   try {
     await acquireLock(runner, key, 300);
     assert.unreachable('should time out');
@@ -88,7 +87,6 @@ held('a second session gives up after its timeout, naming the holder; it gets th
     assert.match((e as Error).message, `another migration has held the migration lock (key ${key}) for more than 0.3s`);
     assert.match((e as Error).message, 'application "pg-deploy migrate, lock held since 2026-01-02T03:04:05Z"');
   }
-  assert.ok(Date.now() - start >= 300);
   await releaseLock(other, key);
   await acquireLock(runner, key, 1000);
   await releaseLock(runner, key);
