@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { UserError } from './errors.ts';
 import { parseKeep, type BackupKeep } from './backup/retention.ts';
-import { MAX_JOBS, defaultJobs, kindOf, type DumpKind } from './backup/format.ts';
+import { MAX_JOBS, defaultJobs, kindOf, type DumpKind } from './backup/kinds.ts';
 
 export type RuntimeName = 'docker' | 'native';
 
