@@ -112,7 +112,7 @@ export function failsClearly(r: CliResult, what: RegExp, hint?: RegExp): void {
   const lines = r.stderr.trim().split('\n');
   const err = lines.find((l) => l.startsWith('error: '));
   assert.ok(err, `no error line in:\n${r.stderr}`);
-  assert.match(err!, what);
+  assert.match(err!, what, `the error line: ${err}`);
   const h = lines.find((l) => l.startsWith('hint: '));
   assert.ok(h, `no hint line in:\n${r.stderr}`);
   if (hint) assert.match(h!, hint);

@@ -203,7 +203,7 @@ if (neverReady) {
     await removeDockerProject(ctx.p);
   });
 
-  neverReady('db:up exits 1 once DB_UP_TIMEOUT has passed, with one error line quoting the healthcheck and a hint to pnpm db:logs', async (ctx) => {
+  neverReady('db:up exits 1 once DB_UP_TIMEOUT has passed, with one error line naming api-db and the timeout, and a hint to pnpm db:logs', async (ctx) => {
     const p = ctx.p!;
     const sql = await compose(p, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql'], { input: 'ALTER SYSTEM SET hot_standby = off' });
     assert.is(sql.code, 0, sql.stderr);
@@ -214,7 +214,10 @@ if (neverReady) {
     // The project's own DB_UP_TIMEOUT is 120 s: a db:up that ignored 15 would outlive this bound.
     const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 60_000 });
     assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
-    failsClearly(r, /^error: api-db is unhealthy after 15s \(DB_UP_TIMEOUT\); its healthcheck says: 127\.0\.0\.1:5432 - rejecting connections$/, /pnpm db:logs/);
+    // What pg_isready last said depends on how far the restarted server got (rejecting connections,
+    // no response), and on a loaded machine Docker may have no check result yet: the quote is checked
+    // by the test above, where the healthcheck's complaint does not depend on timing.
+    failsClearly(r, /^error: api-db is unhealthy after 15s \(DB_UP_TIMEOUT\)(; its healthcheck says: 127\.0\.0\.1:5432 - [a-z ]+)?$/, /pnpm db:logs/);
     assert.is(r.stderr.split('\n').filter((l) => l.startsWith('error: ')).length, 1, 'one error line');
     const id = await containerId(p, 'api-db');
     assert.is.not((await inspectContainer(id)).health, 'healthy', 'the container really is not healthy');
