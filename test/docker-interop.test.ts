@@ -8,7 +8,7 @@ import { advisoryLockKey } from '@dbkit/core/migrations/lock';
 import type { Command } from '@dbkit/core/migrations/plan';
 import { migrate, type MigrateResult } from '@dbkit/core/migrations/runner';
 import { HISTORY_TABLE } from '@dbkit/core/migrations/state';
-import { cli, engineSuite, makeDockerProject, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
+import { cli, engineSuite, withStartedProject, makeDockerProject, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 import { testCtx } from './setup/ctx.ts';
 import { appTarget, type CliResult } from './setup/project.ts';
@@ -99,13 +99,7 @@ function cleanHistory(s: StatusJson & { stderr: string }, applied: number[], pen
 const gmFirst = engineSuite<Ctx>('golang-migrate first, then our runner, on one database');
 
 if (gmFirst) {
-  setUp(gmFirst, async (ctx) => {
-    ctx.p = await makeDockerProject({ migrations: FOUR });
-    await startDockerProject(ctx.p);
-  });
-  gmFirst.after(async (ctx) => {
-    await removeDockerProject(ctx.p);
-  });
+  withStartedProject(gmFirst, FOUR);
 
   gmFirst('golang-migrate applies 1 and 2; our runner reads its row and applies 3 on top', async (ctx) => {
     const p = ctx.p!;
@@ -182,13 +176,7 @@ if (gmFirst) {
 const oursFirst = engineSuite<Ctx>('our runner first, then golang-migrate, on one database');
 
 if (oursFirst) {
-  setUp(oursFirst, async (ctx) => {
-    ctx.p = await makeDockerProject({ migrations: FOUR });
-    await startDockerProject(ctx.p);
-  });
-  oursFirst.after(async (ctx) => {
-    await removeDockerProject(ctx.p);
-  });
+  withStartedProject(oursFirst, FOUR);
 
   oursFirst('our runner applies 1 to 3 in golang-migrate\'s table; golang-migrate carries on with 4, and db:status calls every file applied', async (ctx) => {
     const p = ctx.p!;

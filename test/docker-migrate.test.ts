@@ -1,7 +1,7 @@
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cli, compose, engineSuite, makeDockerProject, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
+import { cli, compose, engineSuite, withStartedProject, makeDockerProject, removeDockerProject, type DockerProject } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 import { output, query, tableExists, versionRows } from './support/engine.ts';
 import { withClient } from '@dbkit/core/pg';
@@ -46,13 +46,7 @@ async function task(p: DockerProject, args: string[]): Promise<CliResult> {
 const moves = engineSuite<Ctx>('golang-migrate through db:migrate on the docker runtime');
 
 if (moves) {
-  setUp(moves, async (ctx) => {
-    ctx.p = await makeDockerProject({ migrations: FOUR });
-    await startDockerProject(ctx.p);
-  });
-  moves.after(async (ctx) => {
-    await removeDockerProject(ctx.p);
-  });
+  withStartedProject(moves, FOUR);
 
   moves('db:migrate up 2 applies the first two migrations and records (2, clean) in the one row', async (ctx) => {
     const p = ctx.p!;
@@ -121,13 +115,7 @@ const BROKEN = { ...FOUR, '000003_gamma.up.sql': 'CREATE TABLE gamma (id int PRI
 const failing = engineSuite<Ctx>('a migration that fails under golang-migrate');
 
 if (failing) {
-  setUp(failing, async (ctx) => {
-    ctx.p = await makeDockerProject({ migrations: BROKEN });
-    await startDockerProject(ctx.p);
-  });
-  failing.after(async (ctx) => {
-    await removeDockerProject(ctx.p);
-  });
+  withStartedProject(failing, BROKEN);
 
   failing('db:migrate exits non-zero with golang-migrate\'s error, leaving (3, dirty) and the tables of 1 and 2 only', async (ctx) => {
     const p = ctx.p!;

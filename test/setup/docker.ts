@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { suite, type Test } from 'uvu';
+import { setUp } from './hooks.ts';
 import { STAND_INS } from '@dbkit/core/images';
 import { cli, makeProject, ok, run, ROOT, type CliResult, type Project } from './project.ts';
 
@@ -166,4 +167,18 @@ export async function until<T>(what: string, ms: number, probe: () => Promise<T 
     if (Date.now() > end) throw new Error(`${what}: not within ${ms / 1000}s${last ? ` (last error: ${last})` : ''}`);
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/**
+ * The usual set-up of a real-engine suite: before it, a project with these migrations, its secrets,
+ * certificates and a running api-db (ctx.p); after it, even on failure, all of that removed.
+ */
+export function withStartedProject<T extends { p?: DockerProject }>(s: Test<T>, migrations: Record<string, string>): void {
+  setUp(s, async (ctx) => {
+    ctx.p = await makeDockerProject({ migrations });
+    await startDockerProject(ctx.p);
+  });
+  s.after(async (ctx) => {
+    await removeDockerProject(ctx.p);
+  });
 }
