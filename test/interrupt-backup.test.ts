@@ -140,15 +140,20 @@ interface Ctx {
   lines?: number;
 }
 
+/** A running, migrated project with enough rows that pg_dump and pg_restore run for a while, and a kill lands inside them. */
+async function fillerProject(): Promise<Project> {
+  const p = await backupProject();
+  await startProject(p);
+  await ok(['db:migrate'], p.env);
+  await ownerQuery(p, `CREATE TABLE filler (id bigint PRIMARY KEY, body text NOT NULL);
+    INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i`);
+  return p;
+}
+
 const backup = suite<Ctx>('db:backup --verify killed at many points');
 
 setUp(backup, async (ctx) => {
-  ctx.p = await backupProject();
-  await startProject(ctx.p);
-  await ok(['db:migrate'], ctx.p.env);
-  // Enough rows that pg_dump and pg_restore run for a while, and a kill lands inside them.
-  await ownerQuery(ctx.p, `CREATE TABLE filler (id bigint PRIMARY KEY, body text NOT NULL);
-    INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i`);
+  ctx.p = await fillerProject();
   const t0 = Date.now();
   const r = await ok(['db:backup', '--verify'], ctx.p.env);
   ctx.fullMs = Date.now() - t0;
@@ -246,11 +251,7 @@ backup.run();
 const restore = suite<Ctx>('db:restore killed while pg_restore runs');
 
 setUp(restore, async (ctx) => {
-  ctx.p = await backupProject();
-  await startProject(ctx.p);
-  await ok(['db:migrate'], ctx.p.env);
-  await ownerQuery(ctx.p, `CREATE TABLE filler (id bigint PRIMARY KEY, body text NOT NULL);
-    INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i`);
+  ctx.p = await fillerProject();
   await ok(['db:backup', '--verify'], ctx.p.env);
   const t0 = Date.now();
   await ok(['db:restore', '--yes', '--no-backup'], ctx.p.env);
