@@ -8,6 +8,8 @@ import path from 'node:path';
 import { ROOT, cli, makeProject, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import { backupDirState, ownerQuery, suQuery } from './backup-fixtures.ts';
 import { setUp } from './setup/hooks.ts';
+import { testCtx } from './setup/ctx.ts';
+import { fetchWheel } from '@dbkit/core/images';
 
 // The native runtime's client tools against the embedded PostgreSQL 16 server, with real tools of
 // three majors side by side: Debian 12's 15 (on PATH and behind pg_config), PostgreSQL 16.2 from
@@ -52,14 +54,10 @@ async function pg17(): Promise<string> {
 /** pgserver's PostgreSQL 16.2 client tools (the stand-in image's), unpacked from the wheel images:build fetched (or fetches). */
 async function pg16(into: string): Promise<string> {
   const cache = path.join(ROOT, '.cache/images');
-  let wheel = (await fs.readdir(cache).catch(() => [] as string[])).find((f) => /^pgserver-0\.1\.4-.*\.whl$/.test(f));
-  if (!wheel) {
-    await fs.mkdir(cache, { recursive: true });
-    execFileSync('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--platform', 'manylinux2014_x86_64', '--python-version', '3.11', '--implementation', 'cp', '--dest', cache, 'pgserver==0.1.4'], { stdio: 'pipe' });
-    wheel = (await fs.readdir(cache)).find((f) => /^pgserver-0\.1\.4-.*\.whl$/.test(f))!;
-  }
+  await fs.mkdir(cache, { recursive: true });
+  const wheel = await fetchWheel(testCtx({}), cache); // the stand-in image's pinned wheel, hash checked
   const unpacked = path.join(into, 'wheel');
-  execFileSync('python3', ['-m', 'zipfile', '-e', path.join(cache, wheel), unpacked]);
+  execFileSync('python3', ['-m', 'zipfile', '-e', wheel, unpacked]);
   const dir = path.join(into, 'pg16');
   await fs.mkdir(dir);
   for (const t of TOOLS) {

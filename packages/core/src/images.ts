@@ -183,8 +183,8 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
   return result;
 }
 
-/** The pinned wheel, downloaded once by pip with its hash required. */
-async function fetchWheel(ctx: Ctx, cache: string): Promise<string> {
+/** The pinned wheel, downloaded once by pip with its hash required (into `cache`, the images' own cache folder). */
+export async function fetchWheel(ctx: Ctx, cache: string): Promise<string> {
   const { pgClient } = PINS;
   const file = path.join(cache, pgClient.file);
   if (await ctx.fs.stat(file).catch(() => null)) return file;
