@@ -225,3 +225,26 @@ if (neverReady) {
 
   neverReady.run();
 }
+
+// ---------------------------------------------------------------------------------------------
+const noImage = engineSuite<Ctx>('db:up with an image the engine does not have and cannot pull says which image, and the way out');
+
+if (noImage) {
+  setUp(noImage, async (ctx) => {
+    ctx.p = await makeDockerProject();
+    ctx.p.env.DB_IMAGE = 'pg-deploy-test/no-such-image:0';
+    await ok(['db:secrets'], ctx.p.env);
+    await ok(['db:secure'], ctx.p.env);
+  });
+  noImage.after(async (ctx) => {
+    await removeDockerProject(ctx.p);
+  });
+
+  noImage('one error line naming the image, and a hint to images:build, DB_IMAGE or the native runtime (not the server log, which has nothing)', async (ctx) => {
+    const r = await cli(['db:up'], ctx.p!.env, { timeoutMs: 120_000 });
+    failsClearly(r, /^error: could not get the image pg-deploy-test\/no-such-image:0: /, /images:build.*DB_RUNTIME=native/);
+    assert.not.match(r.stderr, /pnpm db:logs/);
+  });
+
+  noImage.run();
+}

@@ -243,6 +243,14 @@ export function dockerRuntime(ctx: Ctx): Runtime {
             'see why in the server log: pnpm db:logs',
           );
         }
+        // The image is not on this engine and the registry cannot give it (no network, a private
+        // registry without a login, a wrong name): the server log has nothing to say about that.
+        if (!taken && /registry|pull access denied|manifest unknown|not found: manifest|no such host/i.test(r.stderr)) {
+          throw new UserError(
+            `could not get the image ${cfg.images.db}: ${lastLine(r.stderr)}`,
+            'check the network or the registry login (docker login), or set DB_IMAGE to an image this engine has; where no registry is reachable: pnpm images:build, with the lines of pnpm -s images:build --print-env in .env.local, or DB_RUNTIME=native',
+          );
+        }
         throw new UserError(
           taken ? `port ${cfg.port} on 127.0.0.1 is taken by another process` : `docker compose up failed: ${lastLine(r.stderr)}`,
           taken ? 'stop that process, or set ENV_DB_PORT to a free port in .env.local' : 'see: pnpm db:logs',
