@@ -14,11 +14,28 @@ export class UsageError extends UserError {
   }
 }
 
-/** A command we started exited non-zero. Its arguments never hold secrets, so naming them is safe. */
+/** The last non-empty line of a command's output: what a one-line error quotes. */
+export const lastLine = (s: string): string => s.trim().split('\n').filter(Boolean).pop() ?? '';
+
+/** What a command's failure means to the user: the message's start (its last stderr line follows) and the fix. */
+export interface Failure {
+  message: string;
+  hint?: string;
+}
+
+/**
+ * A command we started exited non-zero. Its arguments never hold secrets, so naming them is safe.
+ * With a `failure`, the message is the caller's words and the command's last stderr line.
+ */
 export class CommandError extends UserError {
-  constructor(readonly cmd: string, readonly args: readonly string[], readonly code: number, readonly stderr: string, hint?: string) {
+  constructor(readonly cmd: string, readonly args: readonly string[], readonly code: number, readonly stderr: string, failure?: Failure) {
     const tail = stderr.trim().split('\n').slice(-3).join(' | ');
-    super(`${cmd} ${args.slice(0, 3).join(' ')}${args.length > 3 ? ' ...' : ''} exited with ${code}${tail ? `: ${tail}` : ''}`, hint);
+    super(
+      failure
+        ? `${failure.message}: ${lastLine(stderr) || `${cmd} exited with ${code}`}`
+        : `${cmd} ${args.slice(0, 3).join(' ')}${args.length > 3 ? ' ...' : ''} exited with ${code}${tail ? `: ${tail}` : ''}`,
+      failure?.hint,
+    );
     this.name = 'CommandError';
   }
 }

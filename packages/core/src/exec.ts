@@ -1,5 +1,5 @@
 import { spawn as nodeSpawn } from 'node:child_process';
-import { CommandError } from './errors.ts';
+import { CommandError, type Failure } from './errors.ts';
 
 export interface RunOptions {
   cwd?: string;
@@ -11,6 +11,8 @@ export interface RunOptions {
   asUser?: { uid: number; gid: number };
   /** Return the exit code instead of throwing: for probes whose exit code is the answer. */
   nothrow?: boolean;
+  /** What a non-zero exit means to the user, thrown as a CommandError with the last stderr line. */
+  failure?: Failure;
   /** Inherit the terminal (shells, psql, log following). */
   interactive?: boolean;
   timeoutMs?: number;
@@ -23,9 +25,6 @@ export interface RunResult {
   stdout: string;
   stderr: string;
 }
-
-/** The last non-empty line of a command's output: what a one-line error quotes. */
-export const lastLine = (s: string): string => s.trim().split('\n').filter(Boolean).pop() ?? '';
 
 /** The one way the tool starts processes. Commands are data: a program and an argument array. */
 export type Exec = (cmd: string, args: readonly string[], opts?: RunOptions) => Promise<RunResult>;
@@ -102,7 +101,7 @@ export function zxExec(baseEnv: Record<string, string | undefined>): Exec {
     })`${cmd} ${args}`;
     const out = await p;
     const result = { code: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr };
-    if (result.code !== 0 && !opts.nothrow) throw new CommandError(cmd, args, result.code, result.stderr);
+    if (result.code !== 0 && !opts.nothrow) throw new CommandError(cmd, args, result.code, result.stderr, opts.failure);
     return result;
   };
 }

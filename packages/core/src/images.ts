@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { Ctx } from './context.ts';
 import type { ComposeImages } from './config.ts';
 import { UserError } from './errors.ts';
-import { lastLine } from './exec.ts';
+import { lastLine } from './errors.ts';
 import { serverBinDir } from './pgbin.ts';
 
 /**

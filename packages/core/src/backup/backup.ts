@@ -6,7 +6,8 @@ import { UserError } from '../errors.ts';
 import { connect, ident, lastResult } from '../pg.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import { lastLine, type RunResult } from '../exec.ts';
+import type { RunResult } from '../exec.ts';
+import { lastLine } from '../errors.ts';
 import { findTables, readCurrent } from '../migrations/state.ts';
 import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
 import {

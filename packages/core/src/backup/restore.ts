@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { lastLine } from '../exec.ts';
+import { lastLine } from '../errors.ts';
 import { ident, literal } from '../pg.ts';
 import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
 import { COMPLETE, INCOMING, OUTGOING, repairRestoreState, restoreStateSql } from '../restore-state.ts';

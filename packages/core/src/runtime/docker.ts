@@ -11,7 +11,8 @@ import { waitFor } from '../wait.ts';
 import { LOOPBACK, type LoginName, type Runtime } from './runtime.ts';
 import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
 import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir, type PgTool, type PgToolIo } from './tools.ts';
-import { lastLine, type RunResult } from '../exec.ts';
+import type { RunResult } from '../exec.ts';
+import { lastLine } from '../errors.ts';
 import { loadMigrations } from '../migrations/files.ts';
 import { migrateArgs } from '../migrations/command.ts';
 

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { createHash } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { lastLine } from '../exec.ts';
+import { lastLine } from '../errors.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Roles } from '../roles.ts';
 import { driftError, provision, socketAdmin, verifyLogins, type Admin } from '../provision.ts';

@@ -3,7 +3,8 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Roles } from '../roles.ts';
 import { driftError, type Admin } from '../provision.ts';
-import { lastLine, type RunResult } from '../exec.ts';
+import type { RunResult } from '../exec.ts';
+import { lastLine } from '../errors.ts';
 
 // How each runtime runs PostgreSQL's client tools: natively, the first suitable pg_dump found on
 // this machine; in docker, the container's own, through scripts that read the secrets there. It is
