@@ -46,12 +46,22 @@ deploy.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-deploy('succeeds and runs secure, up, migrate and deploy in that order', (ctx) => {
+deploy('succeeds and runs secure, up and migrate in that order', (ctx) => {
   const r = ctx.first!;
   assert.is(r.code, 0, r.stdout + r.stderr);
-  const order = ['@dbkit/db:secure', '@dbkit/db:up', '@dbkit/db:migrate', '@dbkit/db:deploy'].map((t) => r.stdout.indexOf(`${t}: `));
+  const order = ['@dbkit/db:secure', '@dbkit/db:up', '@dbkit/db:migrate'].map((t) => r.stdout.indexOf(`${t}: `));
   assert.ok(order.every((i) => i >= 0), r.stdout);
   assert.equal([...order].sort((a, b) => a - b), order);
+});
+
+deploy('deploy ends the chain secure -> up -> migrate with no process of its own', async (ctx) => {
+  const r = await run(path.resolve('node_modules/.bin/turbo'), ['run', 'deploy', '--dry=json'], { ...ctx.p!.env, TURBO_TELEMETRY_DISABLED: '1' });
+  assert.is(r.code, 0, r.stderr);
+  const tasks = new Map<string, { command: string; dependencies: string[] }>(JSON.parse(r.stdout).tasks.map((t: { taskId: string }) => [t.taskId, t]));
+  assert.equal(tasks.get('@dbkit/db#deploy')?.dependencies, ['@dbkit/db#migrate']);
+  assert.is(tasks.get('@dbkit/db#deploy')?.command, '<NONEXISTENT>');
+  assert.equal(tasks.get('@dbkit/db#migrate')?.dependencies, ['@dbkit/db#up']);
+  assert.equal(tasks.get('@dbkit/db#up')?.dependencies, ['@dbkit/db#secure']);
 });
 
 deploy('creates the secrets 0600 in a 0700 directory, without trailing newlines', async (ctx) => {
