@@ -14,7 +14,7 @@ export const invocation = (name: string) => `pnpm ${PNPM_COMMANDS.has(name) ? 'r
 export const helpCommand = (task?: string) => `${invocation('help')}${task ? ` ${task}` : ''}`;
 
 /** Text for one task or all of them, made from the registry: never written by hand. */
-export function helpText(tasks: readonly Task[], name?: string): string {
+export function helpText(tasks: readonly Task<unknown>[], name?: string): string {
   if (name) {
     const t = tasks.find((x) => x.name === name || x.name === `db:${name}`);
     if (!t) throw new UsageError(`no task named "${name}"`, `the tasks: ${helpCommand()}`);
@@ -27,7 +27,7 @@ export function helpText(tasks: readonly Task[], name?: string): string {
         'Every argument after the task name, --help included, passes through untouched (one leading -- is',
         `dropped), and the exit status is the program's. This help: ${helpCommand(t.name)}`].join('\n');
     }
-    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? 'Destroys data: asks first; --yes answers.' : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
+    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? (t.destructive !== true && t.destructive.help) || 'Destroys data: asks first; --yes answers.' : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
   }
   const width = Math.max(...tasks.map((t) => t.name.length)) + 2;
   return [
@@ -37,7 +37,7 @@ export function helpText(tasks: readonly Task[], name?: string): string {
   ].join('\n');
 }
 
-export function helpTask(all: () => readonly Task[]): Task {
+export function helpTask(all: () => readonly Task<unknown>[]): Task {
   return {
     name: 'help',
     summary: `List the tasks, or explain one: ${helpCommand('db:migrate')}.`,

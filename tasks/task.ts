@@ -11,8 +11,8 @@ export interface Args {
   positionals: string[];
 }
 
-/** One task: its metadata (the registry builds `help` from it) and a thin `run`. */
-export interface Task {
+/** One task: its metadata (the registry builds `help` from it) and a thin `run`, given `O` (default: the arguments). */
+export interface Task<O = Args> {
   name: string;
   summary: string;
   /**
@@ -21,20 +21,58 @@ export interface Task {
    */
   usage?: string;
   flags?: Record<string, Flag>;
-  /** Destroys data: asks first, and takes --yes. */
-  destructive?: boolean;
+  /** Destroys data: the entry point adds --yes and gives `run` one question (ctx.confirm), default No. */
+  destructive?: true | Destructive;
   /**
    * Everything after the task name goes to the program it runs untouched (psql, a shell), `--help`
    * included; only one leading `--` is dropped. No flag of ours is parsed, so `flags` is empty.
    */
   passThrough?: boolean;
+  /** The arguments as `run` takes them; its usage errors come first, before a destructive run is refused. */
+  options?(args: Args): O;
   /** Returns the exit code (0 when omitted). */
-  run(ctx: Ctx, args: Args): Promise<number | void>;
+  run(ctx: Ctx, opts: O): Promise<number | void>;
 }
 
-export const yesFlag: Record<string, Flag> = {
+/** A task that destroys data only with some arguments, or names itself otherwise in its messages. */
+export interface Destructive {
+  /** Whether these arguments destroy data (db:delete --dry-run does not). */
+  when: (args: Args) => boolean;
+  /** The task as its messages name it (`db:secrets --force`); default its name. */
+  as?: string;
+  /** Help's line; default: destroys data, asks first. */
+  help?: string;
+}
+
+/** Whether this run destroys data, and the name its messages use. */
+export function destroys(task: Task<unknown>, args: Args): { as: string } | undefined {
+  const d = task.destructive;
+  if (!d) return undefined;
+  if (d === true) return { as: task.name };
+  return d.when(args) ? { as: d.as ?? task.name } : undefined;
+}
+
+/** A task as the entry point and help see it: a destructive one takes --yes. */
+export function withImpliedFlags<O>(task: Task<O>): Task<O> {
+  return task.destructive ? { ...task, flags: { ...yesFlag, ...task.flags } } : task;
+}
+
+const yesFlag: Record<string, Flag> = {
   yes: { type: 'boolean', short: 'y', description: 'answer yes to the confirmation (needed without a terminal)' },
 };
+
+/** The production guard's flag, and the safety backup's. */
+export const forceProductionFlag: Record<string, Flag> = {
+  'force-production': { type: 'boolean', description: 'allow it on a production database (who and when are logged)' },
+};
+export const noBackupFlag: Record<string, Flag> = {
+  'no-backup': { type: 'boolean', description: 'skip the safety backup taken first' },
+};
+
+/** Those flags as the library's options. */
+export function guardOptions(flags: Args['flags']): { forceProduction: boolean; noBackup: boolean } {
+  return { forceProduction: Boolean(flags['force-production']), noBackup: Boolean(flags['no-backup']) };
+}
 
 /**
  * The most positionals a `usage` string shows: the longest of its alternatives (`[up [N] | down N]`

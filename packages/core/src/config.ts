@@ -58,8 +58,10 @@ export interface Config {
    */
   statementLockTimeoutMs: number;
   statementLockRetries: number;
-  /** The environment the processes we start inherit (dotenv values under the real environment). */
-  env: Record<string, string | undefined>;
+  /** The native db:bash's shell (SHELL, default bash). */
+  shell: string;
+  /** Who ran sudo (SUDO_USER), for the audit log. */
+  sudoUser?: string;
 }
 
 // A password has no business in a committed, plain-text .env file: secrets live in database/infra/secrets.
@@ -179,6 +181,7 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     lockTimeoutMs: int(env, 'DB_MIGRATE_LOCK_TIMEOUT', 15, 0, 3600) * 1000,
     statementLockTimeoutMs: int(env, 'DB_MIGRATE_STATEMENT_LOCK_TIMEOUT', 3, 0, 3600) * 1000,
     statementLockRetries: int(env, 'DB_MIGRATE_STATEMENT_LOCK_RETRIES', 3, 0, 100),
-    env,
+    shell: env.SHELL || 'bash',
+    sudoUser: env.SUDO_USER || undefined,
   };
 }

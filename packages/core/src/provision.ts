@@ -1,7 +1,6 @@
 import { UserError } from './errors.ts';
 import { connect, lastResult, literal, type Target } from './pg.ts';
 import { repairRestoreState, restoreStateSql } from './restore-state.ts';
-import { recordEnvironment } from './environment.ts';
 import type { Ctx } from './context.ts';
 import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, serverDatabasesSql, type Roles } from './roles.ts';
 
@@ -12,7 +11,6 @@ import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, serverDatabases
 export interface Admin {
   query(sql: string, database?: string): Promise<string[][]>;
 }
-
 
 /**
  * Roles, database, ownership and default privileges, and no way into the server's own databases
@@ -66,16 +64,15 @@ export async function tryLogin(t: Target, timeoutMs = 2000): Promise<void> {
 }
 
 /**
- * db:up's promise, both roles at once: the application logs in over verified TLS, and the
- * migration role's session (which records the environment for the production guard) proves its
- * own login. A stored password that no longer matches its file is reported as drift.
+ * db:up's promise, both roles at once; a stored password that no longer matches its file is
+ * reported as drift. (`_ctx` is unused: the runtimes' calls still pass it.)
  */
-export async function verifyLogins(ctx: Pick<Ctx, 'cfg'>, r: Roles, app: Target | undefined, migrator: Target): Promise<void> {
+export async function verifyLogins(_ctx: Pick<Ctx, 'cfg'>, r: Roles, app: Target | undefined, migrator: Target): Promise<void> {
   await Promise.all([
     app && tryLogin(app).catch((e) => {
       throw driftError(e, 'app', r.app.user) ?? e;
     }),
-    recordEnvironment(ctx, migrator).catch((e) => {
+    tryLogin(migrator).catch((e) => {
       throw driftError(e, 'migrate', r.migrator.user) ?? e;
     }),
   ]);
