@@ -42,10 +42,7 @@ function passThrough(rest: string[]): Args {
   return { flags: {}, positionals: rest[0] === '--' ? rest.slice(1) : rest };
 }
 
-/**
- * Runs a task. A destructive run is refused before it starts when nobody can answer (no terminal,
- * no --yes); otherwise `run` gets its one question as ctx.confirm, to ask after the production guard.
- */
+/** Runs a task; a destructive run nobody can answer is refused before it starts, others get one question (ctx.confirm). */
 export async function runTask<O>(task: Task<O>, ctx: Omit<Ctx, 'confirm'>, args: Args): Promise<number | void> {
   const opts = task.options ? task.options(args) : (args as O);
   const d = destroys(task, args);
@@ -56,7 +53,7 @@ export async function runTask<O>(task: Task<O>, ctx: Omit<Ctx, 'confirm'>, args:
   return task.run({ ...ctx, confirm: (question) => (answered ??= confirmDestructive(ctx, d.as, question, yes)) }, opts);
 }
 
-/** A task that asks without being marked destructive is a bug: its metadata would not say it asks. */
+/** Asking without the `destructive` mark is a bug: help and the refusal read the mark. */
 const notDestructive = (name: string): Confirm => async () => {
   throw new Error(`${name} asked for confirmation, but is not marked destructive for these arguments`);
 };

@@ -1,10 +1,7 @@
 import { UsageError } from '@dbkit/core/errors';
 import type { Flag, Task } from './task.ts';
 
-/**
- * pnpm's own commands shadow a root script of the same name: `pnpm help` is pnpm's help, `pnpm deploy`
- * its deploy. Those are reached with `pnpm run`; every other task with `pnpm <task>`.
- */
+/** pnpm's own commands shadow our scripts of the same name: those need `pnpm run`. */
 const PNPM_COMMANDS = new Set(['help', 'deploy']);
 
 /** How a person types a task. */

@@ -15,18 +15,12 @@ export interface Args {
 export interface Task<O = Args> {
   name: string;
   summary: string;
-  /**
-   * Positional arguments, as shown in help: `<name>`, `[N]`, `[up [N] | down N]`. The entry point
-   * also reads it: more positionals than it shows (none without it) are a usage error.
-   */
+  /** Positionals as help shows them (`[N]`, `<name>`); more than it shows are a usage error. */
   usage?: string;
   flags?: Record<string, Flag>;
   /** Destroys data: the entry point adds --yes and gives `run` one question (ctx.confirm), default No. */
   destructive?: true | Destructive;
-  /**
-   * Everything after the task name goes to the program it runs untouched (psql, a shell), `--help`
-   * included; only one leading `--` is dropped. No flag of ours is parsed, so `flags` is empty.
-   */
+  /** Every argument, --help too, goes untouched to the program it runs (psql, a shell); one leading `--` is dropped. */
   passThrough?: boolean;
   /** The arguments as `run` takes them; its usage errors come first, before a destructive run is refused. */
   options?(args: Args): O;
@@ -74,10 +68,7 @@ export function guardOptions(flags: Args['flags']): { forceProduction: boolean; 
   return { forceProduction: Boolean(flags['force-production']), noBackup: Boolean(flags['no-backup']) };
 }
 
-/**
- * The most positionals a `usage` string shows: the longest of its alternatives (`[up [N] | down N]`
- * is 2), none without one, no limit after a `...`. `--flags` written in it are not positionals.
- */
+/** The most positionals `usage` shows: its longest alternative (`[up [N] | down N]` is 2); `...` is no limit. */
 export function maxPositionals(usage = ''): number {
   const tokens = usage.match(/<[^>]*>|[[\]|]|[^\s[\]|<>]+/g) ?? [];
   let i = 0;

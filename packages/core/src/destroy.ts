@@ -11,11 +11,7 @@ export interface DestroyOptions extends GuardOptions {
   noBackup: boolean;
 }
 
-/**
- * What runs before db:delete or db:fresh destroys the data: the production guard, the question,
- * then a safety backup. A stopped server can be neither backed up nor asked what it is, so its data
- * goes only with both noBackup and forceProduction.
- */
+/** Before db:delete or db:fresh: the guard, the question, a safety backup; a stopped server (no backup, no environment) needs both overrides. */
 export async function beforeDestroy(ctx: Ctx, rt: Runtime, task: string, question: string, opts: DestroyOptions): Promise<AuditEntry | undefined> {
   if (await rt.running()) {
     const entry = await guardProduction(ctx, rt, task, opts, '', question);

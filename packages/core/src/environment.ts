@@ -3,11 +3,7 @@ import type { Client } from 'pg';
 import type { Ctx } from './context.ts';
 import { withClient, type Target } from './pg.ts';
 
-/**
- * The guard's own tables, in the database itself (as Rails keeps the environment in
- * ar_internal_metadata): a schema owned by the migration role, outside `public`, so the
- * application role's default privileges never reach it. The environment only ever moves up to production.
- */
+/** The guard's tables live in the database (as Rails' ar_internal_metadata), outside `public` so the app role never reaches them. */
 export const GUARD_SCHEMA = 'pgdeploy';
 export const PRODUCTION = 'production';
 

@@ -9,10 +9,7 @@ export interface GuardOptions {
   forceProduction: boolean;
 }
 
-/**
- * Refuses `task` on a production database (recorded so, or NODE_ENV=production) unless forced;
- * then asks `question`, if given, through ctx.confirm. Only a forced run that goes ahead is logged.
- */
+/** Refuses `task` on production (recorded, or NODE_ENV) unless forced, then asks `question`; a forced run is logged. */
 export async function guardProduction(ctx: Ctx, rt: Runtime, task: string, opts: GuardOptions, detail = '', question?: string): Promise<AuditEntry | undefined> {
   const recorded = await recordedEnvironment(await rt.target('migrator')).catch((e) => {
     throw new UserError(`${task}: cannot read which environment this database belongs to: ${(e as Error).message}`, 'is PostgreSQL running? pnpm db:up');

@@ -8,11 +8,7 @@ import { literal } from './pg.ts';
 
 const TASK = 'db:secrets --force'; // as typed: the guard's messages and the audit name it so
 
-/**
- * What `db:secrets --force` passes before it replaces a file: refused while a cluster exists (new
- * names or passwords would lock its roles out; db:secrets:rotate changes passwords), the production
- * guard, the question; then the old files are kept in a 0700 folder beside them, whose path it returns.
- */
+/** Before db:secrets --force replaces files: no cluster (it would be locked out), the guard, the question; returns where the old files are kept. */
 export async function beforeReplacingSecrets(ctx: Ctx, runtime: () => Promise<Runtime>, opts: GuardOptions): Promise<string | undefined> {
   const replacing: SecretName[] = [];
   for (const n of SECRET_NAMES) if (await ctx.fs.stat(path.join(ctx.cfg.secretsDir, n)).then(() => true, () => false)) replacing.push(n);
