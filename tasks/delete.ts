@@ -5,7 +5,7 @@ import { forceProductionFlag, guardOptions, noBackupFlag, type Task } from './ta
 export const task: Task = {
   name: 'db:delete',
   summary: 'Stop PostgreSQL and DELETE all of its data.',
-  destructive: { when: ({ flags }) => !flags['dry-run'] },
+  destructive: { unlessFlag: 'dry-run' },
   flags: { ...noBackupFlag, ...forceProductionFlag, 'dry-run': { type: 'boolean', description: 'say what would be deleted, delete nothing' } },
   async run(ctx, { flags }) {
     const rt = await selectRuntime(ctx);

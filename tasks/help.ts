@@ -10,6 +10,9 @@ export const invocation = (name: string) => `pnpm ${PNPM_COMMANDS.has(name) ? 'r
 /** The command that shows our help: the list, or one task's (also for a pass-through task, whose --help is its program's). */
 export const helpCommand = (task?: string) => `${invocation('help')}${task ? ` ${task}` : ''}`;
 
+/** The flag without which a destructive task destroys nothing (db:secrets --force). */
+const onlyWith = (t: Task<unknown>) => (t.destructive && t.destructive !== true && 'withFlag' in t.destructive ? t.destructive.withFlag : undefined);
+
 /** Text for one task or all of them, made from the registry: never written by hand. */
 export function helpText(tasks: readonly Task<unknown>[], name?: string): string {
   if (name) {
@@ -24,12 +27,12 @@ export function helpText(tasks: readonly Task<unknown>[], name?: string): string
         'Every argument after the task name, --help included, passes through untouched (one leading -- is',
         `dropped), and the exit status is the program's. This help: ${helpCommand(t.name)}`].join('\n');
     }
-    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? (t.destructive !== true && t.destructive.help) || 'Destroys data: asks first; --yes answers.' : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
+    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? `${onlyWith(t) ? `With --${onlyWith(t)}` : 'Destroys data'}: asks first; --yes answers.` : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
   }
   const width = Math.max(...tasks.map((t) => t.name.length)) + 2;
   return [
     `Tasks (pnpm <task> [args]; ${helpCommand('<task>')} for one task's flags):`,
-    ...tasks.map((t) => `  ${t.name.padEnd(width)}${t.summary}${t.destructive ? ' [asks]' : ''}`),
+    ...tasks.map((t) => `  ${t.name.padEnd(width)}${t.summary}${t.destructive ? ` [${onlyWith(t) ? `--${onlyWith(t)} ` : ''}asks]` : ''}`),
     `  ${'deploy'.padEnd(width)}pnpm run deploy: secrets and TLS -> up -> migrate, via turbo`,
   ].join('\n');
 }

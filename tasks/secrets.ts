@@ -7,7 +7,7 @@ import { forceProductionFlag, guardOptions, type Task } from './task.ts';
 export const task: Task = {
   name: 'db:secrets',
   summary: 'Create the missing secret files (superuser, schema owner, app role, database); never overwrites without --force.',
-  destructive: { when: ({ flags }) => Boolean(flags.force), as: 'db:secrets --force', help: 'With --force it replaces secret files: asks first; --yes answers.' },
+  destructive: { withFlag: 'force' },
   flags: {
     force: { type: 'boolean', description: 'replace the existing secrets, keeping the old ones beside them; asks, and refuses while a database cluster exists' },
     ...forceProductionFlag,

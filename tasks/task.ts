@@ -19,7 +19,7 @@ export interface Task<O = Args> {
   usage?: string;
   flags?: Record<string, Flag>;
   /** Destroys data: the entry point adds --yes and gives `run` one question (ctx.confirm), default No. */
-  destructive?: true | Destructive;
+  destructive?: Destructive;
   /** Every argument, --help too, goes untouched to the program it runs (psql, a shell); one leading `--` is dropped. */
   passThrough?: boolean;
   /** The arguments as `run` takes them; its usage errors come first, before a destructive run is refused. */
@@ -28,22 +28,16 @@ export interface Task<O = Args> {
   run(ctx: Ctx, opts: O): Promise<number | void>;
 }
 
-/** A task that destroys data only with some arguments, or names itself otherwise in its messages. */
-export interface Destructive {
-  /** Whether these arguments destroy data (db:delete --dry-run does not). */
-  when: (args: Args) => boolean;
-  /** The task as its messages name it (`db:secrets --force`); default its name. */
-  as?: string;
-  /** Help's line; default: destroys data, asks first. */
-  help?: string;
-}
+/** Always, only with a flag (db:secrets --force), or never with one (db:delete --dry-run). */
+export type Destructive = true | { withFlag: string } | { unlessFlag: string };
 
-/** Whether this run destroys data, and the name its messages use. */
+/** Whether this run destroys data, and how its messages name it (`db:secrets --force`). */
 export function destroys(task: Task<unknown>, args: Args): { as: string } | undefined {
   const d = task.destructive;
   if (!d) return undefined;
-  if (d === true) return { as: task.name };
-  return d.when(args) ? { as: d.as ?? task.name } : undefined;
+  if (d !== true && 'withFlag' in d) return args.flags[d.withFlag] ? { as: `${task.name} --${d.withFlag}` } : undefined;
+  if (d !== true && args.flags[d.unlessFlag]) return undefined;
+  return { as: task.name };
 }
 
 /** A task as the entry point and help see it: a destructive one takes --yes. */
