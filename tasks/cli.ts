@@ -5,12 +5,12 @@ import { parseArgs } from 'node:util';
 import { loadEnv, parseConfig } from '@dbkit/core/config';
 import { zxExec } from '@dbkit/core/exec';
 import { createLog, processSink, type Log } from '@dbkit/core/output';
-import { promptsAsk } from '@dbkit/core/confirm';
+import { confirmDestructive, promptsAsk, refuseUnanswerable, type Confirm } from '@dbkit/core/confirm';
 import { UserError, UsageError } from '@dbkit/core/errors';
 import { redact } from '@dbkit/core/redact';
 import type { Ctx } from '@dbkit/core/context';
 import { tasks } from './registry.ts';
-import { maxPositionals, type Args, type Task } from './task.ts';
+import { destroys, maxPositionals, type Args, type Task } from './task.ts';
 import { helpCommand } from './help.ts';
 
 const COMMON = {
@@ -19,7 +19,7 @@ const COMMON = {
 } as const;
 
 /** Our flags, strictly: an unknown one, or more positionals than the task's `usage` shows, is a usage error. */
-function parse(task: Task, rest: string[]): Args {
+function parse(task: Task<unknown>, rest: string[]): Args {
   let parsed;
   try {
     const options = { ...COMMON } as Record<string, { type: 'boolean' | 'string'; short?: string }>;
@@ -41,6 +41,22 @@ function parse(task: Task, rest: string[]): Args {
 function passThrough(rest: string[]): Args {
   return { flags: {}, positionals: rest[0] === '--' ? rest.slice(1) : rest };
 }
+
+/** Runs a task; a destructive run nobody can answer is refused before it starts, others get one question (ctx.confirm). */
+export async function runTask<O>(task: Task<O>, ctx: Omit<Ctx, 'confirm'>, args: Args): Promise<number | void> {
+  const opts = task.options ? task.options(args) : (args as O);
+  const d = destroys(task, args);
+  if (!d) return task.run({ ...ctx, confirm: notDestructive(task.name) }, opts);
+  const yes = Boolean(args.flags.yes);
+  refuseUnanswerable(ctx, d.as, yes);
+  let answered: Promise<void> | undefined;
+  return task.run({ ...ctx, confirm: (question) => (answered ??= confirmDestructive(ctx, d.as, question, yes)) }, opts);
+}
+
+/** Asking without the `destructive` mark is a bug: help and the refusal read the mark. */
+const notDestructive = (name: string): Confirm => async () => {
+  throw new Error(`${name} asked for confirmation, but is not marked destructive for these arguments`);
+};
 
 /** The one entry point: parse, build the context, run the task, turn errors into exit codes. */
 export async function main(argv: string[], realEnv: Record<string, string | undefined>): Promise<number> {
@@ -64,7 +80,7 @@ export async function main(argv: string[], realEnv: Record<string, string | unde
     const env = await loadEnv(root, realEnv);
     const cfg = parseConfig(root, env);
     log = createLog(sink, { json: Boolean(flags.json) });
-    const ctx: Ctx = {
+    const ctx: Omit<Ctx, 'confirm'> = {
       cfg,
       exec: zxExec(env),
       fs,
@@ -73,7 +89,7 @@ export async function main(argv: string[], realEnv: Record<string, string | unde
       interactive: Boolean(process.stdin.isTTY && process.stderr.isTTY) && env.CI !== 'true',
       clock: () => new Date(),
     };
-    return (await task.run(ctx, { flags, positionals })) ?? 0;
+    return (await runTask(task, ctx, { flags, positionals })) ?? 0;
   } catch (e) {
     if (e instanceof UserError) {
       log.info(`error: ${e.message}`);

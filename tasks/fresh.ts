@@ -1,22 +1,31 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { afterFresh, beforeDestroy, forceProductionFlag, noBackupFlag } from '@dbkit/core/guard';
+import { beforeDestroy } from '@dbkit/core/destroy';
+import { insertAudit } from '@dbkit/core/audit';
+import { PRODUCTION, recordEnvironment } from '@dbkit/core/environment';
+import { seed } from '@dbkit/core/seeds';
 import { preflight } from '@dbkit/core/preflight';
 import { describe } from '@dbkit/core/migrations/runner';
-import { yesFlag, type Task } from './task.ts';
+import { forceProductionFlag, guardOptions, noBackupFlag, type Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:fresh',
   summary: 'Recreate the database from nothing (deletes all data), then apply the migrations.',
   destructive: true,
-  flags: { ...yesFlag, ...noBackupFlag, ...forceProductionFlag, seed: { type: 'boolean', description: 'run the seeds afterwards' } },
+  flags: { ...noBackupFlag, ...forceProductionFlag, seed: { type: 'boolean', description: 'run the seeds afterwards' } },
   async run(ctx, { flags }) {
     await preflight(ctx); // a fresh start that cannot start must not delete first
     const rt = await selectRuntime(ctx);
-    const audit = await beforeDestroy(ctx, rt, 'db:fresh', `Delete ${rt.describeData()} and start from nothing?`, flags);
+    const audit = await beforeDestroy(ctx, rt, 'db:fresh', `Delete ${rt.describeData()} and start from nothing?`, guardOptions(flags));
     await rt.destroy();
     await rt.up();
+    // A production database rebuilt by a forced run is still production, whatever NODE_ENV says now.
+    await recordEnvironment(ctx, await rt.target('migrator'), audit?.environment === PRODUCTION ? PRODUCTION : undefined);
     const r = await rt.migrate({ kind: 'up' });
-    await afterFresh(ctx, rt, { seed: Boolean(flags.seed), audit });
+    if (audit) await insertAudit(rt, audit); // the new database gets the forced run's line too
+    if (flags.seed) {
+      const { applied } = await seed(ctx, rt, { reseed: false });
+      ctx.log.info(applied.length ? `seeded: ${applied.join(', ')}` : 'no seed files to run');
+    }
     ctx.log.result(`fresh database ready${r ? `; ${describe(r)}` : ''}`);
   },
 };

@@ -1,10 +1,7 @@
 import { UsageError } from '@dbkit/core/errors';
 import type { Flag, Task } from './task.ts';
 
-/**
- * pnpm's own commands shadow a root script of the same name: `pnpm help` is pnpm's help, `pnpm deploy`
- * its deploy. Those are reached with `pnpm run`; every other task with `pnpm <task>`.
- */
+/** pnpm's own commands shadow our scripts of the same name: those need `pnpm run`. */
 const PNPM_COMMANDS = new Set(['help', 'deploy']);
 
 /** How a person types a task. */
@@ -13,8 +10,11 @@ export const invocation = (name: string) => `pnpm ${PNPM_COMMANDS.has(name) ? 'r
 /** The command that shows our help: the list, or one task's (also for a pass-through task, whose --help is its program's). */
 export const helpCommand = (task?: string) => `${invocation('help')}${task ? ` ${task}` : ''}`;
 
+/** The flag without which a destructive task destroys nothing (db:secrets --force). */
+const onlyWith = (t: Task<unknown>) => (t.destructive && t.destructive !== true && 'withFlag' in t.destructive ? t.destructive.withFlag : undefined);
+
 /** Text for one task or all of them, made from the registry: never written by hand. */
-export function helpText(tasks: readonly Task[], name?: string): string {
+export function helpText(tasks: readonly Task<unknown>[], name?: string): string {
   if (name) {
     const t = tasks.find((x) => x.name === name || x.name === `db:${name}`);
     if (!t) throw new UsageError(`no task named "${name}"`, `the tasks: ${helpCommand()}`);
@@ -27,17 +27,17 @@ export function helpText(tasks: readonly Task[], name?: string): string {
         'Every argument after the task name, --help included, passes through untouched (one leading -- is',
         `dropped), and the exit status is the program's. This help: ${helpCommand(t.name)}`].join('\n');
     }
-    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? 'Destroys data: asks first; --yes answers.' : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
+    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? `${onlyWith(t) ? `With --${onlyWith(t)}` : 'Destroys data'}: asks first; --yes answers.` : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
   }
   const width = Math.max(...tasks.map((t) => t.name.length)) + 2;
   return [
     `Tasks (pnpm <task> [args]; ${helpCommand('<task>')} for one task's flags):`,
-    ...tasks.map((t) => `  ${t.name.padEnd(width)}${t.summary}${t.destructive ? ' [asks]' : ''}`),
+    ...tasks.map((t) => `  ${t.name.padEnd(width)}${t.summary}${t.destructive ? ` [${onlyWith(t) ? `--${onlyWith(t)} ` : ''}asks]` : ''}`),
     `  ${'deploy'.padEnd(width)}pnpm run deploy: secrets and TLS -> up -> migrate, via turbo`,
   ].join('\n');
 }
 
-export function helpTask(all: () => readonly Task[]): Task {
+export function helpTask(all: () => readonly Task<unknown>[]): Task {
   return {
     name: 'help',
     summary: `List the tasks, or explain one: ${helpCommand('db:migrate')}.`,

@@ -1,8 +1,8 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { describe } from '@dbkit/core/migrations/runner';
 import { parseCommand } from '@dbkit/core/migrations/command';
-import { forceProductionFlag, guardProduction } from '@dbkit/core/guard';
-import type { Task } from './task.ts';
+import { guardProduction } from '@dbkit/core/guard';
+import { forceProductionFlag, guardOptions, type Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:migrate',
@@ -18,7 +18,7 @@ export const task: Task = {
     const cmd = parseCommand(positionals, Boolean(flags.all));
     const rt = await selectRuntime(ctx);
     // Rolling back destroys data, as db:rollback does; goto may go either way.
-    if (cmd.kind === 'down' || cmd.kind === 'goto') await guardProduction(ctx, rt, 'db:migrate', flags, positionals.join(' ') + (flags.all ? ' --all' : ''));
+    if (cmd.kind === 'down' || cmd.kind === 'goto') await guardProduction(ctx, rt, 'db:migrate', guardOptions(flags), positionals.join(' ') + (flags.all ? ' --all' : ''));
     const r = await rt.migrate(cmd, { singleTransaction: Boolean(flags['single-transaction']) });
     if (r) ctx.log.result(describe(r), r);
   },

@@ -1,4 +1,4 @@
-import type { Task } from './task.ts';
+import { withImpliedFlags, type Task } from './task.ts';
 import { helpTask } from './help.ts';
 import { task as up } from './up.ts';
 import { task as down } from './down.ts';
@@ -23,9 +23,12 @@ import { task as restore } from './restore.ts';
 import { task as imagesBuild } from './images-build.ts';
 
 /** Every task, in the order help lists them. */
-export const tasks: readonly Task[] = [
+const declared: Task<unknown>[] = [
   up, down, logs, bash, psql, status,
   migrate, rollback, migrateCreate, migrateForce, seed,
   secrets, rotate, secure, doctor, backup, backupVerify, restore, fresh, del, imagesBuild,
   helpTask(() => tasks),
 ];
+
+/** As the entry point and help see them (a destructive task takes --yes). */
+export const tasks: readonly Task<unknown>[] = declared.map(withImpliedFlags);

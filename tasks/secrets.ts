@@ -1,22 +1,20 @@
 import path from 'node:path';
 import { ensureSecrets } from '@dbkit/core/secrets';
 import { beforeReplacingSecrets } from '@dbkit/core/secrets-force';
-import { forceProductionFlag } from '@dbkit/core/guard';
 import { selectRuntime } from '@dbkit/core/runtime/select';
-import { yesFlag, type Task } from './task.ts';
+import { forceProductionFlag, guardOptions, type Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:secrets',
   summary: 'Create the missing secret files (superuser, schema owner, app role, database); never overwrites without --force.',
-  // Not `destructive` as a whole: only --force replaces anything, and only then does it ask.
+  destructive: { withFlag: 'force' },
   flags: {
     force: { type: 'boolean', description: 'replace the existing secrets, keeping the old ones beside them; asks, and refuses while a database cluster exists' },
-    ...yesFlag,
     ...forceProductionFlag,
   },
   async run(ctx, { flags }) {
     const force = Boolean(flags.force);
-    const kept = force ? await beforeReplacingSecrets(ctx, () => selectRuntime(ctx), flags) : undefined;
+    const kept = force ? await beforeReplacingSecrets(ctx, () => selectRuntime(ctx), guardOptions(flags)) : undefined;
     const question = ctx.interactive
       ? async (name: string, def: string) => {
           const a = await ctx.ask(name.replace('postgres_', 'database ').replace('db', 'name'), def);

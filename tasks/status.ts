@@ -3,7 +3,7 @@ import { loadMigrations } from '@dbkit/core/migrations/files';
 import { dirtyReport } from '@dbkit/core/migrations/diagnose';
 import { status } from '@dbkit/core/migrations/runner';
 import { withClient } from '@dbkit/core/pg';
-import { overview, overviewLines, reportDown } from '@dbkit/core/overview';
+import { overview, overviewLines } from '@dbkit/core/overview';
 import type { Task } from './task.ts';
 
 export const task: Task = {
@@ -17,7 +17,11 @@ export const task: Task = {
     const migrations = loadMigrations(ctx.cfg.migrationsDir);
     const rt = await selectRuntime(ctx);
     const o = await overview(ctx, rt);
-    if (!o.server.up) return reportDown(ctx, o, Boolean(flags['exit-code']));
+    if (!o.server.up) {
+      // The overview alone; --exit-code fails, since nothing can be known to be applied.
+      ctx.log.result(overviewLines(o, ctx.clock()).join('\n'), { runtime: o.runtime, overview: o });
+      return flags['exit-code'] ? 1 : 0;
+    }
     const [s, dirty] = await withClient(await rt.target('migrator'), async (c) => {
       const st = await status(c, migrations);
       return [st, st.dirty ? await dirtyReport(c, migrations, ctx.cfg) : undefined] as const;

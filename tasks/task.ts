@@ -11,35 +11,58 @@ export interface Args {
   positionals: string[];
 }
 
-/** One task: its metadata (the registry builds `help` from it) and a thin `run`. */
-export interface Task {
+/** One task: its metadata (the registry builds `help` from it) and a thin `run`, given `O` (default: the arguments). */
+export interface Task<O = Args> {
   name: string;
   summary: string;
-  /**
-   * Positional arguments, as shown in help: `<name>`, `[N]`, `[up [N] | down N]`. The entry point
-   * also reads it: more positionals than it shows (none without it) are a usage error.
-   */
+  /** Positionals as help shows them (`[N]`, `<name>`); more than it shows are a usage error. */
   usage?: string;
   flags?: Record<string, Flag>;
-  /** Destroys data: asks first, and takes --yes. */
-  destructive?: boolean;
-  /**
-   * Everything after the task name goes to the program it runs untouched (psql, a shell), `--help`
-   * included; only one leading `--` is dropped. No flag of ours is parsed, so `flags` is empty.
-   */
+  /** Destroys data: the entry point adds --yes and gives `run` one question (ctx.confirm), default No. */
+  destructive?: Destructive;
+  /** Every argument, --help too, goes untouched to the program it runs (psql, a shell); one leading `--` is dropped. */
   passThrough?: boolean;
+  /** The arguments as `run` takes them; its usage errors come first, before a destructive run is refused. */
+  options?(args: Args): O;
   /** Returns the exit code (0 when omitted). */
-  run(ctx: Ctx, args: Args): Promise<number | void>;
+  run(ctx: Ctx, opts: O): Promise<number | void>;
 }
 
-export const yesFlag: Record<string, Flag> = {
+/** Always, only with a flag (db:secrets --force), or never with one (db:delete --dry-run). */
+export type Destructive = true | { withFlag: string } | { unlessFlag: string };
+
+/** Whether this run destroys data, and how its messages name it (`db:secrets --force`). */
+export function destroys(task: Task<unknown>, args: Args): { as: string } | undefined {
+  const d = task.destructive;
+  if (!d) return undefined;
+  if (d !== true && 'withFlag' in d) return args.flags[d.withFlag] ? { as: `${task.name} --${d.withFlag}` } : undefined;
+  if (d !== true && args.flags[d.unlessFlag]) return undefined;
+  return { as: task.name };
+}
+
+/** A task as the entry point and help see it: a destructive one takes --yes. */
+export function withImpliedFlags<O>(task: Task<O>): Task<O> {
+  return task.destructive ? { ...task, flags: { ...yesFlag, ...task.flags } } : task;
+}
+
+const yesFlag: Record<string, Flag> = {
   yes: { type: 'boolean', short: 'y', description: 'answer yes to the confirmation (needed without a terminal)' },
 };
 
-/**
- * The most positionals a `usage` string shows: the longest of its alternatives (`[up [N] | down N]`
- * is 2), none without one, no limit after a `...`. `--flags` written in it are not positionals.
- */
+/** The production guard's flag, and the safety backup's. */
+export const forceProductionFlag: Record<string, Flag> = {
+  'force-production': { type: 'boolean', description: 'allow it on a production database (who and when are logged)' },
+};
+export const noBackupFlag: Record<string, Flag> = {
+  'no-backup': { type: 'boolean', description: 'skip the safety backup taken first' },
+};
+
+/** Those flags as the library's options. */
+export function guardOptions(flags: Args['flags']): { forceProduction: boolean; noBackup: boolean } {
+  return { forceProduction: Boolean(flags['force-production']), noBackup: Boolean(flags['no-backup']) };
+}
+
+/** The most positionals `usage` shows: its longest alternative (`[up [N] | down N]` is 2); `...` is no limit. */
 export function maxPositionals(usage = ''): number {
   const tokens = usage.match(/<[^>]*>|[[\]|]|[^\s[\]|<>]+/g) ?? [];
   let i = 0;

@@ -156,6 +156,14 @@ prod('db:delete --yes --force-production takes a safety backup first, then delet
   assert.is(audit[audit.length - 1].task, 'db:delete');
 });
 
+prod('a forced db:fresh of a production database leaves the rebuilt one recorded as production', async (ctx) => {
+  const p = ctx.p!;
+  await ok(['db:up'], { ...p.env, NODE_ENV: 'production' }); // a new cluster after the delete above, recorded as production
+  await ok(['db:fresh', '--yes', '--force-production', '--no-backup'], p.env); // run from a development shell
+  assert.equal(await suQuery(p, 'SELECT name FROM pgdeploy.environment'), [{ name: 'production' }]);
+  assert.equal((await suQuery(p, 'SELECT task FROM pgdeploy.audit')).map((r) => r.task), ['db:fresh'], 'the forced run is logged in the new database');
+});
+
 prod.run();
 
 // ---------------------------------------------------------------------------------------------
@@ -187,6 +195,10 @@ dev('db:fresh --yes takes a safety backup, rebuilds and migrates', async (ctx) =
   assert.match(r.stderr, /safety backup: .*-before-fresh/);
   assert.is(await rows(p), 0);
   assert.is(Number(await version(p)), 1);
+});
+
+dev('db:fresh records the environment again in the rebuilt database', async (ctx) => {
+  assert.equal(await suQuery(ctx.p!, 'SELECT name FROM pgdeploy.environment'), [{ name: 'development' }]);
 });
 
 dev.run();

@@ -7,6 +7,7 @@ import { setUp } from './setup/hooks.ts';
 import { UserError } from '@dbkit/core/errors';
 import { task as rollback } from '../tasks/rollback.ts';
 import { tasks } from '../tasks/registry.ts';
+import { runTask } from '../tasks/cli.ts';
 
 // db:rollback runs down files, which drop tables with their rows: it asks like every destructive
 // task, outside production too. --yes answers; no terminal and no --yes refuses and changes nothing.
@@ -44,7 +45,7 @@ asks('with no terminal and no --yes it refuses, names --yes, and the table and i
 asks('on a terminal it asks once, and a "no" exits 1 with nothing rolled back', async ({ p }) => {
   const asked: string[] = [];
   const ctx = testCtx(p!.env, { interactive: true, ask: async (q) => (asked.push(q), false) });
-  const err = await rollback.run(ctx, { flags: {}, positionals: [] }).then(() => undefined, (e: unknown) => e);
+  const err = await runTask(rollback, ctx, { flags: {}, positionals: [] }).then(() => undefined, (e: unknown) => e);
   assert.instance(err, UserError);
   assert.is((err as UserError).exitCode, 1);
   assert.match((err as Error).message, /db:rollback: aborted, nothing was changed/);
@@ -56,7 +57,7 @@ asks('on a terminal it asks once, and a "no" exits 1 with nothing rolled back', 
 asks('on a terminal a "yes" rolls back N, and the question says how many', async ({ p }) => {
   const asked: string[] = [];
   const ctx = testCtx(p!.env, { interactive: true, ask: async (q) => (asked.push(q), true) });
-  await rollback.run(ctx, { flags: {}, positionals: ['2'] });
+  await runTask(rollback, ctx, { flags: {}, positionals: ['2'] });
   assert.match(asked[0], /Roll back the last 2 migrations\?/);
   assert.not.ok(await hasAccounts(p!), 'rolled back');
 });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { connect } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native';
 import { task as secretsTask } from '../tasks/secrets.ts';
+import { runTask } from '../tasks/cli.ts';
 import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
 import { testCtx } from './setup/ctx.ts';
 import prompts from 'prompts';
@@ -57,7 +58,7 @@ noCluster('it asks on stderr, default No; a "no" fails and changes nothing', asy
   // further prompt (the names db:secrets asks on a terminal) gets its default.
   prompts.inject([false]);
   const c = testCtx(p.env, { interactive: true, ask: async (q) => (asked.push(q), promptsAsk(q)) });
-  const err = await secretsTask.run(c, { flags: { force: true }, positionals: [] }).then(() => undefined, (e) => e);
+  const err = await runTask(secretsTask, c, { flags: { force: true }, positionals: [] }).then(() => undefined, (e) => e);
   assert.equal(asked.length, 1, 'one question');
   assert.match(asked[0], /Replace 7 secret file\(s\).*postgres_password/);
   assert.match(String(err?.message), /db:secrets --force: aborted, nothing was changed/);

@@ -14,8 +14,7 @@ export interface ComposeImages {
 /** The official images, pinned: what a VPS runs. A private registry or a digest pin replaces them. */
 export const OFFICIAL_IMAGES: ComposeImages = { db: 'postgres:16-alpine', migrate: 'migrate/migrate:v4.18.3', node: 'node:20-alpine' };
 
-// Compose's own rule for project names: lower-case letters, digits, dashes and underscores,
-// starting with a letter or digit.
+// Compose's own rule for project names.
 const PROJECT_NAME = /^[a-z0-9][a-z0-9_-]*$/;
 // A reference Docker accepts: [registry/]name[:tag][@digest], without spaces or shell characters.
 const IMAGE_REF = /^[a-zA-Z0-9][a-zA-Z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$/;
@@ -51,22 +50,18 @@ export interface Config {
   upTimeoutMs: number;
   /** How long a migration waits for another runner's advisory lock (DB_MIGRATE_LOCK_TIMEOUT). */
   lockTimeoutMs: number;
-  /**
-   * The native runner's lock_timeout for each migration's statements (DB_MIGRATE_STATEMENT_LOCK_TIMEOUT;
-   * 0: none of its own, the server's applies), and how many times a migration that timed out
-   * waiting for a table lock is tried again (DB_MIGRATE_STATEMENT_LOCK_RETRIES).
-   */
+  /** Native runner: each statement's lock_timeout (0: the server's) and retries after one (DB_MIGRATE_STATEMENT_LOCK_*). */
   statementLockTimeoutMs: number;
   statementLockRetries: number;
-  /** The environment the processes we start inherit (dotenv values under the real environment). */
-  env: Record<string, string | undefined>;
+  /** The native db:bash's shell (SHELL, default bash). */
+  shell: string;
+  /** Who ran sudo (SUDO_USER), for the audit log. */
+  sudoUser?: string;
 }
 
-// A password has no business in a committed, plain-text .env file: secrets live in database/infra/secrets.
-// Names that say "secret" (an API key too; a bare KEY or *_KEY_FILE is often a path, so not those).
+// Names that say "secret" (not a bare KEY or *_KEY_FILE, often a path): .env files are committed plain text.
 const SECRET_LIKE = /(PASSWORD|PASSWD|PASSPHRASE|_PASS|_PWD|SECRET|TOKEN|(^|_)(API|ACCESS|SECRET|PRIVATE|SIGNING|ENCRYPTION|MASTER|AUTH|CLIENT)_?KEY)$/i;
-// Values that carry a password whatever the name: a URL with user:password@ (DATABASE_URL), a libpq
-// keyword string (password=...), a query parameter (?password=...).
+// Values that carry a password whatever the name: user:password@ URLs, password=..., ?password=...
 const SECRET_VALUE = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]*:[^/?#@\s]+@|(^|\s)password\s*=\s*\S|[?&](password|pass|pwd)=[^&\s]/i;
 
 /** Why a .env variable holds a secret, or undefined. */
@@ -77,11 +72,7 @@ function secretIn(key: string, value: string): string | undefined {
   return undefined;
 }
 
-/**
- * Loads `.env`, `.env.local`, `.env.<NODE_ENV>`, `.env.<NODE_ENV>.local` (dotenv-flow's order, later
- * wins) under the real environment (which wins over every file). A file that holds a secret stops
- * everything, naming the variable and that file.
- */
+/** dotenv-flow's files under the real environment (which wins); a file holding a secret stops everything. */
 export async function loadEnv(root: string, real: Record<string, string | undefined>): Promise<Record<string, string | undefined>> {
   const { listFiles, parse } = await import('dotenv-flow');
   const nodeEnv = real.NODE_ENV || 'development';
@@ -179,6 +170,7 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     lockTimeoutMs: int(env, 'DB_MIGRATE_LOCK_TIMEOUT', 15, 0, 3600) * 1000,
     statementLockTimeoutMs: int(env, 'DB_MIGRATE_STATEMENT_LOCK_TIMEOUT', 3, 0, 3600) * 1000,
     statementLockRetries: int(env, 'DB_MIGRATE_STATEMENT_LOCK_RETRIES', 3, 0, 100),
-    env,
+    shell: env.SHELL || 'bash',
+    sudoUser: env.SUDO_USER || undefined,
   };
 }

@@ -1,18 +1,13 @@
 import os from 'node:os';
+import type { Client } from 'pg';
 import type { Ctx } from './context.ts';
 import { withClient, type Target } from './pg.ts';
 
-/**
- * The environment a database belongs to lives in the database itself (as Rails keeps it in
- * ar_internal_metadata), in a schema of its own owned by the migration role: outside `public`, so
- * the application role's default privileges never reach it. `db:up` records it the first time it
- * provisions a database (the first step of every deploy that touches a server, on both runtimes,
- * and before any migration exists); afterwards it only ever moves up to production, never down.
- */
+/** The guard's tables live in the database (as Rails' ar_internal_metadata), outside `public` so the app role never reaches them. */
 export const GUARD_SCHEMA = 'pgdeploy';
 export const PRODUCTION = 'production';
 
-export const SETUP_SQL = `CREATE SCHEMA IF NOT EXISTS ${GUARD_SCHEMA};
+const SETUP_SQL = `CREATE SCHEMA IF NOT EXISTS ${GUARD_SCHEMA};
 CREATE TABLE IF NOT EXISTS ${GUARD_SCHEMA}.environment (
   only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
   name text NOT NULL,
@@ -25,22 +20,27 @@ CREATE TABLE IF NOT EXISTS ${GUARD_SCHEMA}.audit (
   os_user text NOT NULL,
   detail text NOT NULL DEFAULT '')`;
 
-/** Who runs this: the OS user, and the one behind sudo when there is one. */
-export function osUser(env: Record<string, string | undefined>): string {
-  const me = os.userInfo().username;
-  return env.SUDO_USER && env.SUDO_USER !== me ? `${me} (sudo by ${env.SUDO_USER})` : me;
+/** Creates the guard's schema and tables where they are missing. */
+export async function ensureGuardTables(c: Client): Promise<void> {
+  // Concurrent first runs may both CREATE; the one that loses retries once.
+  await c.query(SETUP_SQL).catch(() => c.query(SETUP_SQL));
 }
 
-/** Records NODE_ENV in the database unless one is recorded; a production run upgrades it. */
-export async function recordEnvironment(ctx: Pick<Ctx, 'cfg'>, migrator: Target): Promise<void> {
+/** Who runs this: the OS user, and the one behind sudo when there is one. */
+export function osUser(sudoUser: string | undefined): string {
+  const me = os.userInfo().username;
+  return sudoUser && sudoUser !== me ? `${me} (sudo by ${sudoUser})` : me;
+}
+
+/** Records `name` (default NODE_ENV) unless one is recorded; production replaces any other. db:up and db:fresh call it. */
+export async function recordEnvironment(ctx: Pick<Ctx, 'cfg'>, migrator: Target, name = ctx.cfg.nodeEnv): Promise<void> {
   await withClient({ ...migrator, applicationName: 'pg-deploy guard' }, async (c) => {
-    // Concurrent first deploys may both run the CREATEs; the one that loses retries once.
-    await c.query(SETUP_SQL).catch(() => c.query(SETUP_SQL));
+    await ensureGuardTables(c);
     await c.query(
       `INSERT INTO ${GUARD_SCHEMA}.environment (name, recorded_by) VALUES ($1, $2)
        ON CONFLICT (only_row) DO UPDATE SET name = EXCLUDED.name, recorded_at = now(), recorded_by = EXCLUDED.recorded_by
        WHERE EXCLUDED.name = '${PRODUCTION}' AND ${GUARD_SCHEMA}.environment.name <> '${PRODUCTION}'`,
-      [ctx.cfg.nodeEnv, osUser(ctx.cfg.env)],
+      [name, osUser(ctx.cfg.sudoUser)],
     );
   });
 }

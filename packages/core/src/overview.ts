@@ -76,9 +76,3 @@ export function overviewLines(o: Overview, now: Date): string[] {
   for (const l of o.leftovers) lines.push(row('leftover', `${l.why}; ${l.fix}`));
   return lines;
 }
-
-/** db:status with the server down: the overview alone; --exit-code fails, since nothing can be known to be applied. */
-export function reportDown(ctx: Ctx, o: Overview, exitCode: boolean): number {
-  ctx.log.result(overviewLines(o, ctx.clock()).join('\n'), { runtime: o.runtime, overview: o });
-  return exitCode ? 1 : 0;
-}

@@ -1,27 +1,17 @@
 import { UserError } from './errors.ts';
 import { connect, lastResult, literal, type Target } from './pg.ts';
 import { repairRestoreState, restoreStateSql } from './restore-state.ts';
-import { recordEnvironment } from './environment.ts';
 import type { Ctx } from './context.ts';
 import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, serverDatabasesSql, type Roles } from './roles.ts';
 
-/**
- * The superuser's channel, which never crosses TCP: the native server's Unix socket, or psql
- * inside the container. Returns each row's values as text.
- */
+/** The superuser's channel, never over TCP (a Unix socket, or psql in the container); rows as text. */
 export interface Admin {
   query(sql: string, database?: string): Promise<string[][]>;
 }
 
-
-/**
- * Roles, database, ownership and default privileges, and no way into the server's own databases
- * for our logins; safe to run on every start. Two sessions (three the first time): each costs a
- * SCRAM login, so the statements travel together.
- */
+/** Roles, database, ownership and privileges; run on every start, in few sessions since each costs a SCRAM login. */
 export async function provision(admin: Admin, r: Roles, say: (line: string) => void): Promise<void> {
-  // Before anything connects to the application database or creates an empty one in its place,
-  // what an interrupted db:restore left is put right, from rows this same round trip reads.
+  // Repair what a killed db:restore left before anything connects to the database or creates an empty one.
   const state = await admin.query(`${rolesSql(r)}\n${serverDatabasesSql(r)}\n${restoreStateSql(r.database)}`);
   if (!(await repairRestoreState(admin, r.database, state, say))) await admin.query(createDatabaseSql(r));
   // ALTER DATABASE ... OWNER and GRANT ... ON DATABASE may run from inside that database.
@@ -43,11 +33,7 @@ export function socketAdmin(socketDir: string, port: number, r: Roles): Admin {
   };
 }
 
-/**
- * A login failure with a stored password that no longer matches its secret file: drift, with the
- * fix, which names the file to put back. A rotation that was killed keeps the password the server
- * has in `.old` or `.new` beside it, and running it again finishes or rolls back.
- */
+/** A refused password is drift between the role and its file: the error names the file and the way back. */
 export function driftError(e: unknown, prefix: 'postgres' | 'migrate' | 'app', role: string): UserError | undefined {
   if ((e as { code?: string }).code !== '28P01') return undefined;
   const file = `database/infra/secrets/${prefix}_password`;
@@ -65,17 +51,13 @@ export async function tryLogin(t: Target, timeoutMs = 2000): Promise<void> {
   await (await connect(t, timeoutMs)).end();
 }
 
-/**
- * db:up's promise, both roles at once: the application logs in over verified TLS, and the
- * migration role's session (which records the environment for the production guard) proves its
- * own login. A stored password that no longer matches its file is reported as drift.
- */
-export async function verifyLogins(ctx: Pick<Ctx, 'cfg'>, r: Roles, app: Target | undefined, migrator: Target): Promise<void> {
+/** db:up's promise: both roles log in, else drift is named. (`_ctx`: unused, the runtimes still pass it.) */
+export async function verifyLogins(_ctx: Pick<Ctx, 'cfg'>, r: Roles, app: Target | undefined, migrator: Target): Promise<void> {
   await Promise.all([
     app && tryLogin(app).catch((e) => {
       throw driftError(e, 'app', r.app.user) ?? e;
     }),
-    recordEnvironment(ctx, migrator).catch((e) => {
+    tryLogin(migrator).catch((e) => {
       throw driftError(e, 'migrate', r.migrator.user) ?? e;
     }),
   ]);

@@ -2,33 +2,20 @@ import path from 'node:path';
 import type { Ctx } from './context.ts';
 import { UserError } from './errors.ts';
 import { SECRET_NAMES, isPassword, readSecret, type SecretName } from './secrets.ts';
-import { guardWithoutDatabase, type GuardFlags } from './guard.ts';
+import { guardWithoutDatabase, type GuardOptions } from './guard.ts';
 import type { Runtime } from './runtime/runtime.ts';
 import { literal } from './pg.ts';
 
-const TASK = 'db:secrets --force'; // as the user types it: the hints say `pnpm ${TASK} --yes`
+const TASK = 'db:secrets --force'; // as typed: the guard's messages and the audit name it so
 
-/**
- * What `db:secrets --force` passes before it replaces a file. New files for roles that exist would
- * lock them out: the server keeps its roles, names and passwords (the image reads the files only
- * when it first initialises; db:up creates missing roles and never changes a password), so the
- * superuser's new password would be refused and the others would be drift. Of the two ways out,
- * refusing and rotating the passwords, it refuses, the safer: a rotation changes live passwords
- * under running applications, which deserves its own command (db:secrets:rotate, resumable, one
- * role at a time), and a role's name cannot be rotated at all. So, while a cluster exists (running:
- * any role or database the files name exists in it; stopped: it has data, whose superuser was made
- * from these files), it refuses and changes nothing. Otherwise it asks like every destructive task
- * (no terminal and no --yes: refused), honours the production guard (NODE_ENV=production needs
- * --force-production; there is no database to have recorded it), and keeps the old files in a
- * 0700 folder beside them (`replaced-<UTC time>-*`, 0600 each), whose path it returns.
- */
-export async function beforeReplacingSecrets(ctx: Ctx, runtime: () => Promise<Runtime>, flags: GuardFlags): Promise<string | undefined> {
+/** Before db:secrets --force replaces files: no cluster (it would be locked out), the guard, the question; returns where the old files are kept. */
+export async function beforeReplacingSecrets(ctx: Ctx, runtime: () => Promise<Runtime>, opts: GuardOptions): Promise<string | undefined> {
   const replacing: SecretName[] = [];
   for (const n of SECRET_NAMES) if (await ctx.fs.stat(path.join(ctx.cfg.secretsDir, n)).then(() => true, () => false)) replacing.push(n);
   if (!replacing.length) return undefined; // nothing to replace: --force creates, as without it
   await refuseWhileClusterExists(ctx, await runtime());
   const where = path.relative(ctx.cfg.root, ctx.cfg.secretsDir) || ctx.cfg.secretsDir;
-  await guardWithoutDatabase(ctx, TASK, flags, `replace ${replacing.join(', ')}`,
+  await guardWithoutDatabase(ctx, TASK, opts, `replace ${replacing.join(', ')}`,
     `Replace ${replacing.length} secret file(s) in ${where} (${replacing.join(', ')}) with new names and passwords? The old ones are kept beside them.`);
   return keepOldSecrets(ctx, replacing);
 }

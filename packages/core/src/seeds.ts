@@ -2,9 +2,22 @@ import path from 'node:path';
 import type { Client } from 'pg';
 import type { Ctx } from './context.ts';
 import { UserError } from './errors.ts';
-import { checksum } from './migrations/files.ts';
+import { checksum, loadMigrations } from './migrations/files.ts';
+import { status } from './migrations/runner.ts';
+import { withClient } from './pg.ts';
+import type { Runtime } from './runtime/runtime.ts';
 
 export const SEEDS_TABLE = 'schema_seeds';
+
+/** db:seed and db:fresh --seed: the seeds, on a migrated schema only. */
+export async function seed(ctx: Pick<Ctx, 'cfg' | 'fs' | 'log'>, rt: Runtime, opts: { reseed: boolean }): Promise<{ applied: string[] }> {
+  const migrations = loadMigrations(ctx.cfg.migrationsDir);
+  return withClient(await rt.target('migrator'), async (c) => {
+    const s = await status(c, migrations);
+    if (s.pending.length || s.dirty) throw new UserError(`${s.dirty ? 'the database is dirty' : `${s.pending.length} migration(s) are pending`}; seeds run on a migrated schema`, 'run: pnpm db:migrate');
+    return applySeeds(ctx, c, opts);
+  });
+}
 
 /** Applies `*.sql` from the seeds folder in name order, each in its own transaction, each once. */
 export async function applySeeds(ctx: Pick<Ctx, 'cfg' | 'fs' | 'log'>, c: Client, opts: { reseed: boolean }): Promise<{ applied: string[] }> {
@@ -25,7 +38,7 @@ export async function applySeeds(ctx: Pick<Ctx, 'cfg' | 'fs' | 'log'>, c: Client
       );
       await c.query('COMMIT');
     } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
+      await c.query('ROLLBACK').catch(() => {}); // the seed's own error is the one to report
       throw new UserError(`seed ${f}: ${(e as Error).message}`, 'fix the file; the failed seed was rolled back');
     }
     applied.push(f);

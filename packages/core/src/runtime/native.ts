@@ -494,7 +494,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     },
     // nothrow: their exit status is the task's, not an error of ours.
     async shell(args) {
-      return (await exec(cfg.env.SHELL || 'bash', [...args], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) })).code;
+      return (await exec(cfg.shell, [...args], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) })).code;
     },
     async psql(args) {
       return (await exec('psql', [...args], { interactive: true, nothrow: true, env: await pgEnv(ctx, await target()) })).code;
