@@ -1,7 +1,8 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { createBackup } from '@dbkit/core/backup/backup';
 import { repairBeforeRestore, restoreBackup } from '@dbkit/core/backup/restore';
-import { checkIntegrity, resolveBackup } from '@dbkit/core/backup/store';
+import { resolveBackup } from '@dbkit/core/backup/store';
+import { checkIntegrity } from '@dbkit/core/backup/integrity';
 import { jobsFlag, restoreJobs, restoreJobsFlag } from '@dbkit/core/backup/format';
 import { forceProductionFlag, guardProduction, noBackupFlag, writeAudit } from '@dbkit/core/guard';
 import { yesFlag, type Task } from './task.ts';

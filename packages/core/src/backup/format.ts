@@ -19,10 +19,7 @@ export function jobsFlag(raw: string | undefined): number | undefined {
   return n;
 }
 
-/**
- * The format db:backup uses: --format and --jobs, over DB_BACKUP_FORMAT and DB_BACKUP_JOBS. --jobs
- * without dir format is refused rather than ignored: a custom-format dump is one file from one process.
- */
+/** --format and --jobs over DB_BACKUP_FORMAT and DB_BACKUP_JOBS; --jobs without dir format is refused, not ignored. */
 export function chosenFormat(cfg: Pick<Config, 'backupFormat' | 'backupJobs'>, format: string | undefined, jobs: string | undefined): DumpFormat {
   const kind = format === undefined ? cfg.backupFormat : kindOf(format);
   if (!kind) {
@@ -58,12 +55,7 @@ export function dumpOutput(kind: DumpKind, dir: string): PgToolIo {
   return kind === 'dir' ? { outDir: path.join(dir, DUMP_DIR) } : { out: path.join(dir, DUMP) };
 }
 
-/**
- * pg_restore's arguments into `database`. pg_restore refuses --single-transaction together with
- * --jobs, so a parallel restore runs without it; it stays all or nothing where it matters, because
- * every restore goes into a database made for it (verification's scratch database, or the one
- * db:restore swaps in only after pg_restore succeeded), which is dropped when pg_restore fails.
- */
+/** pg_restore's arguments; --jobs excludes --single-transaction, and the new database it fills is dropped on failure anyway. */
 export function restoreArgs(jobs: number, database: string): string[] {
   return ['--exit-on-error', ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']), '--no-password', `--dbname=${database}`];
 }

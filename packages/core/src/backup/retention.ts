@@ -41,10 +41,8 @@ export function isoWeek(d: Date): string {
 }
 
 /**
- * Which backups to keep: the newest backup of each of the last `daily` days that have a backup,
- * likewise for ISO weeks and calendar months (UTC), plus the newest verified backup, whatever its
- * age. Periods without a backup do not count, so a pause in backups never empties the folder
- * (restic's `--keep-daily` works the same way).
+ * The newest backup of each of the last `daily` days that have one, likewise ISO weeks and months
+ * (UTC), plus the newest verified; empty periods do not count, as restic's --keep-daily.
  */
 export function retained<T extends Dated>(backups: readonly T[], keep: BackupKeep): Set<T> {
   const newestFirst = [...backups].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
