@@ -8,8 +8,7 @@ export interface Target {
   user: string;
   password: string;
   database: string;
-  /** PEM of the CA; absent only for Unix sockets. */
-  ca?: string;
+  ca?: string; // PEM; absent only for Unix sockets
   applicationName?: string;
 }
 
@@ -56,7 +55,6 @@ export async function connect(t: Target, timeoutMs = 5000): Promise<Client> {
   return client;
 }
 
-/** Runs `fn` with a connection and always closes it. */
 export async function withClient<T>(t: Target, fn: (c: Client) => Promise<T>): Promise<T> {
   const c = await connect(t);
   try {
@@ -77,7 +75,7 @@ export const ident = (name: string): string => pgEscapes().escapeIdentifier(name
 /** Quotes a string literal for SQL text where parameters cannot go (DDL, DO blocks). */
 export const literal = (s: string): string => pgEscapes().escapeLiteral(s);
 
-/** The result of the last statement of a multi-statement query (undefined for an empty one). */
+/** The result of a multi-statement query's last statement. */
 export function lastResult<R = QueryResult>(res: R | R[]): R {
   return Array.isArray(res) ? res[res.length - 1] : res;
 }

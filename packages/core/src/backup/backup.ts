@@ -17,15 +17,12 @@ import { dumpArgs, dumpOutput, restoreArgs, restoreInput, restoreJobs, type Dump
 import { dumpFailure, runTool } from './tool.ts';
 
 export interface BackupOptions {
-  /** Keep the roles' password verifiers in roles.sql (off: a backup then holds no credential). */
-  withPasswords?: boolean;
-  /** Why, when it is a safety backup: `before db:delete`. */
-  reason?: string;
-  /** Default: DB_BACKUP_FORMAT and DB_BACKUP_JOBS. */
+  withPasswords?: boolean; // off: a backup holds no credential
+  reason?: string; // a safety backup's: `before db:delete`
   format?: DumpFormat;
 }
 
-/** Creates DB_BACKUP_DIR (0700: backups hold every row) and fails with one line when it cannot be written. */
+/** Creates DB_BACKUP_DIR, 0700 (backups hold every row), or says why it cannot be written. */
 async function ensureBackupDir(ctx: Pick<Ctx, 'cfg' | 'fs'>): Promise<void> {
   const dir = ctx.cfg.backupDir;
   try {
@@ -41,7 +38,6 @@ async function migrationVersion(c: Client): Promise<Manifest['migration']> {
   return tables.hasVersionTable ? readCurrent(c, tables) : { version: null, dirty: false };
 }
 
-/** Rows of a multi-statement query, the last statement's, as arrays. */
 async function arrays(c: Client, sql: string): Promise<unknown[][]> {
   const res = (await c.query({ text: sql, rowMode: 'array' })) as unknown as { rows: unknown[][] } | { rows: unknown[][] }[];
   return lastResult(res).rows;
@@ -60,10 +56,7 @@ async function removeStaleDatabases(ctx: Pick<Ctx, 'log'>, rt: Runtime, rows: re
   }
 }
 
-/**
- * Takes a backup: pg_dump dumps the snapshot a repeatable-read session exports, while that session
- * counts the rows and lists the schema for the manifest. Built hidden, renamed into place once whole.
- */
+/** pg_dump dumps the snapshot a session exports while that session counts rows and lists the schema. */
 export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = {}): Promise<Backup> {
   const t0 = performance.now();
   const format = opts.format ?? configuredFormat(ctx.cfg);
@@ -84,7 +77,6 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
     await ctx.fs.mkdir(tmp, { mode: 0o700 });
     // Made owner-only first: the tools and a shell's redirect keep the mode of a file they truncate.
     for (const f of format.kind === 'custom' ? [ROLES, DUMP] : [ROLES]) await (await ctx.fs.open(path.join(tmp, f), 'wx', 0o600)).close();
-    // The roles need no snapshot: pg_dumpall starts now.
     rolesRun = runTool(rt, 'pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) }, dumpFailure('pg_dumpall --roles-only'));
     rolesRun.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
   } catch (e) {
@@ -156,7 +148,6 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
 
 const configuredFormat = (cfg: Ctx['cfg']): DumpFormat => ({ kind: cfg.backupFormat, jobs: cfg.backupFormat === 'dir' ? cfg.backupJobs : 1 });
 
-/** Whether a file starts with PGDMP, as every pg_dump archive (a custom-format file, a directory's toc.dat) does. */
 async function isArchive(ctx: Pick<Ctx, 'fs'>, file: string): Promise<boolean> {
   const fh = await ctx.fs.open(file, 'r').catch(() => undefined); // none: not an archive, said by the caller
   if (!fh) return false;
@@ -165,7 +156,7 @@ async function isArchive(ctx: Pick<Ctx, 'fs'>, file: string): Promise<boolean> {
   return head.toString('latin1') === 'PGDMP';
 }
 
-/** Checks that pg_dump wrote an archive (an empty stream is not one), makes it owner-only, flushes it and writes its checksums. */
+/** Checks that pg_dump wrote an archive (an empty stream is not one), then makes it owner-only, flushed, summed. */
 async function sealDump(ctx: Pick<Ctx, 'fs'>, tmp: string, format: DumpFormat): Promise<Manifest['dump']> {
   if (format.kind === 'custom') {
     if (!(await isArchive(ctx, path.join(tmp, DUMP)))) throw new UserError('pg_dump wrote no custom-format archive', 'see pnpm db:logs; run again with --verbose');
@@ -184,7 +175,6 @@ async function sealDump(ctx: Pick<Ctx, 'fs'>, tmp: string, format: DumpFormat): 
   return { kind: 'dir', file: DUMP_DIR, bytes: sums.reduce((n, f) => n + f.bytes, 0), jobs: format.jobs, files: sums };
 }
 
-/** Flushes a directory's entries (a rename) to disk; best effort. */
 async function syncDir(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<void> {
   const fh = await ctx.fs.open(dir, 'r').catch(() => undefined); // best effort: the files themselves are flushed
   if (!fh) return;
@@ -198,10 +188,7 @@ export interface VerifyResult {
   ms: number;
 }
 
-/**
- * Proves a backup restores: checksums, then pg_restore into a scratch database whose row counts,
- * sequences and schema must equal the manifest's. The scratch database always goes; success marks it verified.
- */
+/** Proves a backup restores: checksums, then pg_restore into a scratch database that must match the manifest. */
 export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { jobs?: number } = {}): Promise<VerifyResult> {
   const t0 = performance.now();
   const name = b.manifest.name;
@@ -209,7 +196,6 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { job
   await checkIntegrity(ctx, b);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
   const admin = await rt.admin();
-  // The client tools are found (or refused) before any database is made.
   const [, leftovers] = await Promise.all([rt.prepareTools(), admin.query(SCRATCH_SQL)]);
   await removeStaleFiles(ctx);
   await removeStaleDatabases(ctx, rt, leftovers);

@@ -73,12 +73,11 @@ export const SCHEMA_SQL = `${PRELUDE}SELECT l FROM (SELECT regexp_replace(line, 
     FROM pg_default_acl da
 ) x) y ORDER BY l COLLATE "C"`;
 
-/** Rows from either channel (pg's arrays or the superuser's text rows) as a name-to-value map. */
+/** Rows from either channel (pg's arrays or the superuser's text rows) as a map. */
 export function dataMap(rows: readonly (readonly unknown[])[]): Record<string, string> {
   return Object.fromEntries(rows.map((r) => [String(r[0]), String(r[1] ?? '')]));
 }
 
-/** What differs between two data maps, one item a line; empty when they agree. */
 export function dataDiff(expected: Record<string, string>, actual: Record<string, string>): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(expected)) {
@@ -90,7 +89,6 @@ export function dataDiff(expected: Record<string, string>, actual: Record<string
   return out;
 }
 
-/** The first lines present in one schema listing and not the other. */
 export function schemaDiff(expected: readonly string[], actual: readonly string[], max = 3): string[] {
   const a = new Set(actual);
   const e = new Set(expected);

@@ -21,7 +21,6 @@ export async function sumFile(ctx: Pick<Ctx, 'fs'>, file: string, sync = false):
   }
 }
 
-/** Runs `fn` on every item, at most `limit` at a time; the results in the items' order. */
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
@@ -43,7 +42,7 @@ export async function dumpDirFiles(ctx: Pick<Ctx, 'fs'>, backupDir: string): Pro
   return entries.map((e) => `${DUMP_DIR}/${e.name}`).sort();
 }
 
-/** SHA-256 and size of several files of a backup (paths relative to it), four at a time; with `sync`, each flushed first. */
+/** sumFile for files of a backup (paths relative to it), four at a time. */
 export async function sumFiles(ctx: Pick<Ctx, 'fs'>, backupDir: string, files: readonly string[], sync = false): Promise<FileSum[]> {
   return mapLimit(files, 4, async (f) => ({ ...(await sumFile(ctx, path.join(backupDir, f), sync)), file: f }));
 }
@@ -51,7 +50,6 @@ export async function sumFiles(ctx: Pick<Ctx, 'fs'>, backupDir: string, files: r
 /** Checksums as sha256sum prints them, so `sha256sum -c` reads the file. */
 export const sumLines = (sums: readonly FileSum[]): string => sums.map((f) => `${f.sha256}  ${f.file}\n`).join('');
 
-/** A sha256sum file as path to checksum. */
 export function parseSumLines(text: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const line of text.split('\n')) {
@@ -64,7 +62,7 @@ export function parseSumLines(text: string): Map<string, string> {
 /** A backup whose files checkIntegrity found whole: db:restore hashes once, before the question, and never restores unchecked. */
 export type CheckedBackup = Backup & { readonly checked: true };
 
-/** Checks a backup's files against its manifest and checksum file: which file is damaged, and what to do instead. */
+/** Checks a backup's files against its manifest and checksum file. */
 export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<CheckedBackup> {
   const m = b.manifest;
   const damaged = (what: string) => new UserError(`backup ${m.name} is damaged: ${what}`, 'do not restore it; use another backup (pnpm db:restore NAME) and check the disk it is on');

@@ -1,5 +1,4 @@
-// What killed backups, verifications and restores leave: hidden files in DB_BACKUP_DIR and scratch
-// databases, named with their maker's pid so a later run can prove them stale and remove them.
+// What killed runs leave, named with their pid so a later run can prove them stale and remove them.
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Ctx } from '../context.ts';
@@ -16,12 +15,10 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-/** A new scratch database's name, `pgdeploy_<kind>_<pid>_<random>`, for a verification or an incoming restore. */
 export function scratchDatabase(kind: 'verify' | 'restore'): string {
   return `pgdeploy_${kind}_${process.pid}_${randomBytes(4).toString('hex')}`;
 }
 
-/** The pid a leftover's name records, if it records one. */
 export function leftoverPid(name: string): number | undefined {
   const m =
     new RegExp(`^${PARTIAL_PREFIX.replace('.', '\\.')}\\d{8}T\\d{6}Z-(\\d+)-[0-9a-f]+$`).exec(name) ?? // createBackup's directory
@@ -32,15 +29,11 @@ export function leftoverPid(name: string): number | undefined {
 }
 
 export interface Leftover {
-  /** The file (absolute) or the database name. */
-  name: string;
+  name: string; // an absolute file or a database
   kind: 'file' | 'database';
-  /** Proven stale: a later run removes it. */
   stale: boolean;
-  /** One line: what it is and why it is (or is not) removed. */
   why: string;
-  /** The command that removes it. */
-  fix: string;
+  fix: string; // the command that removes it
 }
 
 /** Leftover files in DB_BACKUP_DIR: stale when their pid no longer runs; a `.removing-*` always is. */
@@ -77,7 +70,6 @@ export async function fileLeftovers(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<Lefto
   return out;
 }
 
-/** Removes the stale file leftovers; says what it removed, one line each. */
 export async function removeStaleFiles(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Promise<number> {
   let n = 0;
   for (const l of await fileLeftovers(ctx)) {
@@ -93,10 +85,7 @@ export async function removeStaleFiles(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Pr
 export const SCRATCH_SQL = `SELECT d.datname, (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid), coalesce(shobj_description(d.oid, 'pg_database'), '')
   FROM pg_database d WHERE d.datname ~ '^pgdeploy_(verify|restore|replaced)_' ORDER BY d.datname`;
 
-/**
- * Scratch databases left behind: stale when their pid no longer runs, nobody is connected and there is
- * no comment (db:restore marks a copy it may still need). The rest, and a replaced database, are only reported.
- */
+/** Stale: pid gone, no session, no comment (db:restore's mark of a copy it may need); anything else is only reported. */
 export function databaseLeftovers(rows: readonly (readonly unknown[])[]): Leftover[] {
   return rows.map(([nameRaw, sessionsRaw, commentRaw]) => {
     const name = String(nameRaw);

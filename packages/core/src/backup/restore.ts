@@ -18,10 +18,7 @@ import { runTool } from './tool.ts';
 const ROLE = String.raw`("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`;
 const unquote = (id: string) => (id.startsWith('"') ? id.slice(1, -1).replace(/""/g, '"') : id);
 
-/**
- * The statements of a `pg_dumpall --roles-only` file that create the roles this server lacks, with
- * their memberships (without GRANTED BY: that grantor may not exist here). Existing roles stay as they are.
- */
+/** roles.sql's statements for the roles this server lacks, minus GRANTED BY (that grantor may be missing). */
 export function missingRolesSql(rolesSql: string, existing: ReadonlySet<string>): string {
   const lines = rolesSql.split('\n');
   const missing = new Set<string>();
@@ -44,10 +41,7 @@ export function missingRolesSql(rolesSql: string, existing: ReadonlySet<string>)
 
 const SWAP_WAIT_S = 15;
 
-/**
- * One transaction: end the sessions on `db`, rename it to `outgoing` (when given) and `incoming` to
- * `db`; a kill commits all or none. A session that connects meanwhile fails the rename, which is retried for SWAP_WAIT_S.
- */
+/** One transaction, so a kill commits all or none: end the sessions on `db`, rename it away, `incoming` to `db`. */
 export function swapSql(db: string, incoming: string, outgoing?: string): string {
   const rename = outgoing
     ? `LOOP
@@ -70,7 +64,7 @@ export function swapSql(db: string, incoming: string, outgoing?: string): string
 END $swap$`;
 }
 
-/** Before db:restore does anything else: what an interrupted one left is put right (restore-state.ts). */
+/** Puts right what an interrupted db:restore left (restore-state.ts). */
 export async function repairBeforeRestore(ctx: Pick<Ctx, 'log' | 'fs' | 'cfg'>, rt: Runtime): Promise<void> {
   if (!(await rt.running())) return;
   const roles = await readSecrets(ctx);
@@ -93,14 +87,10 @@ async function dropIncoming(ctx: Pick<Ctx, 'log'>, admin: Admin, incoming: strin
   await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch((e) => ctx.log.warn(`could not drop ${incoming}: ${(e as Error).message}`));
 }
 
-/**
- * Restores a checked backup as the database: missing roles, pg_restore into a new database, its
- * grants, then swapSql; a failure or a kill at any moment leaves the old or the restored database in place.
- */
+/** Restores into a new database and swaps it in: a failure or a kill leaves the old or the restored one in place. */
 export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opts: { jobs?: number } = {}): Promise<RestoreResult> {
   const t0 = performance.now();
   const jobs = restoreJobs(b.manifest, opts.jobs);
-  // The search for client tools overlaps the reads below and ends before anything is created.
   const tools = rt.prepareTools();
   tools.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
   const roles = await readSecrets(ctx);

@@ -20,7 +20,6 @@ export function parseKeep(raw: string | undefined): BackupKeep {
   return { daily, weekly, monthly };
 }
 
-/** What retention needs to know about a backup. */
 export interface Dated {
   name: string;
   createdAt: Date;
@@ -40,10 +39,7 @@ export function isoWeek(d: Date): string {
   return `${t.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
 }
 
-/**
- * The newest backup of each of the last `daily` days that have one, likewise ISO weeks and months
- * (UTC), plus the newest verified; empty periods do not count, as restic's --keep-daily.
- */
+/** The newest backup of each of the last N days (weeks, months) that have one, as restic's --keep-*, plus the newest verified. */
 export function retained<T extends Dated>(backups: readonly T[], keep: BackupKeep): Set<T> {
   const newestFirst = [...backups].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
   const keepSet = new Set<T>();

@@ -12,8 +12,7 @@ export const MANIFEST = 'manifest.json';
 export const SUM = `${DUMP}.sha256`;
 export const DIR_SUM = `${DUMP_DIR}.sha256`;
 export const PARTIAL_PREFIX = '.partial-';
-/** What retention renames a backup to while it deletes it. */
-export const REMOVING_PREFIX = '.removing-';
+export const REMOVING_PREFIX = '.removing-'; // retention's, while it deletes
 
 export interface FileSum {
   file: string;
@@ -21,18 +20,16 @@ export interface FileSum {
   sha256: string;
 }
 
-/** A custom-format dump, one file. Manifests written before dir format existed have no `kind`. */
+/** Manifests older than dir format have no `kind`. */
 export interface CustomDump extends FileSum {
   kind?: 'custom';
 }
 
-/** A directory-format dump: `files` are relative to the backup. */
 export interface DirDump {
   kind: 'dir';
   file: string;
   bytes: number;
-  /** The pg_dump processes that wrote it; a restore uses as many unless told otherwise. */
-  jobs: number;
+  jobs: number; // pg_dump's, and a restore's default
   files: FileSum[];
 }
 
@@ -41,17 +38,14 @@ export interface Manifest {
   name: string;
   database: string;
   createdAt: string;
-  /** Why it was taken, when not by db:backup: `before db:delete`. */
   reason?: string;
   runtime: string;
   serverVersion: string;
   migration: { version: number | null; dirty: boolean };
   dump: CustomDump | DirDump;
   roles: FileSum & { passwords: boolean };
-  /** DATA_SQL's rows (row counts, sequence values) in the dump's snapshot. */
-  data: Record<string, string>;
-  /** SCHEMA_SQL's lines in the dump's snapshot. */
-  schema: string[];
+  data: Record<string, string>; // DATA_SQL in the dump's snapshot
+  schema: string[]; // SCHEMA_SQL in the dump's snapshot
   ms: number;
   verified?: { at: string; tables: number; rows: number };
 }
@@ -77,7 +71,7 @@ export function backupName(database: string, at: Date, version: number | null, r
   return `${database}-${stamp(at)}-${version === null ? 'unmigrated' : `v${version}`}${tail}`;
 }
 
-/** Writes a small file so it is never seen half-written: a temporary name, flushed, renamed. */
+/** Writes a small file through a flushed temporary name, so it is never seen half-written. */
 export async function writeAtomic(ctx: Pick<Ctx, 'fs'>, file: string, text: string): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   const fh = await ctx.fs.open(tmp, 'w', 0o600);
@@ -109,7 +103,6 @@ export async function readManifest(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<M
   }
 }
 
-/** Finished backups, newest first. */
 export async function listBackups(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<Backup[]> {
   const dir = ctx.cfg.backupDir;
   const entries = await ifMissing(ctx.fs.readdir(dir, { withFileTypes: true }), []);
@@ -122,7 +115,7 @@ export async function listBackups(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<Backup[
   return out.sort((a, b) => Date.parse(b.manifest.createdAt) - Date.parse(a.manifest.createdAt) || b.manifest.name.localeCompare(a.manifest.name));
 }
 
-/** A backup named on the command line (a directory, a file in it, or a name in DB_BACKUP_DIR); without one, the newest verified. */
+/** A directory, a file in it or a name in DB_BACKUP_DIR; without one, the newest verified backup. */
 export async function resolveBackup(ctx: Pick<Ctx, 'fs' | 'cfg'>, arg: string | undefined, opts: { verifiedOnly: boolean }): Promise<Backup> {
   const rel = shown(ctx, ctx.cfg.backupDir);
   if (arg === undefined) {
@@ -148,13 +141,12 @@ export async function resolveBackup(ctx: Pick<Ctx, 'fs' | 'cfg'>, arg: string | 
   throw new UserError(`no backup named ${arg}`, `pick one of the backups in ${rel}: ls ${rel}`);
 }
 
-/** Marks a backup verified, rewriting its manifest atomically. */
 export async function markVerified(ctx: Pick<Ctx, 'fs'>, b: Backup, verified: NonNullable<Manifest['verified']>): Promise<void> {
   b.manifest.verified = verified;
   await writeAtomic(ctx, path.join(b.dir, MANIFEST), JSON.stringify(b.manifest, null, 2) + '\n');
 }
 
-/** Removes the finished backups DB_BACKUP_KEEP no longer asks for, never the newest verified; only after a new backup succeeded. */
+/** Removes the backups DB_BACKUP_KEEP no longer asks for; called only after a new backup succeeded. */
 export async function applyRetention(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<string[]> {
   const all = await listBackups(ctx);
   const keep = retained(all.map((b) => ({ b, name: b.manifest.name, createdAt: new Date(b.manifest.createdAt), verified: Boolean(b.manifest.verified) })), ctx.cfg.backupKeep);

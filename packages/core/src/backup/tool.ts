@@ -16,7 +16,6 @@ export async function runTool(
   return r;
 }
 
-/** The fix for a failed dump, from what the tool said. */
 export function dumpHint(stderr: string): string {
   if (/password authentication failed/i.test(stderr)) {
     return 'the superuser password in database/infra/secrets/postgres_password does not match the server; put the right file back';

@@ -1,4 +1,3 @@
-// Why a migration failed, and what to do: the failing line, a dirty database's state and the way out.
 import path from 'node:path';
 import type { Client } from 'pg';
 import { UserError } from '../errors.ts';
@@ -7,7 +6,6 @@ import type { Migration, MigrationFile } from './files.ts';
 import { indexOfPosition, lineAt, lineOf, splitStatements } from './statements.ts';
 import { findTables, forceCommand, readCurrent, versionLabel, type MigrationTables } from './state.ts';
 
-/** Names of the relations an up file creates, to tell whether an interrupted file looks applied. */
 function createdRelations(sql: string): string[] {
   const out: string[] = [];
   const re = /\bCREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|SEQUENCE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?!ON\b)("[^"]+"|[\w$]+)(?:\.("[^"]+"|[\w$]+))?/gi;
@@ -41,7 +39,6 @@ async function inspectObjects(c: Client, m: Migration | undefined): Promise<Obje
   return out;
 }
 
-/** The configured folders the hint's command names, shown from the project root. */
 export interface HintPaths {
   root: string;
   secretsDir: string;
@@ -50,7 +47,6 @@ export interface HintPaths {
 
 const DEFAULT_PATHS: HintPaths = { root: '', secretsDir: 'database/infra/secrets', sslDir: 'database/infra/ssl' };
 
-/** A word for a POSIX shell: as it is when it is plain, else in single quotes. */
 function shellWord(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
@@ -71,7 +67,7 @@ function asOwner(c: Client, sql: string, paths: HintPaths = DEFAULT_PATHS): stri
   );
 }
 
-/** A dirty database in golang-migrate's words, then which file stopped part-way, whether its objects exist, and the way out. */
+/** A dirty database in golang-migrate's words, which file stopped part-way, whether its objects exist, and the way out. */
 export async function dirtyError(c: Client, tables: MigrationTables, version: number | null, migrations: readonly Migration[], paths?: HintPaths): Promise<UserError> {
   const head = `Dirty database version ${version ?? -1}. Fix and force version.`;
   const idx = version === null ? -1 : migrations.findIndex((m) => m.version === version);
@@ -110,10 +106,7 @@ export async function dirtyError(c: Client, tables: MigrationTables, version: nu
   return new UserError(`${head}\n  ${lines.join('\n  ')}`, hint);
 }
 
-/**
- * The line of a file's error: PostgreSQL's position, else a lone statement's line, else (`replay`, a
- * quick transactional file) the statement that raises the same error when replayed and rolled back.
- */
+/** An error's line: PostgreSQL's position, a lone statement's, or (`replay`) the one failing alike in a rolled-back replay. */
 export async function errorLine(c: Client, sql: string, e: unknown, replay: boolean, elapsedMs: number): Promise<number | undefined> {
   const code = sqlState(e);
   const { position } = e as { position?: string };
@@ -146,7 +139,7 @@ export function fileMessage(f: MigrationFile, e: unknown, line: number | undefin
   return `${f.file}${line ? `:${line}` : ''}: ${err.message ?? String(e)}${err.detail ? ` (${err.detail})` : ''}`;
 }
 
-/** A transactional file's failure, with its line; anything but PostgreSQL's answer (a lost connection) is rethrown as it is. */
+/** A transactional file's failure with its line; what is not PostgreSQL's answer (a lost connection) is rethrown. */
 export async function transactionFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null, nothing?: string): Promise<UserError> {
   if (!sqlState(e)) throw e;
   const line = await errorLine(c, f.sql, e, true, elapsedMs);

@@ -1,4 +1,3 @@
-// The executors: the planned steps, one transaction per file or one for the whole run.
 import type { Client } from 'pg';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
@@ -19,10 +18,7 @@ export interface Step {
   transactional: boolean;
 }
 
-/**
- * Runs the steps, each file with its bookkeeping in one transaction where PostgreSQL allows it. Our
- * statements share round trips; the file goes alone, as golang-migrate sends it, so errors are PostgreSQL's.
- */
+/** Each file with its bookkeeping in one transaction where allowed; the file's text goes alone, as golang-migrate sends it. */
 export async function runSteps(
   ctx: Pick<Ctx, 'log' | 'clock'>,
   c: Client,
@@ -108,10 +104,7 @@ export async function runSteps(
   return steps;
 }
 
-/**
- * `--single-transaction`, as `psql -1`: all or nothing, one WAL flush. Not the default: every lock is
- * held to the end, and some files work only apart (a value ALTER TYPE ... ADD VALUE adds, used later).
- */
+/** `--single-transaction`, as `psql -1`. Not the default: every lock is held to the end, and some files work only apart. */
 export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, tables: MigrationTables, from: number | null, todo: readonly PlannedStep[], wait: LockWait): Promise<Step[]> {
   const own = todo.map(fileOf).find((f) => needsOwnTransaction(f.sql));
   if (own) {
@@ -122,12 +115,11 @@ export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, table
   }
   const now = () => ctx.clock().getTime();
   const nothing = `nothing of this run was applied (one transaction, rolled back); the version is still ${versionLabel(from)}, not dirty`;
-  // Every table a file touches stays locked until the end: a long run can fill the lock table.
   const tooManyLocks = (e: unknown) =>
     sqlState(e) === '53200'
       ? new UserError(`${(e as Error).message}: this run takes more locks than one transaction may hold (max_locks_per_transaction)`, `${nothing}; run without --single-transaction, or in parts (pnpm db:migrate up N)`)
       : undefined;
-  // A file that runs out of lock_timeout rolls the whole run back, and the whole run is tried again.
+  // A file out of lock_timeout rolls back, and retries, the whole run.
   for (let attempt = 1; ; attempt++) {
     const steps: Step[] = [];
     const bar = ctx.log.spinner(todo[0].dir === 'down' ? 'rolling back (one transaction)' : 'migrating (one transaction)');

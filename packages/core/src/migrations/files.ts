@@ -15,7 +15,6 @@ export interface ParsedName {
   ext: string;
 }
 
-/** A file name as golang-migrate reads it, or undefined when it is not a migration's name. */
 export function parseName(file: string): ParsedName | undefined {
   const m = FILE_RE.exec(file);
   if (!m) return undefined;
@@ -24,8 +23,7 @@ export function parseName(file: string): ParsedName | undefined {
 
 export interface MigrationFile {
   readonly file: string;
-  /** The folder it is in. */
-  readonly dir: string;
+  readonly dir: string; // its folder
   readonly sql: string;
   readonly checksum: string;
 }
@@ -50,7 +48,6 @@ class LazyFile implements MigrationFile {
   }
 }
 
-/** Files that are not migrations and may live in the folder. */
 const IGNORED = /^(\..*|README(\.md)?)$/i;
 
 export function checksum(sql: string): string {
@@ -68,14 +65,10 @@ function listFiles(dir: string): string[] {
 }
 
 export interface LoadOptions {
-  /** Check every file's text now (the default), or leave that to `checkFiles` for the files that will run. */
-  texts?: 'all' | 'later';
+  texts?: 'all' | 'later'; // later: `checkFiles` checks the files that will run
 }
 
-/**
- * Reads and validates the migrations before anything runs: names, duplicate versions, unpaired
- * files, and (`texts: 'all'`) every text. Each problem is one line; any problem means nothing runs.
- */
+/** Reads and validates the migrations (names, versions, pairs, texts): a problem a line, and any means nothing runs. */
 export function loadMigrations(dir: string, opts: LoadOptions = {}): Migration[] {
   const names = listFiles(dir);
   const problems: string[] = [];
@@ -116,7 +109,7 @@ function invalid(problems: readonly string[], dir: string): UserError {
   return new UserError(`invalid migrations, nothing was applied:\n  ${problems.join('\n  ')}`, `fix the files in ${dir}`);
 }
 
-/** Checks the texts of the files about to run (empty, unreadable, not UTF-8, a statement that must be alone); any problem means nothing runs. */
+/** Checks the texts of the files about to run; any problem means nothing runs. */
 export function checkFiles(files: readonly MigrationFile[]): void {
   const problems = textProblems(files);
   if (problems.length) throw invalid(problems, files[0].dir);
@@ -144,12 +137,12 @@ function textProblems(files: readonly MigrationFile[]): string[] {
   return problems;
 }
 
-/** The versions in the folder, by name only: `db:migrate:create` must work while a new file is still a stub. */
+/** The versions in the folder, by name only: a new file may still be a stub. */
 export function existingVersions(dir: string): number[] {
   return listFiles(dir).map(parseName).filter((p): p is ParsedName => p !== undefined).map((p) => p.version);
 }
 
-/** The next file name for `db:migrate:create`: 6-digit sequence (as `migrate create -seq`) or a UTC timestamp. */
+/** A 6-digit sequence (as `migrate create -seq`) or a UTC timestamp. */
 export function nextVersion(existing: readonly number[], now: Date, timestamp: boolean): string {
   if (timestamp) return now.toISOString().replace(/[-:T]/g, '').slice(0, 14);
   const next = (existing.length ? Math.max(...existing) : 0) + 1;

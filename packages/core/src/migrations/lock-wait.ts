@@ -1,4 +1,3 @@
-// How a migration's statements wait for table locks: a short lock_timeout, retries, and who blocked them.
 import type { Client, ClientConfig } from 'pg';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
@@ -10,25 +9,20 @@ import type { MigrationFile } from './files.ts';
  * lock_timeout and are retried whole; files outside a transaction (CONCURRENTLY) keep the server's.
  */
 export interface LockPolicy {
-  /** lock_timeout for the statements of transactional files, ms; 0: the server's, and no retries. */
-  timeoutMs: number;
-  /** Tries after the first, for a file that ran out of lock_timeout. */
+  timeoutMs: number; // 0: the server's, and no retries
   retries: number;
 }
 
 export const DEFAULT_LOCK_POLICY: LockPolicy = { timeoutMs: 3000, retries: 3 };
 
-/** SQLSTATE lock_not_available: lock_timeout ran out (or a NOWAIT found the lock taken). */
 export const isLockTimeout = (e: unknown) => sqlState(e) === '55P03';
 
-/** The pause before try `attempt + 1`: 0.5 s, 1 s, 2 s... at most 5 s. */
 const backoffMs = (attempt: number) => Math.min(500 * 2 ** (attempt - 1), 5000);
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Blocked {
-  /** The lock this session waits for: mode and relation (or lock type). */
-  wants?: string;
+  wants?: string; // mode and relation
   holders: string[];
 }
 
@@ -40,10 +34,7 @@ function sessionWords(r: { pid: number; app?: string; usr?: string; addr?: strin
   return `${head}, state ${r.state}${r.query_start ? `, query started ${iso(r.query_start)}` : ''}${r.xact_start ? `, transaction started ${iso(r.xact_start)}` : ''}`;
 }
 
-/**
- * Who blocks the runner, asked from a second session while it waits (pg_blocking_pids is empty once
- * lock_timeout has run out); opened once per run, only for a file that runs a while.
- */
+/** Who blocks the runner, asked from a second session while it waits: pg_blocking_pids is empty once lock_timeout ran out. */
 export class LockWatch {
   #client?: Promise<Client | undefined>;
   last?: Blocked;
@@ -108,20 +99,18 @@ export class LockWatch {
   }
 }
 
-/** What a runner needs to wait for locks: the policy, the watch, somewhere to say it tries again. */
 export interface LockWait {
   policy: LockPolicy;
   watch?: LockWatch;
   log: Pick<Ctx['log'], 'warn'>;
 }
 
-/** Runs a transactional file's text, watched for whoever blocks it once it has run for a quarter of the lock timeout. */
+/** Runs a transactional file, watched once it has run for a quarter of the lock timeout. */
 export function runWatched(c: Client, wait: LockWait, sql: string): Promise<unknown> {
   const q = c.query(sql);
   return wait.watch ? wait.watch.during(Math.min(wait.policy.timeoutMs / 4, 1000), q) : q;
 }
 
-/** Says that a file is tried again, and waits before it. */
 export async function pauseBeforeRetry(wait: LockWait, file: string, attempt: number): Promise<void> {
   const ms = backoffMs(attempt);
   const b = wait.watch?.last;
@@ -132,7 +121,7 @@ export async function pauseBeforeRetry(wait: LockWait, file: string, attempt: nu
   await sleep(ms);
 }
 
-/** The message when a file has run out of lock_timeout on every try: what it waited for, and who held it. */
+/** A file out of lock_timeout on every try: what it waited for, and who held it. */
 export function lockGiveUp(f: MigrationFile, wait: LockWait, nothing: string): UserError {
   const b = wait.watch?.last;
   const who = b?.holders.length ? `held by ${b.holders.join('; ')}` : 'held by a session that could not be seen (it let go in the meantime, or the watch could not connect)';
@@ -144,7 +133,6 @@ export function lockGiveUp(f: MigrationFile, wait: LockWait, nothing: string): U
   );
 }
 
-/** The session's lock_timeout for the runner's transactional work, or nothing when the server's applies. */
 export function lockTimeoutSql(p: LockPolicy): string {
   return p.timeoutMs > 0 ? `SET lock_timeout = ${Math.round(p.timeoutMs)}; ` : '';
 }

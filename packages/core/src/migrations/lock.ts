@@ -32,7 +32,6 @@ export function advisoryLockKey(dbname: string, schema = 'public', migrationsTab
   return generateAdvisoryLockId(dbname, schema, migrationsTable);
 }
 
-/** The key for a session's database and schema. */
 export const lockKeyOf = (t: Pick<MigrationTables, 'database' | 'schema'>): number => advisoryLockKey('/' + t.database, t.schema);
 
 /** Who holds the migration lock, in words (never the text of their query). */
@@ -52,7 +51,7 @@ async function lockHolder(c: Client, key: number): Promise<string> {
   return `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}${when}`;
 }
 
-/** What a runner holding the lock calls itself: the time it took the lock, for whoever waits. */
+/** A lock holder's application name: since when, for whoever waits. */
 export function holderName(now: Date): string {
   return `pg-deploy migrate, lock held since ${now.toISOString().slice(0, 19)}Z`;
 }
@@ -76,7 +75,6 @@ export async function acquireLock(c: Client, key: number, timeoutMs: number): Pr
   );
 }
 
-/** Lets the lock go. */
 export async function releaseLock(c: Client, key: number): Promise<void> {
   await c.query(`SELECT pg_advisory_unlock(${key})`).catch(() => {}); // a lost connection has let it go already
 }

@@ -1,4 +1,3 @@
-// The entry points: migrate() and status().
 import type { Client } from 'pg';
 import type { Ctx } from '../context.ts';
 import type { Config } from '../config.ts';
@@ -18,7 +17,7 @@ export interface MigrateResult {
   ms: number;
 }
 
-/** The summary line: golang-migrate's `no change` when there was nothing to do, else what moved and how long it took. */
+/** The summary line: golang-migrate's `no change`, else what moved and how long it took. */
 export function describe(r: MigrateResult): string {
   if (!r.steps.length && r.from === r.to) return 'no change';
   const took = r.ms < 1000 ? `${Math.round(r.ms)} ms` : `${(r.ms / 1000).toFixed(2)} s`;
@@ -29,12 +28,9 @@ export function describe(r: MigrateResult): string {
 }
 
 export interface MigrateOptions {
-  /** How long to wait for another runner's advisory lock. */
   lockTimeoutMs: number;
-  /** How each file waits for table locks: ctx.cfg's settings, else DEFAULT_LOCK_POLICY. */
-  locks?: LockPolicy;
-  /** The whole run in one transaction (runAsOne). */
-  singleTransaction?: boolean;
+  locks?: LockPolicy; // default: ctx.cfg's, else DEFAULT_LOCK_POLICY
+  singleTransaction?: boolean; // runAsOne
 }
 
 /** Runs a command under golang-migrate's lock, on its table; a dirty database is refused unless the command is `force`. */
@@ -58,7 +54,6 @@ export async function migrate(
   }
 }
 
-/** The command itself, once the session is set up: the advisory lock, the dirty check, the steps. */
 async function underLock(
   ctx: Pick<Ctx, 'log' | 'clock'> & { cfg?: HintPaths },
   c: Client,
@@ -115,9 +110,7 @@ export interface StatusEntry {
   name: string;
   file: string;
   appliedAt?: string;
-  /** Applied, and the up file changed since. */
-  edited?: boolean;
-  /** The version the dirty flag is set at. */
+  edited?: boolean; // applied, and changed since
   dirty?: boolean;
   /** Below the current version yet never applied (a merged branch's file?): neither runner will apply it. */
   unrecorded?: boolean;
@@ -130,7 +123,7 @@ export interface Status {
   pending: StatusEntry[];
 }
 
-/** Reads the state without taking the lock or creating anything. */
+/** The state, read without the lock, creating nothing. */
 export async function status(c: Client, migrations: readonly Migration[]): Promise<Status> {
   const tables = await findTables(c);
   const cur = tables.hasVersionTable ? await readCurrent(c, tables) : { version: null, dirty: false };

@@ -1,26 +1,23 @@
-// The migration state: golang-migrate's version table and our history beside it.
 import type { Client, QueryResult } from 'pg';
 import { UserError } from '../errors.ts';
 import { ident, lastResult, literal } from '../pg.ts';
 import type { Migration } from './files.ts';
 
-/** golang-migrate's table, byte for byte; it holds at most one row. */
+/** golang-migrate's table; at most one row. */
 export const VERSION_TABLE = 'schema_migrations';
-/** Ours, beside it (golang-migrate ignores other tables): what was applied, when, by whom, from which file. */
+/** Ours, which golang-migrate ignores: what was applied, when, by whom, from which file. */
 export const HISTORY_TABLE = 'schema_migrations_history';
 
 export const VERSION_DDL = '(version bigint not null primary key, dirty boolean not null)';
 export const HISTORY_DDL = `(version bigint primary key, name text not null, checksum text not null,
   applied_at timestamptz not null default now(), duration_ms integer not null, applied_by text not null default current_user)`;
 
-/** Where the migration state lives for this session: current_schema(), as golang-migrate puts its table. */
+/** The state's tables in current_schema(), where golang-migrate puts its table. */
 export interface MigrationTables {
   schema: string;
   database: string;
-  /** This session's backend, for the lock watch. */
-  pid: number;
-  /** Quoted, schema-qualified names. */
-  versionTable: string;
+  pid: number; // this session's backend, for the lock watch
+  versionTable: string; // quoted, schema-qualified
   historyTable: string;
   hasVersionTable: boolean;
   hasHistoryTable: boolean;
@@ -76,8 +73,6 @@ export function historySql(tables: MigrationTables, m: Migration, dir: 'up' | 'd
     ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, applied_at = now(), duration_ms = EXCLUDED.duration_ms, applied_by = current_user`;
 }
 
-/** A version in messages: `none` before the first migration. */
 export const versionLabel = (v: number | null) => (v === null ? 'none' : String(v));
 
-/** The command that sets the version row to `v` (-1: none). */
 export const forceCommand = (v: number | null) => (v === null || v < 0 ? 'pnpm db:migrate:force -- -1' : `pnpm db:migrate:force ${v}`);

@@ -1,10 +1,8 @@
 // SQL text as PostgreSQL's lexer sees it: statements, transaction control, error positions.
 
 export interface Statement {
-  /** Where `text` begins in the file (JS string indexes, as every offset here). */
-  offset: number;
-  /** Where its first significant character is: the line a person would look at. */
-  start: number;
+  offset: number; // where `text` begins (JS string indexes, as every offset here)
+  start: number; // its first significant character
   text: string;
 }
 
@@ -78,7 +76,7 @@ export function splitStatements(sql: string): Statement[] | undefined {
   return out;
 }
 
-/** SQL with comments, quoted text and dollar-quoted bodies blanked out: what is left are keywords and names. */
+/** SQL without comments, quoted text and dollar-quoted bodies: keywords and names. */
 export function codeOnly(sql: string): string {
   return sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\/|'(?:[^']|'')*'|"(?:[^"]|"")*"|(\$[A-Za-z_]*\$)[\s\S]*?\1/g, ' ');
 }
@@ -92,7 +90,6 @@ export function needsOwnTransaction(sql: string): boolean {
   return !/\bBEGIN\s+ATOMIC\b/i.test(code) && /(^|;)\s*END\s*(;|$)/i.test(code);
 }
 
-/** The statement that cannot share its file, when the file holds more than one statement. */
 export function mustBeAlone(sql: string, code: string): string | undefined {
   const m = /\b(CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b[^;]*\bCONCURRENTLY|VACUUM|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE)|ALTER\s+SYSTEM)\b/i.exec(code);
   if (!m) return undefined;
@@ -108,14 +105,12 @@ export function indexOfPosition(sql: string, position: number): number {
   return index;
 }
 
-/** 1-based line of a JS string index. */
 export function lineAt(sql: string, index: number): number {
   let line = 1;
   for (let i = 0; i < index && i < sql.length; i++) if (sql.charCodeAt(i) === 10) line++;
   return line;
 }
 
-/** 1-based line of a PostgreSQL error position. */
 export function lineOf(sql: string, position: number): number {
   return lineAt(sql, indexOfPosition(sql, position));
 }

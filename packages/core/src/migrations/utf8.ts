@@ -1,6 +1,3 @@
-// Strict UTF-8 decoding of migration files, with where the first bad byte is.
-
-/** A file that is not valid UTF-8: where the first bad byte is. */
 export class NotUtf8Error extends Error {
   constructor(readonly byte: number, readonly line: number, readonly column: number) {
     super(`not valid UTF-8: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at line ${line}, column ${column} (saved as Latin-1 or Windows-1252?)`);
