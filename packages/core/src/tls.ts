@@ -52,7 +52,7 @@ export function certificateExpiry(notAfter: Date, now: Date): CertificateExpiry 
 /** Checks the CA and server certificate as PostgreSQL and verify-full clients will. */
 export async function inspectTls(ctx: Pick<Ctx, 'fs' | 'clock'>, sslDir: string, names: readonly string[]): Promise<TlsState> {
   const f = tlsFiles(sslDir);
-  const read = (p: string) => ctx.fs.readFile(p, 'utf8').catch(() => undefined);
+  const read = (p: string) => ctx.fs.readFile(p, 'utf8').catch(() => undefined); // missing or unreadable: a problem below
   const [caCrt, caKey, crt, key] = await Promise.all([read(f.caCrt), read(f.caKey), read(f.serverCrt), read(f.serverKey)]);
   const problems: string[] = [];
   const now = ctx.clock().getTime();

@@ -62,7 +62,7 @@ export async function fileLeftovers(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<Lefto
     else if (e.name.startsWith(REMOVING_PREFIX)) add(p, 'a backup whose deletion never finished');
     else if (/^\.restore-\d+-[0-9a-f]+\.tar$/.test(e.name)) add(p, 'a dump that was being sent into the container');
     else if (e.isDirectory() && !e.name.startsWith('.')) {
-      for (const f of await ctx.fs.readdir(p).catch(() => [] as string[])) {
+      for (const f of await ctx.fs.readdir(p).catch(() => [] as string[])) { // best effort, as above
         if (/\.\d+\.tmp$/.test(f)) add(path.join(p, f), 'a manifest that was being rewritten');
       }
     }

@@ -8,7 +8,7 @@ export async function treeBytes(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<numb
   for (const e of await ctx.fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) total += await treeBytes(ctx, p);
-    else if (e.isFile()) total += (await ctx.fs.stat(p).catch(() => undefined))?.size ?? 0;
+    else if (e.isFile()) total += (await ctx.fs.stat(p).catch(() => undefined))?.size ?? 0; // gone since the listing
   }
   return total;
 }

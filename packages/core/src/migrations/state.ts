@@ -6,7 +6,7 @@ import type { Migration } from './files.ts';
 /** golang-migrate's table; at most one row. */
 export const VERSION_TABLE = 'schema_migrations';
 /** Ours, which golang-migrate ignores: what was applied, when, by whom, from which file. */
-export const HISTORY_TABLE = 'schema_migrations_history';
+export const HISTORY_TABLE = `${VERSION_TABLE}_history`;
 
 export const VERSION_DDL = '(version bigint not null primary key, dirty boolean not null)';
 export const HISTORY_DDL = `(version bigint primary key, name text not null, checksum text not null,
