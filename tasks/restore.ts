@@ -1,6 +1,7 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { repairBeforeRestore, restoreBackup } from '@dbkit/core/backup/restore';
-import { checkIntegrity, resolveBackup } from '@dbkit/core/backup/store';
+import { resolveBackup } from '@dbkit/core/backup/store';
+import { checkIntegrity } from '@dbkit/core/backup/integrity';
 import { jobsFlag, restoreJobs, restoreJobsFlag } from '@dbkit/core/backup/format';
 import { guardProduction } from '@dbkit/core/guard';
 import { safetyBackup, type DestroyOptions } from '@dbkit/core/destroy';

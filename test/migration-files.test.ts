@@ -4,7 +4,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '@dbkit/core/errors';
-import { lineOf, loadMigrations, needsOwnTransaction, nextVersion, parseName, splitStatements } from '@dbkit/core/migrations/files';
+import { loadMigrations, nextVersion, parseName } from '@dbkit/core/migrations/files';
+import { lineOf, needsOwnTransaction, splitStatements } from '@dbkit/core/migrations/statements';
 
 // golang-migrate's source/parse_test.go (v4.18.3), case for case.
 const names = suite('parseName (golang-migrate\'s file-name regex)');

@@ -5,7 +5,7 @@ import { certificateExpiry, inspectTls, requiredNames } from './tls.ts';
 import { connect, literal, type Target } from './pg.ts';
 import { driftError, tryLogin } from './provision.ts';
 import type { Runtime } from './runtime/runtime.ts';
-import { databaseLeftovers, fileLeftovers, SCRATCH_SQL } from './backup/store.ts';
+import { databaseLeftovers, fileLeftovers, SCRATCH_SQL } from './backup/leftovers.ts';
 import { permissionProblems } from './preflight.ts';
 
 export interface Check {

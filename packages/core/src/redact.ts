@@ -1,7 +1,4 @@
-/**
- * Removes credentials from text before it is shown: URL userinfo passwords, `password=` pairs, and
- * every known secret value, raw and percent-encoded (drivers echo either form in their errors).
- */
+/** Removes URL passwords, `password=` pairs and every known secret (raw and percent-encoded) from text. */
 export function redact(text: string, secrets: readonly string[] = []): string {
   let out = text
     .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)[^@\s]*@/gi, '$1***@')

@@ -2,15 +2,9 @@ import { passwordProblem, scramVerifier } from './scram.ts';
 import { ident, literal } from './pg.ts';
 import { UserError } from './errors.ts';
 
-/**
- * Least privilege. The image's POSTGRES_USER is a superuser: it stays on the server's own socket.
- * Over TCP only members of TCP_ROLE may log in (pg_hba.conf: `hostssl all +pgdeploy_tcp`); a
- * superuser is not a member merely by being one, so it is refused over TCP.
- * - the migration role owns the database (so, in PostgreSQL 15+, its `public` schema) and every
- *   object migrations create; it is not a superuser and cannot create roles or databases;
- * - the application role reads and writes what the migration role creates, through default
- *   privileges, and owns nothing.
- */
+// Least privilege: the superuser stays on the socket; over TCP only TCP_ROLE's members log in
+// (pg_hba.conf); the migration role owns the database and its objects; the application role owns nothing.
+
 export const TCP_ROLE = 'pgdeploy_tcp';
 
 export interface Login {
@@ -25,11 +19,7 @@ export interface Roles {
   app: Login;
 }
 
-
-/**
- * The verifier for a login's password, or a refusal, before anything is stored, of a password that
- * psql and node-postgres would not both be able to use (scram.ts passwordProblem).
- */
+/** The verifier for a login's password; a password psql and node-postgres could not both use is refused. */
 function verifier(l: Login): string {
   const problem = passwordProblem(l.password);
   if (problem) {
@@ -48,11 +38,7 @@ function createLogin(l: Login): string {
   END IF;`;
 }
 
-/**
- * Idempotent SQL, run as the superuser: the TCP group and the two login roles, created with their
- * SCRAM verifiers, never the password. Existing roles keep their password: a secret changed
- * afterwards is drift, reported by db:up and db:doctor, not silently applied.
- */
+/** The TCP group and the two logins; existing roles keep their password (a change is drift, reported). */
 export function rolesSql(r: Roles): string {
   return `DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${literal(TCP_ROLE)}) THEN CREATE ROLE ${ident(TCP_ROLE)} NOLOGIN; END IF;
@@ -61,14 +47,7 @@ export function rolesSql(r: Roles): string {
 END $$;`;
 }
 
-/**
- * Idempotent, run as the superuser: PostgreSQL lets every role (PUBLIC) connect to its own
- * databases `postgres` and `template1` and make temporary tables there. Neither login needs that:
- * both work in the application database only, the superuser is not bound by it, and a temporary
- * table there would be disk the application fills where nobody looks. (template0 already refuses
- * every connection.) The application database keeps its own grants (ownershipSql), even if it is
- * one of these.
- */
+/** Idempotent: PUBLIC may no longer connect to or make temporary tables in `postgres` and `template1`. */
 export function serverDatabasesSql(r: Roles): string {
   return `DO $$ DECLARE d text; BEGIN
   FOR d IN SELECT datname FROM pg_database WHERE datname IN ('postgres', 'template1') AND datname <> ${literal(r.database)} LOOP
@@ -89,7 +68,7 @@ REVOKE ALL ON DATABASE ${ident(r.database)} FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE ${ident(r.database)} TO ${ident(r.migrator.user)}, ${ident(r.app.user)};`;
 }
 
-/** Idempotent SQL, run as the superuser in the application database: what the app may do with what migrations make. */
+/** In the application database: what the app may do with what migrations make. */
 export function databaseSql(r: Roles): string {
   const m = ident(r.migrator.user);
   const a = ident(r.app.user);
@@ -101,7 +80,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${a};
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ${a};`;
 }
 
-/** Sets a role's password, as a verifier. */
 export function passwordSql(l: Login): string {
   return `ALTER ROLE ${ident(l.user)} PASSWORD ${literal(verifier(l))}`;
 }

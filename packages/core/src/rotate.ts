@@ -4,17 +4,14 @@ import { UserError } from './errors.ts';
 import { newPassword, readSecret, readSecrets, type SecretName } from './secrets.ts';
 import { passwordSql, type Login } from './roles.ts';
 import { driftError, tryLogin, type Admin } from './provision.ts';
-import { ident, literal } from './pg.ts';
+import { ident, literal, sqlState } from './pg.ts';
 import { selectRuntime } from './runtime/select.ts';
 import type { Runtime } from './runtime/runtime.ts';
 
 export const ROTATABLE = ['app', 'migrate', 'postgres'] as const;
 export type Rotatable = (typeof ROTATABLE)[number];
 
-/**
- * The files of one rotation: the secret itself, the old password (`.old`) and the new one (`.new`).
- * `.old` and `.new` exist only while a rotation runs, or after one was killed.
- */
+/** The secret file and, while a rotation runs or after one was killed, `.old` and `.new`. */
 function files(ctx: Pick<Ctx, 'cfg'>, which: Rotatable) {
   const name = `${which}_password` as SecretName;
   const file = path.join(ctx.cfg.secretsDir, name);
@@ -23,25 +20,16 @@ function files(ctx: Pick<Ctx, 'cfg'>, which: Rotatable) {
 
 const exists = (ctx: Pick<Ctx, 'fs'>, f: string) => ctx.fs.stat(f).then(() => true, () => false);
 
-/** A password the server refused, as opposed to a server that could not be asked. */
 function refused(e: unknown): boolean {
-  return (e as { code?: string }).code === '28P01' || /password authentication failed/i.test((e as Error).message ?? '');
+  return sqlState(e) === '28P01' || /password authentication failed/i.test((e as Error).message ?? '');
 }
 
-/**
- * A runtime that reads the secret files now: the native runtime keeps the secrets it read first,
- * and a rotation changes them under it. Quiet, since the task has already said which runtime runs.
- */
+/** A fresh, quiet runtime: the native one keeps the secrets it read first, which a rotation changes. */
 const current = (ctx: Ctx): Promise<Runtime> => selectRuntime({ ...ctx, log: { ...ctx.log, info: () => {} } });
 
-/** The superuser's channel, bound to what postgres_password holds now. */
 const adminNow = async (ctx: Ctx): Promise<Admin> => (await current(ctx)).admin();
 
-/**
- * Whether the server accepts the password the role's file holds now: a login with it (the
- * superuser on the socket, the others over verified TLS). A server that cannot be reached is an
- * error, never a "no".
- */
+/** Whether the server accepts the role's file as it is now; a server that cannot be asked is an error, never a "no". */
 async function fileWorks(ctx: Ctx, which: Rotatable): Promise<boolean> {
   try {
     if (which === 'postgres') await (await adminNow(ctx)).query('SELECT 1');
@@ -54,7 +42,6 @@ async function fileWorks(ctx: Ctx, which: Rotatable): Promise<boolean> {
   }
 }
 
-/** Writes a file that did not exist, 0600, and flushes it: what it holds survives a kill or a crash. */
 async function writeNew(ctx: Pick<Ctx, 'fs'>, file: string, value: string): Promise<void> {
   const h = await ctx.fs.open(file, 'wx', 0o600);
   try {
@@ -65,7 +52,6 @@ async function writeNew(ctx: Pick<Ctx, 'fs'>, file: string, value: string): Prom
   }
 }
 
-/** Flushes a file to disk. */
 async function flush(ctx: Pick<Ctx, 'fs'>, file: string): Promise<void> {
   const h = await ctx.fs.open(file, 'r');
   try {
@@ -75,30 +61,19 @@ async function flush(ctx: Pick<Ctx, 'fs'>, file: string): Promise<void> {
   }
 }
 
-/**
- * Replaces `dest`'s content with `from`'s in place, keeping the inode (Compose's file secrets pin
- * it: a rename would never reach a running container; place.ts says the same), then flushes it.
- */
+/** Replaces `dest`'s content in place (Compose pins the inode, see place.ts), then flushes it. */
 async function copyInPlace(ctx: Pick<Ctx, 'fs'>, from: string, dest: string): Promise<void> {
   await ctx.fs.copyFile(from, dest);
   await flush(ctx, dest);
 }
 
-/** Removes `.old` and `.new`: only ever called once the file itself is proven to work. */
+/** Only once the file itself is proven to work. */
 async function forget(ctx: Pick<Ctx, 'fs'>, f: ReturnType<typeof files>): Promise<void> {
   await ctx.fs.rm(f.fresh, { force: true });
   await ctx.fs.rm(f.old, { force: true });
 }
 
-/**
- * Finishes or rolls back a rotation of `which` that was killed (its `.old` or `.new` is still
- * there), whatever step it died at: the password the server accepts is in the file, in `.new` (the
- * server already has it) or in `.old` (it never got the new one); a kill during the copy into the
- * file can even leave the file empty, but never the other two. Each is tried in the file, in that
- * order, by logging in with it; the first the server accepts stays, and only then are `.old` and
- * `.new` removed. When none works nothing is removed, and the file is left as it was found.
- * Returns the line it said, if there was anything to do.
- */
+/** Finishes or rolls back a killed rotation: the file, `.new`, `.old` are tried by logging in; the first accepted stays. */
 export async function resumeRotation(ctx: Ctx, which: Rotatable): Promise<string | undefined> {
   const f = files(ctx, which);
   const leftovers = [f.fresh, f.old];
@@ -110,7 +85,7 @@ export async function resumeRotation(ctx: Ctx, which: Rotatable): Promise<string
     await forget(ctx, f);
     return say(ctx, `an interrupted rotation of ${which} left ${f.shown}.old/.new behind; ${f.shown} holds the password the server accepts, so they were removed`);
   }
-  const found = await ctx.fs.readFile(f.file).catch(() => undefined);
+  const found = await ctx.fs.readFile(f.file).catch(() => undefined); // may be gone: a kill mid-copy
   for (const candidate of present) {
     const value = await ctx.fs.readFile(candidate, 'utf8');
     if (!value || /[\r\n]/.test(value)) continue; // never written to the server: a kill while it was being written
@@ -144,18 +119,7 @@ export async function resumeRotations(ctx: Ctx): Promise<string[]> {
   return said;
 }
 
-/**
- * Changes a role's password in the database and in its secret file together, resumably: whatever
- * moment it is killed at, the next run finds which password the server accepts and finishes or
- * rolls back (resumeRotation), and `.old` is removed only once the file is proven to work.
- * The steps: the new password into `.new` (flushed), the old file's copy into `.old` (flushed),
- * ALTER ROLE (a SCRAM verifier, never the password), then `.new` copied into the file in place, a
- * login with the file, and only then `.old` and `.new` removed. The server changes before the
- * file, so the superuser's own password is changed through a session the old file opens (in
- * docker, the container reads the file at every session). The image reads POSTGRES_PASSWORD_FILE
- * only when it first initialises, so rewriting the file alone would change nothing: this is the
- * only way a password really changes.
- */
+/** Changes a password on the server and in its file; a killed run is finished or rolled back by resumeRotation. */
 export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { fromFile: boolean }): Promise<{ role: string; resumed: string[] }> {
   const resumed = await resumeRotations(ctx);
   const roles = await readSecrets(ctx);
@@ -172,7 +136,7 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
     if (!(await fileWorks(ctx, which))) throw new UserError(`role ${login.user} still refuses ${f.shown} after ALTER ROLE`, 'see the server log: pnpm db:logs');
     return { role: login.user, resumed };
   }
-  // What to put back, exactly, if the file cannot be replaced: the stored verifier, not a password.
+  // The stored verifier, to put back if the file cannot be replaced.
   const before = (await asSuperuser(`SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ${literal(login.user)}`))[0]?.[0] ?? '';
   const password = newPassword();
   ctx.log.secret(password);
@@ -188,17 +152,14 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
   try {
     await asSuperuser(passwordSql({ user: login.user, password }));
   } catch (e) {
-    // The server normally kept the old password; .old and .new go only once the file is proven.
-    if (await fileWorks(ctx, which).catch(() => false)) await forget(ctx, f);
+    if (await fileWorks(ctx, which).catch(() => false)) await forget(ctx, f); // unproven: .old and .new stay for the next run
     throw e;
   }
   try {
     await copyInPlace(ctx, f.fresh, f.file);
   } catch (e) {
     const why = (e as Error).message;
-    // The superuser's session still opens (not so for its own password, which just changed): the
-    // role gets back exactly the verifier it had, and the file its old content (a copy that failed
-    // half-way). Both as they were: nothing to resume.
+    // Put both back as they were (not possible for the superuser's own, which just changed).
     const reverted = which !== 'postgres' && before !== ''
       && (await admin.query(`ALTER ROLE ${ident(login.user)} PASSWORD ${literal(before)}`).then(() => true, () => false))
       && (await ctx.fs.copyFile(f.old, f.file).then(() => true, () => false));

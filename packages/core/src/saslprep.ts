@@ -1,26 +1,7 @@
-/**
- * SASLprep (RFC 4013) as PostgreSQL applies it to SCRAM passwords, and as node-postgres does.
- *
- * PostgreSQL's pg_saslprep (src/common/saslprep.c, the same code in the server and in libpq, so in
- * psql, pg_dump and every libpq client) differs from the RFC in two ways that decide which bytes a
- * client hashes:
- * - it checks for prohibited, unassigned (in Unicode 3.2) and bidirectional characters in the string
- *   after mapping and BEFORE normalising it (the RFC checks the normalised output), and an empty
- *   string after mapping is prohibited;
- * - when a check fails, libpq does not refuse: it hashes the password exactly as typed.
- * So it is implemented here with PostgreSQL's order and RFC 3454's tables rather than taken from npm:
- * `@mongodb-js/saslprep` (the kept implementation there; `saslprep` is its unmaintained ancestor)
- * checks the normalised output and throws instead of falling back, which gives another answer for
- * a compatibility character newer than Unicode 3.2 (U+1F100 is unassigned in 3.2 and normalises to
- * "0.") or for U+0340, and its table lacks the noncharacters U+FFFFE and U+FFFFF. test/saslprep.test.ts
- * compares this module with the server itself, at every edge of every table.
- *
- * node-postgres (pg 8.x, lib/crypto/sasl.js) applies its own partial SASLprep: the two mappings and
- * NFKC, no checks, no fallback. Where PostgreSQL's checks fail and mapping or NFKC changes the
- * text, the two clients hash different strings, and no stored verifier can let both log in.
- */
+// SASLprep (RFC 4013) as PostgreSQL's pg_saslprep applies it (checks before NFKC; a failed check
+// hashes the password as typed), which npm's saslprep packages do not; and node-postgres's partial one.
 
-/** Ranges of code points, `first-last` or a single one, in hex: RFC 3454's tables as PostgreSQL lists them. */
+/** Ranges of code points (`first-last` or one, in hex): RFC 3454's tables as PostgreSQL lists them. */
 type Table = Uint32Array;
 
 function table(text: string): Table {
@@ -56,7 +37,7 @@ function big() {
   return (tables ??= tableTexts());
 }
 
-/** Every table as pairs of first and last code point, for a test that checks each edge against the server. */
+/** Every table as [first, last] pairs, for the test that checks each edge against the server. */
 export function tableRanges(): Record<string, [number, number][]> {
   const all = { nonAsciiSpace: NON_ASCII_SPACE, mappedToNothing: MAPPED_TO_NOTHING, ...big() };
   return Object.fromEntries(Object.entries(all).map(([k, t]) => [k, Array.from({ length: t.length / 2 }, (_, i) => [t[2 * i], t[2 * i + 1]] as [number, number])]));
@@ -172,10 +153,7 @@ function mapped(password: string): number[] {
 
 export type Prepared = { ok: true; value: string } | { ok: false; why: string };
 
-/**
- * PostgreSQL's pg_saslprep: the prepared password, or why PostgreSQL finds it invalid (then libpq
- * and the server use the password as typed). A password of ASCII only is returned as it is.
- */
+/** PostgreSQL's pg_saslprep: the prepared password, or why it is invalid (then libpq uses it as typed). */
 export function pgSaslprep(input: string): Prepared {
   const password = asSent(input);
   // eslint-disable-next-line no-control-regex
@@ -184,7 +162,7 @@ export function pgSaslprep(input: string): Prepared {
   if (!chars.length) return { ok: false, why: 'nothing is left of it once SASLprep maps its characters away' };
   const value = String.fromCodePoint(...chars).normalize('NFKC');
   const t = big();
-  // PostgreSQL checks the mapped characters, not the normalised ones (see the top of this file).
+  // PostgreSQL checks the mapped characters, not the normalised ones.
   for (const c of chars) {
     if (has(t.prohibited, c)) return { ok: false, why: `${hex(c)} is a character SASLprep prohibits (RFC 4013 2.3)` };
     if (has(t.unassigned, c)) return { ok: false, why: `${hex(c)} is not assigned in Unicode 3.2, which SASLprep prohibits (RFC 4013 2.5)` };

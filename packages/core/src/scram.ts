@@ -2,13 +2,8 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { libpqPassword, MAX_PASSWORD_BYTES, nodePgPassword, pgSaslprep } from './saslprep.ts';
 
 /**
- * A SCRAM-SHA-256 verifier (RFC 7677), the form PostgreSQL stores: `SCRAM-SHA-256$iter:salt$StoredKey:ServerKey`.
- * We send this, never the password, in CREATE/ALTER ROLE: the server stores it as given, and a
- * failing statement that the server logs then holds no usable password (libpq's
- * PQencryptPasswordConn does the same for psql's \password).
- * The key is derived from the password as libpq prepares it (PostgreSQL's SASLprep, see
- * saslprep.ts), which is also what node-postgres derives it from for every password that
- * `passwordProblem` accepts. Passwords we generate are ASCII, which SASLprep leaves as they are.
+ * The SCRAM-SHA-256 verifier PostgreSQL stores, sent instead of the password (a logged statement then
+ * holds none, as psql's \password); derived from the password as libpq prepares it.
  */
 export function scramVerifier(password: string, iterations = 4096, salt = randomBytes(16)): string {
   const salted = pbkdf2Sync(Buffer.from(libpqPassword(password), 'utf8'), salt, iterations, 32, 'sha256');
@@ -18,13 +13,7 @@ export function scramVerifier(password: string, iterations = 4096, salt = random
   return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
 }
 
-/**
- * Why no stored verifier would let both kinds of client log in with this password, or undefined
- * when one does. libpq (psql, pg_dump) refuses a password over 1024 bytes; and where PostgreSQL's
- * SASLprep finds the password invalid, libpq hashes it as typed while node-postgres (which every
- * task here uses) still maps and normalises it: when that changes the text, they hash different
- * strings. Said without quoting the password.
- */
+/** Why no verifier would let both libpq and node-postgres log in with this password (without quoting it); else undefined. */
 export function passwordProblem(password: string): string | undefined {
   const bytes = Buffer.byteLength(password, 'utf8');
   if (bytes > MAX_PASSWORD_BYTES) return `it is ${bytes} bytes long in UTF-8; libpq (psql, pg_dump) refuses passwords over ${MAX_PASSWORD_BYTES} bytes`;

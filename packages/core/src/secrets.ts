@@ -2,13 +2,9 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UserError } from './errors.ts';
 import type { Ctx } from './context.ts';
-
 import type { Roles } from './roles.ts';
 
-/**
- * The secret files. `postgres_*` are the image's (its superuser and the database it creates);
- * `migrate_*` is the role that owns the schema; `app_*` the role applications log in as.
- */
+/** `postgres_*`: the image's superuser and database; `migrate_*`: the schema's owner; `app_*`: the applications' login. */
 export const SECRET_NAMES = ['postgres_user', 'postgres_password', 'postgres_db', 'migrate_user', 'migrate_password', 'app_user', 'app_password'] as const;
 export type SecretName = (typeof SECRET_NAMES)[number];
 
@@ -22,10 +18,7 @@ export function newPassword(): string {
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
-/**
- * Reads one secret file and refuses anything unsafe or unusable: missing, empty, readable by group
- * or others, or ending in a newline (which would become part of the password).
- */
+/** Reads one secret file; missing, empty, readable by others or ending in a newline is refused. */
 export async function readSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName): Promise<string> {
   const file = path.join(ctx.cfg.secretsDir, name);
   const rel = path.relative(ctx.cfg.root, file) || file;
@@ -47,7 +40,6 @@ export async function readSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName)
   return value;
 }
 
-/** Reads and checks every secret; the three logins must be distinct roles. */
 export async function readSecrets(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Promise<Roles> {
   const v = Object.fromEntries(await Promise.all(SECRET_NAMES.map(async (n) => [n, await readSecret(ctx, n)] as const))) as Record<SecretName, string>;
   for (const n of SECRET_NAMES) if (isPassword(n)) ctx.log.secret(v[n]);
@@ -63,10 +55,7 @@ export async function readSecrets(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Promise
   };
 }
 
-/**
- * Writes a secret so that it is never seen half-written or with a loose mode: a 0600 temporary file
- * beside it, renamed into place. Without `overwrite` an existing file is an error.
- */
+/** Writes a secret through a 0600 temporary file beside it; without `overwrite` an existing file is an error. */
 export async function writeSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName, value: string, overwrite: boolean): Promise<void> {
   const file = path.join(ctx.cfg.secretsDir, name);
   const tmp = `${file}.${process.pid}.tmp`;
@@ -84,7 +73,7 @@ export interface EnsureResult {
   kept: SecretName[];
 }
 
-/** Creates the missing secrets (asking on a terminal) and keeps the others, unless `force`. */
+/** Creates the missing secrets and keeps the others, unless `force`. */
 export async function ensureSecrets(
   ctx: Ctx,
   opts: { force: boolean; question?: (name: SecretName, def: string) => Promise<string> },

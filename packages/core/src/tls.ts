@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import type { Ctx } from './context.ts';
 import { place } from './place.ts';
 
-/** The names every server certificate covers: the host, the compose service, and the configured extras. */
+/** The names every server certificate covers. */
 export function requiredNames(extra: readonly string[]): string[] {
   return [...new Set(['localhost', '127.0.0.1', '::1', 'api-db', ...extra])];
 }
@@ -30,24 +30,19 @@ export function tlsFiles(sslDir: string): TlsFiles {
 export interface TlsState {
   caOk: boolean;
   serverOk: boolean;
-  /** Why a part is not usable, one reason a line. */
   problems: string[];
-  /** Server certificate expiry, when it could be read. */
   notAfter?: Date;
 }
 
 const DAY = 86_400_000;
 
 export interface CertificateExpiry {
-  /** Whole days left; negative once expired. */
-  days: number;
-  /** critical under 7 days, soon under 30. */
-  state: 'ok' | 'soon' | 'critical';
-  /** Present unless ok. --renew keeps the CA; --force would make a new one that no client trusts. */
-  fix?: string;
+  days: number; // negative once expired
+  state: 'ok' | 'soon' | 'critical'; // critical under 7 days, soon under 30
+  fix?: string; // --renew, which keeps the CA the clients trust
 }
 
-/** How soon a certificate expires, and the fix: the one place that says so. */
+/** How soon a certificate expires, and the fix: the one place that decides. */
 export function certificateExpiry(notAfter: Date, now: Date): CertificateExpiry {
   const days = Math.floor((notAfter.getTime() - now.getTime()) / DAY);
   if (!(days < 30)) return { days, state: 'ok' };
@@ -57,7 +52,7 @@ export function certificateExpiry(notAfter: Date, now: Date): CertificateExpiry 
 /** Checks the CA and server certificate as PostgreSQL and verify-full clients will. */
 export async function inspectTls(ctx: Pick<Ctx, 'fs' | 'clock'>, sslDir: string, names: readonly string[]): Promise<TlsState> {
   const f = tlsFiles(sslDir);
-  const read = (p: string) => ctx.fs.readFile(p, 'utf8').catch(() => undefined);
+  const read = (p: string) => ctx.fs.readFile(p, 'utf8').catch(() => undefined); // missing or unreadable: a problem below
   const [caCrt, caKey, crt, key] = await Promise.all([read(f.caCrt), read(f.caKey), read(f.serverCrt), read(f.serverKey)]);
   const problems: string[] = [];
   const now = ctx.clock().getTime();
@@ -125,10 +120,8 @@ export interface IssueResult {
 }
 
 /**
- * Makes what is missing or unusable: a local CA (kept across renewals so clients keep trusting it)
- * and a server certificate signed by it, EC P-256, with the subjectAltNames clients verify.
- * Everything is made in a private directory beside the target and then placed (place.ts), so an
- * interrupted run leaves the old files, never half-made ones.
+ * Makes what is missing or unusable: a local CA (kept across renewals) and an EC P-256 server
+ * certificate; made in a private directory, then placed, so a killed run leaves the old files.
  */
 export async function ensureTls(
   ctx: Pick<Ctx, 'fs' | 'clock' | 'exec'>,

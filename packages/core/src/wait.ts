@@ -1,10 +1,7 @@
 import type { Ctx } from './context.ts';
 import { UserError } from './errors.ts';
 
-/**
- * Polls `probe` every 50 ms until it says yes, with a spinner on a terminal, and fails with
- * `timeoutMessage()` after `timeoutMs`. A probe that throws ends the wait with its error.
- */
+/** Polls `probe` until it says yes, or fails with `timeoutMessage()` after `timeoutMs`; a probe that throws ends the wait. */
 export async function waitFor(
   ctx: Pick<Ctx, 'log' | 'clock'>,
   label: string,

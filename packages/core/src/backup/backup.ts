@@ -7,50 +7,29 @@ import { connect, ident, lastResult } from '../pg.ts';
 import { readSecrets } from '../secrets.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import type { RunResult } from '../exec.ts';
-import { lastLine } from '../errors.ts';
 import { findTables, readCurrent } from '../migrations/state.ts';
 import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
-import {
-  DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SCRATCH_SQL, SUM,
-  backupName, checkIntegrity, databaseLeftovers, dumpDirFiles, markVerified, removeStaleFiles, scratchDatabase, shown, stamp, sumFile, sumFiles, sumLines, writeAtomic,
-  type Backup, type Manifest,
-} from './store.ts';
+import { DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SUM, backupName, markVerified, shown, stamp, writeAtomic, type Backup, type Manifest } from './store.ts';
+import { checkIntegrity, dumpDirFiles, sumFile, sumFiles, sumLines } from './integrity.ts';
+import { databaseLeftovers, removeStaleFiles, SCRATCH_SQL, scratchDatabase } from './leftovers.ts';
 import { treeBytes, whileRunning } from './progress.ts';
 import { dumpArgs, dumpOutput, restoreArgs, restoreInput, restoreJobs, type DumpFormat } from './format.ts';
+import { dumpFailure, runTool } from './tool.ts';
 
 export interface BackupOptions {
-  /** Keep the roles' password verifiers in roles.sql (off by default: a backup then holds no credential). */
-  withPasswords?: boolean;
-  /** Why, when it is a safety backup: `before db:delete`. */
-  reason?: string;
-  /** Custom or dir format, and pg_dump's jobs; default DB_BACKUP_FORMAT and DB_BACKUP_JOBS. */
+  withPasswords?: boolean; // off: a backup holds no credential
+  reason?: string; // a safety backup's: `before db:delete`
   format?: DumpFormat;
 }
 
-/** The fix for a client tool's failure, from what it said. */
-function toolHint(stderr: string): string {
-  if (/password authentication failed/i.test(stderr)) {
-    return 'the superuser password in database/infra/secrets/postgres_password does not match the server; put the right file back';
-  }
-  if (/No space left on device/i.test(stderr)) return 'free disk space where DB_BACKUP_DIR points, or point it elsewhere';
-  if (/could not connect|No such file or directory|Connection refused|is the server running/i.test(stderr)) return 'is PostgreSQL running? pnpm db:up';
-  return 'see the message above; pnpm db:logs shows the server side';
-}
-
-function toolError(what: string, r: RunResult): UserError {
-  return new UserError(`${what} failed (exit ${r.code}): ${lastLine(r.stderr) || 'no message'}`, toolHint(r.stderr));
-}
-
-const relDir = shown;
-
-/** Creates DB_BACKUP_DIR (0700: backups hold every row) and fails with one line when it cannot be written. */
+/** Creates DB_BACKUP_DIR, 0700 (backups hold every row), or says why it cannot be written. */
 async function ensureBackupDir(ctx: Pick<Ctx, 'cfg' | 'fs'>): Promise<void> {
   const dir = ctx.cfg.backupDir;
   try {
     await ctx.fs.mkdir(dir, { recursive: true, mode: 0o700 });
     await ctx.fs.access(dir, 2 /* W_OK */);
   } catch (e) {
-    throw new UserError(`cannot write backups to ${relDir(ctx, dir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'make that directory writable for this user, or set DB_BACKUP_DIR to one that is');
+    throw new UserError(`cannot write backups to ${shown(ctx, dir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'make that directory writable for this user, or set DB_BACKUP_DIR to one that is');
   }
 }
 
@@ -59,17 +38,12 @@ async function migrationVersion(c: Client): Promise<Manifest['migration']> {
   return tables.hasVersionTable ? readCurrent(c, tables) : { version: null, dirty: false };
 }
 
-/** Rows of a multi-statement query through pg: the last statement's, as arrays. */
 async function arrays(c: Client, sql: string): Promise<unknown[][]> {
   const res = (await c.query({ text: sql, rowMode: 'array' })) as unknown as { rows: unknown[][] } | { rows: unknown[][] }[];
   return lastResult(res).rows;
 }
 
-/**
- * Drops the scratch databases that interrupted runs left and that are proven stale (databaseLeftovers),
- * given SCRATCH_SQL's rows; says so, one line each. Plain DROP, never WITH (FORCE): a session that
- * connected meanwhile makes it fail, and the database stays.
- */
+/** Drops the scratch databases proven stale, given SCRATCH_SQL's rows; never WITH (FORCE): a new session keeps it. */
 async function removeStaleDatabases(ctx: Pick<Ctx, 'log'>, rt: Runtime, rows: readonly (readonly unknown[])[]): Promise<void> {
   const stale = databaseLeftovers(rows).filter((l) => l.stale);
   if (!stale.length) return;
@@ -82,25 +56,17 @@ async function removeStaleDatabases(ctx: Pick<Ctx, 'log'>, rt: Runtime, rows: re
   }
 }
 
-/**
- * Takes a backup. The migration role opens a repeatable-read transaction and exports its snapshot;
- * pg_dump (as the superuser, on the socket) dumps exactly that snapshot while the same transaction
- * counts every table's rows and lists the schema, so the manifest describes what the dump holds even
- * while the application writes. Everything is written in a hidden directory and renamed into place
- * only after pg_dump and pg_dumpall both exited 0 and the files were flushed: a failure leaves
- * nothing that looks like a backup. In dir format pg_dump's workers all import the same snapshot.
- */
+/** pg_dump dumps the snapshot a session exports while that session counts rows and lists the schema. */
 export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = {}): Promise<Backup> {
   const t0 = performance.now();
   const format = opts.format ?? configuredFormat(ctx.cfg);
   const roles = await readSecrets(ctx);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so no backup can be taken', 'start it: pnpm db:up');
   await ensureBackupDir(ctx);
-  // The migration role logs in over TLS while the client tools are found: nothing is written before
-  // they are (or are refused, with the version to install).
+  // The login overlaps the search for client tools; nothing is written before they are found.
   const login = connect({ ...(await rt.target('migrator')), applicationName: 'pg-deploy backup' });
   login.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
-  const dropLogin = () => login.then((c) => c.end(), () => {}).catch(() => {});
+  const dropLogin = () => login.then((c) => c.end(), () => {}).catch(() => {}); // on the way out of a failure, which is the one to report
   const at = ctx.clock();
   let tmp: string;
   let rolesRun: Promise<RunResult>;
@@ -109,11 +75,9 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
     await removeStaleFiles(ctx);
     tmp = path.join(ctx.cfg.backupDir, `${PARTIAL_PREFIX}${stamp(at)}-${process.pid}-${randomBytes(3).toString('hex')}`);
     await ctx.fs.mkdir(tmp, { mode: 0o700 });
-    // The files the tools write into exist first, owner only: pg_dump, pg_dumpall and a shell's
-    // redirect keep the mode of a file they truncate, so no row is ever in a file others may read.
+    // Made owner-only first: the tools and a shell's redirect keep the mode of a file they truncate.
     for (const f of format.kind === 'custom' ? [ROLES, DUMP] : [ROLES]) await (await ctx.fs.open(path.join(tmp, f), 'wx', 0o600)).close();
-    // The roles need no snapshot: pg_dumpall starts now.
-    rolesRun = rt.pgTool('pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) });
+    rolesRun = runTool(rt, 'pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) }, dumpFailure('pg_dumpall --roles-only'));
     rolesRun.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
   } catch (e) {
     await dropLogin();
@@ -124,27 +88,24 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
     let manifest: Manifest;
     try {
       await removeStaleDatabases(ctx, rt, await arrays(c, SCRATCH_SQL));
-      // Counting runs beside pg_dump: without parallel workers it takes one CPU, not all of them
-      // (with them, pg_dump -Fc of pgbench -s 10 on 2 CPUs took 130 ms longer).
+      // No parallel workers: the count runs beside pg_dump and must not take its CPUs (bench/README.md).
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL max_parallel_workers_per_gather = 0');
       const snap = (await c.query(`SELECT pg_export_snapshot() AS id, current_setting('server_version') AS version`)).rows[0];
       const migration = await migrationVersion(c);
       ctx.log.step(`dumping ${roles.database} (pg_dump ${format.kind === 'dir' ? `-Fd -j ${format.jobs}` : '-Fc'}) and the roles`);
+      const dumping = runTool(rt, 'pg_dump', dumpArgs(format, snap.id, roles.database), dumpOutput(format.kind, tmp), dumpFailure('pg_dump'));
       const [dump, rolesOut, data, schema] = await Promise.allSettled([
-        whileRunning(ctx, `dumping ${roles.database}`, rt.pgTool('pg_dump', dumpArgs(format, snap.id, roles.database), dumpOutput(format.kind, tmp)), () => treeBytes(ctx, tmp)),
+        whileRunning(ctx, `dumping ${roles.database}`, dumping, () => treeBytes(ctx, tmp)),
         rolesRun,
         arrays(c, DATA_SQL),
         arrays(c, SCHEMA_SQL),
       ]);
-      await c.query('COMMIT').catch(() => {});
-      // A failed query aborts the snapshot's transaction, and pg_dump then fails to import it: the
-      // query's error is the one that explains.
+      await c.query('COMMIT').catch(() => {}); // read-only: nothing to keep; a query's error is reported below
+      // A failed query aborts the snapshot pg_dump imports: the query's error is the one that explains.
       if (data.status === 'rejected') throw data.reason;
       if (schema.status === 'rejected') throw schema.reason;
-      for (const [what, r] of [['pg_dump', dump], ['pg_dumpall --roles-only', rolesOut]] as const) {
-        if (r.status === 'rejected') throw r.reason;
-        if (r.value.code !== 0) throw toolError(what, r.value);
-      }
+      if (dump.status === 'rejected') throw dump.reason;
+      if (rolesOut.status === 'rejected') throw rolesOut.reason;
       const dumpSum = await sealDump(ctx, tmp, format);
       // pg_dumpall creates its file under the umask; a backup holds every row, so owner only.
       await ctx.fs.chmod(path.join(tmp, ROLES), 0o600);
@@ -165,7 +126,7 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
         ms: 0,
       };
     } finally {
-      await c.end().catch(() => {});
+      await c.end().catch(() => {}); // a connection that died has nothing left to close
     }
     let name = backupName(roles.database, at, manifest.migration.version, opts.reason);
     for (let i = 2; await ctx.fs.stat(path.join(ctx.cfg.backupDir, name)).then(() => true, () => false); i++) {
@@ -187,21 +148,15 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
 
 const configuredFormat = (cfg: Ctx['cfg']): DumpFormat => ({ kind: cfg.backupFormat, jobs: cfg.backupFormat === 'dir' ? cfg.backupJobs : 1 });
 
-/** Whether a file starts with PGDMP, as every pg_dump archive (a custom-format file, a directory's toc.dat) does. */
 async function isArchive(ctx: Pick<Ctx, 'fs'>, file: string): Promise<boolean> {
-  const fh = await ctx.fs.open(file, 'r').catch(() => undefined);
+  const fh = await ctx.fs.open(file, 'r').catch(() => undefined); // none: not an archive, said by the caller
   if (!fh) return false;
   const head = Buffer.alloc(5);
   await fh.read(head, 0, 5, 0).finally(() => fh.close());
   return head.toString('latin1') === 'PGDMP';
 }
 
-/**
- * Makes what pg_dump wrote part of the backup: checks it is an archive (an empty stream from a
- * container that never ran pg_dump is not one, whatever the exit status said), makes it owner-only
- * (pg_dump writes under the umask, and a backup holds every row), flushes it, and writes its
- * checksum file. Returns the manifest's record of it.
- */
+/** Checks that pg_dump wrote an archive (an empty stream is not one), then makes it owner-only, flushed, summed. */
 async function sealDump(ctx: Pick<Ctx, 'fs'>, tmp: string, format: DumpFormat): Promise<Manifest['dump']> {
   if (format.kind === 'custom') {
     if (!(await isArchive(ctx, path.join(tmp, DUMP)))) throw new UserError('pg_dump wrote no custom-format archive', 'see pnpm db:logs; run again with --verbose');
@@ -220,11 +175,10 @@ async function sealDump(ctx: Pick<Ctx, 'fs'>, tmp: string, format: DumpFormat): 
   return { kind: 'dir', file: DUMP_DIR, bytes: sums.reduce((n, f) => n + f.bytes, 0), jobs: format.jobs, files: sums };
 }
 
-/** Flushes a directory entry (the rename of a finished backup) to disk; best effort. */
 async function syncDir(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<void> {
-  const fh = await ctx.fs.open(dir, 'r').catch(() => undefined);
+  const fh = await ctx.fs.open(dir, 'r').catch(() => undefined); // best effort: the files themselves are flushed
   if (!fh) return;
-  await fh.sync().catch(() => {});
+  await fh.sync().catch(() => {}); // some file systems refuse fsync on a directory
   await fh.close();
 }
 
@@ -234,11 +188,7 @@ export interface VerifyResult {
   ms: number;
 }
 
-/**
- * Proves a backup restores: its checksums, then a full pg_restore into a scratch database on the
- * same server, whose row counts, sequences and schema must equal what the manifest recorded from
- * the source. The scratch database is dropped whatever happens. Success marks the backup verified.
- */
+/** Proves a backup restores: checksums, then pg_restore into a scratch database that must match the manifest. */
 export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { jobs?: number } = {}): Promise<VerifyResult> {
   const t0 = performance.now();
   const name = b.manifest.name;
@@ -246,8 +196,6 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { job
   await checkIntegrity(ctx, b);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
   const admin = await rt.admin();
-  // The client tools are found (or refused, with the version to install) before any database is made;
-  // meanwhile the scratch databases that interrupted runs left are listed.
   const [, leftovers] = await Promise.all([rt.prepareTools(), admin.query(SCRATCH_SQL)]);
   await removeStaleFiles(ctx);
   await removeStaleDatabases(ctx, rt, leftovers);
@@ -255,14 +203,12 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { job
   ctx.log.step(`restoring ${name} into the scratch database ${scratch}${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   await admin.query(`CREATE DATABASE ${ident(scratch)} TEMPLATE template0`);
   try {
-    const r = await whileRunning(ctx, `restoring ${name}`, rt.pgTool('pg_restore', restoreArgs(jobs, scratch), restoreInput(b.manifest, b.dir)));
-    if (r.code !== 0) {
-      const roleMissing = /role "[^"]+" does not exist/.test(r.stderr);
-      throw new UserError(
-        `backup ${name} did not restore: ${lastLine(r.stderr) || `pg_restore exited with ${r.code}`}`,
-        roleMissing ? `a role it needs is missing on this server; pnpm db:restore ${name} creates missing roles from its roles.sql` : 'do not rely on this backup; take a new one: pnpm db:backup --verify',
-      );
-    }
+    await whileRunning(ctx, `restoring ${name}`, runTool(rt, 'pg_restore', restoreArgs(jobs, scratch), restoreInput(b.manifest, b.dir), (r) => ({
+      message: `backup ${name} did not restore`,
+      hint: /role "[^"]+" does not exist/.test(r.stderr)
+        ? `a role it needs is missing on this server; pnpm db:restore ${name} creates missing roles from its roles.sql`
+        : 'do not rely on this backup; take a new one: pnpm db:backup --verify',
+    })));
     const data = dataMap(await admin.query(DATA_SQL, scratch));
     const schema = (await admin.query(SCHEMA_SQL, scratch)).map((row) => row[0]);
     const problems = [...dataDiff(b.manifest.data, data), ...schemaDiff(b.manifest.schema, schema)];

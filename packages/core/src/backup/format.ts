@@ -7,11 +7,10 @@ import type { PgToolIo } from '../runtime/tools.ts';
 
 export interface DumpFormat {
   kind: DumpKind;
-  /** pg_dump processes; always 1 for custom. */
-  jobs: number;
+  jobs: number; // always 1 for custom
 }
 
-/** `--jobs N` as given: a whole number from 1 to MAX_JOBS, or a usage error; undefined when absent. */
+/** `--jobs N`: 1 to MAX_JOBS, or a usage error. */
 export function jobsFlag(raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const n = jobsOf(raw);
@@ -19,10 +18,7 @@ export function jobsFlag(raw: string | undefined): number | undefined {
   return n;
 }
 
-/**
- * The format db:backup uses: --format and --jobs, over DB_BACKUP_FORMAT and DB_BACKUP_JOBS. --jobs
- * without dir format is refused rather than ignored: a custom-format dump is one file from one process.
- */
+/** --format and --jobs over DB_BACKUP_FORMAT and DB_BACKUP_JOBS; --jobs without dir format is refused, not ignored. */
 export function chosenFormat(cfg: Pick<Config, 'backupFormat' | 'backupJobs'>, format: string | undefined, jobs: string | undefined): DumpFormat {
   const kind = format === undefined ? cfg.backupFormat : kindOf(format);
   if (!kind) {
@@ -35,7 +31,6 @@ export function chosenFormat(cfg: Pick<Config, 'backupFormat' | 'backupJobs'>, f
   return kind === 'dir' ? { kind, jobs: n ?? cfg.backupJobs } : { kind, jobs: 1 };
 }
 
-/** The kind of a backup's dump; manifests written before dir format existed have none and are custom. */
 export const dumpKind = (m: Manifest): DumpKind => (m.dump.kind === 'dir' ? 'dir' : 'custom');
 
 /** How many pg_restore processes restore a backup: --jobs (dir format only), else what its dump used. */
@@ -47,28 +42,20 @@ export function restoreJobs(m: Manifest, jobs: number | undefined): number {
   return jobs ?? m.dump.jobs ?? 1;
 }
 
-/** pg_dump's arguments for `database` in the exported `snapshot`. */
 export function dumpArgs(f: DumpFormat, snapshot: string, database: string): string[] {
   const format = f.kind === 'dir' ? ['--format=directory', `--jobs=${f.jobs}`] : ['--format=custom'];
   return [...format, '--no-password', `--snapshot=${snapshot}`, database];
 }
 
-/** Where pg_dump writes inside the backup directory being built. */
 export function dumpOutput(kind: DumpKind, dir: string): PgToolIo {
   return kind === 'dir' ? { outDir: path.join(dir, DUMP_DIR) } : { out: path.join(dir, DUMP) };
 }
 
-/**
- * pg_restore's arguments into `database`. pg_restore refuses --single-transaction together with
- * --jobs, so a parallel restore runs without it; it stays all or nothing where it matters, because
- * every restore goes into a database made for it (verification's scratch database, or the one
- * db:restore swaps in only after pg_restore succeeded), which is dropped when pg_restore fails.
- */
+/** pg_restore's arguments; --jobs excludes --single-transaction, and the new database it fills is dropped on failure anyway. */
 export function restoreArgs(jobs: number, database: string): string[] {
   return ['--exit-on-error', ...(jobs > 1 ? [`--jobs=${jobs}`] : ['--single-transaction']), '--no-password', `--dbname=${database}`];
 }
 
-/** Where pg_restore reads a backup's dump from. */
 export function restoreInput(m: Manifest, dir: string): PgToolIo {
   return dumpKind(m) === 'dir' ? { inDir: path.join(dir, DUMP_DIR) } : { in: path.join(dir, DUMP) };
 }

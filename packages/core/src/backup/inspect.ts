@@ -1,20 +1,10 @@
-/**
- * What a backup promises about the database it came from, measured with SQL that runs the same way
- * in the source (as the migration role, inside the dump's snapshot) and in the scratch copy a
- * verification restores (as the superuser): the rows of every table, the sequences, and the schema.
- */
-
-// pg_catalog first: every name these catalog functions print comes out schema-qualified, the same
-// in both sessions whatever their search_path.
+// What a backup promises about its source (rows, sequences, schema), read alike in the dump's
+// snapshot and in a verification's scratch copy. pg_catalog first: names print schema-qualified.
 const PRELUDE = 'SET search_path = pg_catalog;\n';
 
 const USER_NS = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
 
-/**
- * One row per readable table and sequence: `table <name>` with its exact row count, `sequence
- * <name>` with its last value. query_to_xml runs each count inside this statement, so all of them
- * see the caller's snapshot.
- */
+/** `table <name>` with its exact row count and `sequence <name>` with its last value; query_to_xml keeps the caller's snapshot. */
 export const DATA_SQL = `${PRELUDE}SELECT k, v FROM (
   SELECT 'table ' || c.oid::regclass::text AS k,
          (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', c.oid::regclass), false, true, '')))[1]::text AS v
@@ -26,10 +16,7 @@ export const DATA_SQL = `${PRELUDE}SELECT k, v FROM (
    WHERE c.relkind = 'S' AND ${USER_NS} AND has_sequence_privilege(c.oid, 'SELECT')
 ) x ORDER BY k`;
 
-/**
- * One line per schema object, with what defines it: owner, privileges, columns, definitions.
- * Whitespace runs become one space: the superuser's channel in docker returns one row per line.
- */
+/** One line per schema object with what defines it; whitespace runs become one space (docker's channel splits rows at newlines). */
 export const SCHEMA_SQL = `${PRELUDE}SELECT l FROM (SELECT regexp_replace(line, '\\s+', ' ', 'g') AS l FROM (
   SELECT 'schema ' || quote_ident(n.nspname) || ' owner ' || pg_get_userbyid(n.nspowner) || ' acl ' || coalesce(n.nspacl::text, '-') AS line
     FROM pg_namespace n WHERE ${USER_NS}
@@ -86,12 +73,11 @@ export const SCHEMA_SQL = `${PRELUDE}SELECT l FROM (SELECT regexp_replace(line, 
     FROM pg_default_acl da
 ) x) y ORDER BY l COLLATE "C"`;
 
-/** Rows from either channel (pg's arrays or the superuser's text rows) as a name-to-value map. */
+/** Rows from either channel (pg's arrays or the superuser's text rows) as a map. */
 export function dataMap(rows: readonly (readonly unknown[])[]): Record<string, string> {
   return Object.fromEntries(rows.map((r) => [String(r[0]), String(r[1] ?? '')]));
 }
 
-/** What differs between two data maps, one item a line; empty when they agree. */
 export function dataDiff(expected: Record<string, string>, actual: Record<string, string>): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(expected)) {
@@ -103,7 +89,6 @@ export function dataDiff(expected: Record<string, string>, actual: Record<string
   return out;
 }
 
-/** The first lines present in one schema listing and not the other. */
 export function schemaDiff(expected: readonly string[], actual: readonly string[], max = 3): string[] {
   const a = new Set(actual);
   const e = new Set(expected);

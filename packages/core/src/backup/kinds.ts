@@ -1,13 +1,8 @@
 import os from 'node:os';
 
-// The settings' vocabulary of backups, with no imports of the tool's own: config.ts reads it to
-// validate DB_BACKUP_FORMAT and DB_BACKUP_JOBS without depending on how backups are made.
+// Backup settings' vocabulary with no imports of ours, so config.ts can validate without loading backups.
 
-/**
- * How pg_dump writes the database: `custom`, one file written by one process (the default, and
- * what streams out of a container as it is); or `dir`, a directory with one file per table, which
- * pg_dump writes and pg_restore reads with several processes at once: for large databases.
- */
+/** `custom`: one file from one process (the default); `dir`: a file per table, written and read in parallel. */
 export type DumpKind = 'custom' | 'dir';
 
 /** Each job is one more session on the server, so a typo such as --jobs 400 is refused. */

@@ -4,19 +4,16 @@ import type { Ctx } from '../context.ts';
 /** Bytes in the regular files under `dir`, at any depth: what a dump has written so far, whatever its format. */
 export async function treeBytes(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<number> {
   let total = 0;
+  // The dump is being written: an entry may come or go between the listing and the stat.
   for (const e of await ctx.fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) total += await treeBytes(ctx, p);
-    else if (e.isFile()) total += (await ctx.fs.stat(p).catch(() => undefined))?.size ?? 0;
+    else if (e.isFile()) total += (await ctx.fs.stat(p).catch(() => undefined))?.size ?? 0; // gone since the listing
   }
   return total;
 }
 
-/**
- * Shows, on a terminal, that a long tool run is moving while `work` runs: the time taken, and with
- * `written`, how much it has written. Piped, nothing is shown or measured, so the output stays one
- * line per step. The spinner always ends, whatever `work` does.
- */
+/** On a terminal, shows the time and (`written`) the bytes written while `work` runs; piped, nothing is measured. */
 export async function whileRunning<T>(ctx: Pick<Ctx, 'log'>, label: string, work: Promise<T>, written?: () => Promise<number>): Promise<T> {
   const bar = ctx.log.spinner(label);
   const t0 = performance.now();
@@ -31,9 +28,7 @@ export async function whileRunning<T>(ctx: Pick<Ctx, 'log'>, label: string, work
       polling = false;
     }
   };
-  // Piped, a tick prints nothing: no timer, so nothing is measured (a dir dump of many tables is
-  // many files to stat).
-  const timer = bar.shown ? setInterval(() => void tick().catch(() => {}), 250) : undefined;
+  const timer = bar.shown ? setInterval(() => void tick().catch(() => {}), 250) : undefined; // a tick that fails is skipped
   try {
     return await work;
   } finally {

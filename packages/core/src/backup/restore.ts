@@ -1,7 +1,6 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { lastLine } from '../errors.ts';
 import { ident, literal } from '../pg.ts';
 import { driftError, provision, tryLogin, type Admin } from '../provision.ts';
 import { COMPLETE, INCOMING, OUTGOING, repairRestoreState, restoreStateSql } from '../restore-state.ts';
@@ -9,19 +8,17 @@ import { readSecrets } from '../secrets.ts';
 import { databaseSql, ownershipSql } from '../roles.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { whileRunning } from './progress.ts';
-import { ROLES, scratchDatabase, type CheckedBackup } from './store.ts';
+import { ROLES } from './store.ts';
+import type { CheckedBackup } from './integrity.ts';
+import { scratchDatabase } from './leftovers.ts';
 import { restoreArgs, restoreInput, restoreJobs } from './format.ts';
+import { runTool } from './tool.ts';
 
 // pg_dumpall writes a role name bare when it needs no quotes, else double-quoted.
 const ROLE = String.raw`("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`;
 const unquote = (id: string) => (id.startsWith('"') ? id.slice(1, -1).replace(/""/g, '"') : id);
 
-/**
- * The statements of a `pg_dumpall --roles-only` file that recreate the roles this server lacks, with
- * their memberships. Roles that exist are left exactly as they are: their passwords are the ones the
- * secret files hold now, and provisioning re-asserts the tool's own roles afterwards. GRANTED BY is
- * dropped because the grantor of the backup's cluster may not exist here.
- */
+/** roles.sql's statements for the roles this server lacks, minus GRANTED BY (that grantor may be missing). */
 export function missingRolesSql(rolesSql: string, existing: ReadonlySet<string>): string {
   const lines = rolesSql.split('\n');
   const missing = new Set<string>();
@@ -42,19 +39,9 @@ export function missingRolesSql(rolesSql: string, existing: ReadonlySet<string>)
   return out.join('\n');
 }
 
-
 const SWAP_WAIT_S = 15;
 
-/**
- * One statement, so one transaction: the sessions on `db` are ended, `db` takes the name `outgoing`
- * (when given) and `incoming` takes the name `db`. ALTER DATABASE ... RENAME is transactional and
- * holds the database's lock until the commit, so there is no moment at which a kill of this
- * process leaves `db` renamed away or refusing connections: the server commits all of it or none.
- * Nothing sets ALLOW_CONNECTIONS false (it would have to be committed before the sessions end,
- * and a kill then left the database unreachable). A session that connects between the ending and
- * the rename makes the rename fail (PostgreSQL waits 5 s for it first): the sessions are ended again
- * and the rename retried, for at most SWAP_WAIT_S seconds.
- */
+/** One transaction, so a kill commits all or none: end the sessions on `db`, rename it away, `incoming` to `db`. */
 export function swapSql(db: string, incoming: string, outgoing?: string): string {
   const rename = outgoing
     ? `LOOP
@@ -77,7 +64,7 @@ export function swapSql(db: string, incoming: string, outgoing?: string): string
 END $swap$`;
 }
 
-/** Before db:restore does anything else: what an interrupted one left is put right (restore-state.ts). */
+/** Puts right what an interrupted db:restore left (restore-state.ts). */
 export async function repairBeforeRestore(ctx: Pick<Ctx, 'log' | 'fs' | 'cfg'>, rt: Runtime): Promise<void> {
   if (!(await rt.running())) return;
   const roles = await readSecrets(ctx);
@@ -95,21 +82,17 @@ export interface RestoreResult {
   ms: number;
 }
 
-/**
- * Restores a backup, already checked (checkIntegrity), as the database: the roles it needs and
- * this server lacks; pg_restore into a new database; only when that succeeded, its ownership and
- * grants, then one statement (swapSql) that ends the sessions on the old one and swaps the names;
- * then provisioning runs again, the old one is dropped and the application's own login is tried. A failed pg_restore leaves
- * the current database as it was, with or without --single-transaction; a kill at any moment leaves
- * the application database reachable, the old one or the restored one.
- */
+/** Drops the incoming database after a failure; one that stays is a leftover the next backup removes. */
+async function dropIncoming(ctx: Pick<Ctx, 'log'>, admin: Admin, incoming: string): Promise<void> {
+  await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch((e) => ctx.log.warn(`could not drop ${incoming}: ${(e as Error).message}`));
+}
+
+/** Restores into a new database and swaps it in: a failure or a kill leaves the old or the restored one in place. */
 export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opts: { jobs?: number } = {}): Promise<RestoreResult> {
   const t0 = performance.now();
   const jobs = restoreJobs(b.manifest, opts.jobs);
-  // The search for client tools overlaps the reads below, and ends before anything is created:
-  // tools that cannot restore are refused with nothing changed.
   const tools = rt.prepareTools();
-  tools.catch(() => {}); // awaited below; this only keeps an early failure from counting as unhandled
+  tools.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
   const roles = await readSecrets(ctx);
   const db = roles.database;
   const admin = await rt.admin();
@@ -121,27 +104,25 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
     ctx.log.step(`creating ${rolesCreated} role(s) from the backup`);
     await admin.query(rolesSql);
   }
-  // The pid in the name lets a later backup or verify drop it once this process is gone (store.ts leftovers).
   const incoming = scratchDatabase('restore');
   const outgoing = `${OUTGOING}${incoming.slice(INCOMING.length)}`;
   await admin.query(`CREATE DATABASE ${ident(incoming)} OWNER ${ident(roles.migrator.user)} TEMPLATE template0`);
   ctx.log.step(`restoring ${b.manifest.name} into a new database${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
-  const r = await whileRunning(ctx, `restoring ${b.manifest.name}`, rt.pgTool('pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir)));
-  if (r.code !== 0) {
-    await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
-    throw new UserError(`pg_restore of ${b.manifest.name} failed: ${lastLine(r.stderr)}`, `${db} was left as it was; see the message above`);
-  }
+  const failure = { message: `pg_restore of ${b.manifest.name} failed`, hint: `${db} was left as it was; see the message above` };
+  await whileRunning(ctx, `restoring ${b.manifest.name}`, runTool(rt, 'pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir), failure)).catch(async (e) => {
+    await dropIncoming(ctx, admin, incoming);
+    throw e;
+  });
   const had = (await admin.query(`SELECT 1 FROM pg_database WHERE datname = ${literal(db)}`)).length > 0;
   try {
-    // Ownership and grants before the swap, so the database is complete the moment it takes the
-    // name; then the mark that lets a later db:up or db:restore finish a swap this process did not.
+    // Complete before it takes the name; then the mark that lets a later run finish the swap.
     const restored = { ...roles, database: incoming };
     await admin.query(`${ownershipSql(restored)}\n${databaseSql(restored)}`, incoming);
     await admin.query(`COMMENT ON DATABASE ${ident(incoming)} IS ${literal(COMPLETE)}`);
     ctx.log.step(had ? `ending the sessions on ${db} and swapping the restored database in` : `naming the restored database ${db}`);
     await admin.query(swapSql(db, incoming, had ? outgoing : undefined));
   } catch (e) {
-    await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch(() => {});
+    await dropIncoming(ctx, admin, incoming);
     if (/did not end within/.test((e as Error).message)) {
       throw new UserError(`sessions on ${db} did not end within ${SWAP_WAIT_S}s; ${db} was left as it was`, 'stop the applications that use it and run again');
     }

@@ -20,7 +20,6 @@ export function parseKeep(raw: string | undefined): BackupKeep {
   return { daily, weekly, monthly };
 }
 
-/** What retention needs to know about a backup. */
 export interface Dated {
   name: string;
   createdAt: Date;
@@ -40,12 +39,7 @@ export function isoWeek(d: Date): string {
   return `${t.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
 }
 
-/**
- * Which backups to keep: the newest backup of each of the last `daily` days that have a backup,
- * likewise for ISO weeks and calendar months (UTC), plus the newest verified backup, whatever its
- * age. Periods without a backup do not count, so a pause in backups never empties the folder
- * (restic's `--keep-daily` works the same way).
- */
+/** The newest backup of each of the last N days (weeks, months) that have one, as restic's --keep-*, plus the newest verified. */
 export function retained<T extends Dated>(backups: readonly T[], keep: BackupKeep): Set<T> {
   const newestFirst = [...backups].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
   const keepSet = new Set<T>();

@@ -5,11 +5,7 @@ import { existingVersions, nextVersion } from './files.ts';
 
 const NAME_RE = /^[A-Za-z0-9_]+$/;
 
-/**
- * Creates the next up/down pair: both files or neither, never over an existing file, never a
- * version already taken (two `--timestamp` files made in the same second would share one).
- * Reads names only, so it works while the newest pair is still a stub.
- */
+/** Creates the next up/down pair: both files or neither, never over a file or a version already taken. */
 export async function createMigration(ctx: Pick<Ctx, 'fs' | 'clock'>, dir: string, name: string, timestamp: boolean): Promise<string[]> {
   if (!NAME_RE.test(name)) throw new UsageError(`"${name}" is not a migration name`, 'use letters, digits and underscores: pnpm db:migrate:create add_users_table');
   await ctx.fs.mkdir(dir, { recursive: true });
@@ -23,7 +19,7 @@ export async function createMigration(ctx: Pick<Ctx, 'fs' | 'clock'>, dir: strin
   const made: string[] = [];
   try {
     for (const [i, f] of files.entries()) {
-      // A file holding only this comment counts as empty, so db:migrate refuses it until it is written.
+      // Only a comment: db:migrate refuses it as empty until it is written.
       await ctx.fs.writeFile(f, `-- ${dirs[i]} migration ${v} ${name}: write it here (an empty file is refused)\n`, { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
         throw e.code === 'EEXIST' ? new UserError(`${path.basename(f)} already exists; nothing was created`, 'pick another name') : e;
       });

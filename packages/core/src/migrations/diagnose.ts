@@ -1,11 +1,11 @@
-// Why a migration failed, and what to do: the failing line, a dirty database's state and the way out.
 import path from 'node:path';
 import type { Client } from 'pg';
 import { UserError } from '../errors.ts';
-import { indexOfPosition, lineAt, lineOf, splitStatements, type Migration, type MigrationFile } from './files.ts';
+import { sqlState } from '../pg.ts';
+import type { Migration, MigrationFile } from './files.ts';
+import { indexOfPosition, lineAt, lineOf, splitStatements } from './statements.ts';
 import { findTables, forceCommand, readCurrent, versionLabel, type MigrationTables } from './state.ts';
 
-/** Names of the relations an up file creates, to tell whether an interrupted file looks applied. */
 function createdRelations(sql: string): string[] {
   const out: string[] = [];
   const re = /\bCREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|SEQUENCE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?!ON\b)("[^"]+"|[\w$]+)(?:\.("[^"]+"|[\w$]+))?/gi;
@@ -13,10 +13,9 @@ function createdRelations(sql: string): string[] {
   return out;
 }
 
-/** Whether the relations an up file creates exist, and are valid. */
 type ObjectsFound = { state: 'applied' | 'not applied' | 'partly applied' | 'unknown'; invalid: string[]; present: string[]; missing: string[] };
 
-/** Looks in pg_class for what `m`'s up file creates: "unknown" when its text names nothing we can look up. */
+/** Whether what `m`'s up file creates exists and is valid: "unknown" when its text names nothing to look up. */
 async function inspectObjects(c: Client, m: Migration | undefined): Promise<ObjectsFound> {
   const out: ObjectsFound = { state: 'unknown', invalid: [], present: [], missing: [] };
   let rels: string[];
@@ -40,7 +39,6 @@ async function inspectObjects(c: Client, m: Migration | undefined): Promise<Obje
   return out;
 }
 
-/** Where the hint's command finds the migration role's password and the CA: the configured folders, shown from the project root. */
 export interface HintPaths {
   root: string;
   secretsDir: string;
@@ -49,16 +47,11 @@ export interface HintPaths {
 
 const DEFAULT_PATHS: HintPaths = { root: '', secretsDir: 'database/infra/secrets', sslDir: 'database/infra/ssl' };
 
-/** A word for a POSIX shell: as it is when it is plain, else in single quotes. */
 function shellWord(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/**
- * Who runs a statement on an object migrations made, and how: the migration role owns them, while
- * `pnpm db:psql` logs in as the application role, which PostgreSQL answers with "must be owner".
- * `c` is the migration role's session: its own user, database, host and port.
- */
+/** How to run `sql` as the migration role (`c`'s login), which owns what migrations made; db:psql's role is not the owner. */
 function asOwner(c: Client, sql: string, paths: HintPaths = DEFAULT_PATHS): string {
   const shown = (p: string) => {
     const rel = paths.root ? path.relative(paths.root, p) : p;
@@ -67,31 +60,23 @@ function asOwner(c: Client, sql: string, paths: HintPaths = DEFAULT_PATHS): stri
   const v = (x: string | number) => (/^[\w./-]+$/.test(String(x)) ? String(x) : `'${String(x).replace(/[\\']/g, '\\$&')}'`);
   const tls = c.host.startsWith('/') ? '' : ` sslmode=verify-full sslrootcert=${v(shown(path.join(paths.sslDir, 'ca.crt')))}`;
   const conninfo = `host=${v(c.host)} port=${c.port} dbname=${v(c.database ?? '')} user=${v(c.user ?? '')}${tls}`;
-  // psql asks for the password: a PGPASSWORD=... in the hint would be redacted as a secret, rightly
-  // (and so would any "password:" followed by a word).
+  // psql asks for the password: a PGPASSWORD=... in the hint would be redacted.
   return (
     `run the DROP as ${c.user}, the migration role, which owns the index (pnpm db:psql logs in as the application role, which gets "must be owner"; ` +
     `psql asks for the password in ${shown(path.join(paths.secretsDir, 'migrate_password'))}): psql ${shellWord(conninfo)} -c ${shellWord(sql)}`
   );
 }
 
-/**
- * The truth about a dirty database, as golang-migrate words it, then which file stopped part-way
- * (our history tells an interrupted roll-back from an interrupted apply), whether its objects exist,
- * and the exact way out.
- */
+/** A dirty database in golang-migrate's words, which file stopped part-way, whether its objects exist, and the way out. */
 export async function dirtyError(c: Client, tables: MigrationTables, version: number | null, migrations: readonly Migration[], paths?: HintPaths): Promise<UserError> {
   const head = `Dirty database version ${version ?? -1}. Fix and force version.`;
   const idx = version === null ? -1 : migrations.findIndex((m) => m.version === version);
   const next = migrations.find((m) => version === null || m.version > version);
-  // golang-migrate marks a failed roll-back of the first migration as (-1, dirty): nothing else
-  // writes that row.
+  // Only a failed roll-back of the first migration writes (-1, dirty).
   let rollingBack = version === null && next !== undefined;
   if (!rollingBack && next && tables.hasHistoryTable) {
     const { rows } = await c.query(`SELECT 1 FROM ${tables.historyTable} WHERE version = $1`, [next.version]);
-    // A roll-back of `next` runs on top of the version's own objects. When those are missing, the
-    // row is stale: golang-migrate rolled `next` back (it keeps no history), then the version's own
-    // up failed.
+    // A history row with the version's objects gone is stale: golang-migrate rolled back, then this up failed.
     rollingBack = rows.length > 0 && (idx < 0 || (await inspectObjects(c, migrations[idx])).state !== 'not applied');
   }
   const lines: string[] = [];
@@ -121,15 +106,10 @@ export async function dirtyError(c: Client, tables: MigrationTables, version: nu
   return new UserError(`${head}\n  ${lines.join('\n  ')}`, hint);
 }
 
-/**
- * The line of a file's error: PostgreSQL's position when it gives one; else the statement's first
- * line when the file holds one statement; else, for a transactional file (`replay`), the file is run
- * again one statement at a time in a transaction that is always rolled back, to find which one
- * raises the same error (constraint violations, division by zero... come without a position).
- * Only for files that failed quickly, so a slow data migration never runs twice for a line number.
- */
+/** An error's line: PostgreSQL's position, a lone statement's, or (`replay`) the one failing alike in a rolled-back replay. */
 export async function errorLine(c: Client, sql: string, e: unknown, replay: boolean, elapsedMs: number): Promise<number | undefined> {
-  const { code, position } = e as { code?: string; position?: string };
+  const code = sqlState(e);
+  const { position } = e as { position?: string };
   if (position) return lineOf(sql, Number(position));
   const stmts = splitStatements(sql);
   if (!stmts?.length) return undefined;
@@ -141,16 +121,16 @@ export async function errorLine(c: Client, sql: string, e: unknown, replay: bool
       try {
         await c.query(s.text);
       } catch (e) {
-        const err = e as { code?: string; position?: string };
-        if (err.code !== code) return undefined;
-        return err.position ? lineAt(sql, s.offset + indexOfPosition(s.text, Number(err.position))) : lineAt(sql, s.start);
+        if (sqlState(e) !== code) return undefined;
+        const at = (e as { position?: string }).position;
+        return at ? lineAt(sql, s.offset + indexOfPosition(s.text, Number(at))) : lineAt(sql, s.start);
       }
     }
     return undefined;
   } catch {
-    return undefined;
+    return undefined; // the replay is a guess: no line rather than another error
   } finally {
-    await c.query('ROLLBACK').catch(() => {});
+    await c.query('ROLLBACK').catch(() => {}); // nothing to keep; a dead connection has rolled back already
   }
 }
 
@@ -159,9 +139,9 @@ export function fileMessage(f: MigrationFile, e: unknown, line: number | undefin
   return `${f.file}${line ? `:${line}` : ''}: ${err.message ?? String(e)}${err.detail ? ` (${err.detail})` : ''}`;
 }
 
+/** A transactional file's failure with its line; what is not PostgreSQL's answer (a lost connection) is rethrown. */
 export async function transactionFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null, nothing?: string): Promise<UserError> {
-  const err = e as { code?: string; position?: string };
-  if (!err.code) return e as UserError; // not PostgreSQL's answer (a lost connection): let it surface as it is
+  if (!sqlState(e)) throw e;
   const line = await errorLine(c, f.sql, e, true, elapsedMs);
   return new UserError(
     fileMessage(f, e, line),
@@ -169,11 +149,7 @@ export async function transactionFailure(c: Client, f: MigrationFile, e: unknown
   );
 }
 
-/**
- * For a dirty database, what `migrate` would say about it (which file stopped part-way, whether its
- * objects exist) and the exact way out; undefined when it is clean. Read without the lock, as
- * status is: on docker, golang-migrate prints only its own line, so `db:status` is where the fix is.
- */
+/** For db:status (docker's golang-migrate prints one line): what is dirty and the way out; undefined when clean. */
 export async function dirtyReport(c: Client, migrations: readonly Migration[], paths?: HintPaths): Promise<{ problem: string; fix: string } | undefined> {
   const tables = await findTables(c);
   if (!tables.hasVersionTable) return undefined;

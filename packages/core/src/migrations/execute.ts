@@ -1,8 +1,9 @@
-// The executors: the planned steps, one transaction per file or one for the whole run.
 import type { Client } from 'pg';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { needsOwnTransaction, type Migration, type MigrationFile } from './files.ts';
+import { sqlState } from '../pg.ts';
+import type { Migration, MigrationFile } from './files.ts';
+import { needsOwnTransaction } from './statements.ts';
 import { dirtyError, errorLine, fileMessage, transactionFailure, type HintPaths } from './diagnose.ts';
 import { isLockTimeout, lockGiveUp, lockTimeoutSql, pauseBeforeRetry, runWatched, type LockWait } from './lock-wait.ts';
 import { fileOf, type PlannedStep } from './plan.ts';
@@ -16,13 +17,8 @@ export interface Step {
   ms: number;
   transactional: boolean;
 }
-/**
- * Runs the steps, each file with its bookkeeping in one transaction where PostgreSQL allows it.
- * Round trips are what a thousand migrations cost, so our own statements travel together: the
- * bookkeeping, the COMMIT and the next BEGIN go in one query. The file itself always goes alone,
- * as golang-migrate sends it (one Exec), so its statements, its implicit transaction and its error
- * positions are exactly PostgreSQL's.
- */
+
+/** Each file with its bookkeeping in one transaction where allowed; the file's text goes alone, as golang-migrate sends it. */
 export async function runSteps(
   ctx: Pick<Ctx, 'log' | 'clock'>,
   c: Client,
@@ -56,7 +52,7 @@ export async function runSteps(
             break;
           } catch (e) {
             const elapsed = now() - start;
-            await c.query('ROLLBACK').catch(() => {});
+            await rollback(c);
             if (isLockTimeout(e) && wait.policy.timeoutMs > 0) {
               if (attempt <= wait.policy.retries) {
                 await pauseBeforeRetry(wait, f.file, attempt);
@@ -69,59 +65,46 @@ export async function runSteps(
             throw await transactionFailure(c, f, e, elapsed, before);
           }
         }
-        // Each commit but the last is asynchronous: the last one (or the next file's synchronous
-        // dirty mark) flushes the WAL of all of them, so a successful run is durable as a whole,
-        // and a crash mid-run can only lose whole migrations with their version rows.
+        // Commits but the last are asynchronous: the last flushes them all; a crash loses whole migrations only.
         const tail = hasNext ? `SET LOCAL synchronous_commit = off; COMMIT${nextTx ? '; BEGIN' : ''}` : 'COMMIT';
         try {
-          await c.query(`${setVersionSql(tables, s.after, false)}; ${historySql(c, tables, s.m, s.dir, now() - start)}; ${tail}`);
+          await c.query(`${setVersionSql(tables, s.after, false)}; ${historySql(tables, s.m, s.dir, now() - start)}; ${tail}`);
         } catch (e) {
           // Deferred constraints are checked at COMMIT: the file's failure, not ours.
-          await c.query('ROLLBACK').catch(() => {});
+          await rollback(c);
           await flush(c, tables, i, tx, before);
           throw await transactionFailure(c, f, e, Infinity, before);
         }
         open = nextTx;
       } else {
-        // golang-migrate's protocol: mark dirty (at the version being moved to, as it does), run,
-        // mark clean. A failure here leaves it dirty, on purpose: nobody knows what the file did.
-        // The file waits for locks as long as the server says (see LockPolicy).
+        // golang-migrate's protocol: mark dirty at the target version, run, mark clean; a failure stays dirty.
         await c.query(`${wait.policy.timeoutMs > 0 ? 'RESET lock_timeout; ' : ''}BEGIN; ${setVersionSql(tables, s.after, true)}; COMMIT`);
         try {
           await c.query(f.sql);
         } catch (e) {
-          await c.query('ROLLBACK').catch(() => {}); // a file that manages its own transactions may have left one failed
+          await rollback(c); // a file that manages its own transactions may have left one failed
           const line = await errorLine(c, f.sql, e, false, 0);
-          const dirty = await dirtyError(c, tables, s.after, migrations, paths).catch(() => undefined);
-          const alone = (e as { code?: string }).code === '25001' ? ' (it must be the only statement in its file)' : '';
+          const dirty = await dirtyError(c, tables, s.after, migrations, paths).catch(() => undefined); // the diagnosis is extra; the file's error is the one to report
+          const alone = sqlState(e) === '25001' ? ' (it must be the only statement in its file)' : '';
           throw new UserError(
             `${fileMessage(f, e, line)}${alone}\n${f.file} runs outside a transaction, so the database is left dirty at version ${s.after ?? -1}, as golang-migrate leaves it` +
               (dirty ? `\n${dirty.message}` : ''),
             dirty?.hint,
           );
         }
-        await c.query(`${lockTimeoutSql(wait.policy)}BEGIN; ${setVersionSql(tables, s.after, false)}; ${historySql(c, tables, s.m, s.dir, now() - start)}; COMMIT${nextTx ? '; BEGIN' : ''}`);
+        await c.query(`${lockTimeoutSql(wait.policy)}BEGIN; ${setVersionSql(tables, s.after, false)}; ${historySql(tables, s.m, s.dir, now() - start)}; COMMIT${nextTx ? '; BEGIN' : ''}`);
         open = nextTx;
       }
       steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: tx[i] });
     }
   } finally {
-    if (open) await c.query('ROLLBACK').catch(() => {});
+    if (open) await rollback(c);
     bar.end();
   }
   return steps;
 }
 
-/**
- * `--single-transaction`: the whole run in one transaction, as `psql -1` or node-pg-migrate's
- * default: a failure anywhere leaves the schema and the version as they were before the run, and
- * the run pays one WAL flush instead of one per file (a transaction that drops a table always
- * flushes at commit, whatever synchronous_commit says). What it costs, and why it is not the
- * default: every lock the files take is held until the last file is done, so the tables they touch
- * stay blocked for the whole run, not for one file; and PostgreSQL refuses some sequences in one
- * transaction that work apart (a value added with ALTER TYPE ... ADD VALUE cannot be used before
- * it commits). A file that cannot run in a transaction at all refuses the mode before anything runs.
- */
+/** `--single-transaction`, as `psql -1`. Not the default: every lock is held to the end, and some files work only apart. */
 export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, tables: MigrationTables, from: number | null, todo: readonly PlannedStep[], wait: LockWait): Promise<Step[]> {
   const own = todo.map(fileOf).find((f) => needsOwnTransaction(f.sql));
   if (own) {
@@ -132,12 +115,11 @@ export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, table
   }
   const now = () => ctx.clock().getTime();
   const nothing = `nothing of this run was applied (one transaction, rolled back); the version is still ${versionLabel(from)}, not dirty`;
-  // Every table a file touches stays locked until the end: a long run can fill the lock table.
   const tooManyLocks = (e: unknown) =>
-    (e as { code?: string }).code === '53200'
+    sqlState(e) === '53200'
       ? new UserError(`${(e as Error).message}: this run takes more locks than one transaction may hold (max_locks_per_transaction)`, `${nothing}; run without --single-transaction, or in parts (pnpm db:migrate up N)`)
       : undefined;
-  // A file that runs out of lock_timeout rolls the whole run back: the whole run is tried again.
+  // A file out of lock_timeout rolls back, and retries, the whole run.
   for (let attempt = 1; ; attempt++) {
     const steps: Step[] = [];
     const bar = ctx.log.spinner(todo[0].dir === 'down' ? 'rolling back (one transaction)' : 'migrating (one transaction)');
@@ -150,16 +132,15 @@ export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, table
         const start = now();
         try {
           await runWatched(c, wait, f.sql);
-          await c.query(historySql(c, tables, s.m, s.dir, now() - start));
+          await c.query(historySql(tables, s.m, s.dir, now() - start));
         } catch (e) {
-          await c.query('ROLLBACK').catch(() => {});
+          await rollback(c);
           if (isLockTimeout(e) && wait.policy.timeoutMs > 0) {
             if (attempt > wait.policy.retries) throw lockGiveUp(f, wait, nothing);
             retry = f;
             break;
           }
-          // Replaying the file alone to find its line is only faithful for the first one: the others
-          // ran on top of files now rolled back.
+          // Only the first file can be replayed faithfully: the others ran on files now rolled back.
           throw tooManyLocks(e) ?? (await transactionFailure(c, f, e, i === 0 ? now() - start : Infinity, from, nothing));
         }
         steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: true });
@@ -168,8 +149,8 @@ export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, table
         try {
           await c.query(`${setVersionSql(tables, todo[todo.length - 1].after, false)}; COMMIT`);
         } catch (e) {
-          await c.query('ROLLBACK').catch(() => {});
-          if (!(e as { code?: string }).code) throw e;
+          await rollback(c);
+          if (!sqlState(e)) throw e;
           throw tooManyLocks(e) ?? new UserError(`the run failed at COMMIT (a deferred constraint?): ${(e as Error).message}`, nothing);
         }
         return steps;
@@ -181,12 +162,12 @@ export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, table
   }
 }
 
-/**
- * After a failure, makes the migrations this run committed asynchronously durable before saying
- * they were applied: rewriting the row to the version reached, synchronously, flushes the WAL
- * before it. (A commit that writes nothing would not flush.)
- */
+/** After a failure, flushes the asynchronous commits before, by rewriting the row synchronously. */
 async function flush(c: Client, tables: MigrationTables, i: number, tx: readonly boolean[], reached: number | null): Promise<void> {
   if (i === 0 || !tx[i - 1]) return;
-  await c.query(`BEGIN; ${setVersionSql(tables, reached, false)}; COMMIT`).catch(() => {});
+  await c.query(`BEGIN; ${setVersionSql(tables, reached, false)}; COMMIT`).catch(() => {}); // the file's error is the one to report
+}
+
+async function rollback(c: Client): Promise<void> {
+  await c.query('ROLLBACK').catch(() => {}); // after a failure: a dead connection has rolled back already
 }

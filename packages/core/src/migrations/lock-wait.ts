@@ -1,44 +1,32 @@
-// How a migration's statements wait for table locks: a short lock_timeout, retries, and who blocked them.
 import type { Client, ClientConfig } from 'pg';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
+import { sqlState } from '../pg.ts';
 import type { MigrationFile } from './files.ts';
 
 /**
- * How a migration waits for the locks its statements take. PostgreSQL queues a lock request behind
- * the sessions that hold a conflicting lock, and every later request behind it: an ALTER TABLE
- * waiting for a long transaction blocks every reader of that table for as long as it waits (the
- * server's lock_timeout is 60 s). So the runner gives the statements of each transactional file a
- * short lock_timeout of their own; a file that runs out of it is rolled back whole (nothing of it
- * was applied), the queue behind it moves on, and the file is tried again after a pause, a bounded
- * number of times. Files that run outside a transaction (CREATE INDEX CONCURRENTLY...) keep the
- * server's lock_timeout and are not retried: CONCURRENTLY waits for every older transaction to end,
- * which blocks no reader, and stopping it part-way leaves an invalid index and a dirty database.
+ * A waiting ALTER TABLE blocks every reader queued behind it, so transactional files get a short
+ * lock_timeout and are retried whole; files outside a transaction (CONCURRENTLY) keep the server's.
  */
 export interface LockPolicy {
-  /** lock_timeout for the statements of transactional files, ms; 0: the server's, and no retries. */
-  timeoutMs: number;
-  /** Tries after the first, for a file that ran out of lock_timeout. */
+  timeoutMs: number; // 0: the server's, and no retries
   retries: number;
 }
 
 export const DEFAULT_LOCK_POLICY: LockPolicy = { timeoutMs: 3000, retries: 3 };
 
-/** SQLSTATE lock_not_available: lock_timeout ran out (or a NOWAIT found the lock taken). */
-export const isLockTimeout = (e: unknown) => (e as { code?: string }).code === '55P03';
+export const isLockTimeout = (e: unknown) => sqlState(e) === '55P03';
 
-/** The pause before try `attempt + 1`: 0.5 s, 1 s, 2 s... at most 5 s. */
 const backoffMs = (attempt: number) => Math.min(500 * 2 ** (attempt - 1), 5000);
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Blocked {
-  /** The lock this session waits for: mode and relation (or lock type). */
-  wants?: string;
+  wants?: string; // mode and relation
   holders: string[];
 }
 
-/** A session in words: pid, application, user, state and when its query and transaction started (when this role may see them). */
+/** A session in words: pid, application, user, and (where this role may see them) state and start times. */
 function sessionWords(r: { pid: number; app?: string; usr?: string; addr?: string; state?: string; query_start?: Date; xact_start?: Date }, viewer: string): string {
   const iso = (d: Date) => new Date(d).toISOString();
   const head = `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}`;
@@ -46,13 +34,7 @@ function sessionWords(r: { pid: number; app?: string; usr?: string; addr?: strin
   return `${head}, state ${r.state}${r.query_start ? `, query started ${iso(r.query_start)}` : ''}${r.xact_start ? `, transaction started ${iso(r.xact_start)}` : ''}`;
 }
 
-/**
- * Who blocks the runner's session, seen from a second session: pg_blocking_pids answers only while
- * the waiter waits, and once lock_timeout has run out nobody waits any more. The second session is
- * opened only when a file has run for a quarter of the lock timeout (a quick file costs nothing),
- * once per run, and asks every 200 ms until the file returns. It logs in as the runner does (same role,
- * server, TLS settings), under its own application name.
- */
+/** Who blocks the runner, asked from a second session while it waits: pg_blocking_pids is empty once lock_timeout ran out. */
 export class LockWatch {
   #client?: Promise<Client | undefined>;
   last?: Blocked;
@@ -70,7 +52,7 @@ export class LockWatch {
       await pause(delayMs);
       const watcher = done ? undefined : await this.open();
       while (!done && watcher) {
-        const b = await this.blockers(watcher).catch(() => undefined);
+        const b = await this.blockers(watcher).catch(() => undefined); // asked again in 200 ms
         if (b?.holders.length) this.last = b;
         await pause(200);
       }
@@ -92,7 +74,7 @@ export class LockWatch {
         host: c.host, port: c.port, user: c.user, database: c.database, password: c.password, ssl: c.ssl,
         application_name: 'pg-deploy lock watch', connectionTimeoutMillis: 5000,
       });
-      watcher.on('error', () => {});
+      watcher.on('error', () => {}); // a lost watch fails its next query, which is caught
       await watcher.connect();
       return watcher;
     })().catch(() => undefined); // no watch, then: the message says the holder could not be seen
@@ -113,24 +95,22 @@ export class LockWatch {
 
   async close(): Promise<void> {
     const watcher = await this.#client;
-    await watcher?.end().catch(() => {});
+    await watcher?.end().catch(() => {}); // a dead watch has nothing to close
   }
 }
 
-/** What a runner needs to wait for locks: the policy, the watch, somewhere to say it tries again. */
 export interface LockWait {
   policy: LockPolicy;
   watch?: LockWatch;
   log: Pick<Ctx['log'], 'warn'>;
 }
 
-/** Runs a transactional file's text, watched for whoever blocks it once it has run for a quarter of the lock timeout. */
+/** Runs a transactional file, watched once it has run for a quarter of the lock timeout. */
 export function runWatched(c: Client, wait: LockWait, sql: string): Promise<unknown> {
   const q = c.query(sql);
   return wait.watch ? wait.watch.during(Math.min(wait.policy.timeoutMs / 4, 1000), q) : q;
 }
 
-/** Says that a file is tried again, and waits before it. */
 export async function pauseBeforeRetry(wait: LockWait, file: string, attempt: number): Promise<void> {
   const ms = backoffMs(attempt);
   const b = wait.watch?.last;
@@ -141,7 +121,7 @@ export async function pauseBeforeRetry(wait: LockWait, file: string, attempt: nu
   await sleep(ms);
 }
 
-/** The message when a file has run out of lock_timeout on every try: what it waited for, and who held it. */
+/** A file out of lock_timeout on every try: what it waited for, and who held it. */
 export function lockGiveUp(f: MigrationFile, wait: LockWait, nothing: string): UserError {
   const b = wait.watch?.last;
   const who = b?.holders.length ? `held by ${b.holders.join('; ')}` : 'held by a session that could not be seen (it let go in the meantime, or the watch could not connect)';
@@ -153,7 +133,6 @@ export function lockGiveUp(f: MigrationFile, wait: LockWait, nothing: string): U
   );
 }
 
-/** The session's lock_timeout for the runner's transactional work, or nothing when the server's applies. */
 export function lockTimeoutSql(p: LockPolicy): string {
   return p.timeoutMs > 0 ? `SET lock_timeout = ${Math.round(p.timeoutMs)}; ` : '';
 }

@@ -1,17 +1,9 @@
 import type { Client } from 'pg';
 import { UserError } from '../errors.ts';
+import { VERSION_TABLE, type MigrationTables } from './state.ts';
 
-// golang-migrate's advisory lock key, so our runner and the migrate/migrate container exclude each
-// other. Checked against golang-migrate's source (tags v4.15.0 to v4.19.1):
-// - database/util.go GenerateAdvisoryLockId(databaseName, additionalNames...) joins
-//   `additionalNames..., databaseName` with NUL bytes (the database name goes LAST), takes
-//   crc32.ChecksumIEEE and multiplies it by the salt 1486364155 in uint32 arithmetic.
-// - database/postgres/postgres.go Lock() calls it with (DatabaseName, migrationsSchemaName,
-//   migrationsTableName) since v4.15.0 (v4.14 and older leave the table out: another key, so pin the
-//   image at v4.15 or later); Open() sets DatabaseName to the URL's path, leading slash included
-//   ("/app"); migrationsSchemaName is current_schema() unless x-migrations-table names one.
-// - database/util_test.go vectors: ("database_name") -> 1764327054,
-//   ("database_name", "schema_name_1") -> 2453313553.
+// golang-migrate's key (database/util.go, v4.15.0+; older images use another), so both runners
+// exclude each other: crc32 of `schema NUL table NUL /dbname` times this salt, in uint32.
 const SALT = 1486364155;
 
 let table: Uint32Array | undefined;
@@ -29,18 +21,20 @@ function crc32(bytes: Uint8Array): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
-/** golang-migrate's GenerateAdvisoryLockId, same arguments, same order. Node's zlib has crc32 only from Node 22. */
+/** golang-migrate's GenerateAdvisoryLockId, same arguments, same order (Node's zlib has crc32 only from 22). */
 export function generateAdvisoryLockId(databaseName: string, ...additionalNames: string[]): number {
   const text = additionalNames.length ? [...additionalNames, databaseName].join('\0') : databaseName;
   return Math.imul(crc32(new TextEncoder().encode(text)), SALT) >>> 0;
 }
 
 /** The key golang-migrate's CLI takes for `dbname` (the URL path, with its slash: "/app"). */
-export function advisoryLockKey(dbname: string, schema = 'public', migrationsTable = 'schema_migrations'): number {
+export function advisoryLockKey(dbname: string, schema = 'public', migrationsTable = VERSION_TABLE): number {
   return generateAdvisoryLockId(dbname, schema, migrationsTable);
 }
 
-/** Who holds the migration lock, in words, for the timeout message (never the text of their query). */
+export const lockKeyOf = (t: Pick<MigrationTables, 'database' | 'schema'>): number => advisoryLockKey('/' + t.database, t.schema);
+
+/** Who holds the migration lock, in words (never the text of their query). */
 async function lockHolder(c: Client, key: number): Promise<string> {
   const { rows } = await c.query(
     `SELECT a.pid, a.application_name AS app, a.usename AS usr, a.client_addr AS addr, a.backend_start AS since,
@@ -52,23 +46,19 @@ async function lockHolder(c: Client, key: number): Promise<string> {
   if (!rows.length) return 'a session that has ended since';
   const r = rows[0];
   const iso = (d: Date) => new Date(d).toISOString();
-  // Another role's connection time and state are hidden unless we are in pg_read_all_stats; our own
-  // runners say since when they hold the lock in their application name, which everyone sees.
+  // Hidden outside pg_read_all_stats; our own runners put the time in their application name.
   const when = r.since ? `, connected since ${iso(r.since)}, ${r.state} since ${iso(r.state_since)}` : '';
   return `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}${when}`;
 }
 
-/** What a runner holding the lock calls itself: the time it took the lock, for whoever waits. */
+/** A lock holder's application name: since when, for whoever waits. */
 export function holderName(now: Date): string {
   return `pg-deploy migrate, lock held since ${now.toISOString().slice(0, 19)}Z`;
 }
 
 /**
- * Takes golang-migrate's advisory lock (the session-level one, on the same key), waiting at most
- * `timeoutMs`; never hangs. It polls pg_try_advisory_lock instead of blocking in pg_advisory_lock:
- * a blocked waiter sits in a statement with a snapshot, and CREATE INDEX CONCURRENTLY in the holder's
- * migration waits for every such snapshot, until the deadlock detector kills one side (the holder's
- * migration, leaving the database dirty). Between polls a waiter is idle, outside any transaction.
+ * Takes golang-migrate's session-level advisory lock, waiting at most `timeoutMs`. It polls: a waiter
+ * blocked in pg_advisory_lock holds a snapshot, which the holder's CREATE INDEX CONCURRENTLY waits for.
  */
 export async function acquireLock(c: Client, key: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -85,7 +75,6 @@ export async function acquireLock(c: Client, key: number, timeoutMs: number): Pr
   );
 }
 
-/** Lets the lock go; a lost connection has let it go already. */
 export async function releaseLock(c: Client, key: number): Promise<void> {
-  await c.query(`SELECT pg_advisory_unlock(${key})`).catch(() => {});
+  await c.query(`SELECT pg_advisory_unlock(${key})`).catch(() => {}); // a lost connection has let it go already
 }

@@ -12,13 +12,11 @@ export type Command =
 export interface PlannedStep {
   m: Migration;
   dir: 'up' | 'down';
-  /** The version once this step is done. */
-  after: number | null;
+  after: number | null; // the version once done
 }
 
 export const fileOf = (s: PlannedStep): MigrationFile => (s.dir === 'up' ? s.m.up : s.m.down);
 
-/** The migrations to run, in order, to carry out `cmd` from `current`. */
 export function plan(migrations: readonly Migration[], current: number | null, cmd: Exclude<Command, { kind: 'force' }>): PlannedStep[] {
   const idx = current === null ? -1 : migrations.findIndex((m) => m.version === current);
   if (current !== null && idx < 0 && cmd.kind !== 'up') {

@@ -1,11 +1,11 @@
-// The entry points: migrate() and status().
 import type { Client } from 'pg';
 import type { Ctx } from '../context.ts';
 import type { Config } from '../config.ts';
 import { checkFiles, type Migration } from './files.ts';
 import { dirtyError, type HintPaths } from './diagnose.ts';
 import { runAsOne, runSteps, type Step } from './execute.ts';
-import { acquireLock, holderName, releaseLock } from './lock.ts';
+import { literal } from '../pg.ts';
+import { acquireLock, holderName, lockKeyOf, releaseLock } from './lock.ts';
 import { DEFAULT_LOCK_POLICY, LockWatch, lockTimeoutSql, type LockPolicy, type LockWait } from './lock-wait.ts';
 import { fileOf, forceTarget, plan, type Command, type PlannedStep } from './plan.ts';
 import { findTables, HISTORY_DDL, readCurrent, setVersionSql, VERSION_DDL, versionLabel, type MigrationTables } from './state.ts';
@@ -17,7 +17,7 @@ export interface MigrateResult {
   ms: number;
 }
 
-/** The summary line: golang-migrate's `no change` when there was nothing to do, else what moved and how long it took. */
+/** The summary line: golang-migrate's `no change`, else what moved and how long it took. */
 export function describe(r: MigrateResult): string {
   if (!r.steps.length && r.from === r.to) return 'no change';
   const took = r.ms < 1000 ? `${Math.round(r.ms)} ms` : `${(r.ms / 1000).toFixed(2)} s`;
@@ -28,21 +28,12 @@ export function describe(r: MigrateResult): string {
 }
 
 export interface MigrateOptions {
-  /** How long to wait for another runner's advisory lock. */
   lockTimeoutMs: number;
-  /** How each file waits for table locks (see LockPolicy): ctx.cfg's settings, else DEFAULT_LOCK_POLICY. */
-  locks?: LockPolicy;
-  /**
-   * Every file of the run and its bookkeeping in one transaction: all or nothing. Off by default:
-   * see runAsOne for what it costs.
-   */
-  singleTransaction?: boolean;
+  locks?: LockPolicy; // default: ctx.cfg's, else DEFAULT_LOCK_POLICY
+  singleTransaction?: boolean; // runAsOne
 }
 
-/**
- * Runs a migration command under golang-migrate's lock, on golang-migrate's table. Refuses a dirty
- * database (with the truth about it) unless the command is `force`.
- */
+/** Runs a command under golang-migrate's lock, on its table; a dirty database is refused unless the command is `force`. */
 export async function migrate(
   ctx: Pick<Ctx, 'log' | 'clock'> & { cfg?: Pick<Config, 'statementLockTimeoutMs' | 'statementLockRetries' | 'root' | 'secretsDir' | 'sslDir'> },
   c: Client,
@@ -53,9 +44,7 @@ export async function migrate(
   const t0 = ctx.clock().getTime();
   const done = (from: number | null, to: number | null, steps: Step[]) => ({ from, to, steps, ms: ctx.clock().getTime() - t0 });
   const policy = opts.locks ?? (ctx.cfg ? { timeoutMs: ctx.cfg.statementLockTimeoutMs, retries: ctx.cfg.statementLockRetries } : DEFAULT_LOCK_POLICY);
-  // A runner killed mid-statement leaves its backend running that statement, and holding the lock,
-  // until the statement ends; checking the client socket every second ends it (and frees the lock)
-  // soon after the client is gone.
+  // A killed runner's backend ends (and frees the lock) within a second, not when its statement ends.
   const tables = await findTables(c, `SET client_connection_check_interval = 1000; ${lockTimeoutSql(policy)}`);
   const wait: LockWait = { policy, log: ctx.log, watch: policy.timeoutMs > 0 ? new LockWatch(c, tables.pid) : undefined };
   try {
@@ -65,7 +54,6 @@ export async function migrate(
   }
 }
 
-/** The command itself, once the session is set up: the advisory lock, the dirty check, the steps. */
 async function underLock(
   ctx: Pick<Ctx, 'log' | 'clock'> & { cfg?: HintPaths },
   c: Client,
@@ -78,9 +66,7 @@ async function underLock(
 ): Promise<MigrateResult> {
   const paths = ctx.cfg;
 
-  // Nothing to do is the common case: the committed row says so without taking the lock. Only a
-  // clean row is trusted: a dirty one may be another runner's work in progress, so it is re-read
-  // under the lock.
+  // Nothing to do, the common case, needs no lock; a dirty row may be another runner's, so it is re-read under the lock.
   if (cmd.kind !== 'force' && tables.hasVersionTable) {
     const cur = await readCurrent(c, tables);
     if (!cur.dirty) {
@@ -94,13 +80,14 @@ async function underLock(
     }
   }
 
-  await acquireLock(c, tables.lockKey, opts.lockTimeoutMs);
+  const key = lockKeyOf(tables);
+  await acquireLock(c, key, opts.lockTimeoutMs);
   try {
     const creates = [
       ...(tables.hasVersionTable ? [] : [`CREATE TABLE IF NOT EXISTS ${tables.versionTable} ${VERSION_DDL}; `]),
       ...(tables.hasHistoryTable ? [] : [`CREATE TABLE IF NOT EXISTS ${tables.historyTable} ${HISTORY_DDL}; `]),
     ].join('');
-    const cur = await readCurrent(c, tables, `SET application_name = ${c.escapeLiteral(holderName(ctx.clock()))}; ${creates}`);
+    const cur = await readCurrent(c, tables, `SET application_name = ${literal(holderName(ctx.clock()))}; ${creates}`);
     const created = { ...tables, hasVersionTable: true, hasHistoryTable: true };
     if (cmd.kind === 'force') {
       const to = forceTarget(migrations, cmd.version);
@@ -114,7 +101,7 @@ async function underLock(
     const steps = opts.singleTransaction && todo.length ? await runAsOne(ctx, c, created, cur.version, todo, wait) : await runSteps(ctx, c, created, migrations, cur.version, todo, wait, paths);
     return done(cur.version, todo.length ? todo[todo.length - 1].after : cur.version, steps);
   } finally {
-    await releaseLock(c, tables.lockKey);
+    await releaseLock(c, key);
   }
 }
 
@@ -123,14 +110,9 @@ export interface StatusEntry {
   name: string;
   file: string;
   appliedAt?: string;
-  /** Applied, and the up file changed since. */
-  edited?: boolean;
-  /** The version the dirty flag is set at. */
+  edited?: boolean; // applied, and changed since
   dirty?: boolean;
-  /**
-   * At or below the current version, yet never applied by this runner while later ones were: most
-   * likely a file added after them (a merged branch). Neither runner will apply it.
-   */
+  /** Below the current version yet never applied (a merged branch's file?): neither runner will apply it. */
   unrecorded?: boolean;
 }
 
@@ -141,7 +123,7 @@ export interface Status {
   pending: StatusEntry[];
 }
 
-/** Reads the state without taking the lock or creating anything. */
+/** The state, read without the lock, creating nothing. */
 export async function status(c: Client, migrations: readonly Migration[]): Promise<Status> {
   const tables = await findTables(c);
   const cur = tables.hasVersionTable ? await readCurrent(c, tables) : { version: null, dirty: false };
@@ -151,8 +133,7 @@ export async function status(c: Client, migrations: readonly Migration[]): Promi
   }
   const applied: StatusEntry[] = [];
   const pending: StatusEntry[] = [];
-  // Versions another runner applied (golang-migrate, say) have no row and are not suspect, before
-  // this runner's first recorded version or after its last: only gaps between recorded versions are.
+  // Only gaps between recorded versions are suspect: golang-migrate records no history.
   const recorded = [...hist.keys()];
   const firstRecorded = recorded.length ? Math.min(...recorded) : Infinity;
   const lastRecorded = recorded.length ? Math.max(...recorded) : -Infinity;

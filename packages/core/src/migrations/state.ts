@@ -1,47 +1,41 @@
-// The migration state: golang-migrate's version table and our history beside it.
 import type { Client, QueryResult } from 'pg';
 import { UserError } from '../errors.ts';
-import { ident, lastResult } from '../pg.ts';
-import { advisoryLockKey } from './lock.ts';
+import { ident, lastResult, literal } from '../pg.ts';
 import type { Migration } from './files.ts';
 
-/** golang-migrate's table, byte for byte; it holds at most one row. */
+/** golang-migrate's table; at most one row. */
 export const VERSION_TABLE = 'schema_migrations';
-/** Ours, beside it (golang-migrate ignores other tables): what was applied, when, by whom, from which file. */
-export const HISTORY_TABLE = 'schema_migrations_history';
+/** Ours, which golang-migrate ignores: what was applied, when, by whom, from which file. */
+export const HISTORY_TABLE = `${VERSION_TABLE}_history`;
 
 export const VERSION_DDL = '(version bigint not null primary key, dirty boolean not null)';
 export const HISTORY_DDL = `(version bigint primary key, name text not null, checksum text not null,
   applied_at timestamptz not null default now(), duration_ms integer not null, applied_by text not null default current_user)`;
 
-/** Where the migration state lives for this session, in current_schema() as golang-migrate puts its table. */
+/** The state's tables in current_schema(), where golang-migrate puts its table. */
 export interface MigrationTables {
   schema: string;
-  /** This session's backend, for the lock watch. */
-  pid: number;
-  /** golang-migrate's advisory lock key for this database, schema and table. */
-  lockKey: number;
-  /** Quoted, schema-qualified names. */
-  versionTable: string;
+  database: string;
+  pid: number; // this session's backend, for the lock watch
+  versionTable: string; // quoted, schema-qualified
   historyTable: string;
   hasVersionTable: boolean;
   hasHistoryTable: boolean;
 }
 
 export async function findTables(c: Client, prelude = ''): Promise<MigrationTables> {
-  const regclass = (table: string) => `to_regclass(format('%I.%I', current_schema(), '${table}')) IS NOT NULL`;
+  const regclass = (table: string) => `to_regclass(format('%I.%I', current_schema(), ${literal(table)})) IS NOT NULL`;
   const res = await c.query(`${prelude}SELECT current_schema() AS schema, current_database() AS db, pg_backend_pid() AS pid,
     CASE WHEN current_schema() IS NOT NULL THEN ${regclass(VERSION_TABLE)} END AS has_t,
     CASE WHEN current_schema() IS NOT NULL THEN ${regclass(HISTORY_TABLE)} END AS has_h`);
   const r = lastResult(res as unknown as QueryResult | QueryResult[]).rows[0];
   if (!r.schema) {
-    throw new UserError('there is no schema to keep schema_migrations in: search_path names no schema that exists', 'check SHOW search_path for the migration role');
+    throw new UserError(`there is no schema to keep ${VERSION_TABLE} in: search_path names no schema that exists`, 'check SHOW search_path for the migration role');
   }
   return {
     schema: r.schema,
+    database: r.db,
     pid: r.pid,
-    // golang-migrate's CLI passes the URL's path, with its slash.
-    lockKey: advisoryLockKey('/' + r.db, r.schema, VERSION_TABLE),
     versionTable: `${ident(r.schema)}.${ident(VERSION_TABLE)}`,
     historyTable: `${ident(r.schema)}.${ident(HISTORY_TABLE)}`,
     hasVersionTable: r.has_t === true,
@@ -64,9 +58,8 @@ export async function readCurrent(c: Client, tables: MigrationTables, prelude = 
 }
 
 /**
- * The single-row rewrite, as statements for the caller's transaction. golang-migrate uses TRUNCATE;
- * DELETE leaves the same one row and lets `db:status` read the old row meanwhile instead of waiting
- * behind TRUNCATE's exclusive lock. Versions are numbers we parsed, safe to inline.
+ * The single-row rewrite, for the caller's transaction: DELETE, not golang-migrate's TRUNCATE, so
+ * `db:status` reads the old row meanwhile. Versions are parsed numbers, safe to inline.
  */
 export function setVersionSql(tables: MigrationTables, version: number | null, dirty: boolean): string {
   const del = `DELETE FROM ${tables.versionTable}`;
@@ -74,14 +67,12 @@ export function setVersionSql(tables: MigrationTables, version: number | null, d
   return `${del}; INSERT INTO ${tables.versionTable} (version, dirty) VALUES (${version ?? -1}, ${dirty})`;
 }
 
-export function historySql(c: Client, tables: MigrationTables, m: Migration, dir: 'up' | 'down', ms: number): string {
+export function historySql(tables: MigrationTables, m: Migration, dir: 'up' | 'down', ms: number): string {
   if (dir === 'down') return `DELETE FROM ${tables.historyTable} WHERE version = ${m.version}`;
-  return `INSERT INTO ${tables.historyTable} (version, name, checksum, duration_ms) VALUES (${m.version}, ${c.escapeLiteral(m.name)}, ${c.escapeLiteral(m.up.checksum)}, ${Math.round(ms)})
+  return `INSERT INTO ${tables.historyTable} (version, name, checksum, duration_ms) VALUES (${m.version}, ${literal(m.name)}, ${literal(m.up.checksum)}, ${Math.round(ms)})
     ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, applied_at = now(), duration_ms = EXCLUDED.duration_ms, applied_by = current_user`;
 }
 
-/** A version in messages: `none` before the first migration. */
 export const versionLabel = (v: number | null) => (v === null ? 'none' : String(v));
 
-/** The command that sets the version row to `v` (-1: none). */
 export const forceCommand = (v: number | null) => (v === null || v < 0 ? 'pnpm db:migrate:force -- -1' : `pnpm db:migrate:force ${v}`);
