@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { CONTAINER_DIR_SCRIPT, CONTAINER_TOOL_SCRIPT } from '@dbkit/core/runtime/tools';
-import { nativePaths } from '@dbkit/core/runtime/native';
+import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
 import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './backup-fixtures.ts';
 import { setUp } from './setup/hooks.ts';
