@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { CONTAINER_DIR_SCRIPT, CONTAINER_TOOL_SCRIPT } from '@dbkit/core/runtime/tools';
+import { CONTAINER_DIR_SCRIPT, CONTAINER_TOOL_SCRIPT } from '@dbkit/core/runtime/container-tools';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
 import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './backup-fixtures.ts';
