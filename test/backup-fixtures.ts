@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { withClient } from '@dbkit/core/pg';
-import { nativePaths } from '@dbkit/core/runtime/native';
+import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { CLI, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './setup/project.ts';
 
 /**

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { compose } from '@dbkit/core/runtime/docker';
+import { compose } from '@dbkit/core/runtime/compose';
 import { OFFICIAL_IMAGES } from '@dbkit/core/config';
 import { STAND_INS } from '@dbkit/core/images';
 import { makeProject, ok, removeProject, run, ROOT, type Project } from './setup/project.ts';

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { nativePaths } from '@dbkit/core/runtime/native';
+import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { makeProject, ok, readSecretFile, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { connect } from '@dbkit/core/pg';
-import { nativePaths } from '@dbkit/core/runtime/native';
+import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
 import { killAt, type KillPoint } from './setup/interrupt.ts';
 import { spawnCli } from './support/engine.ts';

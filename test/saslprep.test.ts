@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import { connect, withClient } from '@dbkit/core/pg';
-import { nativePaths } from '@dbkit/core/runtime/native';
+import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { libpqPassword, nodePgPassword, pgSaslprep, tableRanges } from '@dbkit/core/saslprep';
 import * as scram from '@dbkit/core/scram';
 import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, run, type Project } from './setup/project.ts';

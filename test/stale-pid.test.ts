@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { nativePaths } from '@dbkit/core/runtime/native';
+import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { cli, freePort, makeProject, ok, removeProject, startProject, type CliResult, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 

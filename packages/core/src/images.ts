@@ -4,14 +4,9 @@ import { createHash } from 'node:crypto';
 import type { Ctx } from './context.ts';
 import type { ComposeImages } from './config.ts';
 import { UserError } from './errors.ts';
-import { lastLine } from './errors.ts';
 import { serverBinDir } from './pgbin.ts';
 
-/**
- * Local stand-ins for the official images (postgres:16-alpine, migrate/migrate:v4.18.3,
- * node:20-alpine), which cannot be pulled where no registry is reachable. They are tagged under our
- * own name only: an official name would shadow the real image on a user's machine.
- */
+/** Stand-ins for the official images where no registry is reachable; our own names, so they never shadow the real ones. */
 export const STAND_INS: ComposeImages = {
   db: 'pg-deploy-test/postgres:16',
   migrate: 'pg-deploy-test/migrate:v4.18.3',
@@ -31,8 +26,7 @@ export const PINS = {
     // Fixed file times in the root filesystem: the same packages give the same tar.
     sourceDateEpoch: '1764547200',
   },
-  // PostgreSQL 16 client tools: no registry reached here ships them but this wheel (16.2, built
-  // without TLS; the image links them to the server's libpq 16, which has it).
+  // PostgreSQL 16 client tools (16.2, without TLS: the image links them to the server's libpq).
   pgClient: {
     name: 'pgserver',
     version: '0.1.4',
@@ -63,10 +57,7 @@ async function embeddedServer(ctx: Ctx): Promise<{ dir: string; version: string 
   return { dir, version };
 }
 
-/**
- * Builds the three stand-ins, each only when the inputs recorded on the existing image differ from
- * today's: a second call asks Docker three questions and builds nothing.
- */
+/** Builds the three stand-ins, each only when the inputs recorded on the existing image differ from today's. */
 export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Promise<BuildResult> {
   const { exec, fs, log, cfg } = ctx;
   if (process.platform !== 'linux' || process.arch !== 'x64') {
@@ -79,7 +70,7 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
   const read = (f: string) => fs.readFile(path.join(imagesDir, f), 'utf8');
 
   const need = async (cmd: string, args: string[], pkg: string) => {
-    const r = await exec(cmd, args, { nothrow: true }).catch(() => ({ code: 127 }));
+    const r = await exec(cmd, args, { nothrow: true }); // a probe: 127 is not installed
     if (r.code !== 0) throw new UserError(`${cmd} is needed to build the stand-in images and is not installed`, `install it (${pkg})`);
   };
 
@@ -102,8 +93,7 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
       });
       log.info(`built ${tag} in ${((ctx.clock().getTime() - t0) / 1000).toFixed(1)} s`);
       result.built.push(tag);
-      // The image this one replaced would stay behind untagged, a few hundred MB a rebuild. Not when
-      // the build gave the same image back; and while a container uses it, Docker refuses, and it stays.
+      // The replaced image would stay behind untagged; while a container uses it, Docker refuses, and it stays.
       const newId = (await exec('docker', ['image', 'inspect', '--format', '{{.Id}}', tag])).stdout.trim();
       if (oldId && oldId !== newId) await exec('docker', ['image', 'rm', oldId], { nothrow: true });
     } finally {
@@ -126,7 +116,7 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
       await fs.rename(part, rootfs);
     }
     await fs.copyFile(path.join(imagesDir, 'base/Dockerfile'), path.join(dir, 'Dockerfile'));
-    await fs.link(rootfs, path.join(dir, 'rootfs.tar')).catch(() => fs.copyFile(rootfs, path.join(dir, 'rootfs.tar')));
+    await fs.link(rootfs, path.join(dir, 'rootfs.tar')).catch(() => fs.copyFile(rootfs, path.join(dir, 'rootfs.tar'))); // another filesystem: a copy
     return [];
   });
 
@@ -152,7 +142,7 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
   });
 
   // 3. golang-migrate, built from its module (CGO off: a static binary), with busybox from the base.
-  const goVersion = (await exec('go', ['env', 'GOVERSION'], { nothrow: true }).catch(() => ({ code: 127, stdout: '' }))).stdout.trim();
+  const goVersion = (await exec('go', ['env', 'GOVERSION'], { nothrow: true })).stdout.trim(); // '' without go: needed only to build
   const migrateInputs = sha256(baseInputs, await read('migrate/Dockerfile'), JSON.stringify(PINS.migrate), goVersion);
   await ensure(STAND_INS.migrate, migrateInputs, async (dir) => {
     await need('go', ['version'], 'Go from https://go.dev/dl or apt-get install golang');
@@ -191,9 +181,10 @@ export async function fetchWheel(ctx: Ctx, cache: string): Promise<string> {
   ctx.log.step(`downloading ${pgClient.name} ${pgClient.version} (PostgreSQL 16 client tools) from PyPI`);
   const req = path.join(cache, 'pg-client-requirements.txt');
   await ctx.fs.writeFile(req, `${pgClient.name}==${pgClient.version} --hash=sha256:${pgClient.sha256}\n`);
-  const r = await ctx.exec('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--platform', 'manylinux2014_x86_64',
-    '--python-version', '3.11', '--implementation', 'cp', '--dest', cache, '--requirement', req], { nothrow: true });
-  if (r.code !== 0) throw new UserError(`pip could not download ${pgClient.name}==${pgClient.version}: ${lastLine(r.stderr)}`, 'python3 with pip and a reachable PyPI are needed to build the stand-ins');
+  await ctx.exec('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--platform', 'manylinux2014_x86_64',
+    '--python-version', '3.11', '--implementation', 'cp', '--dest', cache, '--requirement', req], {
+    failure: { message: `pip could not download ${pgClient.name}==${pgClient.version}`, hint: 'python3 with pip and a reachable PyPI are needed to build the stand-ins' },
+  });
   return file;
 }
 

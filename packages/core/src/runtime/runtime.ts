@@ -10,13 +10,13 @@ export type LoginName = 'app' | 'migrator';
 
 /** What a program handed our terminal needs to know of it. */
 export interface Attached {
-  /** stdin is a terminal; when it is not (a pipe, `< file.sql`), docker must not ask for a TTY, or the input never arrives. */
+  /** stdin is a terminal; if not (a pipe, `< file.sql`), docker must not ask for a TTY. */
   stdinIsTty: boolean;
 }
 
 /** What `db:up` and friends need from a place PostgreSQL runs. Both runtimes implement all of it. */
 export interface Runtime {
-  /** Which runtime this is, for people and the records they read (status, --json, backup manifests); never a branch: what differs is a method. */
+  /** For people and records (status, --json, backup manifests); never a branch: what differs is a method. */
   readonly label: RuntimeName;
   /** Starts the server (initialising it the first time) and returns once a TLS login succeeds. */
   up(): Promise<{ initialised: boolean }>;
@@ -41,27 +41,15 @@ export interface Runtime {
   reloadTls(): Promise<void>;
   /** Restarts what reads the application's secret (the compose `api` service) if it runs; says whether it did. */
   restartApp(): Promise<boolean>;
-  /**
-   * Runs pg_dump, pg_dumpall or pg_restore as the superuser on the server's socket (docker: inside
-   * api-db, whose tools match the server), its output to or input from a host file. Never throws on
-   * the tool's exit status: the caller reads it.
-   */
+  /** Runs a client tool as the superuser on the server's socket, with host files for its I/O; the caller reads its exit status. */
   pgTool(tool: PgTool, args: readonly string[], io?: PgToolIo): Promise<RunResult>;
-  /** Finds and checks the client tools ahead of the first pgTool call, so the search overlaps other work. */
+  /** Finds and checks the client tools ahead of the first pgTool call, overlapping other work. */
   prepareTools(): Promise<void>;
-  /**
-   * Runs a migration command once the files it depends on are checked (a bad file: one line each,
-   * nothing runs). docker: golang-migrate in the db-migrate service, which prints its own lines, so
-   * there is no result; native: our runner, whose result says what moved.
-   */
+  /** Runs a migration command once its files are checked; native returns what moved, docker's golang-migrate prints it. */
   migrate(cmd: Command, opts?: Pick<MigrateOptions, 'singleTransaction'>): Promise<MigrateResult | undefined>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
 }
 
-/**
- * Where the host side reaches the server: it listens (native) or is published (docker) on 127.0.0.1
- * only, and the certificate names that address, so verify-full holds. The name `localhost` would cost
- * a resolver lookup, and may resolve to ::1 first, where nothing listens.
- */
+/** Where the host reaches the server, and the address the certificate names (`localhost` may resolve to ::1 first). */
 export const LOOPBACK = '127.0.0.1';

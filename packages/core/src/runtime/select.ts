@@ -1,14 +1,11 @@
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { dockerAvailable, dockerRuntime } from './docker.ts';
+import { dockerRuntime } from './docker.ts';
+import { dockerAvailable } from './docker-engine.ts';
 import { nativeRuntime } from './native.ts';
 import type { Runtime } from './runtime.ts';
 
-/**
- * DB_RUNTIME=docker|native, or auto: docker when an engine with Compose v2 answers and both are new
- * enough, else the embedded server. The choice is said aloud, with the reason, since the two keep
- * their data in different places.
- */
+/** DB_RUNTIME=docker|native, or auto: docker where a recent engine and Compose v2 answer, else native, said aloud (their data differs). */
 export async function selectRuntime(ctx: Ctx): Promise<Runtime> {
   const want = ctx.cfg.runtime;
   if (want === 'native') return nativeRuntime(ctx);
