@@ -35,4 +35,20 @@ exec('passes a command\'s arguments as data, and its environment', async (ctx) =
   assert.is(r.stdout, "a b; 'c' $(x)|hi|");
 });
 
+exec('a command past its timeoutMs ends with a non-zero code instead of hanging, and leaves no process behind', async (ctx) => {
+  const seconds = (30 + Math.random()).toFixed(6); // an argument no other process has
+  const call = zxExec({ PATH: process.env.PATH, HOME: ctx.home })('sleep', [seconds], { timeoutMs: 300, nothrow: true });
+  // A liveness bound, not a speed check: before the fix the call never returned at all.
+  const hung = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 20_000).unref());
+  const r = await Promise.race([call, hung]);
+  assert.ok(r !== 'hung', 'exec did not return after its timeout');
+  assert.is.not((r as { code: number }).code, 0);
+  await new Promise((resolve) => setTimeout(resolve, 1500)); // the watcher's TERM-then-KILL second
+  const left = (await fs.readdir('/proc')).filter((d) => /^\d+$/.test(d));
+  for (const pid of left) {
+    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    assert.not.ok(cmd.includes(seconds), `left behind: ${cmd.replace(/\0/g, ' ')}`);
+  }
+});
+
 exec.run();

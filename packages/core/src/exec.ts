@@ -42,8 +42,9 @@ export type Exec = (cmd: string, args: readonly string[], opts?: RunOptions) => 
 export const SUPERVISE = [
   'u="$1"; shift',
   '[ "$u" = - ] || umask "$u"',
-  // The watcher ignores the TERM it sends its own group, so that it can follow with KILL.
-  "( trap '' TERM; read -r _ <&3; kill -TERM 0 2>/dev/null; sleep 1; kill -KILL 0 2>/dev/null ) &",
+  // The watcher ignores the TERM it sends its own group, so that it can follow with KILL; until then
+  // it dies of TERM, as it must when a timeout (zx) signals the tree, or its fd 3 keeps the call open.
+  "( read -r _ <&3; trap '' TERM; kill -TERM 0 2>/dev/null; sleep 1; kill -KILL 0 2>/dev/null ) </dev/null >/dev/null 2>&1 &",
   'w=$!',
   '"$@" 3<&-',
   's=$?',
