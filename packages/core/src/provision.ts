@@ -50,15 +50,3 @@ export function driftError(e: unknown, prefix: 'postgres' | 'migrate' | 'app', r
 export async function tryLogin(t: Target, timeoutMs = 2000): Promise<void> {
   await (await connect(t, timeoutMs)).end();
 }
-
-/** db:up's promise: both roles log in, else drift is named. (`_ctx`: unused, the runtimes still pass it.) */
-export async function verifyLogins(_ctx: Pick<Ctx, 'cfg'>, r: Roles, app: Target | undefined, migrator: Target): Promise<void> {
-  await Promise.all([
-    app && tryLogin(app).catch((e) => {
-      throw driftError(e, 'app', r.app.user) ?? e;
-    }),
-    tryLogin(migrator).catch((e) => {
-      throw driftError(e, 'migrate', r.migrator.user) ?? e;
-    }),
-  ]);
-}

@@ -4,7 +4,9 @@ import type { Ctx } from '../context.ts';
 import { CommandError, UsageError, UserError } from '../errors.ts';
 import { waitFor } from '../wait.ts';
 import type { Runtime } from './runtime.ts';
-import { driftError, provision, tryLogin, verifyLogins, type Admin } from '../provision.ts';
+import { driftError, tryLogin, type Admin } from '../provision.ts';
+import { settle } from '../provisioned.ts';
+import type { Target } from '../pg.ts';
 import type { PgTool, PgToolIo } from './tools.ts';
 import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir } from './container-tools.ts';
 import type { RunResult } from '../exec.ts';
@@ -121,23 +123,24 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       await exec('docker', compose.up(file, timeoutS), { cwd: cfg.root, env, failure }).catch(async (e: unknown) => {
         throw await upFailure(e, timeoutS);
       });
-      // Healthy is the container's view. Then roles and grants, then a verified TLS login from the host.
+      // Healthy is the container's view; the host's proof is a verified TLS login through the published port.
       const s = await secrets();
-      await provision(await admin(), s, (l) => log.warn(l));
-      let lastError = '';
-      await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
-        try {
-          await tryLogin(t);
-          return true;
-        } catch (e) {
-          const drift = driftError(e, 'app', s.app.user);
-          if (drift) throw drift;
-          lastError = e instanceof Error ? e.message : String(e);
-          return false;
-        }
-      }, () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`);
-      await verifyLogins(ctx, s, undefined, await target('migrator')); // the app's login was the wait above
-      return { initialised: false };
+      const appLogin = async (app: Target) => {
+        let lastError = '';
+        await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
+          try {
+            await tryLogin(app);
+            return true;
+          } catch (e) {
+            const drift = driftError(e, 'app', s.app.user);
+            if (drift) throw drift;
+            lastError = e instanceof Error ? e.message : String(e);
+            return false;
+          }
+        }, () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`);
+      };
+      const { provisioned } = await settle(ctx, s, { admin, app: t, migrator: await target('migrator'), appLogin, say: (l) => log.warn(l) });
+      return { initialised: false, provisioned };
     },
     async down() {
       const was = await running();

@@ -2,7 +2,8 @@ import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Roles } from '../roles.ts';
-import { driftError, provision, socketAdmin, verifyLogins, type Admin } from '../provision.ts';
+import { driftError, socketAdmin, tryLogin, type Admin } from '../provision.ts';
+import { settle } from '../provisioned.ts';
 import { tlsFiles } from '../tls.ts';
 import { withClient, type Target } from '../pg.ts';
 import { waitFor } from '../wait.ts';
@@ -34,7 +35,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
   };
 
   /** db:up under the lock: folders, the cluster the first time, the certificate, the start, roles and grants, the promise. */
-  async function upLocked(r: Roles, s: NativePaths): Promise<{ initialised: boolean }> {
+  async function upLocked(r: Roles, s: NativePaths): Promise<{ initialised: boolean; provisioned: boolean }> {
     const st = await server.state();
     if (!st.up && st.stale) await server.removeStalePid(st.stale);
     await server.assertPort();
@@ -73,9 +74,17 @@ export function nativeRuntime(ctx: Ctx): Runtime {
         return false;
       }
     }, () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
-    await provision(su, r, (l) => ctx.log.warn(l));
-    await verifyLogins(ctx, r, await target('app'), await target('migrator'));
-    return { initialised };
+    const { provisioned } = await settle(ctx, r, {
+      admin: async () => su,
+      app: await target('app'),
+      migrator: await target('migrator'),
+      appLogin: (t) =>
+        tryLogin(t).catch((e: unknown) => {
+          throw driftError(e, 'app', r.app.user) ?? e;
+        }),
+      say: (l) => ctx.log.warn(l),
+    });
+    return { initialised, provisioned };
   }
 
   return {

@@ -18,8 +18,8 @@ export interface Attached {
 export interface Runtime {
   /** For people and records (status, --json, backup manifests); never a branch: what differs is a method. */
   readonly label: RuntimeName;
-  /** Starts the server (initialising it the first time) and returns once a TLS login succeeds. */
-  up(): Promise<{ initialised: boolean }>;
+  /** Starts the server (initialising it the first time), provisions it if anything changed, and returns once both logins succeed over TLS. */
+  up(): Promise<{ initialised: boolean; provisioned: boolean }>;
   /** Stops the server; already stopped is not an error. */
   down(): Promise<{ wasRunning: boolean }>;
   /** Whether the server runs now. */
