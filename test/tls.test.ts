@@ -53,6 +53,12 @@ tls('it is valid for the configured number of days and signed by the local CA', 
   assert.ok(x.verify(ca.publicKey));
 });
 
+tls('the CA and the server certificate have serials of their own (one issuer, never one serial twice)', async (c) => {
+  const [ca, server] = [await cert(c, 'ca.crt'), await cert(c)];
+  assert.is(server.issuer, ca.subject);
+  assert.is.not(server.serialNumber, ca.serialNumber);
+});
+
 tls('keys are 0600 and the folder is 0700', async (c) => {
   for (const k of ['ca.key', 'server.key']) assert.is((await fs.stat(path.join(c.dir, k))).mode & 0o777, 0o600);
   assert.is((await fs.stat(c.dir)).mode & 0o777, 0o700);
