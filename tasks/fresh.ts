@@ -1,7 +1,6 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { beforeDestroy } from '@dbkit/core/destroy';
-import { insertAudit } from '@dbkit/core/audit';
-import { PRODUCTION, recordEnvironment } from '@dbkit/core/environment';
+import { afterForcedReplace } from '@dbkit/core/guard';
 import { seed } from '@dbkit/core/seeds';
 import { preflight } from '@dbkit/core/preflight';
 import { describe } from '@dbkit/core/migrations/runner';
@@ -18,10 +17,8 @@ export const task: Task = {
     const audit = await beforeDestroy(ctx, rt, 'db:fresh', `Delete ${rt.describeData()} and start from nothing?`, guardOptions(flags));
     await rt.destroy();
     await rt.up();
-    // A production database rebuilt by a forced run is still production, whatever NODE_ENV says now.
-    await recordEnvironment(ctx, await rt.target('migrator'), audit?.environment === PRODUCTION ? PRODUCTION : undefined);
     const r = await rt.migrate({ kind: 'up' });
-    if (audit) await insertAudit(rt, audit); // the new database gets the forced run's line too
+    await afterForcedReplace(ctx, rt, audit);
     if (flags.seed) {
       const { applied } = await seed(ctx, rt, { reseed: false });
       ctx.log.info(applied.length ? `seeded: ${applied.join(', ')}` : 'no seed files to run');

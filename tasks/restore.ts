@@ -3,9 +3,8 @@ import { repairBeforeRestore, restoreBackup } from '@dbkit/core/backup/restore';
 import { resolveBackup } from '@dbkit/core/backup/store';
 import { checkIntegrity } from '@dbkit/core/backup/integrity';
 import { jobsFlag, restoreJobs, restoreJobsFlag } from '@dbkit/core/backup/format';
-import { guardProduction } from '@dbkit/core/guard';
+import { afterForcedReplace, guardProduction } from '@dbkit/core/guard';
 import { safetyBackup, type DestroyOptions } from '@dbkit/core/destroy';
-import { insertAudit } from '@dbkit/core/audit';
 import { forceProductionFlag, guardOptions, noBackupFlag, type Task } from './task.ts';
 
 export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions }> = {
@@ -25,7 +24,7 @@ export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions }
     const audit = await guardProduction(ctx, rt, 'db:restore', opts, b.manifest.name, `Replace database ${b.manifest.database} with the backup ${b.manifest.name}?`);
     await safetyBackup(ctx, rt, 'db:restore', opts);
     const r = await restoreBackup(ctx, rt, checked, { jobs });
-    if (audit) await insertAudit(rt, audit); // the restored database gets the line too
+    await afterForcedReplace(ctx, rt, audit); // a development backup must not lower a production database's guard
     ctx.log.result(`restored ${b.manifest.name} as ${r.database} in ${r.ms} ms${r.rolesCreated ? ` (${r.rolesCreated} role(s) created)` : ''}`, { name: b.manifest.name, ...r });
   },
 };

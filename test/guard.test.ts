@@ -164,6 +164,15 @@ prod('a forced db:fresh of a production database leaves the rebuilt one recorded
   assert.equal((await suQuery(p, 'SELECT task FROM pgdeploy.audit')).map((r) => r.task), ['db:fresh'], 'the forced run is logged in the new database');
 });
 
+prod('a forced db:restore of a development backup over a production database leaves it recorded as production', async (ctx) => {
+  const p = ctx.p!;
+  await suQuery(p, "UPDATE pgdeploy.environment SET name = 'development'");
+  const b = JSON.parse((await ok(['db:backup', '--verify', '--json'], p.env)).stdout).name;
+  await suQuery(p, "UPDATE pgdeploy.environment SET name = 'production'");
+  await ok(['db:restore', b, '--yes', '--force-production', '--no-backup'], p.env);
+  assert.equal(await suQuery(p, 'SELECT name FROM pgdeploy.environment'), [{ name: 'production' }]);
+});
+
 prod.run();
 
 // ---------------------------------------------------------------------------------------------

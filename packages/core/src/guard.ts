@@ -1,7 +1,7 @@
 import type { Ctx } from './context.ts';
 import { UserError } from './errors.ts';
-import { PRODUCTION, recordedEnvironment } from './environment.ts';
-import { auditEntry, writeAudit, type AuditEntry } from './audit.ts';
+import { PRODUCTION, recordEnvironment, recordedEnvironment } from './environment.ts';
+import { auditEntry, insertAudit, writeAudit, type AuditEntry } from './audit.ts';
 import type { Runtime } from './runtime/runtime.ts';
 
 export interface GuardOptions {
@@ -38,4 +38,11 @@ function decide(ctx: Ctx, task: string, opts: GuardOptions, recorded: string | u
   const entry = auditEntry(ctx, task, recorded ?? ctx.cfg.nodeEnv, detail);
   ctx.log.warn(`${task} on a production database (${why}), forced by ${entry.os_user}; logged`);
   return entry;
+}
+
+/** After a forced run rebuilt or replaced the database: its audit line in it, and production stays production whatever came in. */
+export async function afterForcedReplace(ctx: Pick<Ctx, 'cfg'>, rt: Runtime, audit: AuditEntry | undefined): Promise<void> {
+  if (!audit) return;
+  await insertAudit(rt, audit);
+  if (audit.environment === PRODUCTION) await recordEnvironment(ctx, await rt.target('migrator'), PRODUCTION);
 }
