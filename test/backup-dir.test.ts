@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { chosenFormat, restoreArgs, restoreJobs } from '@dbkit/core/backup/format';
 import type { Manifest } from '@dbkit/core/backup/store';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, failsClearly, fillShop, flipByte, ownerQuery, shopSnapshot, suQuery } from './backup-fixtures.ts';
+import { backupDirState, backupProject, failsClearly, fillShop, flipByte, ownerQuery, shopSnapshot, suQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 interface Ctx {

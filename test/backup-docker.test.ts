@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { CONTAINER_DIR_SCRIPT, CONTAINER_TOOL_SCRIPT } from '@dbkit/core/runtime/tools';
 import { nativePaths } from '@dbkit/core/runtime/native';
 import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 // What the real-engine tests (test/docker-backup.test.ts) cannot show, with a recording stub for

@@ -7,7 +7,7 @@ import { withClient } from '@dbkit/core/pg';
 import { appTarget, cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import {
   backupDirState, backupProject, cliAs, debianMajor, failsClearly, fillShop, flipByte, ownerQuery, shopSnapshot, suQuery,
-} from './backup-fixtures.ts';
+} from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 interface Ctx {

@@ -7,7 +7,7 @@ import {
   cli, compose, containerId, docker, engineSuite, inspectContainer, makeDockerProject, ok, removeDockerProject, startDockerProject, until,
   type DockerProject,
 } from './setup/docker.ts';
-import { failsClearly } from './backup-fixtures.ts';
+import { failsClearly } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 // Faults on the real engine, each suite on its own Compose project: a crashed server, restarts, and

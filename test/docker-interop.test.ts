@@ -12,7 +12,7 @@ import { cli, engineSuite, withStartedProject, makeDockerProject, removeDockerPr
 import { setUp } from './setup/hooks.ts';
 import { testCtx } from './setup/ctx.ts';
 import { appTarget, type CliResult } from './setup/project.ts';
-import { output, query, spawnCli, tableExists, until, versionRows } from './support/engine.ts';
+import { output, query, spawnCli, tableExists, until, versionRows } from './setup/engine.ts';
 
 // One database, two runners: the real golang-migrate v4.18.3 (the db-migrate service, through the
 // tasks with DB_RUNTIME=docker) and our runner (packages/core's migrate(), called here directly on a

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cli, compose, engineSuite, withStartedProject, makeDockerProject, removeDockerProject, type DockerProject } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query, tableExists, versionRows } from './support/engine.ts';
+import { output, query, tableExists, versionRows } from './setup/engine.ts';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, type CliResult } from './setup/project.ts';
 

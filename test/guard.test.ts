@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, failsClearly, ownerQuery, suQuery } from './backup-fixtures.ts';
+import { backupDirState, backupProject, failsClearly, ownerQuery, suQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 interface Ctx {

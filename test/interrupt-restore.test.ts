@@ -3,9 +3,9 @@ import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { connect } from '@dbkit/core/pg';
 import { appTarget, cli, ok, ownerTarget, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupProject, fillShop, superuser, suQuery } from './backup-fixtures.ts';
+import { backupProject, fillShop, superuser, suQuery } from './setup/backup.ts';
 import { killAt, type KillPoint } from './setup/interrupt.ts';
-import { until } from './support/engine.ts';
+import { until } from './setup/engine.ts';
 import { setUp } from './setup/hooks.ts';
 
 // db:restore killed at every step it prints, at several delays after each: the application

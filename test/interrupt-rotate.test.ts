@@ -6,7 +6,7 @@ import { connect } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native';
 import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
 import { killAt, type KillPoint } from './setup/interrupt.ts';
-import { spawnCli } from './support/engine.ts';
+import { spawnCli } from './setup/engine.ts';
 import { setUp } from './setup/hooks.ts';
 
 // db:secrets:rotate killed across its whole run: at even steps over the length of a whole run,

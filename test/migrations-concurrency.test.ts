@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cli, makeProject, removeProject, startProject, type CliResult, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query, versionRows } from './support/engine.ts';
+import { output, query, versionRows } from './setup/engine.ts';
 
 // Each transactional file logs its run in run_log, so a file applied twice shows up as a count;
 // the CONCURRENTLY files cannot log (they must be alone) but fail if run twice. The pauses before

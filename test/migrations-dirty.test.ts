@@ -5,7 +5,7 @@ import path from 'node:path';
 import { advisoryLockKey } from '@dbkit/core/migrations/lock';
 import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query, spawnCli, until, versionRows } from './support/engine.ts';
+import { output, query, spawnCli, until, versionRows } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_slow.up.sql': `CREATE TABLE slow (id int);

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query, tableExists, versionRows } from './support/engine.ts';
+import { output, query, tableExists, versionRows } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY, email text UNIQUE);\n',

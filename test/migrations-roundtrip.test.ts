@@ -4,7 +4,7 @@ import type { Client } from 'pg';
 import { withClient } from '@dbkit/core/pg';
 import { cli, ownerTarget, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, versionRows } from './support/engine.ts';
+import { output, versionRows } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_core.up.sql': `-- tables, an enum, constraints of every kind

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { cli, makeProject, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query } from './support/engine.ts';
+import { output, query } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY);\n',

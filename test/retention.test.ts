@@ -10,7 +10,7 @@ import { nativeRuntime } from '@dbkit/core/runtime/native';
 import type { Ctx as CoreCtx } from '@dbkit/core/context';
 import { testCtx } from './setup/ctx.ts';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, failsClearly } from './backup-fixtures.ts';
+import { backupDirState, backupProject, failsClearly } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 const DAY = 86_400_000;

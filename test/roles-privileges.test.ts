@@ -6,7 +6,7 @@ import { connect, withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native';
 import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, run, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query, versionRows } from './support/engine.ts';
+import { output, query, versionRows } from './setup/engine.ts';
 
 interface Ctx {
   p?: Project;

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cli, makeProject, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { failsClearly, ownerQuery } from './setup/backup.ts';
 import { testCtx } from './setup/ctx.ts';
 import { setUp } from './setup/hooks.ts';
 import { UserError } from '@dbkit/core/errors';

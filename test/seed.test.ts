@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupProject, failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { backupProject, failsClearly, ownerQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 const MIGRATIONS = {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native';
-import { CLI, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './setup/project.ts';
+import { CLI, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './project.ts';
 
 /**
  * Debian's own server and client binaries, whose majors match, so pg_dump can dump the server.

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Client } from 'pg';
 import { withClient } from '@dbkit/core/pg';
-import { CLI, ownerTarget, ROOT, type CliResult, type Project } from '../setup/project.ts';
+import { CLI, ownerTarget, ROOT, type CliResult, type Project } from './project.ts';
 
 /** A query as the migration role (the owner of what migrations make), over verified TLS. */
 export async function query<R extends Record<string, unknown> = Record<string, unknown>>(p: Project, sql: string, params: unknown[] = []): Promise<R[]> {
