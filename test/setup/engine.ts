@@ -1,3 +1,5 @@
+// A running project's database as the tests see it (native or in api-db alike): queries as the
+// schema owner, golang-migrate's rows, and the CLI as a child process to signal or wait on.
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Client } from 'pg';
 import { withClient } from '@dbkit/core/pg';
@@ -16,6 +18,13 @@ export async function versionRows(p: Project): Promise<{ version: number; dirty:
 
 export async function tableExists(p: Project, name: string): Promise<boolean> {
   return (await query<{ ok: boolean }>(p, 'SELECT to_regclass($1) IS NOT NULL AS ok', [name]))[0].ok;
+}
+
+/** Which of `names` exist as tables, in that order. */
+export async function existingTables(p: Project, names: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const t of names) if (await tableExists(p, t)) out.push(t);
+  return out;
 }
 
 export const output = (r: CliResult) => r.stdout + r.stderr;
