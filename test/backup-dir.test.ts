@@ -6,7 +6,8 @@ import { execFileSync } from 'node:child_process';
 import { chosenFormat, restoreArgs, restoreJobs } from '@dbkit/core/backup/format';
 import type { Manifest } from '@dbkit/core/backup/store';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, failsClearly, fillShop, flipByte, ownerQuery, shopSnapshot, suQuery } from './backup-fixtures.ts';
+import { backupDirState, backupProject, fillShop, flipByte, nothingLeft, ownerQuery, shopSnapshot, suQuery } from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 interface Ctx {
@@ -130,7 +131,7 @@ dir('a flipped byte in one data file fails db:backup:verify, and db:restore refu
   const [largest] = await dataFiles(b);
   await flipByte(path.join(b, 'db.dir', largest));
   const damaged = new RegExp(`damaged: db\\.dir/${largest.replace(/\./g, '\\.')} does not match its checksum`);
-  failsClearly(await cli(['db:backup:verify', ctx.backup!], p.env), damaged, /another backup/);
+  failsClearly(await cli(['db:backup:verify', ctx.backup!], p.env), damaged, { hint: /another backup/ });
   failsClearly(await cli(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env), damaged);
   const notes = await ownerQuery(p, "SELECT count(*)::int AS n FROM notes WHERE body = 'after the backup'");
   assert.is(notes[0].n, 1, 'the database was not touched');
@@ -176,12 +177,6 @@ refusals.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-async function nothingLeft(p: Project) {
-  const s = await backupDirState(p);
-  assert.equal(s.finished, [], `no finished backup: ${s.finished.join(', ')}`);
-  assert.equal(s.other, [], `no temporary leftovers: ${s.other.join(', ')}`);
-}
-
 refusals('a bad --format or --jobs is a usage error (exit 2) saying what to write instead, and nothing is written', async (ctx) => {
   const p = ctx.p!;
   const cases: [string[], RegExp, RegExp][] = [
@@ -193,11 +188,10 @@ refusals('a bad --format or --jobs is a usage error (exit 2) saying what to writ
   ];
   for (const [args, what, hint] of cases) {
     const r = await cli(['db:backup', ...args], p.env);
-    failsClearly(r, what, hint);
-    assert.is(r.code, 2, args.join(' '));
+    failsClearly(r, what, { hint, code: 2 });
   }
   await nothingLeft(p);
-  failsClearly(await cli(['db:backup'], { ...p.env, DB_BACKUP_FORMAT: 'tar' }), /DB_BACKUP_FORMAT=tar is not one of custom, dir/, /custom .* or dir/);
+  failsClearly(await cli(['db:backup'], { ...p.env, DB_BACKUP_FORMAT: 'tar' }), /DB_BACKUP_FORMAT=tar is not one of custom, dir/, { hint: /custom .* or dir/ });
   failsClearly(await cli(['db:backup', '--format', 'dir'], { ...p.env, DB_BACKUP_JOBS: '0' }), /DB_BACKUP_JOBS=0 is not a whole number from 1 to 64/);
   await nothingLeft(p);
 });
@@ -213,7 +207,7 @@ refusals('a stopped server: one error line naming the fix, no backup', async (ct
   const p = ctx.p!;
   await ok(['db:down'], p.env);
   try {
-    failsClearly(await cli(['db:backup', '--format', 'dir', '--jobs', '2'], p.env), /not running/, /db:up/);
+    failsClearly(await cli(['db:backup', '--format', 'dir', '--jobs', '2'], p.env), /not running/, { hint: /db:up/ });
     await nothingLeft(p);
   } finally {
     await ok(['db:up'], p.env);
@@ -238,8 +232,7 @@ refusals('--jobs on a custom-format backup is refused by db:backup:verify and db
   const name = JSON.parse((await ok(['db:backup', '--verify', '--json'], p.env)).stdout).name;
   for (const args of [['db:backup:verify', name, '--jobs', '2'], ['db:restore', name, '--yes', '--jobs', '2']]) {
     const r = await cli(args, p.env);
-    failsClearly(r, /--jobs goes with dir-format backups; .* is one custom-format file/, /drop --jobs/);
-    assert.is(r.code, 2);
+    failsClearly(r, /--jobs goes with dir-format backups; .* is one custom-format file/, { hint: /drop --jobs/, code: 2 });
   }
   assert.equal((await backupDirState(p)).finished, [name], 'no safety backup was taken');
 });

@@ -1,6 +1,5 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,8 +7,10 @@ import { execFileSync } from 'node:child_process';
 import { CONTAINER_DIR_SCRIPT, CONTAINER_TOOL_SCRIPT } from '@dbkit/core/runtime/container-tools';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { cli, ok, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, debianBin, failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { backupDirState, backupProject, debianBin, ownerQuery } from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
+import { assertNoSecrets, ENGINE_STUB, readCalls, type Call } from './setup/engine-stub.ts';
 
 // What the real-engine tests (test/docker-backup.test.ts) cannot show, with a recording stub for
 // `docker`: the two scripts backups send into api-db under busybox's sh, tar, mktemp and rm, as in
@@ -35,12 +36,6 @@ const TOOL = (...rest: string[]) => [...F, 'exec', '--no-TTY', 'api-db', 'sh', '
 const DIR = (...rest: string[]) => [...F, 'exec', '--no-TTY', 'api-db', 'sh', '-c', CONTAINER_DIR_SCRIPT, 'db-pg-dir', ...rest];
 const ADMIN = (db: string) => [...F, 'exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', db];
 
-interface Call {
-  argv: string[];
-  env: Record<string, string>;
-  stdin: string;
-}
-
 interface Ctx {
   p?: Project;
   stubDir?: string;
@@ -48,14 +43,6 @@ interface Ctx {
   containerTmp?: string;
   log?: string;
   env?: Record<string, string>;
-}
-
-function stubPath(): string {
-  for (const f of ['engine-stub.mjs', 'docker-stub.mjs']) {
-    const p = path.join(ROOT, 'test/setup', f);
-    if (existsSync(p)) return p;
-  }
-  throw new Error('the recording docker stub is missing from test/setup');
 }
 
 const WRAPPER = `#!/bin/bash
@@ -74,10 +61,6 @@ case " $* " in
 esac
 `;
 
-async function calls(ctx: Ctx): Promise<Call[]> {
-  return (await fs.readFile(ctx.log!, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call);
-}
-
 async function run(ctx: Ctx, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   await fs.writeFile(ctx.log!, '');
   return cli(args, { ...ctx.p!.env, ...ctx.env!, DB_RUNTIME: 'docker', ...env });
@@ -93,17 +76,6 @@ mkdir -p "$d" && printf PGDMP > "$d/toc.dat"
 echo 'pg_dump: error: Dumping the contents of table "accounts" failed: server closed the connection unexpectedly' >&2
 exit 1
 `;
-
-async function assertNoSecrets(ctx: Ctx, cs: Call[]) {
-  for (const n of ['postgres_password', 'migrate_password', 'app_password']) {
-    const pw = await fs.readFile(path.join(ctx.p!.secretsDir, n), 'utf8');
-    for (const c of cs) {
-      assert.not.ok(c.argv.some((a) => a.includes(pw)), `${n} in docker's argv`);
-      assert.not.ok(Object.values(c.env).some((v) => v.includes(pw)), `${n} in docker's environment`);
-      assert.not.ok(c.stdin.includes(pw), `${n} on docker's stdin`);
-    }
-  }
-}
 
 /** The argument arrays with the random parts (snapshot id, scratch database) named. */
 function shapes(cs: Call[]): string[][] {
@@ -134,7 +106,7 @@ setUp(docker, async (ctx) => {
     DOCKER_STUB_PGHOST: socket,
     DOCKER_STUB_PGPORT: String(ctx.p.port),
     STUB_NODE: process.execPath,
-    STUB_JS: stubPath(),
+    STUB_JS: ENGINE_STUB,
     EMU_SECRETS_DIR: ctx.p.secretsDir,
     EMU_SCRIPTS_DIR: path.join(ROOT, 'database/infra/scripts'), // db-secrets.sh, mounted in api-db at /usr/local/bin
     EMU_PGHOST: socket,
@@ -153,7 +125,7 @@ docker.after(async (ctx) => {
 docker('db:backup runs pg_dump and pg_dumpall in api-db with the superuser read there, and nothing secret crosses docker', async (ctx) => {
   const r = await run(ctx, ['db:backup', '--json']);
   assert.is(r.code, 0, r.stderr);
-  const cs = await calls(ctx);
+  const cs = await readCalls(ctx.log!);
   const got = shapes(cs);
   assert.equal(got.slice(0, 3), [...PROBE, PS]);
   // pg_dump and pg_dumpall run side by side, so their order is not fixed.
@@ -161,7 +133,7 @@ docker('db:backup runs pg_dump and pg_dumpall in api-db with the superuser read 
     TOOL('pg_dump', '--format=custom', '--no-password', '--snapshot=ID', 'app'),
     TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
   ].sort());
-  await assertNoSecrets(ctx, cs);
+  await assertNoSecrets(ctx.p!, cs);
   const name = JSON.parse(r.stdout).name as string;
   const dir = path.join(ctx.p!.env.DB_BACKUP_DIR, name);
   const manifest = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
@@ -175,7 +147,7 @@ docker('db:backup:verify restores the streamed dump into a scratch database in a
   const r = await run(ctx, ['db:backup:verify']);
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, /verified app-.*: \d+ tables, \d+ rows, schema identical/);
-  const cs = await calls(ctx);
+  const cs = await readCalls(ctx.log!);
   assert.equal(shapes(cs), [
     ...PROBE,
     PS,
@@ -190,7 +162,7 @@ docker('db:backup:verify restores the streamed dump into a scratch database in a
   assert.match(cs[3].stdin, /FROM pg_database d WHERE d\.datname ~ '\^pgdeploy_\(verify\|restore\|replaced\)_'/);
   assert.match(cs[4].stdin, /^CREATE DATABASE "pgdeploy_verify_\d+_[0-9a-f]{8}"/);
   assert.match(cs[8].stdin, /^DROP DATABASE IF EXISTS "pgdeploy_verify_\d+_[0-9a-f]{8}" WITH \(FORCE\)/);
-  await assertNoSecrets(ctx, cs);
+  await assertNoSecrets(ctx.p!, cs);
 });
 
 /** db:backup ARGS with a superuser password the server does not know: pg_dump fails inside api-db. */
@@ -202,7 +174,7 @@ async function backupWithWrongPassword(ctx: Ctx, args: string[]): Promise<void> 
   await fs.writeFile(file, 'wrong-in-the-container-0123456789', { mode: 0o600 });
   try {
     const r = await run(ctx, ['db:backup', ...args]);
-    failsClearly(r, /pg_dump(all --roles-only)? failed \(exit 1\): .*password authentication failed/, /postgres_password/);
+    failsClearly(r, /pg_dump(all --roles-only)? failed \(exit 1\): .*password authentication failed/, { hint: /postgres_password/ });
   } finally {
     await fs.writeFile(file, real, { mode: 0o600 });
   }
@@ -218,7 +190,7 @@ docker('db:restore restores through api-db after a safety backup, and the data i
   await ownerQuery(p, 'DELETE FROM accounts');
   const r = await run(ctx, ['db:restore', '--yes']);
   assert.is(r.code, 0, r.stderr);
-  const got = shapes(await calls(ctx));
+  const got = shapes(await readCalls(ctx.log!));
   assert.ok(got.some((a) => a.join(' ') === TOOL('pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH').join(' ')), 'pg_restore ran in api-db');
   assert.ok(got.some((a) => a.includes('pg_dump')), 'the safety backup ran pg_dump in api-db first');
   const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts');
@@ -229,12 +201,12 @@ docker('db:restore restores through api-db after a safety backup, and the data i
 docker('db:backup --format dir --jobs 2: pg_dump -Fd runs in api-db, the directory comes out as a tar, arrives unpacked, and no tar or temporary directory is left', async (ctx) => {
   const r = await run(ctx, ['db:backup', '--format', 'dir', '--jobs', '2', '--json']);
   assert.is(r.code, 0, r.stderr);
-  const cs = await calls(ctx);
+  const cs = await readCalls(ctx.log!);
   assert.equal(shapes(cs).slice(3).sort(), [
     DIR('dump', 'pg_dump', '--format=directory', '--jobs=2', '--no-password', '--snapshot=ID', 'app'),
     TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
   ].sort());
-  await assertNoSecrets(ctx, cs);
+  await assertNoSecrets(ctx.p!, cs);
   const dir = path.join(ctx.p!.env.DB_BACKUP_DIR, JSON.parse(r.stdout).name);
   assert.equal((await fs.readdir(dir)).sort(), ['db.dir', 'db.dir.sha256', 'manifest.json', 'roles.sql'], 'the tar was removed');
   assert.is((await fs.readFile(path.join(dir, 'db.dir/toc.dat'))).subarray(0, 5).toString('latin1'), 'PGDMP');
@@ -253,12 +225,12 @@ docker('db:backup --format dir --jobs 2: pg_dump -Fd runs in api-db, the directo
 docker('db:backup:verify sends the directory into api-db as a tar for pg_restore --jobs 2, without --single-transaction; --jobs 1 keeps it', async (ctx) => {
   const r = await run(ctx, ['db:backup:verify']);
   assert.is(r.code, 0, r.stderr);
-  const cs = await calls(ctx);
+  const cs = await readCalls(ctx.log!);
   assert.equal(shapes(cs).slice(5, 6), [DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH')]);
-  await assertNoSecrets(ctx, cs);
+  await assertNoSecrets(ctx.p!, cs);
   const one = await run(ctx, ['db:backup:verify', '--jobs', '1']);
   assert.is(one.code, 0, one.stderr);
-  assert.equal(shapes(await calls(ctx)).slice(5, 6), [DIR('restore', 'pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH')]);
+  assert.equal(shapes(await readCalls(ctx.log!)).slice(5, 6), [DIR('restore', 'pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH')]);
   assert.equal((await fs.readdir(ctx.p!.env.DB_BACKUP_DIR)).filter((n) => n.startsWith('.')), [], 'no staged tar is left');
   assert.equal(await fs.readdir(ctx.containerTmp!), []);
 });
@@ -285,7 +257,7 @@ docker('db:restore of a dir backup through api-db brings the data back', async (
   await ownerQuery(p, 'DELETE FROM accounts');
   const r = await run(ctx, ['db:restore', '--yes', '--no-backup']);
   assert.is(r.code, 0, r.stderr);
-  const got = shapes(await calls(ctx));
+  const got = shapes(await readCalls(ctx.log!));
   assert.ok(got.some((a) => a.join(' ') === DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH').join(' ')), 'pg_restore -j 2 ran in api-db');
   const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts');
   assert.is(n[0].n, 250);

@@ -6,8 +6,9 @@ import { execFileSync } from 'node:child_process';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import {
-  backupDirState, backupProject, cliAs, debianMajor, failsClearly, fillShop, flipByte, ownerQuery, shopSnapshot, suQuery,
-} from './backup-fixtures.ts';
+  backupDirState, backupProject, cliAs, debianMajor, fillShop, flipByte, nothingLeft, ownerQuery, shopSnapshot, suQuery,
+} from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 interface Ctx {
@@ -87,7 +88,7 @@ roundTrip('a flipped byte fails verification and db:restore refuses the backup, 
   await ownerQuery(p, "INSERT INTO notes (body) VALUES ('after the backup')");
   const dump = path.join(p.env.DB_BACKUP_DIR, ctx.backup!, 'db.dump');
   await flipByte(dump);
-  failsClearly(await cli(['db:backup:verify', ctx.backup!], p.env), /damaged: db\.dump does not match its checksum/, /another backup/);
+  failsClearly(await cli(['db:backup:verify', ctx.backup!], p.env), /damaged: db\.dump does not match its checksum/, { hint: /another backup/ });
   failsClearly(await cli(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env), /damaged/);
   const notes = await ownerQuery(p, "SELECT count(*)::int AS n FROM notes WHERE body = 'after the backup'");
   assert.is(notes[0].n, 1, 'the database was not touched');
@@ -110,17 +111,11 @@ failures.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-async function nothingLeft(p: Project) {
-  const s = await backupDirState(p);
-  assert.equal(s.finished, [], `no finished backup: ${s.finished.join(', ')}`);
-  assert.equal(s.other, [], `no temporary leftovers: ${s.other.join(', ')}`);
-}
-
 failures('a stopped server: one error line naming the fix', async (ctx) => {
   const p = ctx.p!;
   await ok(['db:down'], p.env);
   try {
-    failsClearly(await cli(['db:backup'], p.env), /not running/, /db:up/);
+    failsClearly(await cli(['db:backup'], p.env), /not running/, { hint: /db:up/ });
     await nothingLeft(p);
   } finally {
     await ok(['db:up'], p.env);
@@ -160,7 +155,7 @@ failures('a backup directory this user cannot write: one error line, nothing wri
     await fs.chmod(dir, 0o555);
     r = await cli(['db:backup'], env);
   }
-  failsClearly(r, /cannot write backups to .*readonly-backups: EACCES/, /DB_BACKUP_DIR/);
+  failsClearly(r, /cannot write backups to .*readonly-backups: EACCES/, { hint: /DB_BACKUP_DIR/ });
   assert.equal(await fs.readdir(dir), []);
 });
 
@@ -220,7 +215,7 @@ embedded('client tools older than the server are refused with the version to ins
   const client = debianMajor();
   const r = await cli(['db:backup'], p.env);
   if (client < 16) {
-    failsClearly(r, new RegExp(`^error: pg_dump ${client} cannot dump a PostgreSQL 16 server: install postgresql-client-16, or set PG_BIN_DIR$`), /postgresql-client-16/);
+    failsClearly(r, new RegExp(`^error: pg_dump ${client} cannot dump a PostgreSQL 16 server: install postgresql-client-16, or set PG_BIN_DIR$`), { hint: /postgresql-client-16/ });
     const s = await backupDirState(p);
     assert.equal([...s.finished, ...s.other], []);
   } else {

@@ -4,18 +4,8 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { makeProject, removeProject, cli, ok, startProject, ROOT, type Project, type CliResult } from './setup/project.ts';
-
-/** The contract for bad input: an `error:` line saying what is wrong, a `hint:` line with the fix, a non-zero exit. */
-function oneClearLine(r: CliResult, code: number, what: RegExp) {
-  assert.is(r.code, code, r.stdout + r.stderr);
-  const lines = r.stderr.trim().split('\n');
-  const errors = lines.filter((l) => l.startsWith('error: '));
-  assert.is(errors.length, 1, r.stderr);
-  assert.match(errors[0], what);
-  assert.ok(lines.some((l) => l.startsWith('hint: ')), r.stderr);
-  assert.not.match(r.stderr, /\n\s+at /); // no stack trace without --verbose
-}
+import { makeProject, removeProject, cli, ok, startProject, ROOT, type Project } from './setup/project.ts';
+import { failsClearly } from './setup/assert.ts';
 
 const exists = (p: string) => fs.stat(p).then(() => true, () => false);
 
@@ -33,20 +23,20 @@ const file = (p: Project, n = 'postgres_password') => path.join(p.secretsDir, n)
 
 secrets('a missing secret names the file and the command that makes it', async ({ p }) => {
   await fs.rm(file(p!));
-  oneClearLine(await cli(['db:up'], p!.env), 1, /postgres_password is missing/);
+  failsClearly(await cli(['db:up'], p!.env), /postgres_password is missing/);
   assert.not.ok(await exists(p!.nativeDir), 'no data directory was created');
 });
 
 secrets('an empty secret is refused', async ({ p }) => {
   await fs.writeFile(file(p!), '', { mode: 0o600 });
-  oneClearLine(await cli(['db:up'], p!.env), 1, /postgres_password is empty/);
+  failsClearly(await cli(['db:up'], p!.env), /postgres_password is empty/);
   assert.not.ok(await exists(p!.nativeDir));
 });
 
 secrets('a secret ending in a newline is refused without printing it', async ({ p }) => {
   await fs.writeFile(file(p!), 'hunter2-but-longer\n', { mode: 0o600 });
   const r = await cli(['db:up'], p!.env);
-  oneClearLine(r, 1, /ends with a newline/);
+  failsClearly(r, /ends with a newline/);
   assert.not.ok((r.stdout + r.stderr).includes('hunter2'));
   assert.not.ok(await exists(p!.nativeDir));
 });
@@ -54,7 +44,7 @@ secrets('a secret ending in a newline is refused without printing it', async ({ 
 secrets('a secret others can read is refused with the chmod that fixes it', async ({ p }) => {
   await fs.chmod(file(p!, 'postgres_user'), 0o644);
   const r = await cli(['db:up'], p!.env);
-  oneClearLine(r, 1, /postgres_user is readable by others/);
+  failsClearly(r, /postgres_user is readable by others/);
   assert.match(r.stderr, /hint: chmod 600 /);
 });
 
@@ -74,12 +64,12 @@ const usage = suite('wrong flags and names');
 
 usage('an unknown flag exits 2 and points at the task help', async () => {
   const r = await cli(['db:up', '--bogus'], { DB_RUNTIME: 'native' });
-  oneClearLine(r, 2, /db:up: Unknown option '--bogus'/);
+  failsClearly(r, /db:up: Unknown option '--bogus'/, { code: 2 });
   assert.match(r.stderr, /hint: pnpm run help db:up$/m);
 });
 
 usage('an unknown task exits 2', async () => {
-  oneClearLine(await cli(['db:nope'], {}), 2, /unknown task "db:nope"/);
+  failsClearly(await cli(['db:nope'], {}), /unknown task "db:nope"/, { code: 2 });
 });
 
 usage('a non-numeric rollback count exits 2', async () => {
@@ -89,10 +79,10 @@ usage('a non-numeric rollback count exits 2', async () => {
 });
 
 usage('a bad setting names the variable', async () => {
-  oneClearLine(await cli(['db:secure'], { ENV_DB_PORT: '70000' }), 1, /ENV_DB_PORT=70000 is not a whole number from 1 to 65535/);
-  oneClearLine(await cli(['db:up'], { DB_RUNTIME: 'kubernetes' }), 1, /DB_RUNTIME=kubernetes is not one of docker, native, auto/);
-  oneClearLine(await cli(['db:status'], { COMPOSE_PROJECT_NAME: 'My Stack' }), 1, /COMPOSE_PROJECT_NAME=My Stack is not a valid Compose project name/);
-  oneClearLine(await cli(['db:status'], { DB_IMAGE: 'postgres:16 --privileged' }), 1, /DB_IMAGE=postgres:16 --privileged is not an image reference/);
+  failsClearly(await cli(['db:secure'], { ENV_DB_PORT: '70000' }), /ENV_DB_PORT=70000 is not a whole number from 1 to 65535/);
+  failsClearly(await cli(['db:up'], { DB_RUNTIME: 'kubernetes' }), /DB_RUNTIME=kubernetes is not one of docker, native, auto/);
+  failsClearly(await cli(['db:status'], { COMPOSE_PROJECT_NAME: 'My Stack' }), /COMPOSE_PROJECT_NAME=My Stack is not a valid Compose project name/);
+  failsClearly(await cli(['db:status'], { DB_IMAGE: 'postgres:16 --privileged' }), /DB_IMAGE=postgres:16 --privileged is not an image reference/);
 });
 
 usage('help lists every task from the registry', async () => {
@@ -122,7 +112,7 @@ env.after(async (ctx) => fs.rm(ctx.root!, { recursive: true, force: true }));
 env('a password-like variable in .env.local stops every task and names it', async ({ root }) => {
   await fs.writeFile(path.join(root!, '.env.local'), 'DB_PASSWORD=s3cret-value\n');
   const r = await cli(['db:secure'], { DB_PROJECT_ROOT: root });
-  oneClearLine(r, 1, /DB_PASSWORD is set in a \.env file/);
+  failsClearly(r, /DB_PASSWORD is set in a \.env file/);
   assert.not.ok(r.stderr.includes('s3cret-value'));
 });
 
@@ -131,9 +121,9 @@ env('the real environment wins over .env.<NODE_ENV>.local, which wins over .env'
   await fs.rm(path.join(root!, '.env.local'), { force: true });
   await fs.writeFile(path.join(root!, '.env.production.local'), 'ENV_DB_PORT=70001\n');
   // The port is validated: the file's value shows through the error, the real environment's does not.
-  oneClearLine(await cli(['db:secure'], { DB_PROJECT_ROOT: root, NODE_ENV: 'production' }), 1, /ENV_DB_PORT=70001/);
+  failsClearly(await cli(['db:secure'], { DB_PROJECT_ROOT: root, NODE_ENV: 'production' }), /ENV_DB_PORT=70001/);
   const r = await cli(['db:secure'], { DB_PROJECT_ROOT: root, NODE_ENV: 'production', ENV_DB_PORT: '70002' });
-  oneClearLine(r, 1, /ENV_DB_PORT=70002/);
+  failsClearly(r, /ENV_DB_PORT=70002/);
 });
 
 env.run();
@@ -150,7 +140,7 @@ running.after(async (ctx) => removeProject(ctx.p));
 running('a port taken by another process is named, with the variable that moves it', async ({ p }) => {
   const other = { ...p!.env, DB_NATIVE_DIR: path.join(p!.dir, 'other') };
   const r = await cli(['db:up'], other); // same port, a different cluster: the port is taken by ours
-  oneClearLine(r, 1, new RegExp(`port ${p!.port} on 127.0.0.1 is taken`));
+  failsClearly(r, new RegExp(`port ${p!.port} on 127.0.0.1 is taken`));
   assert.match(r.stderr, /ENV_DB_PORT/);
   assert.not.ok(await exists(path.join(p!.dir, 'other', 'data')), 'nothing initialised');
 });
@@ -161,7 +151,7 @@ running('a taken port is detected for a server that is not PostgreSQL too', asyn
   const port = (srv.address() as net.AddressInfo).port;
   try {
     const r = await cli(['db:up'], { ...p!.env, ENV_DB_PORT: String(port), DB_NATIVE_DIR: path.join(p!.dir, 'third') });
-    oneClearLine(r, 1, new RegExp(`port ${port} on 127.0.0.1 is taken`));
+    failsClearly(r, new RegExp(`port ${port} on 127.0.0.1 is taken`));
   } finally {
     srv.close();
   }
@@ -170,7 +160,7 @@ running('a taken port is detected for a server that is not PostgreSQL too', asyn
 for (const [task, args] of [['db:delete', []], ['db:fresh', []], ['db:migrate:force', ['1']]] as const) {
   running(`${task} without a terminal and without --yes refuses and keeps the data`, async ({ p }) => {
     const r = await cli([task, ...args], p!.env);
-    oneClearLine(r, 1, new RegExp(`${task} needs confirmation and there is no terminal`));
+    failsClearly(r, new RegExp(`${task} needs confirmation and there is no terminal`));
     assert.match(r.stderr, /--yes/);
     assert.ok(await exists(path.join(p!.nativeDir, 'data', 'PG_VERSION')));
     const s = await ok(['db:status', '--json'], p!.env);
@@ -206,7 +196,7 @@ broken('db:up reports the server\'s FATAL line instead of waiting out its timeou
   // A broken setting the postmaster refuses at start-up, written where ALTER SYSTEM would.
   await fs.appendFile(path.join(p!.nativeDir, 'data', 'postgresql.auto.conf'), "shared_buffers = 'lots'\n");
   const r = await cli(['db:up'], { ...p!.env, DB_UP_TIMEOUT: '600' });
-  oneClearLine(r, 1, /PostgreSQL failed to start: .*(FATAL|invalid value)/);
+  failsClearly(r, /PostgreSQL failed to start: .*(FATAL|invalid value)/);
   assert.match(r.stderr, /hint: see .*postgres\.log/);
 });
 

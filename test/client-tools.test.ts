@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT, cli, makeProject, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupDirState, ownerQuery, suQuery } from './backup-fixtures.ts';
+import { backupDirState, ownerQuery, suQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 import { testCtx } from './setup/ctx.ts';
 import { fetchWheel } from '@dbkit/core/images';

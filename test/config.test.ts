@@ -6,7 +6,7 @@ import path from 'node:path';
 import { loadEnv, parseConfig } from '@dbkit/core/config';
 import { UserError } from '@dbkit/core/errors';
 import { cli, makeProject, removeProject, type Project } from './setup/project.ts';
-import { output } from './support/engine.ts';
+import { output } from './setup/engine.ts';
 
 const ROOT = '/nonexistent-project';
 

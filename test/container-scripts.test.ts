@@ -1,11 +1,11 @@
-import { suite } from 'uvu';
+import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { makeProject, ok, readSecretFile, removeProject, startProject, ROOT, type CliResult, type Project } from './setup/project.ts';
+import { makeProject, ok, readSecretFile, removeProject, startProject, ROOT, withStartedProject, type CliResult, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 
 // The scripts that run inside the containers, run here for real: against a native PostgreSQL 16
@@ -65,6 +65,16 @@ async function stubs(names: string[]) {
   };
 }
 type Stubs = Awaited<ReturnType<typeof stubs>>;
+
+/** Recording stubs for `names` (ctx.stubs) before the suite; after it, removed. */
+function withStubs<T extends { stubs?: Stubs }>(s: Test<T>, names: string[]): void {
+  setUp(s, async (ctx) => {
+    ctx.stubs = await stubs(names);
+  });
+  s.after(async (ctx) => {
+    if (ctx.stubs) await fs.rm(ctx.stubs.dir, { recursive: true, force: true });
+  });
+}
 
 /** A directory whose sh, od, tr, cat and printf are busybox's: the migrate/migrate image's userland. */
 async function busyboxBin(): Promise<string> {
@@ -330,16 +340,8 @@ migration.run();
 // ---------------------------------------------------------------------------------------------
 const health = suite<{ p?: Project; stubs?: Stubs }>('healthcheck.sh (the api-db healthcheck) against a real server');
 
-setUp(health, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p);
-  ctx.stubs = await stubs(['pg_isready']);
-});
-
-health.after(async (ctx) => {
-  await removeProject(ctx.p);
-  if (ctx.stubs) await fs.rm(ctx.stubs.dir, { recursive: true, force: true });
-});
+withStartedProject(health);
+withStubs(health, ['pg_isready']);
 
 const healthcheck = (p: Project, env: { [k: string]: string } = {}) =>
   run('sh', [script('healthcheck.sh')], { ...NO_PG, SECRETS_DIR: p.secretsDir, PGPORT: String(p.port), ...env });
@@ -395,16 +397,8 @@ health.run();
 // ---------------------------------------------------------------------------------------------
 const psql = suite<{ p?: Project; stubs?: Stubs }>('psql.sh (db-psql in api-db) against a real server');
 
-setUp(psql, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p);
-  ctx.stubs = await stubs(['psql']);
-});
-
-psql.after(async (ctx) => {
-  await removeProject(ctx.p);
-  if (ctx.stubs) await fs.rm(ctx.stubs.dir, { recursive: true, force: true });
-});
+withStartedProject(psql);
+withStubs(psql, ['psql']);
 
 // TLS_DIR stands for /etc/postgresql/tls, where start.sh installs ca.crt inside the container.
 const dbPsql = (p: Project, args: string[], env: { [k: string]: string } = {}) =>
@@ -445,14 +439,7 @@ psql.run();
 // ---------------------------------------------------------------------------------------------
 const admin = suite<{ p?: Project }>('admin-sql.sh (db-admin-sql in api-db) against a real server');
 
-setUp(admin, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p);
-});
-
-admin.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(admin);
 
 // PGHOST stands for /var/run/postgresql: the native server's socket directory.
 const adminSql = (p: Project, sql: string, args: string[] = [], env: { [k: string]: string } = {}) =>

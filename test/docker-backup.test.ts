@@ -5,7 +5,7 @@ import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, ownerTarget, readSecretFile } from './setup/project.ts';
 import { cli, compose, engineSuite, makeDockerProject, ok, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
-import { backupDirState } from './backup-fixtures.ts';
+import { backupDirState } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 // Backups through the real api-db container: pg_dump, pg_dumpall and pg_restore run inside it (its

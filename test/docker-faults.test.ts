@@ -5,9 +5,9 @@ import { connect, withClient } from '@dbkit/core/pg';
 import { appTarget } from './setup/project.ts';
 import {
   cli, compose, containerId, docker, engineSuite, inspectContainer, makeDockerProject, ok, removeDockerProject, startDockerProject, until,
-  type DockerProject,
+  withStartedDockerProject, type DockerProject,
 } from './setup/docker.ts';
-import { failsClearly } from './backup-fixtures.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 // Faults on the real engine, each suite on its own Compose project: a crashed server, restarts, and
@@ -146,14 +146,7 @@ if (restarts) {
 const staleSecret = engineSuite<Ctx>('db:up on a container whose healthcheck fails says api-db is unhealthy, why, and where to look');
 
 if (staleSecret) {
-  setUp(staleSecret, async (ctx) => {
-    ctx.p = await makeDockerProject();
-    await startDockerProject(ctx.p);
-  });
-
-  staleSecret.after(async (ctx) => {
-    await removeDockerProject(ctx.p);
-  });
+  withStartedDockerProject(staleSecret);
 
   staleSecret('db:up fails at once with one error line naming api-db, its health and the healthcheck\'s complaint, and a hint to pnpm db:logs', async (ctx) => {
     const p = ctx.p!;
@@ -170,8 +163,7 @@ if (staleSecret) {
     await until('Docker marks api-db unhealthy', 150_000, async () => (await inspectContainer(id)).health === 'unhealthy');
     const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 75_000 });
     assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
-    failsClearly(r, /^error: api-db is unhealthy; its healthcheck says: db-healthcheck: secret \/run\/secrets\/app_user is missing or empty; create it with pnpm db:secrets, then recreate the container$/, /pnpm db:logs/);
-    assert.is(r.stderr.split('\n').filter((l) => l.startsWith('error: ')).length, 1, 'one error line');
+    failsClearly(r, /^error: api-db is unhealthy; its healthcheck says: db-healthcheck: secret \/run\/secrets\/app_user is missing or empty; create it with pnpm db:secrets, then recreate the container$/, { hint: /pnpm db:logs/ });
     assert.not.match(r.stderr, new RegExp(`${p.name}-api-db-1`), 'the service is named, not the container');
   });
 
@@ -194,14 +186,7 @@ if (staleSecret) {
 const neverReady = engineSuite<Ctx>('db:up on a server that never accepts connections gives up after DB_UP_TIMEOUT and says api-db is unhealthy');
 
 if (neverReady) {
-  setUp(neverReady, async (ctx) => {
-    ctx.p = await makeDockerProject();
-    await startDockerProject(ctx.p);
-  });
-
-  neverReady.after(async (ctx) => {
-    await removeDockerProject(ctx.p);
-  });
+  withStartedDockerProject(neverReady);
 
   neverReady('db:up exits 1 once DB_UP_TIMEOUT has passed, with one error line naming api-db and the timeout, and a hint to pnpm db:logs', async (ctx) => {
     const p = ctx.p!;
@@ -217,8 +202,7 @@ if (neverReady) {
     // What pg_isready last said depends on how far the restarted server got (rejecting connections,
     // no response), and on a loaded machine Docker may have no check result yet: the quote is checked
     // by the test above, where the healthcheck's complaint does not depend on timing.
-    failsClearly(r, /^error: api-db is unhealthy after 15s \(DB_UP_TIMEOUT\)(; its healthcheck says: 127\.0\.0\.1:5432 - [a-z ]+)?$/, /pnpm db:logs/);
-    assert.is(r.stderr.split('\n').filter((l) => l.startsWith('error: ')).length, 1, 'one error line');
+    failsClearly(r, /^error: api-db is unhealthy after 15s \(DB_UP_TIMEOUT\)(; its healthcheck says: 127\.0\.0\.1:5432 - [a-z ]+)?$/, { hint: /pnpm db:logs/ });
     const id = await containerId(p, 'api-db');
     assert.is.not((await inspectContainer(id)).health, 'healthy', 'the container really is not healthy');
   });
@@ -242,7 +226,7 @@ if (noImage) {
 
   noImage('one error line naming the image, and a hint to images:build, DB_IMAGE or the native runtime (not the server log, which has nothing)', async (ctx) => {
     const r = await cli(['db:up'], ctx.p!.env, { timeoutMs: 120_000 });
-    failsClearly(r, /^error: could not get the image pg-deploy-test\/no-such-image:0: /, /images:build.*DB_RUNTIME=native/);
+    failsClearly(r, /^error: could not get the image pg-deploy-test\/no-such-image:0: /, { hint: /images:build.*DB_RUNTIME=native/ });
     assert.not.match(r.stderr, /pnpm db:logs/);
   });
 

@@ -8,11 +8,11 @@ import { advisoryLockKey } from '@dbkit/core/migrations/lock';
 import type { Command } from '@dbkit/core/migrations/plan';
 import { migrate, type MigrateResult } from '@dbkit/core/migrations/runner';
 import { HISTORY_TABLE } from '@dbkit/core/migrations/state';
-import { cli, engineSuite, withStartedProject, makeDockerProject, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
+import { cli, ok, engineSuite, withStartedDockerProject, makeDockerProject, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 import { testCtx } from './setup/ctx.ts';
-import { appTarget, type CliResult } from './setup/project.ts';
-import { output, query, spawnCli, tableExists, until, versionRows } from './support/engine.ts';
+import { appTarget } from './setup/project.ts';
+import { existingTables, output, query, spawnCli, tableExists, until, versionRows } from './setup/engine.ts';
 
 // One database, two runners: the real golang-migrate v4.18.3 (the db-migrate service, through the
 // tasks with DB_RUNTIME=docker) and our runner (packages/core's migrate(), called here directly on a
@@ -39,18 +39,7 @@ interface Ctx {
   holder?: Client;
 }
 
-async function tables(p: DockerProject): Promise<string[]> {
-  const out: string[] = [];
-  for (const t of TABLES) if (await tableExists(p, t)) out.push(t);
-  return out;
-}
-
-/** A task through golang-migrate that must succeed. */
-async function gm(p: DockerProject, args: string[]): Promise<CliResult> {
-  const r = await cli(args, p.env);
-  assert.is(r.code, 0, `${args.join(' ')} exited ${r.code}: ${output(r)}`);
-  return r;
-}
+const tables = (p: DockerProject) => existingTables(p, TABLES);
 
 /** Our runner on the project's api-db, as the migration role over verified TLS to 127.0.0.1. */
 async function ours(p: DockerProject, cmd: Command, opts: { lockTimeoutMs?: number; applicationName?: string } = {}): Promise<MigrateResult> {
@@ -99,11 +88,11 @@ function cleanHistory(s: StatusJson & { stderr: string }, applied: number[], pen
 const gmFirst = engineSuite<Ctx>('golang-migrate first, then our runner, on one database');
 
 if (gmFirst) {
-  withStartedProject(gmFirst, FOUR);
+  withStartedDockerProject(gmFirst, FOUR);
 
   gmFirst('golang-migrate applies 1 and 2; our runner reads its row and applies 3 on top', async (ctx) => {
     const p = ctx.p!;
-    await gm(p, ['db:migrate', 'up', '2']);
+    await ok(['db:migrate', 'up', '2'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     const r = await ours(p, { kind: 'up', n: 1 });
     assert.equal([r.from, r.to, r.steps.map((s) => s.version)], [2, 3, [3]]);
@@ -115,11 +104,11 @@ if (gmFirst) {
 
   gmFirst('golang-migrate rolls back the migration our runner applied, and applies it again', async (ctx) => {
     const p = ctx.p!;
-    await gm(p, ['db:migrate', 'down', '1']);
+    await ok(['db:migrate', 'down', '1'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta']);
     cleanHistory(await status(p), [1, 2], [3, 4]);
-    await gm(p, ['db:migrate', 'up', '1']);
+    await ok(['db:migrate', 'up', '1'], p.env);
     assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta', 'gamma']);
     cleanHistory(await status(p), [1, 2, 3], [4]);
@@ -159,9 +148,9 @@ if (gmFirst) {
 
   gmFirst('golang-migrate forces 3 and, the file fixed, applies 4: both read the same clean history', async (ctx) => {
     const p = ctx.p!;
-    await gm(p, ['db:migrate:force', '3', '--yes']);
+    await ok(['db:migrate:force', '3', '--yes'], p.env);
     await fs.writeFile(path.join(p.migrationsDir, '000004_delta.up.sql'), FOUR['000004_delta.up.sql']);
-    await gm(p, ['db:migrate']);
+    await ok(['db:migrate'], p.env);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
     assert.equal(await tables(p), TABLES);
     cleanHistory(await status(p), [1, 2, 3, 4], []);
@@ -176,16 +165,16 @@ if (gmFirst) {
 const oursFirst = engineSuite<Ctx>('our runner first, then golang-migrate, on one database');
 
 if (oursFirst) {
-  withStartedProject(oursFirst, FOUR);
+  withStartedDockerProject(oursFirst, FOUR);
 
   oursFirst('our runner applies 1 to 3 in golang-migrate\'s table; golang-migrate carries on with 4, and db:status calls every file applied', async (ctx) => {
     const p = ctx.p!;
     const r = await ours(p, { kind: 'up', n: 3 });
     assert.equal([r.from, r.to, r.steps.map((s) => s.version)], [null, 3, [1, 2, 3]]);
     assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
-    const again = await gm(p, ['db:migrate', 'goto', '3']);
+    const again = await ok(['db:migrate', 'goto', '3'], p.env);
     assert.match(output(again), /\bno change\b/);
-    await gm(p, ['db:migrate']);
+    await ok(['db:migrate'], p.env);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
     assert.equal(await tables(p), TABLES);
     cleanHistory(await status(p), [1, 2, 3, 4], []);
@@ -193,13 +182,13 @@ if (oursFirst) {
 
   oursFirst('golang-migrate rolls back what our runner applied; our runner then golang-migrate apply it again', async (ctx) => {
     const p = ctx.p!;
-    await gm(p, ['db:migrate', 'down', '2']);
+    await ok(['db:migrate', 'down', '2'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta']);
     cleanHistory(await status(p), [1, 2], [3, 4]);
     const r = await ours(p, { kind: 'up', n: 1 });
     assert.equal([r.from, r.to], [2, 3]);
-    await gm(p, ['db:migrate']);
+    await ok(['db:migrate'], p.env);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
     assert.equal(await tables(p), TABLES);
     cleanHistory(await status(p), [1, 2, 3, 4], []);
@@ -208,7 +197,7 @@ if (oursFirst) {
   oursFirst('a golang-migrate up that fails after its own roll-back is diagnosed as that up, not as an interrupted roll-back', async (ctx) => {
     const p = ctx.p!;
     // Our history holds rows for 1 to 3; golang-migrate rolls back to 1 without knowing of it.
-    await gm(p, ['db:migrate', 'down', '3']);
+    await ok(['db:migrate', 'down', '3'], p.env);
     assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
     await fs.writeFile(path.join(p.migrationsDir, '000002_beta.up.sql'), 'CREATE TABLE beta (id int PRIMARY KEY);\nSELECT 1/0;\n');
     const r = await cli(['db:migrate'], p.env);
@@ -227,9 +216,9 @@ if (oursFirst) {
 
   oursFirst('forced back to 1 and fixed, golang-migrate and our runner finish the job together', async (ctx) => {
     const p = ctx.p!;
-    await gm(p, ['db:migrate:force', '1', '--yes']);
+    await ok(['db:migrate:force', '1', '--yes'], p.env);
     await fs.writeFile(path.join(p.migrationsDir, '000002_beta.up.sql'), FOUR['000002_beta.up.sql']);
-    await gm(p, ['db:migrate', 'up', '1']);
+    await ok(['db:migrate', 'up', '1'], p.env);
     const r = await ours(p, { kind: 'up' });
     assert.equal([r.from, r.to, r.steps.map((s) => s.version)], [2, 4, [3, 4]]);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
@@ -276,7 +265,7 @@ if (locks) {
   setUp(locks, async (ctx) => {
     ctx.p = await makeDockerProject({ migrations: GATED });
     await startDockerProject(ctx.p);
-    await gm(ctx.p, ['db:migrate', 'up', '1']);
+    await ok(['db:migrate', 'up', '1'], ctx.p.env);
     ctx.holder = await connect({ ...(await appTarget(ctx.p, '127.0.0.1', 'migrate')), applicationName: 'lock holder (test)' });
   });
   locks.after(async (ctx) => {

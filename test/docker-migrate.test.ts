@@ -1,9 +1,9 @@
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cli, compose, engineSuite, withStartedProject, makeDockerProject, removeDockerProject, type DockerProject } from './setup/docker.ts';
+import { cli, ok, compose, engineSuite, withStartedDockerProject, makeDockerProject, removeDockerProject, type DockerProject } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query, tableExists, versionRows } from './support/engine.ts';
+import { existingTables, output, query, tableExists, versionRows } from './setup/engine.ts';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, type CliResult } from './setup/project.ts';
 
@@ -29,79 +29,68 @@ interface Ctx {
 }
 
 /** Which of `TABLES` exist, in order. */
-async function tables(p: DockerProject): Promise<string[]> {
-  const out: string[] = [];
-  for (const t of TABLES) if (await tableExists(p, t)) out.push(t);
-  return out;
-}
-
-/** A task that must succeed; the assertion shows its output when it does not. */
-async function task(p: DockerProject, args: string[]): Promise<CliResult> {
-  const r = await cli(args, p.env);
-  assert.is(r.code, 0, `${args.join(' ')} exited ${r.code}: ${output(r)}`);
-  return r;
-}
+const tables = (p: DockerProject) => existingTables(p, TABLES);
 
 // ---------------------------------------------------------------------------------------------
 const moves = engineSuite<Ctx>('golang-migrate through db:migrate on the docker runtime');
 
 if (moves) {
-  withStartedProject(moves, FOUR);
+  withStartedDockerProject(moves, FOUR);
 
   moves('db:migrate up 2 applies the first two migrations and records (2, clean) in the one row', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:migrate', 'up', '2']);
+    await ok(['db:migrate', 'up', '2'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta']);
   });
 
   moves('db:migrate applies the rest, and a second db:migrate prints golang-migrate\'s "no change" and exits 0', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:migrate']);
+    await ok(['db:migrate'], p.env);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
     assert.equal(await tables(p), TABLES);
-    const again = await task(p, ['db:migrate']);
+    const again = await ok(['db:migrate'], p.env);
     assert.match(output(again), /\bno change\b/);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
   });
 
   moves('db:migrate down 2 rolls back the last two and leaves (2, clean)', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:migrate', 'down', '2']);
+    await ok(['db:migrate', 'down', '2'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta']);
   });
 
   moves('db:migrate goto 3 goes up one, and goto 1 goes down two', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:migrate', 'goto', '3']);
+    await ok(['db:migrate', 'goto', '3'], p.env);
     assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta', 'gamma']);
-    await task(p, ['db:migrate', 'goto', '1']);
+    await ok(['db:migrate', 'goto', '1'], p.env);
     assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
     assert.equal(await tables(p), ['alpha']);
   });
 
   moves('db:rollback rolls back the first migration: golang-migrate then leaves no row at all', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:rollback', '--yes']);
+    await ok(['db:rollback', '--yes'], p.env);
     assert.equal(await versionRows(p), []);
     assert.equal(await tables(p), []);
-    const s = JSON.parse((await task(p, ['db:status', '--json'])).stdout);
+    const s = JSON.parse((await ok(['db:status', '--json'], p.env)).stdout);
     assert.equal([s.version, s.dirty, s.pending.length], [null, false, 4]);
   });
 
   moves('db:migrate:force 3 --yes records (3, clean) without running any file, and force -1 clears the row', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:migrate:force', '3', '--yes']);
+    await ok(['db:migrate:force', '3', '--yes'], p.env);
     assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
     assert.equal(await tables(p), [], 'force ran a migration');
-    const s = JSON.parse((await task(p, ['db:status', '--json'])).stdout);
+    const s = JSON.parse((await ok(['db:status', '--json'], p.env)).stdout);
     assert.equal([s.version, s.dirty, s.pending.map((e: { version: number }) => e.version)], [3, false, [4]]);
     // Go's flag package would read a bare -1 as a flag: the task passes `force -- -1`.
-    await task(p, ['db:migrate:force', '--yes', '--', '-1']);
+    await ok(['db:migrate:force', '--yes', '--', '-1'], p.env);
     assert.equal(await versionRows(p), []);
-    await task(p, ['db:migrate']);
+    await ok(['db:migrate'], p.env);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
     assert.equal(await tables(p), TABLES);
   });
@@ -115,7 +104,7 @@ const BROKEN = { ...FOUR, '000003_gamma.up.sql': 'CREATE TABLE gamma (id int PRI
 const failing = engineSuite<Ctx>('a migration that fails under golang-migrate');
 
 if (failing) {
-  withStartedProject(failing, BROKEN);
+  withStartedDockerProject(failing, BROKEN);
 
   failing('db:migrate exits non-zero with golang-migrate\'s error, leaving (3, dirty) and the tables of 1 and 2 only', async (ctx) => {
     const p = ctx.p!;
@@ -139,12 +128,12 @@ if (failing) {
 
   failing('db:status names the dirty version, the file that stopped, and the exact force command, in text and in --json', async (ctx) => {
     const p = ctx.p!;
-    const text = await task(p, ['db:status']);
+    const text = await ok(['db:status'], p.env);
     assert.match(text.stdout, /^version\s+3 \(DIRTY\b/m);
     assert.match(text.stdout, /000003_gamma\.up\.sql stopped part-way; its objects look not applied/);
     assert.match(text.stdout, /^fix\s+nothing of it is there: pnpm db:migrate:force 2, then pnpm db:migrate$/m);
     assert.match(text.stdout, /^\s+applied 000003_gamma\.up\.sql\s+DIRTY: stopped part-way$/m);
-    const json = JSON.parse((await task(p, ['db:status', '--json'])).stdout);
+    const json = JSON.parse((await ok(['db:status', '--json'], p.env)).stdout);
     assert.is(json.runtime, 'docker');
     assert.is(json.version, 3);
     assert.is(json.dirty, true);
@@ -158,14 +147,14 @@ if (failing) {
 
   failing('db:migrate:force 2 --yes, the file fixed, then db:migrate: version 4, clean, every table there', async (ctx) => {
     const p = ctx.p!;
-    await task(p, ['db:migrate:force', '2', '--yes']);
+    await ok(['db:migrate:force', '2', '--yes'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     await fs.writeFile(path.join(p.migrationsDir, '000003_gamma.up.sql'), FOUR['000003_gamma.up.sql']);
-    await task(p, ['db:migrate']);
+    await ok(['db:migrate'], p.env);
     assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
     assert.equal(await tables(p), TABLES);
     assert.equal(await query(p, 'SELECT count(*)::int AS n FROM gamma'), [{ n: 2 }]);
-    const s = JSON.parse((await task(p, ['db:status', '--json', '--exit-code'])).stdout);
+    const s = JSON.parse((await ok(['db:status', '--json', '--exit-code'], p.env)).stdout);
     assert.equal([s.version, s.dirty, s.pending.length], [4, false, 0]);
   });
 

@@ -6,6 +6,8 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { cli, makeProject, removeProject, ROOT, type CliResult, type Project } from './setup/project.ts';
+import { failsClearly } from './setup/assert.ts';
+import { ENGINE_STUB, readCalls } from './setup/engine-stub.ts';
 import { setUp } from './setup/hooks.ts';
 import { testCtx } from './setup/ctx.ts';
 import { dockerRuntime } from '@dbkit/core/runtime/docker';
@@ -152,9 +154,8 @@ const missing = suite<Ctx>('DB_RUNTIME=docker where Docker cannot run this proje
 setUp(missing, async (ctx) => {
   ctx.p = await makeProject();
   ctx.stubDir = await fs.mkdtemp(path.join(os.tmpdir(), 'docker-stub-'));
-  const stub = path.join(ROOT, 'test/setup/engine-stub.mjs');
   for (const prog of ['docker', 'docker-compose']) {
-    await fs.writeFile(path.join(ctx.stubDir, prog), `#!/bin/sh\nexec '${process.execPath}' '${stub}' ${prog} "$@"\n`, { mode: 0o755 });
+    await fs.writeFile(path.join(ctx.stubDir, prog), `#!/bin/sh\nexec '${process.execPath}' '${ENGINE_STUB}' ${prog} "$@"\n`, { mode: 0o755 });
   }
 });
 
@@ -172,10 +173,7 @@ async function withStub(ctx: Ctx, task: string[], installation: Record<string, s
   const log = path.join(ctx.stubDir!, 'calls.jsonl');
   await fs.writeFile(log, '');
   const r = await cli(task, { ...ctx.p!.env, PATH: `${ctx.stubDir}:${process.env.PATH}`, DOCKER_STUB_LOG: log, DB_RUNTIME: runtime, ...installation });
-  const asked = (await fs.readFile(log, 'utf8')).split('\n').filter(Boolean).map((l) => {
-    const c = JSON.parse(l) as { prog: string; argv: string[] };
-    return [c.prog, ...c.argv];
-  });
+  const asked = (await readCalls(log)).map((c) => [c.prog, ...c.argv]);
   return { r, asked: inOrder(asked) };
 }
 
@@ -185,23 +183,12 @@ async function withoutEngine(ctx: Ctx, task: string[], runtime: string): Promise
   return cli(task, { ...ctx.p!.env, DB_RUNTIME: runtime, DOCKER_HOST: `unix://${nowhere}`, DOCKER_CONTEXT: undefined });
 }
 
-/** The error line, the hint line, exit 1, no stack trace. */
-function oneClearLine(r: CliResult, what: RegExp, fix: RegExp) {
-  assert.is(r.code, 1, r.stdout + r.stderr);
-  const lines = r.stderr.trim().split('\n');
-  assert.is(lines.filter((l) => l.startsWith('error: ')).length, 1, r.stderr);
-  assert.match(lines[0], /^error: DB_RUNTIME=docker but /);
-  assert.match(lines[0], what);
-  assert.ok(lines.some((l) => /^hint: /.test(l) && fix.test(l)), r.stderr);
-  assert.not.match(r.stderr, /\n\s+at /);
-}
-
 // Where the docker client itself (with its compose plugin) is not installed, the first thing missing is Compose.
 const clientInstalled = spawnSync('docker', ['compose', 'version'], { stdio: 'ignore' }).status === 0;
 const NO_ENGINE = clientInstalled ? /no Docker engine answers/ : /Docker Compose v2 is not installed|Compose v2 is installed as docker-compose|only Compose v1/;
 
 missing('no engine answering is said, with the fix (the real docker client, DOCKER_HOST at nothing)', async (ctx) => {
-  oneClearLine(await withoutEngine(ctx, ['db:logs'], 'docker'), NO_ENGINE, /DB_RUNTIME=native/);
+  assert.match(failsClearly(await withoutEngine(ctx, ['db:logs'], 'docker'), NO_ENGINE, { hint: /DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
 });
 
 missing('DB_RUNTIME=auto falls back to the native runtime when no engine answers, and says why', async (ctx) => {
@@ -214,13 +201,13 @@ missing('DB_RUNTIME=auto falls back to the native runtime when no engine answers
 
 missing('an engine older than 25 is refused by name, and nothing is sent after the probe', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_ENGINE: '24.0.7' });
-  oneClearLine(r, /Docker Engine 24\.0\.7 is too old: this tool needs 25 or newer, for the healthcheck's start_interval/, /upgrade Docker Engine.*DB_RUNTIME=native/);
+  assert.match(failsClearly(r, /Docker Engine 24\.0\.7 is too old: this tool needs 25 or newer, for the healthcheck's start_interval/, { hint: /upgrade Docker Engine.*DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
   assert.equal(asked, PROBE);
 });
 
 missing('a Compose older than 2.20.2 is refused by name, and nothing is sent after the probe', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: '2.20.1' });
-  oneClearLine(r, /Docker Compose 2\.20\.1 is too old: this tool needs 2\.20\.2 or newer, for the healthcheck.s start_interval/, /upgrade the compose plugin.*DB_RUNTIME=native/);
+  assert.match(failsClearly(r, /Docker Compose 2\.20\.1 is too old: this tool needs 2\.20\.2 or newer, for the healthcheck.s start_interval/, { hint: /upgrade the compose plugin.*DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
   assert.equal(asked, PROBE);
 });
 
@@ -233,13 +220,13 @@ missing('DB_RUNTIME=auto with an engine too old falls back to the native runtime
 
 missing('only Compose v1 (docker-compose) is refused, with the fix', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '1.29.2' });
-  oneClearLine(r, /only Compose v1 \(docker-compose\) is installed/, /docker-compose-plugin|DB_RUNTIME=native/);
+  assert.match(failsClearly(r, /only Compose v1 \(docker-compose\) is installed/, { hint: /docker-compose-plugin|DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
   assert.equal(asked, inOrder([...PROBE, ['docker-compose', 'version', '--short']]));
 });
 
 missing('Compose v2 installed only as the docker-compose program is not called v1: the fix links it as a plugin', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '2.26.1-4' });
-  oneClearLine(r, /Compose v2 is installed as docker-compose \(2\.26\.1-4\), but docker compose does not find it/, /cli-plugins\/docker-compose/);
+  assert.match(failsClearly(r, /Compose v2 is installed as docker-compose \(2\.26\.1-4\), but docker compose does not find it/, { hint: /cli-plugins\/docker-compose/, first: true }).error, /^error: DB_RUNTIME=docker but /);
   assert.not.match(r.stderr, /Compose v1/);
   assert.equal(asked, inOrder([...PROBE, ['docker-compose', 'version', '--short']]));
 });

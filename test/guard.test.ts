@@ -4,7 +4,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, failsClearly, ownerQuery, suQuery } from './backup-fixtures.ts';
+import { backupDirState, backupProject, ownerQuery, suQuery } from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 interface Ctx {
@@ -66,7 +67,7 @@ prod('every destructive task, even with --yes, exits non-zero, names the overrid
   const backupsBefore = await backupDirState(p);
   for (const args of destructive(ctx.backup!).map((a) => [...a, '--yes'])) {
     const r = await cli(args, p.env);
-    failsClearly(r, new RegExp(`${args[0]} refused: the database is recorded as production`), /--force-production/);
+    failsClearly(r, new RegExp(`${args[0]} refused: the database is recorded as production`), { hint: /--force-production/ });
     await dataStillThere(p, 25);
   }
   assert.equal(await backupDirState(p), backupsBefore, 'not even a safety backup was taken');
@@ -76,7 +77,7 @@ prod('with --force-production but no terminal and no --yes, each destructive tas
   const p = ctx.p!;
   for (const args of destructive(ctx.backup!)) {
     const r = await cli([...args, '--force-production'], p.env);
-    failsClearly(r, /needs confirmation and there is no terminal/, /--yes/);
+    failsClearly(r, /needs confirmation and there is no terminal/, { hint: /--yes/ });
     await dataStillThere(p, 25);
   }
 });
@@ -135,7 +136,7 @@ prod('db:delete --dry-run lists the databases and what is kept, and deletes noth
 prod('a stopped server with data is not deleted without both --no-backup and --force-production', async (ctx) => {
   const p = ctx.p!;
   await ok(['db:down'], p.env);
-  failsClearly(await cli(['db:delete', '--yes'], p.env), /PostgreSQL is stopped, so no safety backup can be taken/, /--no-backup --force-production/);
+  failsClearly(await cli(['db:delete', '--yes'], p.env), /PostgreSQL is stopped, so no safety backup can be taken/, { hint: /--no-backup --force-production/ });
   failsClearly(await cli(['db:delete', '--yes', '--no-backup'], p.env), /PostgreSQL is stopped/);
   await ok(['db:up'], p.env);
   await dataStillThere(p, 25);
@@ -193,7 +194,7 @@ dev.after(async (ctx) => {
 dev('with no terminal and no --yes, every destructive task exits non-zero and the data is still there', async (ctx) => {
   const p = ctx.p!;
   for (const args of destructive(ctx.backup!)) {
-    failsClearly(await cli(args, p.env), /needs confirmation and there is no terminal to ask/, new RegExp(`${args[0]}.*--yes`));
+    failsClearly(await cli(args, p.env), /needs confirmation and there is no terminal to ask/, { hint: new RegExp(`${args[0]}.*--yes`) });
     await dataStillThere(p, 2);
   }
 });

@@ -2,25 +2,14 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cli, makeProject, removeProject, run, ROOT, type CliResult, type Project } from './setup/project.ts';
+import { cli, makeProject, removeProject, run, ROOT, type Project } from './setup/project.ts';
+import { failsClearly } from './setup/assert.ts';
 import { tasks } from '../tasks/registry.ts';
 import { helpText } from '../tasks/help.ts';
 
 // pnpm 10's own `help` command shadows our `help` script: `pnpm help db:up` prints pnpm's usage page.
 // Every hint and the README must name a command that reaches our registry's help; these tests run
 // each one through pnpm from the project root, exactly as printed.
-
-/** The one error line and the hint of a usage error (exit 2). */
-function usageError(r: CliResult, what: RegExp): string {
-  assert.is(r.code, 2, r.stdout + r.stderr);
-  const lines = r.stderr.trim().split('\n');
-  assert.is(lines.filter((l) => l.startsWith('error: ')).length, 1, r.stderr);
-  assert.match(lines.find((l) => l.startsWith('error: '))!, what);
-  const hint = lines.find((l) => l.startsWith('hint: '));
-  assert.ok(hint, `no hint in:\n${r.stderr}`);
-  assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
-  return hint!.slice('hint: '.length);
-}
 
 /** The pnpm command a hint names: from `pnpm` to the end of the line. */
 function commandOf(hint: string): string[] {
@@ -58,12 +47,12 @@ hints('each task\'s unknown flag, each task\'s extra argument, an unknown task a
   const env = isolated(ctx.p!);
   const add = (hint: string, from: string) => ctx.hints!.set(commandOf(hint).join(' '), from);
   for (const t of tasks.filter((x) => !x.passThrough)) {
-    add(usageError(await cli([t.name, '--no-such-flag'], env), new RegExp(`${t.name}: Unknown option '--no-such-flag'`)), `${t.name} --no-such-flag`);
+    add(failsClearly(await cli([t.name, '--no-such-flag'], env), new RegExp(`${t.name}: Unknown option '--no-such-flag'`), { code: 2 }).hint, `${t.name} --no-such-flag`);
     const extra = ['extra0', 'extra1', 'extra2']; // more than any task but a pass-through one takes
-    add(usageError(await cli([t.name, ...extra], env), /unexpected argument/), `${t.name} ${extra.join(' ')}`);
+    add(failsClearly(await cli([t.name, ...extra], env), /unexpected argument/, { code: 2 }).hint, `${t.name} ${extra.join(' ')}`);
   }
-  add(usageError(await cli(['db:nope'], env), /unknown task "db:nope"/), 'db:nope');
-  add(usageError(await cli(['help', 'nope'], env), /no task named "nope"/), 'help nope');
+  add(failsClearly(await cli(['db:nope'], env), /unknown task "db:nope"/, { code: 2 }).hint, 'db:nope');
+  add(failsClearly(await cli(['help', 'nope'], env), /no task named "nope"/, { code: 2 }).hint, 'help nope');
   // Each task's usage error points at that task's help; the others at the list.
   for (const t of tasks.filter((x) => !x.passThrough)) assert.ok(ctx.hints!.has(`pnpm run help ${t.name}`), `${t.name}: ${[...ctx.hints!.keys()].join(', ')}`);
   assert.ok(ctx.hints!.has('pnpm run help'));
@@ -135,17 +124,17 @@ extra.before(async (ctx) => {
 extra.after(async (ctx) => removeProject(ctx.p));
 
 extra('db:up extra exits 2 with one error line and the hint, and starts nothing', async ({ p }) => {
-  const hint = usageError(await cli(['db:up', 'extra'], isolated(p!)), /^error: db:up: unexpected argument "extra" \(db:up takes no arguments\)$/);
+  const hint = failsClearly(await cli(['db:up', 'extra'], isolated(p!)), /^error: db:up: unexpected argument "extra" \(db:up takes no arguments\)$/, { code: 2 }).hint;
   assert.is(hint, 'pnpm run help db:up');
   assert.not.ok(await fs.stat(p!.nativeDir).then(() => true, () => false), 'no data directory was made');
   assert.not.ok(await fs.stat(p!.secretsDir).then(() => true, () => false), 'no secrets were made');
 });
 
 extra('a task that takes one argument refuses a second, naming it and its usage', async ({ p }) => {
-  usageError(await cli(['db:rollback', '1', '2'], isolated(p!)), /^error: db:rollback: unexpected argument "2" \(db:rollback takes at most 1: \[N\]\)$/);
-  usageError(await cli(['db:migrate:create', 'a', 'b'], isolated(p!)), /unexpected argument "b"/);
+  failsClearly(await cli(['db:rollback', '1', '2'], isolated(p!)), /^error: db:rollback: unexpected argument "2" \(db:rollback takes at most 1: \[N\]\)$/, { code: 2 });
+  failsClearly(await cli(['db:migrate:create', 'a', 'b'], isolated(p!)), /unexpected argument "b"/, { code: 2 });
   assert.equal(await fs.readdir(p!.migrationsDir).then((f) => f.filter((x) => /_a\./.test(x))), [], 'no migration was created');
-  usageError(await cli(['db:migrate', 'up', '1', '2'], isolated(p!)), /unexpected argument "2" \(db:migrate takes at most 2: /);
+  failsClearly(await cli(['db:migrate', 'up', '1', '2'], isolated(p!)), /unexpected argument "2" \(db:migrate takes at most 2: /, { code: 2 });
 });
 
 extra('how many positionals each task\'s usage shows', async () => {

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CLI, ROOT, cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupProject, ownerQuery, suQuery } from './backup-fixtures.ts';
+import { backupProject, ownerQuery, suQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 // A backup, verification or restore killed at any moment: its client tools die with it, what it
@@ -178,7 +178,7 @@ async function killAndRecover(p: Project, args: string[], at: { afterLines?: num
 backup('pg_dump waiting on a lock is ended when the tool is killed (SIGKILL, SIGTERM), not left waiting', async (ctx) => {
   const p = ctx.p!;
   const { connect } = await import('@dbkit/core/pg');
-  const { superuser } = await import('./backup-fixtures.ts');
+  const { superuser } = await import('./setup/backup.ts');
   for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
     // The table is locked, so pg_dump (and the tool) wait for as long as the lock is held.
     const holder = await connect(await superuser(p));

@@ -1,11 +1,11 @@
-import { suite } from 'uvu';
+import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import pg from 'pg';
 import { connect } from '@dbkit/core/pg';
 import { appTarget, cli, ok, ownerTarget, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupProject, fillShop, superuser, suQuery } from './backup-fixtures.ts';
+import { backupProject, fillShop, superuser, suQuery } from './setup/backup.ts';
 import { killAt, type KillPoint } from './setup/interrupt.ts';
-import { until } from './support/engine.ts';
+import { until } from './setup/engine.ts';
 import { setUp } from './setup/hooks.ts';
 
 // db:restore killed at every step it prints, at several delays after each: the application
@@ -58,19 +58,23 @@ async function appSession(p: Project): Promise<pg.Client> {
   return c;
 }
 
+/** Both suites' set-up: a started, migrated project holding the shop, with one verified backup (ctx.backup); after, removed. */
+function withShopBackup(s: Test<Ctx>): void {
+  setUp(s, async (ctx) => {
+    ctx.p = await backupProject();
+    await startProject(ctx.p);
+    await ok(['db:migrate'], ctx.p.env);
+    await fillShop(ctx.p);
+    ctx.backup = JSON.parse((await ok(['db:backup', '--verify', '--json'], ctx.p.env)).stdout).name;
+  });
+  s.after(async (ctx) => {
+    await removeProject(ctx.p);
+  });
+}
+
 const restore = suite<Ctx>('db:restore killed at any step');
 
-setUp(restore, async (ctx) => {
-  ctx.p = await backupProject();
-  await startProject(ctx.p);
-  await ok(['db:migrate'], ctx.p.env);
-  await fillShop(ctx.p);
-  ctx.backup = JSON.parse((await ok(['db:backup', '--verify', '--json'], ctx.p.env)).stdout).name;
-});
-
-restore.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withShopBackup(restore);
 
 restore('killed at each step it prints, the database stays reachable with every role, and the next db:restore succeeds', async (ctx) => {
   const p = ctx.p!;
@@ -122,17 +126,7 @@ restore.run();
 // ---------------------------------------------------------------------------------------------
 const repair = suite<Ctx>('db:up and db:restore repair what an interrupted restore left');
 
-setUp(repair, async (ctx) => {
-  ctx.p = await backupProject();
-  await startProject(ctx.p);
-  await ok(['db:migrate'], ctx.p.env);
-  await fillShop(ctx.p);
-  ctx.backup = JSON.parse((await ok(['db:backup', '--verify', '--json'], ctx.p.env)).stdout).name;
-});
-
-repair.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withShopBackup(repair);
 
 const refuseConnections = (p: Project) => suQuery(p, 'ALTER DATABASE app WITH ALLOW_CONNECTIONS false', 'postgres');
 const repaired = (stderr: string) => stderr.split('\n').filter((l) => /repaired/.test(l));

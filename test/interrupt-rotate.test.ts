@@ -4,10 +4,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { connect } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
+import { appTarget, cli, ok, ownerTarget, readSecretFile, withStartedProject, type Project } from './setup/project.ts';
 import { killAt, type KillPoint } from './setup/interrupt.ts';
-import { spawnCli } from './support/engine.ts';
-import { setUp } from './setup/hooks.ts';
+import { spawnCli } from './setup/engine.ts';
 
 // db:secrets:rotate killed across its whole run: at even steps over the length of a whole run,
 // after the step it prints, and at the moments its files change (.new written, .old written, the
@@ -81,14 +80,7 @@ async function killEverywhere(p: Project, args: string[], file: string): Promise
 
 const rotation = suite<Ctx>('db:secrets:rotate killed at any moment');
 
-setUp(rotation, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p);
-});
-
-rotation.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(rotation);
 
 for (const role of ['postgres', 'app', 'migrate'] as const) {
   rotation(`${role}: after a kill at any moment, the next run finishes or rolls back, and every role logs in`, async (ctx) => {

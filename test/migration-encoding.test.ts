@@ -7,7 +7,7 @@ import { UserError } from '@dbkit/core/errors';
 import { checkFiles, loadMigrations } from '@dbkit/core/migrations/files';
 import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, tableExists, versionRows } from './support/engine.ts';
+import { output, tableExists, versionRows } from './setup/engine.ts';
 
 // "café" saved by an editor set to Latin-1: the é is the single byte 0xE9, which is not UTF-8.
 const LATIN1 = Buffer.from("CREATE TABLE menu (name text);\nINSERT INTO menu VALUES ('caf\u00e9');\n", 'latin1');

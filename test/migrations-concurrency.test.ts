@@ -1,8 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cli, makeProject, removeProject, startProject, type CliResult, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
-import { output, query, versionRows } from './support/engine.ts';
+import { cli, withStartedProject, type CliResult, type Project } from './setup/project.ts';
+import { output, query, versionRows } from './setup/engine.ts';
 
 // Each transactional file logs its run in run_log, so a file applied twice shows up as a count;
 // the CONCURRENTLY files cannot log (they must be alone) but fail if run twice. The pauses before
@@ -32,13 +31,7 @@ interface Ctx {
 
 const race = suite<Ctx>(`${RUNNERS} db:migrate processes at once, ${ROUNDS} rounds`, {});
 
-setUp(race, async (ctx) => {
-  ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p);
-});
-race.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(race, { migrations: files });
 
 const all = (p: Project, args: string[]) => Promise.all(Array.from({ length: RUNNERS }, () => cli(args, p.env)));
 

@@ -3,9 +3,8 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { advisoryLockKey } from '@dbkit/core/migrations/lock';
-import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
-import { output, query, spawnCli, until, versionRows } from './support/engine.ts';
+import { cli, withStartedProject, type Project } from './setup/project.ts';
+import { output, query, spawnCli, until, versionRows } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_slow.up.sql': `CREATE TABLE slow (id int);
@@ -24,13 +23,7 @@ interface Ctx {
 
 const dirty = suite<Ctx>('a runner killed in the middle of a non-transactional migration', {});
 
-setUp(dirty, async (ctx) => {
-  ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p, { migrate: ['up', '1'] });
-});
-dirty.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(dirty, { migrations: files, migrate: ['up', '1'] });
 
 dirty('frees the lock; the next run reports the dirty version, what the file left and the exact force command, and exits 1', async (ctx) => {
   const p = ctx.p!;

@@ -2,9 +2,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
-import { output, query, tableExists, versionRows } from './support/engine.ts';
+import { cli, withStartedProject, type Project } from './setup/project.ts';
+import { output, query, tableExists, versionRows } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY, email text UNIQUE);\n',
@@ -20,13 +19,7 @@ interface Ctx {
 
 const fail = suite<Ctx>('db:migrate with a file that fails, and with invalid files', {});
 
-setUp(fail, async (ctx) => {
-  ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p, { migrate: ['up', '1'] });
-});
-fail.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(fail, { migrations: files, migrate: ['up', '1'] });
 
 async function assertUntouched(p: Project) {
   assert.not.ok(await tableExists(p, 'imports'), 'the first statement of the failed file was kept');

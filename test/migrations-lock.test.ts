@@ -7,7 +7,7 @@ import { connect } from '@dbkit/core/pg';
 import { advisoryLockKey } from '@dbkit/core/migrations/lock';
 import { appTarget, cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, spawnCli, tableExists, until } from './support/engine.ts';
+import { output, spawnCli, tableExists, until } from './setup/engine.ts';
 
 interface Ctx {
   p?: Project;

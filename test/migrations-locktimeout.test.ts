@@ -6,7 +6,7 @@ import type { Client } from 'pg';
 import { connect } from '@dbkit/core/pg';
 import { appTarget, cli, makeProject, ownerTarget, removeProject, startProject, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, query, spawnCli, until, versionRows } from './support/engine.ts';
+import { output, query, spawnCli, until, versionRows } from './setup/engine.ts';
 
 interface Ctx {
   p?: Project;

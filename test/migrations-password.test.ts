@@ -6,7 +6,7 @@ import { SECRET_NAMES } from '@dbkit/core/secrets';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, cli, makeProject, ownerTarget, removeProject, type CliResult, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output, versionRows } from './support/engine.ts';
+import { output, versionRows } from './setup/engine.ts';
 
 // RFC 3986's reserved characters (gen-delims and sub-delims), the escape character, quotes, a
 // backslash, spaces, and letters outside ASCII (precomposed, so SASLprep leaves them as they are).

@@ -2,9 +2,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Client } from 'pg';
 import { withClient } from '@dbkit/core/pg';
-import { cli, ownerTarget, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
-import { output, versionRows } from './support/engine.ts';
+import { cli, ownerTarget, withStartedProject, type Project } from './setup/project.ts';
+import { output, versionRows } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_core.up.sql': `-- tables, an enum, constraints of every kind
@@ -75,13 +74,7 @@ interface Ctx {
 
 const rt = suite<Ctx>('db:migrate round trip (native runtime)', {});
 
-setUp(rt, async (ctx) => {
-  ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p);
-});
-rt.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(rt, { migrations: files });
 
 const snap = async (p: Project) => withClient(await ownerTarget(p), snapshot);
 

@@ -2,9 +2,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cli, makeProject, removeProject, startProject, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
-import { output, query, tableExists, versionRows } from './support/engine.ts';
+import { cli, withStartedProject, type Project } from './setup/project.ts';
+import { output, query, tableExists, versionRows } from './setup/engine.ts';
 
 // db:migrate --single-transaction: the whole run, files and bookkeeping, in one transaction.
 const files: Record<string, string> = {
@@ -22,13 +21,7 @@ interface Ctx {
 
 const one = suite<Ctx>('db:migrate --single-transaction', {});
 
-setUp(one, async (ctx) => {
-  ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p);
-});
-one.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(one, { migrations: files });
 
 const history = async (p: Project) => (await query(p, 'SELECT version FROM schema_migrations_history ORDER BY 1')).map((r) => Number(r.version));
 

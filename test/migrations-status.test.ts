@@ -3,9 +3,8 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { cli, makeProject, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
-import { output, query } from './support/engine.ts';
+import { cli, readSecretFile, withStartedProject, type Project } from './setup/project.ts';
+import { output, query } from './setup/engine.ts';
 
 const files: Record<string, string> = {
   '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY);\n',
@@ -20,13 +19,7 @@ interface Ctx {
 
 const status = suite<Ctx>('db:status and the history table', {});
 
-setUp(status, async (ctx) => {
-  ctx.p = await makeProject({ migrations: files });
-  await startProject(ctx.p, { migrate: ['up', '1'] });
-});
-status.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(status, { migrations: files, migrate: ['up', '1'] });
 
 status('--json prints one parseable object: version, dirty, applied and pending files with their names', async (ctx) => {
   const r = await cli(['db:status', '--json'], ctx.p!.env);

@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cli, makeProject, ok, removeProject, type Project } from './setup/project.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 // One check of the modes (packages/core/src/preflight.ts permissionProblems), made by db:up before
@@ -28,11 +29,7 @@ const exists = (p: string) => fs.stat(p).then(() => true, () => false);
 
 /** db:up fails with one error line and one hint line matching these, and starts nothing; db:doctor fails the same check. */
 async function bothRefuse(p: Project, error: RegExp, hint: RegExp): Promise<void> {
-  const up = await cli(['db:up'], p.env);
-  assert.is(up.code, 1, `db:up should refuse\n${up.stderr}`);
-  const lines = up.stderr.trim().split('\n');
-  assert.match(lines.find((l) => l.startsWith('error: ')) ?? '', error);
-  assert.match(lines.find((l) => l.startsWith('hint: ')) ?? '', hint);
+  failsClearly(await cli(['db:up'], p.env), error, { hint });
   assert.not.ok(await exists(path.join(p.nativeDir, 'data')), 'no cluster was made, nothing started');
   const doc = await cli(['db:doctor', '--json'], p.env);
   assert.is(doc.code, 1);

@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cli, makeProject, removeProject, run, startProject, CLI, type CliResult, type Project } from './setup/project.ts';
+import { cli, run, CLI, withStartedProject, type CliResult, type Project } from './setup/project.ts';
 import { engineSuite, makeDockerProject, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 
@@ -17,11 +17,7 @@ const FAILING_SCRIPT = 'SELECT 6 * 7;\nSELECT 1 / 0;\nSELECT 99;\n';
 // ---------------------------------------------------------------------------------------------
 const native = suite<{ p?: Project }>('db:psql and db:bash pass arguments, stdin and the exit status through (native)');
 
-setUp(native, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p);
-});
-native.after(async (ctx) => removeProject(ctx.p));
+withStartedProject(native);
 
 native('db:psql -c runs the statement without a `--`, as the help says', async ({ p }) => {
   const r = await cli(['db:psql', '-X', '-tA', '-c', 'SELECT 40 + 2'], p!.env);

@@ -10,7 +10,8 @@ import { nativeRuntime } from '@dbkit/core/runtime/native';
 import type { Ctx as CoreCtx } from '@dbkit/core/context';
 import { testCtx } from './setup/ctx.ts';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupDirState, backupProject, failsClearly } from './backup-fixtures.ts';
+import { backupDirState, backupProject } from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 const DAY = 86_400_000;
@@ -26,7 +27,7 @@ rules('DB_BACKUP_KEEP defaults to 7 daily, 4 weekly and 6 monthly backups', () =
 rules('a malformed or zero-daily DB_BACKUP_KEEP is refused with the form to use', async () => {
   for (const bad of ['7,4,6', '7/4', 'a/b/c', '0/4/6']) {
     const r = await cli(['db:status'], { DB_BACKUP_KEEP: bad, DB_RUNTIME: 'native' });
-    failsClearly(r, /DB_BACKUP_KEEP/, /DB_BACKUP_KEEP=/);
+    failsClearly(r, /DB_BACKUP_KEEP/, { hint: /DB_BACKUP_KEEP=/ });
   }
 });
 

@@ -4,9 +4,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { connect, withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, run, startProject, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
-import { output, query, versionRows } from './support/engine.ts';
+import { appTarget, cli, ok, ownerTarget, readSecretFile, run, withStartedProject, type Project } from './setup/project.ts';
+import { output, query, versionRows } from './setup/engine.ts';
 
 interface Ctx {
   p?: Project;
@@ -14,11 +13,7 @@ interface Ctx {
 
 const roles = suite<Ctx>('what the two login roles may do, and with what', {});
 
-setUp(roles, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p, { migrate: [] });
-});
-roles.after(async (ctx) => removeProject(ctx.p));
+withStartedProject(roles, { migrate: [] });
 
 /** The error (or undefined) of logging in as `login` into `database` over verified TLS. */
 async function loginTo(p: Project, login: 'app' | 'migrate', database: string): Promise<{ code?: string; message: string } | undefined> {

@@ -1,9 +1,9 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cli, makeProject, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { cli, ok, withStartedProject, type Project } from './setup/project.ts';
+import { ownerQuery } from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
 import { testCtx } from './setup/ctx.ts';
-import { setUp } from './setup/hooks.ts';
 import { UserError } from '@dbkit/core/errors';
 import { task as rollback } from '../tasks/rollback.ts';
 import { tasks } from '../tasks/registry.ts';
@@ -24,21 +24,17 @@ async function untouched(p: Project) {
 
 const asks = suite<{ p?: Project }>('db:rollback asks before it drops anything (development database)');
 
-setUp(asks, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p, { migrate: [] });
-});
+withStartedProject(asks, { migrate: [] });
 asks.before.each(async ({ p }) => {
   if (!(await hasAccounts(p!))) await ok(['db:migrate'], p!.env);
   await ownerQuery(p!, 'TRUNCATE accounts');
   await ownerQuery(p!, "INSERT INTO accounts (email) SELECT 'r' || i || '@example.com' FROM generate_series(1, 3) i");
 });
-asks.after(async (ctx) => removeProject(ctx.p));
 
 asks('with no terminal and no --yes it refuses, names --yes, and the table and its rows are still there', async ({ p }) => {
   const r = await cli(['db:rollback'], p!.env);
   assert.is(r.code, 1, r.stdout + r.stderr);
-  failsClearly(r, /db:rollback needs confirmation and there is no terminal/, /--yes/);
+  failsClearly(r, /db:rollback needs confirmation and there is no terminal/, { hint: /--yes/ });
   await untouched(p!);
 });
 

@@ -9,7 +9,7 @@ import { libpqPassword, nodePgPassword, pgSaslprep, tableRanges } from '@dbkit/c
 import * as scram from '@dbkit/core/scram';
 import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, run, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { output } from './support/engine.ts';
+import { output } from './setup/engine.ts';
 
 // The characters of the report: a variation selector and a soft hyphen (mapped to nothing), the
 // Ogham space mark (a non-ASCII space, mapped to U+0020), and more of each kind, and compatibility

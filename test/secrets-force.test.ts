@@ -6,11 +6,10 @@ import { connect } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { task as secretsTask } from '../tasks/secrets.ts';
 import { runTask } from '../tasks/cli.ts';
-import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
+import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, withStartedProject, type Project } from './setup/project.ts';
 import { testCtx } from './setup/ctx.ts';
 import prompts from 'prompts';
 import { promptsAsk } from '@dbkit/core/confirm';
-import { setUp } from './setup/hooks.ts';
 
 // db:secrets --force replaces the secret files only as a destructive task does: it asks (on
 // stderr, default No; --yes answers; no terminal and no --yes refuses; a "no" fails), honours
@@ -108,14 +107,7 @@ noCluster.run();
 // ---------------------------------------------------------------------------------------------
 const cluster = suite<Ctx>('db:secrets --force while a database cluster exists');
 
-setUp(cluster, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p);
-});
-
-cluster.after(async (ctx) => {
-  await removeProject(ctx.p);
-});
+withStartedProject(cluster);
 
 async function everyRoleLogsIn(p: Project): Promise<void> {
   const su = {

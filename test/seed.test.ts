@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
-import { backupProject, failsClearly, ownerQuery } from './backup-fixtures.ts';
+import { backupProject, ownerQuery } from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 const MIGRATIONS = {
@@ -36,7 +37,7 @@ seeds.after(async (ctx) => {
 
 seeds('db:seed refuses while migrations are pending, and runs nothing', async (ctx) => {
   const p = ctx.p!;
-  failsClearly(await cli(['db:seed'], p.env), /1 migration\(s\) are pending/, /db:migrate/);
+  failsClearly(await cli(['db:seed'], p.env), /1 migration\(s\) are pending/, { hint: /db:migrate/ });
   const exists = await ownerQuery(p, "SELECT to_regclass('public.schema_seeds') IS NOT NULL AS t");
   assert.is(exists[0].t, false, 'not even its bookkeeping table was made');
 });

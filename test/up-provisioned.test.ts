@@ -4,8 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { cli, makeProject, ownerTarget, readSecretFile, removeProject, startProject, type Project } from './setup/project.ts';
-import { setUp } from './setup/hooks.ts';
+import { cli, ownerTarget, readSecretFile, withStartedProject, type Project } from './setup/project.ts';
 
 interface Ctx {
   p?: Project;
@@ -13,11 +12,7 @@ interface Ctx {
 
 const up = suite<Ctx>('db:up on a provisioned cluster skips provisioning only while nothing changed', {});
 
-setUp(up, async (ctx) => {
-  ctx.p = await makeProject();
-  await startProject(ctx.p, { migrate: [] });
-});
-up.after(async (ctx) => removeProject(ctx.p));
+withStartedProject(up, { migrate: [] });
 
 /** db:up --json: whether it provisioned; it must succeed either way. */
 async function dbUp(p: Project, env: Record<string, string> = {}): Promise<boolean> {

@@ -170,10 +170,11 @@ export async function until<T>(what: string, ms: number, probe: () => Promise<T 
 }
 
 /**
- * The usual set-up of a real-engine suite: before it, a project with these migrations, its secrets,
- * certificates and a running api-db (ctx.p); after it, even on failure, all of that removed.
+ * The usual set-up of a real-engine suite: before it, a project with these migrations (the
+ * checkout's first without), its secrets, certificates and a running api-db (ctx.p); after it, even
+ * on failure, all of that removed. withStartedProject (project.ts) is the same on the native server.
  */
-export function withStartedProject<T extends { p?: DockerProject }>(s: Test<T>, migrations: Record<string, string>): void {
+export function withStartedDockerProject<T extends { p?: DockerProject }>(s: Test<T>, migrations?: Record<string, string>): void {
   setUp(s, async (ctx) => {
     ctx.p = await makeDockerProject({ migrations });
     await startDockerProject(ctx.p);

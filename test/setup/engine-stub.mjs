@@ -5,7 +5,7 @@
 // test/backup-docker.test.ts still records its calls through it (see db-admin-sql below).
 //
 // Called through a wrapper: `node engine-stub.mjs docker|docker-compose ARGS...`. Each call appends
-// one JSON line to $DOCKER_STUB_LOG: { prog, argv, env, stdin }.
+// one JSON line to $DOCKER_STUB_LOG: { prog, argv, env, stdin } (engine-stub.ts reads them back).
 //
 //   DOCKER_STUB_ENGINE      the version `docker info` reports (default 27.0.0)
 //   DOCKER_STUB_COMPOSE     the version `docker compose version --short` reports (default 2.29.0);

@@ -1,5 +1,5 @@
 import { watch } from 'node:fs';
-import { spawnCli } from '../support/engine.ts';
+import { spawnCli } from './engine.ts';
 import type { CliResult } from './project.ts';
 
 /** When to kill: once a line of the task's stderr matches, or once a check on its files holds (re-checked on every change in `dir`); then `afterMs` later. */

@@ -4,7 +4,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Test } from 'uvu';
 import type { Target } from '@dbkit/core/pg';
+import { setUp } from './hooks.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'dist/cli.js');
@@ -151,4 +153,19 @@ export async function removeProject(p: Project | undefined): Promise<void> {
   if (!p) return;
   await cli(['db:down'], p.env).catch(() => undefined);
   await fs.rm(p.dir, { recursive: true, force: true });
+}
+
+/**
+ * The usual set-up of a suite on the native server: before it, a project with these migrations (the
+ * checkout's first without) started as startProject does, `migrate` included (ctx.p); after it, even
+ * on failure, stopped and removed. withStartedDockerProject (docker.ts) is the same on the engine.
+ */
+export function withStartedProject<T extends { p?: Project }>(s: Test<T>, opts: { migrations?: Record<string, string>; migrate?: string[] } = {}): void {
+  setUp(s, async (ctx) => {
+    ctx.p = await makeProject({ migrations: opts.migrations });
+    await startProject(ctx.p, { migrate: opts.migrate });
+  });
+  s.after(async (ctx) => {
+    await removeProject(ctx.p);
+  });
 }

@@ -1,7 +1,9 @@
+// A running project's database as the tests see it (native or in api-db alike): queries as the
+// schema owner, golang-migrate's rows, and the CLI as a child process to signal or wait on.
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Client } from 'pg';
 import { withClient } from '@dbkit/core/pg';
-import { CLI, ownerTarget, ROOT, type CliResult, type Project } from '../setup/project.ts';
+import { CLI, ownerTarget, ROOT, type CliResult, type Project } from './project.ts';
 
 /** A query as the migration role (the owner of what migrations make), over verified TLS. */
 export async function query<R extends Record<string, unknown> = Record<string, unknown>>(p: Project, sql: string, params: unknown[] = []): Promise<R[]> {
@@ -16,6 +18,13 @@ export async function versionRows(p: Project): Promise<{ version: number; dirty:
 
 export async function tableExists(p: Project, name: string): Promise<boolean> {
   return (await query<{ ok: boolean }>(p, 'SELECT to_regclass($1) IS NOT NULL AS ok', [name]))[0].ok;
+}
+
+/** Which of `names` exist as tables, in that order. */
+export async function existingTables(p: Project, names: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const t of names) if (await tableExists(p, t)) out.push(t);
+  return out;
 }
 
 export const output = (r: CliResult) => r.stdout + r.stderr;

@@ -1,4 +1,5 @@
-// Shared by the backup, retention, guard and seed tests (not a test file itself).
+// Set-up for the backup, restore, retention, guard and seed tests: projects on Debian's binaries, a
+// filled shop database and its snapshot, the backup folder's state.
 import { existsSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -6,7 +7,7 @@ import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { CLI, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './setup/project.ts';
+import { CLI, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './project.ts';
 
 /**
  * Debian's own server and client binaries, whose majors match, so pg_dump can dump the server.
@@ -106,17 +107,11 @@ export async function backupDirState(p: Project): Promise<{ finished: string[]; 
   return { finished: finished.sort(), other: other.sort() };
 }
 
-/** The error line, the hint line, a non-zero exit, no stack trace. */
-export function failsClearly(r: CliResult, what: RegExp, hint?: RegExp): void {
-  assert.is.not(r.code, 0, `expected a failure\n${r.stdout}${r.stderr}`);
-  const lines = r.stderr.trim().split('\n');
-  const err = lines.find((l) => l.startsWith('error: '));
-  assert.ok(err, `no error line in:\n${r.stderr}`);
-  assert.match(err!, what, `the error line: ${err}`);
-  const h = lines.find((l) => l.startsWith('hint: '));
-  assert.ok(h, `no hint line in:\n${r.stderr}`);
-  if (hint) assert.match(h!, hint);
-  assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+/** No finished backup and nothing else (a temporary leftover) in the backup folder. */
+export async function nothingLeft(p: Project): Promise<void> {
+  const s = await backupDirState(p);
+  assert.equal(s.finished, [], `no finished backup: ${s.finished.join(', ')}`);
+  assert.equal(s.other, [], `no temporary leftovers: ${s.other.join(', ')}`);
 }
 
 /** Runs the CLI as another user (to meet permissions root ignores), with no terminal. */
