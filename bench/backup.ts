@@ -18,7 +18,24 @@ import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {
-  CLI, cli, creds, fmtMs, libpqEnv, machine, main, makeProject, median, must, onCleanup, printTable, progress, ratio, repeat, timed, type Creds, type Project,
+  CLI,
+  cli,
+  creds,
+  fmtMs,
+  libpqEnv,
+  machine,
+  main,
+  makeProject,
+  median,
+  must,
+  onCleanup,
+  printTable,
+  progress,
+  ratio,
+  repeat,
+  timed,
+  type Creds,
+  type Project,
 } from './lib.ts';
 
 const N = Number(process.env.BENCH_N || 3);
@@ -28,7 +45,10 @@ const DIR = process.env.BENCH_DIR !== '0';
 
 function debianBin(): string {
   const root = '/usr/lib/postgresql';
-  const majors = (existsSync(root) ? readdirSync(root) : []).filter((d) => /^\d+$/.test(d) && existsSync(path.join(root, d, 'bin/pg_dump'))).map(Number).sort((a, b) => b - a);
+  const majors = (existsSync(root) ? readdirSync(root) : [])
+    .filter((d) => /^\d+$/.test(d) && existsSync(path.join(root, d, 'bin/pg_dump')))
+    .map(Number)
+    .sort((a, b) => b - a);
   if (!majors.length) throw new Error('no PostgreSQL binaries under /usr/lib/postgresql');
   return path.join(root, String(majors[0]), 'bin');
 }
@@ -118,7 +138,11 @@ main(async () => {
       const a = await cli(['db:backup', '--format', 'dir', '--jobs', String(JOBS), '--json'], p.env);
       lastDir = JSON.parse(a.stdout).name;
       rawDir = path.join(raw, `round-${i}.dir`);
-      const b = await must(path.join(bin, 'pg_dump'), ['--format=directory', `--jobs=${JOBS}`, '--no-password', `--file=${rawDir}`, c.database], { env: su });
+      const b = await must(
+        path.join(bin, 'pg_dump'),
+        ['--format=directory', `--jobs=${JOBS}`, '--no-password', `--file=${rawDir}`, c.database],
+        { env: su },
+      );
       dirOurs.push(a.ms);
       dirRaw.push(b.ms);
       return a.ms;
@@ -129,7 +153,10 @@ main(async () => {
       const db = `bench_raw_dir_${i}`;
       const t0 = performance.now();
       await must(path.join(bin, 'createdb'), ['--no-password', '--template=template0', db], { env: su });
-      await must(path.join(bin, 'pg_restore'), ['--no-password', `--jobs=${JOBS}`, `--dbname=${db}`, rawDir], { env: su, timeoutMs: 600_000 });
+      await must(path.join(bin, 'pg_restore'), ['--no-password', `--jobs=${JOBS}`, `--dbname=${db}`, rawDir], {
+        env: su,
+        timeoutMs: 600_000,
+      });
       dirRestoreRaw.push(performance.now() - t0);
       await must(path.join(bin, 'dropdb'), ['--no-password', db], { env: su });
       dirRestoreOurs.push(a.ms);
@@ -137,14 +164,20 @@ main(async () => {
     });
   }
 
-  const row = (label: string, xs: number[], base: number[]) => [label, fmtMs(median(xs)), fmtMs(Math.min(...xs)), fmtMs(Math.max(...xs)), ratio(median(xs), median(base))];
+  const row = (label: string, xs: number[], base: number[]) => [
+    label,
+    fmtMs(median(xs)),
+    fmtMs(Math.min(...xs)),
+    fmtMs(Math.max(...xs)),
+    ratio(median(xs), median(base)),
+  ];
   printTable(
     `backup and restore of pgbench -s ${SCALE} in the application database, ${N} rounds, alternating (ratio vs the raw tool above it)`,
     ['', 'median', 'min', 'max', 'ratio'],
     [
       row('raw pg_dump -Fc (baseline)', theirs, theirs),
       row('node dist/cli.js db:backup', ours, theirs),
-      row('  inside the task (the manifest\'s ms: no node start-up, no retention)', oursInside, theirs),
+      row("  inside the task (the manifest's ms: no node start-up, no retention)", oursInside, theirs),
       row('  raw pg_dump -Fc + pg_dumpall --roles-only, sha256sum, sync', careful, theirs),
       row('raw createdb + pg_restore (baseline)', theirsR, theirsR),
       row('node dist/cli.js db:restore --yes --no-backup', oursR, theirsR),
@@ -160,7 +193,10 @@ main(async () => {
     ],
   );
   const within = (xs: number[], base: number[]) => (median(xs) <= 1.1 * median(base) ? 'met' : 'MISSED');
+  const dirLine = () =>
+    `  directory format, ${JOBS} jobs: backup ${ratio(median(dirOurs), median(dirRaw))} -> ${within(dirOurs, dirRaw)}; ` +
+    `restore ${ratio(median(dirRestoreOurs), median(dirRestoreRaw))} -> ${within(dirRestoreOurs, dirRestoreRaw)}\n`;
   process.stdout.write(`\ndump sizes: ours ${(oursBytes / 1e6).toFixed(1)} MB, raw ${(rawBytes / 1e6).toFixed(1)} MB
 targets (issue 5), within 10% of raw: backup ${ratio(median(ours), median(theirs))} -> ${within(ours, theirs)}; restore ${ratio(median(oursR), median(theirsR))} -> ${within(oursR, theirsR)}
-${DIR ? `  directory format, ${JOBS} jobs: backup ${ratio(median(dirOurs), median(dirRaw))} -> ${within(dirOurs, dirRaw)}; restore ${ratio(median(dirRestoreOurs), median(dirRestoreRaw))} -> ${within(dirRestoreOurs, dirRestoreRaw)}\n` : ''}`);
+${DIR ? dirLine() : ''}`);
 });

@@ -26,7 +26,22 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createDatabaseSql, databaseSql, ownershipSql, rolesSql, type Roles } from '@dbkit/core/roles';
 import {
-  NODE, CLI, ROOT, cli, connect, creds, fmtMs, machine, main, median, must, onCleanup, printTable, progress, ratio, timed,
+  NODE,
+  CLI,
+  ROOT,
+  cli,
+  connect,
+  creds,
+  fmtMs,
+  machine,
+  main,
+  median,
+  must,
+  onCleanup,
+  printTable,
+  progress,
+  ratio,
+  timed,
 } from './lib.ts';
 import { COMPOSE_FILE, IMAGES_ENV, composeVars, makeDockerProject, type DockerProject } from '../test/setup/docker.ts';
 
@@ -62,35 +77,54 @@ async function project(label: string): Promise<DockerProject> {
 /** `docker compose -p NAME down -v --remove-orphans`, then anything still labelled with our project name, by id; then its files. */
 async function destroy(p: DockerProject): Promise<void> {
   if (removed.has(p.name)) return;
-  await timed('docker', ['compose', '-f', COMPOSE_FILE, '-p', p.name, '--profile', 'app', 'down', '-v', '--remove-orphans', '-t', '5'],
-    { env: composeVars(p), timeoutMs: 120_000 });
+  await timed('docker', ['compose', '-f', COMPOSE_FILE, '-p', p.name, '--profile', 'app', 'down', '-v', '--remove-orphans', '-t', '5'], {
+    env: composeVars(p),
+    timeoutMs: 120_000,
+  });
   const label = `label=com.docker.compose.project=${p.name}`;
-  const ids = async (args: string[]) => (await timed('docker', [...args, '--filter', label], { timeoutMs: 30_000 })).stdout.split('\n').filter(Boolean);
+  const ids = async (args: string[]) =>
+    (await timed('docker', [...args, '--filter', label], { timeoutMs: 30_000 })).stdout.split('\n').filter(Boolean);
   const containers = await ids(['ps', '-aq']);
   if (containers.length) await timed('docker', ['rm', '-f', '-v', ...containers], { timeoutMs: 60_000 });
   const volumes = await ids(['volume', 'ls', '-q']);
   if (volumes.length) await timed('docker', ['volume', 'rm', ...volumes], { timeoutMs: 60_000 });
   const networks = await ids(['network', 'ls', '-q']);
   if (networks.length) await timed('docker', ['network', 'rm', ...networks], { timeoutMs: 60_000 });
-  if (containers.length + volumes.length + networks.length) process.stderr.write(`cleanup: ${p.name}: compose down left ${containers.length} containers, ${volumes.length} volumes, ${networks.length} networks; removed by id\n`);
+  if (containers.length + volumes.length + networks.length)
+    process.stderr.write(
+      `cleanup: ${p.name}: compose down left ${containers.length} containers, ${volumes.length} volumes, ${networks.length} networks; removed by id\n`,
+    );
   await fs.rm(p.dir, { recursive: true, force: true });
   removed.add(p.name);
 }
 
 /** A raw `docker compose` call, as a user types it from the root (same file, same interpolated variables as the tasks). */
 const dc = (p: DockerProject, args: string[], input?: string) =>
-  must('docker', ['compose', '-f', path.relative(ROOT, COMPOSE_FILE), ...args], { env: composeVars(p), cwd: ROOT, input, timeoutMs: 180_000 });
+  must('docker', ['compose', '-f', path.relative(ROOT, COMPOSE_FILE), ...args], {
+    env: composeVars(p),
+    cwd: ROOT,
+    input,
+    timeoutMs: 180_000,
+  });
 
 // ---------------------------------------------------------------------------------------------
 // The contenders
 
 /** `node_modules/.bin/turbo run deploy`: secure -> up -> migrate -> deploy, each a `pnpm run` of packages/db. */
 async function turboDeploy(p: DockerProject): Promise<number> {
-  return (await must(TURBO, ['run', 'deploy', '--no-daemon', '--output-logs=errors-only'], { env: { ...p.env, ...TURBO_ENV }, timeoutMs: 300_000 })).ms;
+  return (
+    await must(TURBO, ['run', 'deploy', '--no-daemon', '--output-logs=errors-only'], {
+      env: { ...p.env, ...TURBO_ENV },
+      timeoutMs: 300_000,
+    })
+  ).ms;
 }
 
 /** The CLI steps turbo chains, one after the other; returns each step's time, and db:up's own "in N ms". */
-async function cliSteps(p: DockerProject, env: Record<string, string> = p.env): Promise<{ total: number; steps: Record<string, number>; upInside?: number }> {
+async function cliSteps(
+  p: DockerProject,
+  env: Record<string, string> = p.env,
+): Promise<{ total: number; steps: Record<string, number>; upInside?: number }> {
   const t0 = performance.now();
   const steps: Record<string, number> = {};
   let upInside: number | undefined;
@@ -130,9 +164,13 @@ function provisioningSql(r: Roles): string {
 // psql as the superuser on the container's socket; the password comes from the container's own
 // secret file, so neither argv nor the host environment holds it.
 const PSQL_AS_SUPERUSER = [
-  'exec', '-T', 'api-db', 'sh', '-c',
-  'PGUSER="$(cat /run/secrets/postgres_user)"; PGPASSWORD="$(cat /run/secrets/postgres_password)"; export PGUSER PGPASSWORD; '
-  + 'exec psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -d postgres -f -',
+  'exec',
+  '-T',
+  'api-db',
+  'sh',
+  '-c',
+  'PGUSER="$(cat /run/secrets/postgres_user)"; PGPASSWORD="$(cat /run/secrets/postgres_password)"; export PGUSER PGPASSWORD; ' +
+    'exec psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -d postgres -f -',
 ];
 
 /**
@@ -144,7 +182,11 @@ const RUN_MIGRATE = ['run', '--rm', 'db-migrate', 'up'];
 const RUN_MIGRATE_NO_DEPS = ['run', '--rm', '--no-deps', 'db-migrate', 'up'];
 
 /** What a shell script runs on a project whose secrets and certificates exist: start, provision, migrate. */
-async function rawDeploy(p: DockerProject, sql: string, run = RUN_MIGRATE): Promise<{ total: number; up: number; provision: number; migrate: number }> {
+async function rawDeploy(
+  p: DockerProject,
+  sql: string,
+  run = RUN_MIGRATE,
+): Promise<{ total: number; up: number; provision: number; migrate: number }> {
   const t0 = performance.now();
   const up = (await dc(p, ['up', '-d', '--wait', 'api-db'])).ms;
   const provision = (await dc(p, PSQL_AS_SUPERUSER, sql)).ms;
@@ -169,7 +211,8 @@ async function endState(p: DockerProject): Promise<State> {
   const c = await creds(p);
   const client = await connect(p, c, c.app); // TLS, CA and host name verified (libpq's verify-full)
   try {
-    const r = await client.query(`SELECT current_user AS login,
+    const r = await client.query(
+      `SELECT current_user AS login,
       (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS tls,
       (SELECT string_agg(version || CASE WHEN dirty THEN ' dirty' ELSE '' END, ',') FROM schema_migrations) AS migrated,
       (SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public') AS public_tables,
@@ -182,10 +225,22 @@ async function endState(p: DockerProject): Promise<State> {
          FROM pg_roles WHERE rolname IN ($1, $2)) AS roles,
       (SELECT string_agg(defaclobjtype::text || '=' || defaclacl::text, ' ' ORDER BY defaclobjtype) FROM pg_default_acl) AS default_acl,
       (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema') AS schemas`,
-    [c.migrator.user, c.app.user]);
+      [c.migrator.user, c.app.user],
+    );
     const s = Object.fromEntries(Object.entries(r.rows[0]).map(([k, v]) => [k, String(v)]));
-    const want: State = { login: c.app.user, tls: 'true', migrated: '1', public_tables: 'accounts,schema_migrations', app_reads_writes: 'true', app_creates: 'false', app_in_tcp_group: 'true', db_owner: c.migrator.user };
-    const wrong = Object.entries(want).filter(([k, v]) => s[k] !== v).map(([k, v]) => `${k}=${s[k]} (want ${v})`);
+    const want: State = {
+      login: c.app.user,
+      tls: 'true',
+      migrated: '1',
+      public_tables: 'accounts,schema_migrations',
+      app_reads_writes: 'true',
+      app_creates: 'false',
+      app_in_tcp_group: 'true',
+      db_owner: c.migrator.user,
+    };
+    const wrong = Object.entries(want)
+      .filter(([k, v]) => s[k] !== v)
+      .map(([k, v]) => `${k}=${s[k]} (want ${v})`);
     if (wrong.length) throw new Error(`${p.name}: wrong end state: ${wrong.join(', ')}`);
     return s;
   } finally {
@@ -255,39 +310,51 @@ async function partA(): Promise<void> {
     return { p, sql: provisioningSql(await roles(p)) };
   };
   const contenders: [string, () => Promise<void>][] = [
-    ['turbo run deploy', async () => {
-      const p = await project('turbo');
-      turbo.push(await turboDeploy(p));
-      states.set('turbo run deploy', await endState(p));
-      await destroy(p);
-    }],
-    ['CLI steps', async () => {
-      const p = await project('cli');
-      const r = await cliSteps(p);
-      steps.push(r.total);
-      for (const [s, ms] of Object.entries(r.steps)) (stepMs[s] ??= []).push(ms);
-      if (r.upInside) upInside.push(r.upInside);
-      states.set('CLI steps', await endState(p));
-      await destroy(p);
-    }],
-    ['raw', async () => {
-      const { p, sql } = await rawProject('raw');
-      const r = await rawDeploy(p, sql);
-      raw.push(r.total);
-      rawParts.up.push(r.up);
-      rawParts.provision.push(r.provision);
-      rawParts.migrate.push(r.migrate);
-      states.set('raw', await endState(p));
-      await destroy(p);
-    }],
-    ['raw with run --no-deps', async () => {
-      const { p, sql } = await rawProject('rawnd');
-      const r = await rawDeploy(p, sql, RUN_MIGRATE_NO_DEPS);
-      rawNoDeps.push(r.total);
-      rawNoDepsMigrate.push(r.migrate);
-      states.set('raw with run --no-deps', await endState(p));
-      await destroy(p);
-    }],
+    [
+      'turbo run deploy',
+      async () => {
+        const p = await project('turbo');
+        turbo.push(await turboDeploy(p));
+        states.set('turbo run deploy', await endState(p));
+        await destroy(p);
+      },
+    ],
+    [
+      'CLI steps',
+      async () => {
+        const p = await project('cli');
+        const r = await cliSteps(p);
+        steps.push(r.total);
+        for (const [s, ms] of Object.entries(r.steps)) (stepMs[s] ??= []).push(ms);
+        if (r.upInside) upInside.push(r.upInside);
+        states.set('CLI steps', await endState(p));
+        await destroy(p);
+      },
+    ],
+    [
+      'raw',
+      async () => {
+        const { p, sql } = await rawProject('raw');
+        const r = await rawDeploy(p, sql);
+        raw.push(r.total);
+        rawParts.up.push(r.up);
+        rawParts.provision.push(r.provision);
+        rawParts.migrate.push(r.migrate);
+        states.set('raw', await endState(p));
+        await destroy(p);
+      },
+    ],
+    [
+      'raw with run --no-deps',
+      async () => {
+        const { p, sql } = await rawProject('rawnd');
+        const r = await rawDeploy(p, sql, RUN_MIGRATE_NO_DEPS);
+        rawNoDeps.push(r.total);
+        rawNoDepsMigrate.push(r.migrate);
+        states.set('raw with run --no-deps', await endState(p));
+        await destroy(p);
+      },
+    ],
   ];
   for (let i = 0; i < N; i++) {
     for (const [label, run] of rotate(contenders, i)) {
@@ -310,10 +377,16 @@ async function partA(): Promise<void> {
       row('  raw: docker compose run --rm db-migrate up', rawParts.migrate, raw),
       row('raw, the migration as the tool runs it: run --rm --no-deps db-migrate up', rawNoDeps, raw),
       row('  its docker compose run --rm --no-deps db-migrate up', rawNoDepsMigrate, raw),
-      row('CLI db:up + db:migrate (the raw twin\'s steps)', stepMs['db:up'].map((x, k) => x + stepMs['db:migrate'][k]), raw),
+      row(
+        "CLI db:up + db:migrate (the raw twin's steps)",
+        stepMs['db:up'].map((x, k) => x + stepMs['db:migrate'][k]),
+        raw,
+      ),
     ],
   );
-  process.stdout.write(`end state, read as the app role over verify-full TLS: the same for every contender${notes ? `, except ${notes}: pgdeploy is the tool's production guard (db:up records NODE_ENV there)` : ''}\n`);
+  process.stdout.write(
+    `end state, read as the app role over verify-full TLS: the same for every contender${notes ? `, except ${notes}: pgdeploy is the tool's production guard (db:up records NODE_ENV there)` : ''}\n`,
+  );
 }
 
 /** A project deployed once by the CLI steps (untimed): for (b) and (c). */
@@ -336,47 +409,59 @@ async function partB(p: DockerProject): Promise<void> {
   const rawNoDepsMigrate: number[] = [];
   const states = new Map<string, State>();
   const contenders: [string, () => Promise<void>][] = [
-    ['turbo run deploy', async () => {
-      turbo.push(await turboDeploy(p));
-      states.set('turbo run deploy', await endState(p));
-    }],
-    ['CLI steps', async () => {
-      const r = await cliSteps(p);
-      steps.push(r.total);
-      for (const [s, ms] of Object.entries(r.steps)) (stepMs[s] ??= []).push(ms);
-      states.set('CLI steps', await endState(p));
-    }],
-    ['raw', async () => {
-      const r = await rawRedeploy(p);
-      raw.push(r.total);
-      rawParts.up.push(r.up);
-      rawParts.migrate.push(r.migrate);
-      states.set('raw', await endState(p));
-    }],
-    ['raw with run --no-deps', async () => {
-      const r = await rawRedeploy(p, RUN_MIGRATE_NO_DEPS);
-      rawNoDeps.push(r.total);
-      rawNoDepsMigrate.push(r.migrate);
-      states.set('raw with run --no-deps', await endState(p));
-    }],
+    [
+      'turbo run deploy',
+      async () => {
+        turbo.push(await turboDeploy(p));
+        states.set('turbo run deploy', await endState(p));
+      },
+    ],
+    [
+      'CLI steps',
+      async () => {
+        const r = await cliSteps(p);
+        steps.push(r.total);
+        for (const [s, ms] of Object.entries(r.steps)) (stepMs[s] ??= []).push(ms);
+        states.set('CLI steps', await endState(p));
+      },
+    ],
+    [
+      'raw',
+      async () => {
+        const r = await rawRedeploy(p);
+        raw.push(r.total);
+        rawParts.up.push(r.up);
+        rawParts.migrate.push(r.migrate);
+        states.set('raw', await endState(p));
+      },
+    ],
+    [
+      'raw with run --no-deps',
+      async () => {
+        const r = await rawRedeploy(p, RUN_MIGRATE_NO_DEPS);
+        rawNoDeps.push(r.total);
+        rawNoDepsMigrate.push(r.migrate);
+        states.set('raw with run --no-deps', await endState(p));
+      },
+    ],
   ];
   for (let i = 0; i < N; i++) for (const [, run] of rotate(contenders, i)) await run();
   compareStates(states);
-  printTable(
-    `(b) second deploy: everything made, api-db running (N=${N})`,
-    HEADER,
-    [
-      row('raw: compose up -d --wait api-db, compose run --rm db-migrate up (baseline)', raw, raw),
-      row('turbo run deploy', turbo, raw),
-      row('CLI steps in sequence', steps, raw),
-      ...STEPS.map((s) => row(`  ${s}`, stepMs[s], raw)),
-      row('  raw: docker compose up -d --wait api-db (already up)', rawParts.up, raw),
-      row('  raw: docker compose run --rm db-migrate up (no change)', rawParts.migrate, raw),
-      row('raw, the migration as the tool runs it: run --rm --no-deps db-migrate up', rawNoDeps, raw),
-      row('  its docker compose run --rm --no-deps db-migrate up (no change)', rawNoDepsMigrate, raw),
-      row('CLI db:up + db:migrate (the raw twin\'s steps)', stepMs['db:up'].map((x, k) => x + stepMs['db:migrate'][k]), raw),
-    ],
-  );
+  printTable(`(b) second deploy: everything made, api-db running (N=${N})`, HEADER, [
+    row('raw: compose up -d --wait api-db, compose run --rm db-migrate up (baseline)', raw, raw),
+    row('turbo run deploy', turbo, raw),
+    row('CLI steps in sequence', steps, raw),
+    ...STEPS.map((s) => row(`  ${s}`, stepMs[s], raw)),
+    row('  raw: docker compose up -d --wait api-db (already up)', rawParts.up, raw),
+    row('  raw: docker compose run --rm db-migrate up (no change)', rawParts.migrate, raw),
+    row('raw, the migration as the tool runs it: run --rm --no-deps db-migrate up', rawNoDeps, raw),
+    row('  its docker compose run --rm --no-deps db-migrate up (no change)', rawNoDepsMigrate, raw),
+    row(
+      "CLI db:up + db:migrate (the raw twin's steps)",
+      stepMs['db:up'].map((x, k) => x + stepMs['db:migrate'][k]),
+      raw,
+    ),
+  ]);
 }
 
 async function partC(p: DockerProject): Promise<void> {
@@ -436,7 +521,9 @@ async function dockerWrapper(dir: string, log: string): Promise<string> {
   const bin = path.join(dir, 'trace-bin');
   await fs.mkdir(bin, { recursive: true });
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  await fs.writeFile(path.join(bin, 'docker'), `#!/bin/sh
+  await fs.writeFile(
+    path.join(bin, 'docker'),
+    `#!/bin/sh
 # bench/docker.ts: times each docker call of one traced run
 s=$(date +%s%N)
 ${q(real)} "$@"
@@ -444,7 +531,9 @@ rc=$?
 e=$(date +%s%N)
 { printf '%s %s %s' "$s" "$e" "$rc"; printf ' %s' "$@"; printf '\\n'; } >> ${q(log)}
 exit "$rc"
-`, { mode: 0o755 });
+`,
+    { mode: 0o755 },
+  );
   return bin;
 }
 
@@ -455,17 +544,24 @@ function describeCall(args: string[]): string {
   return a.slice(0, 6).join(' ') + (a.length > 6 ? ' ...' : '');
 }
 
-interface Call { ms: number; rc: string; args: string[] }
+interface Call {
+  ms: number;
+  rc: string;
+  args: string[];
+}
 
 /** Runs `run` with the wrapper first on PATH; returns the docker calls it made, in order. */
 async function traced(p: DockerProject, run: (env: Record<string, string>) => Promise<void>): Promise<Call[]> {
   const log = path.join(p.dir, `docker-trace-${randomBytes(3).toString('hex')}.log`);
   const bin = await dockerWrapper(p.dir, log);
   await run({ ...p.env, PATH: `${bin}:${process.env.PATH}` });
-  return (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => {
-    const [s, e, rc, ...args] = l.split(' ');
-    return { ms: (Number(e) - Number(s)) / 1e6, rc, args };
-  });
+  return (await fs.readFile(log, 'utf8').catch(() => ''))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [s, e, rc, ...args] = l.split(' ');
+      return { ms: (Number(e) - Number(s)) / 1e6, rc, args };
+    });
 }
 
 async function partTrace(): Promise<void> {
@@ -487,14 +583,22 @@ async function partTrace(): Promise<void> {
   await cli(['db:down'], p.env);
   await step('db:up', 'stack stopped: db:up');
   await destroy(p);
-  printTable('where ours spends it: one more run (not in the tables above) with every docker call timed through a wrapper (~2 ms a call)',
-    ['step', 'process', 'in docker calls', 'outside them', 'calls'], stepRows);
+  printTable(
+    'where ours spends it: one more run (not in the tables above) with every docker call timed through a wrapper (~2 ms a call)',
+    ['step', 'process', 'in docker calls', 'outside them', 'calls'],
+    stepRows,
+  );
   printTable('the docker calls of that run, in order', ['step: call', 'ms', ''], callRows);
 }
 
 main(async () => {
   const version = (args: string[]) => timed('docker', args, { timeoutMs: 30_000 }).then((r) => r.stdout.trim());
-  const imageIds = await Promise.all(Object.values(IMAGES_ENV).map(async (img) => `${img} ${(await version(['image', 'inspect', '--format', '{{.Id}}', img])).slice(7, 19) || '(missing: built on demand)'}`));
+  const imageIds = await Promise.all(
+    Object.values(IMAGES_ENV).map(
+      async (img) =>
+        `${img} ${(await version(['image', 'inspect', '--format', '{{.Id}}', img])).slice(7, 19) || '(missing: built on demand)'}`,
+    ),
+  );
   process.stdout.write(`bench/docker.ts: ${machine()}
 docker engine ${await version(['version', '--format', '{{.Server.Version}}'])}, compose ${await version(['compose', 'version', '--short'])}; images: ${imageIds.join(', ')}
 node ${NODE} runs ${path.relative(ROOT, CLI)} (a copy of dist/cli.js); turbo runs dist/cli.js itself

@@ -176,7 +176,8 @@ export function cli(args: readonly string[], env: Record<string, string>, opts: 
 /** The server's user when we are root (PostgreSQL refuses to run as root), else undefined. */
 export function serverUser(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
-  const id = (flag: string) => Number(spawnSync('id', [flag, process.env.DB_NATIVE_USER || 'postgres'], { encoding: 'utf8' }).stdout.trim());
+  const id = (flag: string) =>
+    Number(spawnSync('id', [flag, process.env.DB_NATIVE_USER || 'postgres'], { encoding: 'utf8' }).stdout.trim());
   const uid = id('-u');
   if (!uid) throw new Error('running as root and there is no "postgres" user to run the server as');
   return { uid, gid: id('-g') };
@@ -225,7 +226,11 @@ function postmasterPid(p: Project): number | undefined {
 /** Stops the project's server however it was started: pg_ctl fast stop, then SIGQUIT as a last resort. */
 export async function stopServer(p: Project): Promise<void> {
   if (!postmasterPid(p)) return;
-  await timed(path.join(PG_BIN, 'pg_ctl'), ['-D', dataDir(p), 'stop', '-m', 'fast', '-w', '-t', '30'], { as: serverUser(), cwd: p.dir, timeoutMs: 40_000 });
+  await timed(path.join(PG_BIN, 'pg_ctl'), ['-D', dataDir(p), 'stop', '-m', 'fast', '-w', '-t', '30'], {
+    as: serverUser(),
+    cwd: p.dir,
+    timeoutMs: 40_000,
+  });
   const pid = postmasterPid(p);
   if (pid) process.kill(pid, 'SIGQUIT'); // immediate shutdown; only reached when the fast stop failed
 }
@@ -242,7 +247,9 @@ export function serverOptions(p: Project): string {
     ['listen_addresses', '127.0.0.1'],
     ['port', String(p.port)],
     ['unix_socket_directories', path.join(p.nativeDir, 'run')],
-  ].map(([k, v]) => `-c ${q(`${k}=${v}`)}`).join(' ');
+  ]
+    .map(([k, v]) => `-c ${q(`${k}=${v}`)}`)
+    .join(' ');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,7 +283,14 @@ export async function creds(p: Project): Promise<Creds> {
     const user = await maybe(`${prefix}_user`);
     return user ? { user, password: await read(`${prefix}_password`) } : admin;
   };
-  return { database: await read('postgres_db'), admin, migrator: await login('migrate'), app: await login('app'), ca: await fs.readFile(caFile, 'utf8'), caFile };
+  return {
+    database: await read('postgres_db'),
+    admin,
+    migrator: await login('migrate'),
+    app: await login('app'),
+    ca: await fs.readFile(caFile, 'utf8'),
+    caFile,
+  };
 }
 
 /** libpq's variables for a verified TLS session; the password travels in the environment, never in argv. */
@@ -309,7 +323,13 @@ export async function query(p: Project, c: Creds, login: Login, sql: string, dat
 
 /** The superuser over the server's Unix socket (the native runtime's socket directory), for set-up only. */
 export async function adminQuery(p: Project, c: Creds, sql: string, database = 'postgres'): Promise<pg.QueryResult> {
-  const client = new pg.Client({ host: path.join(p.nativeDir, 'run'), port: p.port, user: c.admin.user, password: c.admin.password, database });
+  const client = new pg.Client({
+    host: path.join(p.nativeDir, 'run'),
+    port: p.port,
+    user: c.admin.user,
+    password: c.admin.password,
+    database,
+  });
   client.on('error', () => {});
   await client.connect();
   try {
@@ -373,7 +393,10 @@ server binaries: ${path.relative(ROOT, PG_BIN)}`;
 }
 
 export function loadavg(): string {
-  return os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  return os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 }
 
 export function progress(msg: string): void {

@@ -18,8 +18,29 @@ import fs from 'node:fs/promises';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import {
-  adminQuery, CLI, NODE, ROOT, cli, clientBin, creds, fmtMs, libpqEnv, machine, main, makeProject, median, must,
-  printTable, progress, ratio, removeProject, timed, writeFiles, type Creds, type Login, type Project,
+  adminQuery,
+  CLI,
+  NODE,
+  ROOT,
+  cli,
+  clientBin,
+  creds,
+  fmtMs,
+  libpqEnv,
+  machine,
+  main,
+  makeProject,
+  median,
+  must,
+  printTable,
+  progress,
+  ratio,
+  removeProject,
+  timed,
+  writeFiles,
+  type Creds,
+  type Login,
+  type Project,
 } from './lib.ts';
 
 const COUNT = Number(process.env.BENCH_MIGRATIONS || 1000);
@@ -81,7 +102,12 @@ function url(p: Project, c: Creds, login: Login, db: string): string {
 }
 
 async function countTables(p: Project, c: Creds, db: string): Promise<number> {
-  const r = await adminQuery(p, c, `select count(*)::int as n from pg_tables where schemaname = 'public' and tablename like 'bench\\_%'`, db);
+  const r = await adminQuery(
+    p,
+    c,
+    `select count(*)::int as n from pg_tables where schemaname = 'public' and tablename like 'bench\\_%'`,
+    db,
+  );
   return r.rows[0].n;
 }
 
@@ -112,7 +138,15 @@ main(async () => {
   const who = c.migrator; // the role our runner logs in as; every contender uses it
 
   // Identical databases: copies of the application database as db:up provisioned it (owner, default privileges).
-  const dbs = { psql: 'bench_psql', psqlEach: 'bench_psql_each', warm: 'bench_warm', ours1: 'bench_ours_one', dbmate: 'bench_dbmate', npgm: 'bench_npgm', npgm1: 'bench_npgm_each' };
+  const dbs = {
+    psql: 'bench_psql',
+    psqlEach: 'bench_psql_each',
+    warm: 'bench_warm',
+    ours1: 'bench_ours_one',
+    dbmate: 'bench_dbmate',
+    npgm: 'bench_npgm',
+    npgm1: 'bench_npgm_each',
+  };
   for (const db of Object.values(dbs)) {
     await adminQuery(p, c, `CREATE DATABASE ${db} TEMPLATE ${ident(c.database)} OWNER ${ident(who.user)}`);
   }
@@ -131,7 +165,10 @@ main(async () => {
     sqls.map((sql, i) => `BEGIN;\n${i < sqls.length - 1 ? 'SET LOCAL synchronous_commit = off;\n' : ''}${sql}COMMIT;\n`).join('');
   await writeFiles(work, {
     'up.sql': MIGRATIONS.map((m) => m.up).join('\n'),
-    'down.sql': [...MIGRATIONS].reverse().map((m) => m.down).join(''),
+    'down.sql': [...MIGRATIONS]
+      .reverse()
+      .map((m) => m.down)
+      .join(''),
     'up-each.sql': each(MIGRATIONS.map((m) => m.up)),
     'down-each.sql': each([...MIGRATIONS].reverse().map((m) => m.down)),
   });
@@ -139,7 +176,10 @@ main(async () => {
   await writeFiles(path.join(work, 'npgm'), filesFor('npgm'));
   const psql = clientBin('psql');
   const psqlFile = (db: string, file: string, single = true) =>
-    must(psql, ['-X', '-q', ...(single ? ['-1'] : []), '-v', 'ON_ERROR_STOP=1', '-f', path.join(work, file)], { env: libpqEnv(p, c, who, db), timeoutMs: 600_000 }).then((r) => r.ms);
+    must(psql, ['-X', '-q', ...(single ? ['-1'] : []), '-v', 'ON_ERROR_STOP=1', '-f', path.join(work, file)], {
+      env: libpqEnv(p, c, who, db),
+      timeoutMs: 600_000,
+    }).then((r) => r.ms);
 
   progress('warm-up: the psql floor once in a scratch database (not counted)');
   await psqlFile(dbs.warm, 'up.sql');
@@ -149,12 +189,19 @@ main(async () => {
   const dbmate = dbmateBin();
   const dbmateEnv = { DATABASE_URL: url(p, c, who, dbs.dbmate), PGPASSWORD: who.password };
   const dbmateRun = (args: string[]) =>
-    must(dbmate, ['--no-dump-schema', '--migrations-dir', path.join(work, 'dbmate'), ...args], { env: dbmateEnv, cwd: work, timeoutMs: 600_000 });
+    must(dbmate, ['--no-dump-schema', '--migrations-dir', path.join(work, 'dbmate'), ...args], {
+      env: dbmateEnv,
+      cwd: work,
+      timeoutMs: 600_000,
+    });
   const npgm = path.join(ROOT, 'node_modules/.bin/node-pg-migrate');
   // Generous to node-pg-migrate: no per-statement logging. TLS verification as everyone else's.
   const npgmRun = (db: string, args: string[]) =>
-    must(npgm, [...args, '--migrations-dir', path.join(work, 'npgm'), '--no-verbose', '--reject-unauthorized'],
-      { env: { DATABASE_URL: url(p, c, who, db), PGPASSWORD: who.password }, cwd: work, timeoutMs: 600_000 });
+    must(npgm, [...args, '--migrations-dir', path.join(work, 'npgm'), '--no-verbose', '--reject-unauthorized'], {
+      env: { DATABASE_URL: url(p, c, who, db), PGPASSWORD: who.password },
+      cwd: work,
+      timeoutMs: 600_000,
+    });
 
   const oursInside = { up: [] as number[], down: [] as number[] };
   // The runner's own summary: "applied 1000 migrations in 8.12 s (version ...)" or "... in 950 ms".
@@ -297,13 +344,30 @@ main(async () => {
         const u = median(oursInside.up);
         const d = median(oursInside.down);
         const t = median(oursInside.up.map((x, i) => x + oursInside.down[i]));
-        return ['  ours, inside the runner (its own "in N s")', String(oursInside.up.length), fmtMs(u), fmtMs(d), fmtMs(t), ratio(u, fu), ratio(d, fd), ratio(t, ft)];
+        return [
+          '  ours, inside the runner (its own "in N s")',
+          String(oursInside.up.length),
+          fmtMs(u),
+          fmtMs(d),
+          fmtMs(t),
+          ratio(u, fu),
+          ratio(d, fd),
+          ratio(t, ft),
+        ];
       })(),
     ],
   );
-  process.stdout.write(`\nevery cycle (up / down, in run order):\n${contenders
-    .map((k) => `  ${k.short.padEnd(26)} ${up.get(k.label)!.map((u, i) => `${fmtMs(u)} / ${fmtMs(down.get(k.label)![i])}`).join(', ')}`)
-    .join('\n')}\n`);
+  process.stdout.write(
+    `\nevery cycle (up / down, in run order):\n${contenders
+      .map(
+        (k) =>
+          `  ${k.short.padEnd(26)} ${up
+            .get(k.label)!
+            .map((u, i) => `${fmtMs(u)} / ${fmtMs(down.get(k.label)![i])}`)
+            .join(', ')}`,
+      )
+      .join('\n')}\n`,
+  );
   const base = median(noChange.get(baseline)!);
   printTable(
     `nothing pending, whole process (N=${NOCHANGE_N}; ours lists and checks the ${COUNT * 2} file names, reads no file)`,
@@ -323,9 +387,16 @@ main(async () => {
 targets (issue 3):
   within 2x of the psql floor, ${COUNT} up + down: ${ratio(oursTotal, ft)} -> ${oursTotal <= 2 * ft ? 'met' : 'MISSED'}
   faster than both peers (up + down), each against the peers' runs with the same guarantee:
-${pair('a transaction per migration', oursTotal, [['dbmate', byShort('dbmate')], ['node-pg-migrate --no-single-transaction', byShort('node-pg-migrate, tx each')]])}
+${pair('a transaction per migration', oursTotal, [
+  ['dbmate', byShort('dbmate')],
+  ['node-pg-migrate --no-single-transaction', byShort('node-pg-migrate, tx each')],
+])}
 ${pair('one transaction for the run', byShort('ours, one transaction'), [['node-pg-migrate (default)', byShort('node-pg-migrate')]])}
-${pair('ours by default against every peer run', oursTotal, [['dbmate', byShort('dbmate')], ['node-pg-migrate (default)', byShort('node-pg-migrate')], ['node-pg-migrate --no-single-transaction', byShort('node-pg-migrate, tx each')]])}
+${pair('ours by default against every peer run', oursTotal, [
+  ['dbmate', byShort('dbmate')],
+  ['node-pg-migrate (default)', byShort('node-pg-migrate')],
+  ['node-pg-migrate --no-single-transaction', byShort('node-pg-migrate, tx each')],
+])}
   no-change run as fast as node + one TLS connection: ${ratio(ncOurs, base)} (${ncOurs >= base ? `${fmtMs(ncOurs - base)} more` : `${fmtMs(base - ncOurs)} less`})
 `);
   await removeProject(p);

@@ -16,8 +16,33 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {
-  adminQuery, CLI, NODE, PG_BIN, ROOT, cli, clientBin, creds, dataDir, fmtMs, libpqEnv, machine, main, makeProject, median, must,
-  printTable, progress, query, ratio, removeProject, serverOptions, serverUser, stopServer, timed, connect, type Project,
+  adminQuery,
+  CLI,
+  NODE,
+  PG_BIN,
+  ROOT,
+  cli,
+  clientBin,
+  creds,
+  dataDir,
+  fmtMs,
+  libpqEnv,
+  machine,
+  main,
+  makeProject,
+  median,
+  must,
+  printTable,
+  progress,
+  query,
+  ratio,
+  removeProject,
+  serverOptions,
+  serverUser,
+  stopServer,
+  timed,
+  connect,
+  type Project,
 } from './lib.ts';
 
 const N = Number(process.env.BENCH_N || 5);
@@ -91,17 +116,13 @@ async function partA(p: Project) {
     floor.push(performance.now() - t0);
   }
   await stopServer(p);
-  printTable(
-    `(a) start an existing, stopped cluster until the first TLS query answers (N=${N}, from process start)`,
-    HEADER,
-    [
-      row('pg_ctl start -w + first TLS query (baseline)', raw, raw),
-      row('node dist/cli.js db:up + first TLS query', up, raw),
-      row('pg_ctl start -W + TLS login polled every 5 ms', floor, raw),
-      row('  db:up process alone', upProc, raw),
-      row('  pg_ctl start -w process alone', rawProc, raw),
-    ],
-  );
+  printTable(`(a) start an existing, stopped cluster until the first TLS query answers (N=${N}, from process start)`, HEADER, [
+    row('pg_ctl start -w + first TLS query (baseline)', raw, raw),
+    row('node dist/cli.js db:up + first TLS query', up, raw),
+    row('pg_ctl start -W + TLS login polled every 5 ms', floor, raw),
+    row('  db:up process alone', upProc, raw),
+    row('  pg_ctl start -w process alone', rawProc, raw),
+  ]);
 }
 
 /** What a careful shell script would run for "from nothing": the floor for deploy. */
@@ -117,18 +138,52 @@ async function rawDeploy(p: Project): Promise<void> {
   // Secrets: the same files db:secrets writes (passwords never reach argv).
   const pw = () => randomBytes(32).toString('base64url');
   const secrets: Record<string, string> = {
-    postgres_user: 'postgres', postgres_password: pw(), postgres_db: 'app',
-    migrate_user: 'app_owner', migrate_password: pw(), app_user: 'app', app_password: pw(),
+    postgres_user: 'postgres',
+    postgres_password: pw(),
+    postgres_db: 'app',
+    migrate_user: 'app_owner',
+    migrate_password: pw(),
+    app_user: 'app',
+    app_password: pw(),
   };
   await fs.mkdir(p.secretsDir, { recursive: true, mode: 0o700 });
   for (const [n, v] of Object.entries(secrets)) await fs.writeFile(path.join(p.secretsDir, n), v, { mode: 0o600 });
   // A CA and a server certificate signed by it, EC P-256, with the SANs verify-full needs.
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '365'];
-  await must('openssl', ['req', '-x509', ...ec, '-keyout', path.join(ssl, 'ca.key'), '-out', path.join(ssl, 'ca.crt'), '-subj', '/CN=bench CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  await must('openssl', ['req', '-x509', ...ec, '-CA', path.join(ssl, 'ca.crt'), '-CAkey', path.join(ssl, 'ca.key'),
-    '-keyout', path.join(ssl, 'server.key'), '-out', path.join(ssl, 'server.crt'), '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:api-db', '-addext', 'basicConstraints=CA:FALSE']);
+  await must('openssl', [
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    path.join(ssl, 'ca.key'),
+    '-out',
+    path.join(ssl, 'ca.crt'),
+    '-subj',
+    '/CN=bench CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
+  await must('openssl', [
+    'req',
+    '-x509',
+    ...ec,
+    '-CA',
+    path.join(ssl, 'ca.crt'),
+    '-CAkey',
+    path.join(ssl, 'ca.key'),
+    '-keyout',
+    path.join(ssl, 'server.key'),
+    '-out',
+    path.join(ssl, 'server.crt'),
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:api-db',
+    '-addext',
+    'basicConstraints=CA:FALSE',
+  ]);
   for (const f of ['server.crt', 'server.key']) {
     await fs.copyFile(path.join(ssl, f), path.join(tls, f));
     await fs.chmod(path.join(tls, f), 0o600);
@@ -137,8 +192,11 @@ async function rawDeploy(p: Project): Promise<void> {
   const pwFile = path.join(p.nativeDir, '.pw');
   await fs.writeFile(pwFile, secrets.postgres_password, { mode: 0o600 });
   if (as) await fs.chown(pwFile, as.uid, as.gid);
-  await must(path.join(PG_BIN, 'initdb'), ['-D', dataDir(p), '-U', 'postgres', `--pwfile=${pwFile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--no-locale'],
-    { as, cwd: p.nativeDir, timeoutMs: 120_000 });
+  await must(
+    path.join(PG_BIN, 'initdb'),
+    ['-D', dataDir(p), '-U', 'postgres', `--pwfile=${pwFile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--no-locale'],
+    { as, cwd: p.nativeDir, timeoutMs: 120_000 },
+  );
   await fs.rm(pwFile);
   await pgCtl(p, ['start', '-w', '-l', path.join(p.nativeDir, 'postgres.log'), '-o', serverOptions(p)]);
   const c = await creds(p);
@@ -156,7 +214,9 @@ async function rawDeploy(p: Project): Promise<void> {
     ].join('\n'),
   });
   // The example migration as the migration role over verified TLS, in one transaction.
-  await must(psql, ['-X', '-q', '-1', '-v', 'ON_ERROR_STOP=1', '-f', path.join(p.migrationsDir, '000001_create_accounts.up.sql')], { env: libpqEnv(p, c, c.migrator) });
+  await must(psql, ['-X', '-q', '-1', '-v', 'ON_ERROR_STOP=1', '-f', path.join(p.migrationsDir, '000001_create_accounts.up.sql')], {
+    env: libpqEnv(p, c, c.migrator),
+  });
 }
 
 /** The example migration's table exists in the application database (asked over the Unix socket). */
@@ -180,14 +240,20 @@ async function partB() {
   for (let i = 0; i < DEPLOY_N; i++) {
     let p = await makeProject('deploy-pnpm');
     let t0 = performance.now();
-    await must('pnpm', ['run', 'deploy', '--no-daemon', '--output-logs=errors-only'], { env: { ...p.env, ...turboEnv }, timeoutMs: 180_000 });
+    await must('pnpm', ['run', 'deploy', '--no-daemon', '--output-logs=errors-only'], {
+      env: { ...p.env, ...turboEnv },
+      timeoutMs: 180_000,
+    });
     pnpm.push(performance.now() - t0);
     await assertDeployed(p);
     await removeProject(p);
 
     p = await makeProject('deploy-turbo');
     t0 = performance.now();
-    await must(path.join(ROOT, 'node_modules/.bin/turbo'), ['run', 'deploy', '--no-daemon', '--output-logs=errors-only'], { env: { ...p.env, ...turboEnv }, timeoutMs: 180_000 });
+    await must(path.join(ROOT, 'node_modules/.bin/turbo'), ['run', 'deploy', '--no-daemon', '--output-logs=errors-only'], {
+      env: { ...p.env, ...turboEnv },
+      timeoutMs: 180_000,
+    });
     turbo.push(performance.now() - t0);
     await assertDeployed(p);
     await removeProject(p);
@@ -209,17 +275,13 @@ async function partB() {
     await assertDeployed(p);
     await removeProject(p);
   }
-  printTable(
-    `(b) deploy from nothing: secrets, certificates, initdb, start, example migration (N=${DEPLOY_N})`,
-    HEADER,
-    [
-      row('raw: openssl x2, initdb, pg_ctl start -w, psql roles+db, psql -1 migration (baseline)', raw, raw),
-      row('pnpm run deploy (pnpm -> turbo -> pnpm run <task> x4)', pnpm, raw),
-      row('turbo run deploy (node_modules/.bin/turbo)', turbo, raw),
-      row('CLI steps in sequence (node dist/cli.js ...)', steps, raw),
-      ...STEPS.map((s) => row(`  ${s[0]}${s[0] === 'db:up' ? ' (includes initdb)' : ''}`, stepMs[s[0]], raw)),
-    ],
-  );
+  printTable(`(b) deploy from nothing: secrets, certificates, initdb, start, example migration (N=${DEPLOY_N})`, HEADER, [
+    row('raw: openssl x2, initdb, pg_ctl start -w, psql roles+db, psql -1 migration (baseline)', raw, raw),
+    row('pnpm run deploy (pnpm -> turbo -> pnpm run <task> x4)', pnpm, raw),
+    row('turbo run deploy (node_modules/.bin/turbo)', turbo, raw),
+    row('CLI steps in sequence (node dist/cli.js ...)', steps, raw),
+    ...STEPS.map((s) => row(`  ${s[0]}${s[0] === 'db:up' ? ' (includes initdb)' : ''}`, stepMs[s[0]], raw)),
+  ]);
 }
 
 async function partC(p: Project) {
@@ -243,7 +305,8 @@ async function partC(p: Project) {
   for (let i = -2; i < SPAWN_N; i++) {
     for (const [label, cmd, args, env] of contenders) {
       const r = await must(cmd, args, { env, timeoutMs: 60_000 });
-      if (label.includes('db:migrate (') && !/no change/.test(r.stdout + r.stderr)) throw new Error(`db:migrate had something to do: ${r.stdout}`);
+      if (label.includes('db:migrate (') && !/no change/.test(r.stdout + r.stderr))
+        throw new Error(`db:migrate had something to do: ${r.stdout}`);
       if (i >= 0) times.get(label)!.push(r.ms); // two warm-up rounds are not counted
     }
   }
@@ -254,7 +317,11 @@ async function partC(p: Project) {
   rows[4].push(ratio(median(times.get(contenders[4][0])!), median(tls)));
   rows[5].push(ratio(median(times.get(contenders[5][0])!), median(tls)));
   rows[3].push('1.00x');
-  printTable(`(c) whole-process time of a task (N=${SPAWN_N}, medians; ratio vs node -e 0, last column vs node + one TLS connection)`, [...HEADER, 'vs TLS'], rows);
+  printTable(
+    `(c) whole-process time of a task (N=${SPAWN_N}, medians; ratio vs node -e 0, last column vs node + one TLS connection)`,
+    [...HEADER, 'vs TLS'],
+    rows,
+  );
 }
 
 main(async () => {

@@ -8,10 +8,13 @@ export const task: Task = {
   name: 'db:backup',
   summary: 'Back up the database (pg_dump -Fc, or -Fd with --format dir) and the roles into DB_BACKUP_DIR, then apply DB_BACKUP_KEEP.',
   flags: {
-    format: { type: 'string', description: 'custom (one file; the default, or DB_BACKUP_FORMAT) or dir (a file per table, dumped in parallel)' },
+    format: {
+      type: 'string',
+      description: 'custom (one file; the default, or DB_BACKUP_FORMAT) or dir (a file per table, dumped in parallel)',
+    },
     jobs: { type: 'string', description: 'with --format dir: pg_dump processes (default DB_BACKUP_JOBS, else the CPUs up to 4)' },
     verify: { type: 'boolean', description: 'restore it into a scratch database and compare before calling it done' },
-    'with-passwords': { type: 'boolean', description: 'keep the roles\' password verifiers in roles.sql' },
+    'with-passwords': { type: 'boolean', description: "keep the roles' password verifiers in roles.sql" },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
   async run(ctx, { flags }) {
@@ -28,7 +31,14 @@ export const task: Task = {
     const removed = await applyRetention(ctx);
     if (removed.length) ctx.log.info(`retention (DB_BACKUP_KEEP): removed ${removed.join(', ')}`);
     ctx.log.result(rel, {
-      backup: b.dir, name: b.manifest.name, format: format.kind, jobs: format.jobs, bytes: b.manifest.dump.bytes, ms: b.manifest.ms, verified: Boolean(verified), removed,
+      backup: b.dir,
+      name: b.manifest.name,
+      format: format.kind,
+      jobs: format.jobs,
+      bytes: b.manifest.dump.bytes,
+      ms: b.manifest.ms,
+      verified: Boolean(verified),
+      removed,
     });
   },
 };

@@ -3,7 +3,8 @@ import type { Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:bash',
-  summary: 'A shell in the database container (docker) or with PG* set for the server (native); arguments, stdin and the exit status pass through.',
+  summary:
+    'A shell in the database container (docker) or with PG* set for the server (native); arguments, stdin and the exit status pass through.',
   usage: '[shell args...]',
   passThrough: true,
   async run(ctx, { positionals }) {

@@ -30,9 +30,15 @@ function parse(task: Task<unknown>, rest: string[]): Args {
   }
   const max = maxPositionals(task.usage);
   if (parsed.positionals.length > max) {
-    const extra = parsed.positionals.slice(max).map((p) => JSON.stringify(p)).join(' ');
+    const extra = parsed.positionals
+      .slice(max)
+      .map((p) => JSON.stringify(p))
+      .join(' ');
     const takes = max === 0 ? 'takes no arguments' : `takes at most ${max}: ${task.usage}`;
-    throw new UsageError(`${task.name}: unexpected argument${parsed.positionals.length - max > 1 ? 's' : ''} ${extra} (${task.name} ${takes})`, helpCommand(task.name));
+    throw new UsageError(
+      `${task.name}: unexpected argument${parsed.positionals.length - max > 1 ? 's' : ''} ${extra} (${task.name} ${takes})`,
+      helpCommand(task.name),
+    );
   }
   return { flags: parsed.values as Args['flags'], positionals: parsed.positionals };
 }
@@ -54,9 +60,11 @@ export async function runTask<O>(task: Task<O>, ctx: Omit<Ctx, 'confirm'>, args:
 }
 
 /** Asking without the `destructive` mark is a bug: help and the refusal read the mark. */
-const notDestructive = (name: string): Confirm => async () => {
-  throw new Error(`${name} asked for confirmation, but is not marked destructive for these arguments`);
-};
+const notDestructive =
+  (name: string): Confirm =>
+  async () => {
+    throw new Error(`${name} asked for confirmation, but is not marked destructive for these arguments`);
+  };
 
 /** The one entry point: parse, build the context, run the task, turn errors into exit codes. */
 export async function main(argv: string[], realEnv: Record<string, string | undefined>): Promise<number> {

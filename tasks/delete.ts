@@ -6,7 +6,11 @@ export const task: Task = {
   name: 'db:delete',
   summary: 'Stop PostgreSQL and DELETE all of its data.',
   destructive: { unlessFlag: 'dry-run' },
-  flags: { ...noBackupFlag, ...forceProductionFlag, 'dry-run': { type: 'boolean', description: 'say what would be deleted, delete nothing' } },
+  flags: {
+    ...noBackupFlag,
+    ...forceProductionFlag,
+    'dry-run': { type: 'boolean', description: 'say what would be deleted, delete nothing' },
+  },
   async run(ctx, { flags }) {
     const rt = await selectRuntime(ctx);
     if (flags['dry-run']) {

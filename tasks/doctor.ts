@@ -12,10 +12,17 @@ export const task: Task = {
     const w = Math.max(...checks.map((c) => c.name.length));
     const mark = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' } as const;
     const text = checks
-      .map((c) => `${mark[c.status]}  ${c.name.padEnd(w)}  ${c.detail}${c.fix && c.status !== 'ok' ? `\n      ${''.padEnd(w)}  fix: ${c.fix}` : ''}`)
+      .map(
+        (c) =>
+          `${mark[c.status]}  ${c.name.padEnd(w)}  ${c.detail}${c.fix && c.status !== 'ok' ? `\n      ${''.padEnd(w)}  fix: ${c.fix}` : ''}`,
+      )
       .join('\n');
     const failed = checks.filter((c) => c.status === 'fail').length;
-    ctx.log.result(`${text}\n${failed ? `${failed} check(s) failed` : 'all checks passed'} (${rt.label})`, { runtime: rt.label, ok: failed === 0, checks });
+    ctx.log.result(`${text}\n${failed ? `${failed} check(s) failed` : 'all checks passed'} (${rt.label})`, {
+      runtime: rt.label,
+      ok: failed === 0,
+      checks,
+    });
     return failed ? 1 : 0;
   },
 };

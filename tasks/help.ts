@@ -11,7 +11,8 @@ export const invocation = (name: string) => `pnpm ${PNPM_COMMANDS.has(name) ? 'r
 export const helpCommand = (task?: string) => `${invocation('help')}${task ? ` ${task}` : ''}`;
 
 /** The flag without which a destructive task destroys nothing (db:secrets --force). */
-const onlyWith = (t: Task<unknown>) => (t.destructive && t.destructive !== true && 'withFlag' in t.destructive ? t.destructive.withFlag : undefined);
+const onlyWith = (t: Task<unknown>) =>
+  t.destructive && t.destructive !== true && 'withFlag' in t.destructive ? t.destructive.withFlag : undefined;
 
 /** Text for one task or all of them, made from the registry: never written by hand. */
 export function helpText(tasks: readonly Task<unknown>[], name?: string): string {
@@ -23,11 +24,26 @@ export function helpText(tasks: readonly Task<unknown>[], name?: string): string
       ([k, f]) => `  --${k}${f.type === 'string' ? ' <value>' : ''}${f.short ? `, -${f.short}` : ''}`.padEnd(24) + f.description,
     );
     if (t.passThrough) {
-      return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, '',
+      return [
+        `${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`,
+        '',
+        t.summary,
+        '',
         'Every argument after the task name, --help included, passes through untouched (one leading -- is',
-        `dropped), and the exit status is the program's. This help: ${helpCommand(t.name)}`].join('\n');
+        `dropped), and the exit status is the program's. This help: ${helpCommand(t.name)}`,
+      ].join('\n');
     }
-    return [`${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`, '', t.summary, t.destructive ? `${onlyWith(t) ? `With --${onlyWith(t)}` : 'Destroys data'}: asks first; --yes answers.` : '', '', 'Flags:', ...flags].filter((l, i, a) => l || a[i - 1]).join('\n');
+    return [
+      `${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`,
+      '',
+      t.summary,
+      t.destructive ? `${onlyWith(t) ? `With --${onlyWith(t)}` : 'Destroys data'}: asks first; --yes answers.` : '',
+      '',
+      'Flags:',
+      ...flags,
+    ]
+      .filter((l, i, a) => l || a[i - 1])
+      .join('\n');
   }
   const width = Math.max(...tasks.map((t) => t.name.length)) + 2;
   return [

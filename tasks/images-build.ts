@@ -15,6 +15,9 @@ export const task: Task = {
     const env = `DB_IMAGE=${r.images.db}\nMIGRATE_IMAGE=${r.images.migrate}\nNODE_IMAGE=${r.images.node}`;
     if (flags['print-env']) return ctx.log.result(env);
     const s = ((ctx.clock().getTime() - t0) / 1000).toFixed(1);
-    ctx.log.result(`${r.built.length ? `built ${r.built.join(', ')}` : 'all images up to date'} in ${s} s; to use them:\n${env}`, { ...r, seconds: Number(s) });
+    ctx.log.result(`${r.built.length ? `built ${r.built.join(', ')}` : 'all images up to date'} in ${s} s; to use them:\n${env}`, {
+      ...r,
+      seconds: Number(s),
+    });
   },
 };

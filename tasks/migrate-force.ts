@@ -12,7 +12,14 @@ export const task: Task<{ version: number; guard: GuardOptions }> = {
   options: ({ positionals, flags }) => ({ version: versionArg(positionals[0]), guard: guardOptions(flags) }),
   async run(ctx, { version, guard }) {
     const rt = await selectRuntime(ctx);
-    await guardProduction(ctx, rt, 'db:migrate:force', guard, `force ${version}`, `Record version ${version} as applied and clean, without running anything?`);
+    await guardProduction(
+      ctx,
+      rt,
+      'db:migrate:force',
+      guard,
+      `force ${version}`,
+      `Record version ${version} as applied and clean, without running anything?`,
+    );
     await rt.migrate({ kind: 'force', version });
     ctx.log.result(`version forced to ${version}`, { version });
   },

@@ -10,7 +10,10 @@ export const task: Task = {
   usage: '[up [N] | down N | down --all | goto V]',
   flags: {
     all: { type: 'boolean', description: 'with down: roll back every migration' },
-    'single-transaction': { type: 'boolean', description: 'the whole run in one transaction: all or nothing (native only; holds every lock to the end)' },
+    'single-transaction': {
+      type: 'boolean',
+      description: 'the whole run in one transaction: all or nothing (native only; holds every lock to the end)',
+    },
     ...forceProductionFlag,
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
@@ -18,7 +21,8 @@ export const task: Task = {
     const cmd = parseCommand(positionals, Boolean(flags.all));
     const rt = await selectRuntime(ctx);
     // Rolling back destroys data, as db:rollback does; goto may go either way.
-    if (cmd.kind === 'down' || cmd.kind === 'goto') await guardProduction(ctx, rt, 'db:migrate', guardOptions(flags), positionals.join(' ') + (flags.all ? ' --all' : ''));
+    if (cmd.kind === 'down' || cmd.kind === 'goto')
+      await guardProduction(ctx, rt, 'db:migrate', guardOptions(flags), positionals.join(' ') + (flags.all ? ' --all' : ''));
     const r = await rt.migrate(cmd, { singleTransaction: Boolean(flags['single-transaction']) });
     if (r) ctx.log.result(describe(r), r);
   },

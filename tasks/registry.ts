@@ -24,9 +24,27 @@ import { task as imagesBuild } from './images-build.ts';
 
 /** Every task, in the order help lists them. */
 const declared: Task<unknown>[] = [
-  up, down, logs, bash, psql, status,
-  migrate, rollback, migrateCreate, migrateForce, seed,
-  secrets, rotate, secure, doctor, backup, backupVerify, restore, fresh, del, imagesBuild,
+  up,
+  down,
+  logs,
+  bash,
+  psql,
+  status,
+  migrate,
+  rollback,
+  migrateCreate,
+  migrateForce,
+  seed,
+  secrets,
+  rotate,
+  secure,
+  doctor,
+  backup,
+  backupVerify,
+  restore,
+  fresh,
+  del,
+  imagesBuild,
   helpTask(() => tasks),
 ];
 

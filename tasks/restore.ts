@@ -12,8 +12,17 @@ export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions }
   summary: 'Replace the database with a backup (default: the newest verified); a safety backup is taken first.',
   usage: '[BACKUP]',
   destructive: true,
-  flags: { ...noBackupFlag, ...forceProductionFlag, ...restoreJobsFlag, json: { type: 'boolean', description: 'print the result as JSON' } },
-  options: ({ positionals, flags }) => ({ backup: positionals[0], jobs: jobsFlag(flags.jobs as string | undefined), opts: guardOptions(flags) }),
+  flags: {
+    ...noBackupFlag,
+    ...forceProductionFlag,
+    ...restoreJobsFlag,
+    json: { type: 'boolean', description: 'print the result as JSON' },
+  },
+  options: ({ positionals, flags }) => ({
+    backup: positionals[0],
+    jobs: jobsFlag(flags.jobs as string | undefined),
+    opts: guardOptions(flags),
+  }),
   async run(ctx, { backup, jobs, opts }) {
     const b = await resolveBackup(ctx, backup, { verifiedOnly: true });
     restoreJobs(b.manifest, jobs); // --jobs on a custom-format backup is refused before anything is asked
@@ -21,10 +30,20 @@ export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions }
     const rt = await selectRuntime(ctx);
     // The guard, the safety backup and the restore all connect: put right what a killed restore left first.
     await repairBeforeRestore(ctx, rt);
-    const audit = await guardProduction(ctx, rt, 'db:restore', opts, b.manifest.name, `Replace database ${b.manifest.database} with the backup ${b.manifest.name}?`);
+    const audit = await guardProduction(
+      ctx,
+      rt,
+      'db:restore',
+      opts,
+      b.manifest.name,
+      `Replace database ${b.manifest.database} with the backup ${b.manifest.name}?`,
+    );
     await safetyBackup(ctx, rt, 'db:restore', opts);
     const r = await restoreBackup(ctx, rt, checked, { jobs });
     await afterForcedReplace(ctx, rt, audit); // a development backup must not lower a production database's guard
-    ctx.log.result(`restored ${b.manifest.name} as ${r.database} in ${r.ms} ms${r.rolesCreated ? ` (${r.rolesCreated} role(s) created)` : ''}`, { name: b.manifest.name, ...r });
+    ctx.log.result(
+      `restored ${b.manifest.name} as ${r.database} in ${r.ms} ms${r.rolesCreated ? ` (${r.rolesCreated} role(s) created)` : ''}`,
+      { name: b.manifest.name, ...r },
+    );
   },
 };

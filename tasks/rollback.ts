@@ -10,11 +10,20 @@ export const task: Task<{ n: number; guard: GuardOptions }> = {
   usage: '[N]',
   destructive: true,
   flags: { ...forceProductionFlag, json: { type: 'boolean', description: 'print the result as JSON' } },
-  options: ({ positionals, flags }) => ({ n: positionals[0] === undefined ? 1 : positiveInt(positionals[0], 'N'), guard: guardOptions(flags) }),
+  options: ({ positionals, flags }) => ({
+    n: positionals[0] === undefined ? 1 : positiveInt(positionals[0], 'N'),
+    guard: guardOptions(flags),
+  }),
   async run(ctx, { n, guard }) {
     const rt = await selectRuntime(ctx);
-    await guardProduction(ctx, rt, 'db:rollback', guard, `down ${n}`,
-      `Roll back the last ${n === 1 ? 'migration' : `${n} migrations`}? Their down files run and may drop tables with their data.`);
+    await guardProduction(
+      ctx,
+      rt,
+      'db:rollback',
+      guard,
+      `down ${n}`,
+      `Roll back the last ${n === 1 ? 'migration' : `${n} migrations`}? Their down files run and may drop tables with their data.`,
+    );
     const r = await rt.migrate({ kind: 'down', n });
     if (r) ctx.log.result(describe(r), r);
   },

@@ -9,7 +9,10 @@ export const task: Task = {
   summary: 'Create the missing secret files (superuser, schema owner, app role, database); never overwrites without --force.',
   destructive: { withFlag: 'force' },
   flags: {
-    force: { type: 'boolean', description: 'replace the existing secrets, keeping the old ones beside them; asks, and refuses while a database cluster exists' },
+    force: {
+      type: 'boolean',
+      description: 'replace the existing secrets, keeping the old ones beside them; asks, and refuses while a database cluster exists',
+    },
     ...forceProductionFlag,
   },
   async run(ctx, { flags }) {
@@ -23,7 +26,9 @@ export const task: Task = {
       : undefined;
     const r = await ensureSecrets(ctx, { force, question });
     const where = path.relative(ctx.cfg.root, ctx.cfg.secretsDir) || ctx.cfg.secretsDir;
-    const parts = [r.created.length ? `created ${r.created.join(', ')}` : '', r.kept.length ? `kept ${r.kept.join(', ')}` : ''].filter(Boolean);
+    const parts = [r.created.length ? `created ${r.created.join(', ')}` : '', r.kept.length ? `kept ${r.kept.join(', ')}` : ''].filter(
+      Boolean,
+    );
     const old = kept ? `; the old files are in ${path.relative(ctx.cfg.root, kept) || kept}` : '';
     ctx.log.result(`${parts.join('; ')} in ${where}${old}`, { ...r, ...(kept && { replacedKeptIn: kept }) });
   },

@@ -13,7 +13,13 @@ export const task: Task = {
   },
   async run(ctx, { flags }) {
     const names = requiredNames(ctx.cfg.tlsHostnames);
-    const r = await ensureTls(ctx, { sslDir: ctx.cfg.sslDir, names, days: ctx.cfg.tlsDays, forceCa: Boolean(flags.force), forceServer: Boolean(flags.renew) });
+    const r = await ensureTls(ctx, {
+      sslDir: ctx.cfg.sslDir,
+      names,
+      days: ctx.cfg.tlsDays,
+      forceCa: Boolean(flags.force),
+      forceServer: Boolean(flags.renew),
+    });
     const st = await inspectTls(ctx, ctx.cfg.sslDir, names);
     // A running server gets the new certificate now, by reload: open sessions survive.
     let reloaded = false;
@@ -25,8 +31,14 @@ export const task: Task = {
       }
     }
     const where = path.relative(ctx.cfg.root, ctx.cfg.sslDir) || ctx.cfg.sslDir;
-    const what = r.madeCa ? 'made a new CA and server certificate' : r.madeServer ? 'issued a new server certificate from the existing CA' : 'certificates are valid; kept them';
-    ctx.log.result(`${what} in ${where} (covers ${names.join(', ')}; expires ${st.notAfter?.toISOString().slice(0, 10)})${reloaded ? '; the running server reloaded it' : ''}`,
-      { madeCa: r.madeCa, madeServer: r.madeServer, reloaded, names, notAfter: st.notAfter?.toISOString() });
+    const what = r.madeCa
+      ? 'made a new CA and server certificate'
+      : r.madeServer
+        ? 'issued a new server certificate from the existing CA'
+        : 'certificates are valid; kept them';
+    ctx.log.result(
+      `${what} in ${where} (covers ${names.join(', ')}; expires ${st.notAfter?.toISOString().slice(0, 10)})${reloaded ? '; the running server reloaded it' : ''}`,
+      { madeCa: r.madeCa, madeServer: r.madeServer, reloaded, names, notAfter: st.notAfter?.toISOString() },
+    );
   },
 };

@@ -33,12 +33,25 @@ export const task: Task = {
       ...(dirty ? [`dirty     ${dirty.problem}`, `fix       ${dirty.fix}`] : []),
       `applied   ${s.applied.length}`,
       `pending   ${s.pending.length}`,
-      ...s.applied.map((e) => `  applied ${e.file}${e.appliedAt ? `  ${e.appliedAt}` : ''}${e.edited ? '  EDITED after it was applied' : ''}${e.unrecorded ? '  NEVER APPLIED' : ''}${e.dirty ? '  DIRTY: stopped part-way' : ''}`),
+      ...s.applied.map((e) =>
+        [
+          `  applied ${e.file}`,
+          e.appliedAt,
+          e.edited && 'EDITED after it was applied',
+          e.unrecorded && 'NEVER APPLIED',
+          e.dirty && 'DIRTY: stopped part-way',
+        ]
+          .filter(Boolean)
+          .join('  '),
+      ),
       ...s.pending.map((e) => `  pending ${e.file}`),
     ];
-    for (const e of s.applied.filter((x) => x.edited)) ctx.log.warn(`${e.file} was edited after it was applied; the database ran the old text`);
+    for (const e of s.applied.filter((x) => x.edited))
+      ctx.log.warn(`${e.file} was edited after it was applied; the database ran the old text`);
     for (const e of s.applied.filter((x) => x.unrecorded)) {
-      ctx.log.warn(`${e.file} is below the current version ${s.version} but was never applied (added after later migrations ran?); no runner will apply it: give it a version above ${s.version}`);
+      ctx.log.warn(
+        `${e.file} is below the current version ${s.version} but was never applied (added after later migrations ran?); no runner will apply it: give it a version above ${s.version}`,
+      );
     }
     ctx.log.result(lines.join('\n'), { runtime: rt.label, ...s, ...(dirty && { problem: dirty.problem, fix: dirty.fix }), overview: o });
     return flags['exit-code'] && (s.pending.length || s.dirty || s.applied.some((e) => e.unrecorded)) ? 1 : 0;

@@ -12,7 +12,9 @@ export const task: Task = {
     const t0 = ctx.clock().getTime();
     const r = await rt.up(); // also records the environment, and repairs what an interrupted db:restore left
     const ms = ctx.clock().getTime() - t0;
-    ctx.log.result(`PostgreSQL is up (${rt.label}, 127.0.0.1:${ctx.cfg.port}, TLS verified) in ${ms} ms${r.initialised ? ', new cluster' : ''}${r.provisioned ? '' : ', roles and grants unchanged'}`,
-      { runtime: rt.label, port: ctx.cfg.port, initialised: r.initialised, provisioned: r.provisioned, ms });
+    ctx.log.result(
+      `PostgreSQL is up (${rt.label}, 127.0.0.1:${ctx.cfg.port}, TLS verified) in ${ms} ms${r.initialised ? ', new cluster' : ''}${r.provisioned ? '' : ', roles and grants unchanged'}`,
+      { runtime: rt.label, port: ctx.cfg.port, initialised: r.initialised, provisioned: r.provisioned, ms },
+    );
   },
 };

@@ -53,7 +53,9 @@ rules('a restore uses the jobs the dump recorded unless told; a manifest without
 rules.run();
 
 // ---------------------------------------------------------------------------------------------
-const dir = suite<Ctx & { before?: Awaited<ReturnType<typeof shopSnapshot>>; backup?: string; pristine?: string }>('a directory-format backup, dumped and restored in parallel');
+const dir = suite<Ctx & { before?: Awaited<ReturnType<typeof shopSnapshot>>; backup?: string; pristine?: string }>(
+  'a directory-format backup, dumped and restored in parallel',
+);
 
 setUp(dir, async (ctx) => {
   ctx.p = await backupProject();
@@ -66,38 +68,54 @@ dir.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-dir('db:backup --format dir --jobs 2 --verify writes db.dir, a checksum per file and a manifest listing them, all private, and marks it verified', async (ctx) => {
-  const p = ctx.p!;
-  const out = JSON.parse((await ok(['db:backup', '--format', 'dir', '--jobs', '2', '--verify', '--json'], p.env)).stdout);
-  assert.is(out.verified, true);
-  assert.is(out.format, 'dir');
-  assert.is(out.jobs, 2);
-  ctx.backup = out.name;
-  const b = path.join(p.env.DB_BACKUP_DIR, out.name);
-  assert.equal((await fs.readdir(b)).sort(), ['db.dir', 'db.dir.sha256', 'manifest.json', 'roles.sql']);
-  assert.is((await fs.readFile(path.join(b, 'db.dir/toc.dat'))).subarray(0, 5).toString('latin1'), 'PGDMP');
-  const files = (await fs.readdir(path.join(b, 'db.dir'))).sort();
-  assert.ok(files.length >= 6, `toc.dat and a data file per table: ${files.join(', ')}`);
-  // sha256sum itself reads the list, from inside the backup.
-  execFileSync('sha256sum', ['--check', '--status', 'db.dir.sha256'], { cwd: b });
-  const listed = (await fs.readFile(path.join(b, 'db.dir.sha256'), 'utf8')).trim().split('\n').map((l) => l.split('  ')[1]);
-  assert.equal(listed, files.map((f) => `db.dir/${f}`));
-  const m = JSON.parse(await fs.readFile(path.join(b, 'manifest.json'), 'utf8'));
-  assert.is(m.format, 1);
-  assert.is(m.dump.kind, 'dir');
-  assert.is(m.dump.file, 'db.dir');
-  assert.is(m.dump.jobs, 2);
-  assert.equal(m.dump.files.map((f: { file: string }) => f.file), files.map((f) => `db.dir/${f}`));
-  assert.is(m.dump.bytes, m.dump.files.reduce((n: number, f: { bytes: number }) => n + f.bytes, 0));
-  assert.is(m.data['table public.order_lines'], '5000');
-  assert.ok(m.verified?.at, 'marked verified');
-  assert.is(await mode(b), 0o700);
-  assert.is(await mode(path.join(b, 'db.dir')), 0o700);
-  for (const f of ['db.dir.sha256', 'manifest.json', 'roles.sql', ...files.map((f) => `db.dir/${f}`)]) assert.is(await mode(path.join(b, f)), 0o600, f);
-  // A copy for the damage tests below, taken while it is intact.
-  ctx.pristine = path.join(p.dir, 'pristine');
-  await fs.cp(b, ctx.pristine, { recursive: true });
-});
+dir(
+  'db:backup --format dir --jobs 2 --verify writes db.dir, a checksum per file and a manifest listing them, all private, and marks it verified',
+  async (ctx) => {
+    const p = ctx.p!;
+    const out = JSON.parse((await ok(['db:backup', '--format', 'dir', '--jobs', '2', '--verify', '--json'], p.env)).stdout);
+    assert.is(out.verified, true);
+    assert.is(out.format, 'dir');
+    assert.is(out.jobs, 2);
+    ctx.backup = out.name;
+    const b = path.join(p.env.DB_BACKUP_DIR, out.name);
+    assert.equal((await fs.readdir(b)).sort(), ['db.dir', 'db.dir.sha256', 'manifest.json', 'roles.sql']);
+    assert.is((await fs.readFile(path.join(b, 'db.dir/toc.dat'))).subarray(0, 5).toString('latin1'), 'PGDMP');
+    const files = (await fs.readdir(path.join(b, 'db.dir'))).sort();
+    assert.ok(files.length >= 6, `toc.dat and a data file per table: ${files.join(', ')}`);
+    // sha256sum itself reads the list, from inside the backup.
+    execFileSync('sha256sum', ['--check', '--status', 'db.dir.sha256'], { cwd: b });
+    const listed = (await fs.readFile(path.join(b, 'db.dir.sha256'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => l.split('  ')[1]);
+    assert.equal(
+      listed,
+      files.map((f) => `db.dir/${f}`),
+    );
+    const m = JSON.parse(await fs.readFile(path.join(b, 'manifest.json'), 'utf8'));
+    assert.is(m.format, 1);
+    assert.is(m.dump.kind, 'dir');
+    assert.is(m.dump.file, 'db.dir');
+    assert.is(m.dump.jobs, 2);
+    assert.equal(
+      m.dump.files.map((f: { file: string }) => f.file),
+      files.map((f) => `db.dir/${f}`),
+    );
+    assert.is(
+      m.dump.bytes,
+      m.dump.files.reduce((n: number, f: { bytes: number }) => n + f.bytes, 0),
+    );
+    assert.is(m.data['table public.order_lines'], '5000');
+    assert.ok(m.verified?.at, 'marked verified');
+    assert.is(await mode(b), 0o700);
+    assert.is(await mode(path.join(b, 'db.dir')), 0o700);
+    for (const f of ['db.dir.sha256', 'manifest.json', 'roles.sql', ...files.map((f) => `db.dir/${f}`)])
+      assert.is(await mode(path.join(b, f)), 0o600, f);
+    // A copy for the damage tests below, taken while it is intact.
+    ctx.pristine = path.join(p.dir, 'pristine');
+    await fs.cp(b, ctx.pristine, { recursive: true });
+  },
+);
 
 dir('db:status shows the dir backup as the last one, verified', async (ctx) => {
   const o = JSON.parse((await ok(['db:status', '--json'], ctx.p!.env)).stdout).overview;
@@ -191,8 +209,13 @@ refusals('a bad --format or --jobs is a usage error (exit 2) saying what to writ
     failsClearly(r, what, { hint, code: 2 });
   }
   await nothingLeft(p);
-  failsClearly(await cli(['db:backup'], { ...p.env, DB_BACKUP_FORMAT: 'tar' }), /DB_BACKUP_FORMAT=tar is not one of custom, dir/, { hint: /custom .* or dir/ });
-  failsClearly(await cli(['db:backup', '--format', 'dir'], { ...p.env, DB_BACKUP_JOBS: '0' }), /DB_BACKUP_JOBS=0 is not a whole number from 1 to 64/);
+  failsClearly(await cli(['db:backup'], { ...p.env, DB_BACKUP_FORMAT: 'tar' }), /DB_BACKUP_FORMAT=tar is not one of custom, dir/, {
+    hint: /custom .* or dir/,
+  });
+  failsClearly(
+    await cli(['db:backup', '--format', 'dir'], { ...p.env, DB_BACKUP_JOBS: '0' }),
+    /DB_BACKUP_JOBS=0 is not a whole number from 1 to 64/,
+  );
   await nothingLeft(p);
 });
 
@@ -230,7 +253,10 @@ refusals('a pg_dump -Fd that fails (wrong superuser password) leaves no partial 
 refusals('--jobs on a custom-format backup is refused by db:backup:verify and db:restore before anything happens', async (ctx) => {
   const p = ctx.p!;
   const name = JSON.parse((await ok(['db:backup', '--verify', '--json'], p.env)).stdout).name;
-  for (const args of [['db:backup:verify', name, '--jobs', '2'], ['db:restore', name, '--yes', '--jobs', '2']]) {
+  for (const args of [
+    ['db:backup:verify', name, '--jobs', '2'],
+    ['db:restore', name, '--yes', '--jobs', '2'],
+  ]) {
     const r = await cli(args, p.env);
     failsClearly(r, /--jobs goes with dir-format backups; .* is one custom-format file/, { hint: /drop --jobs/, code: 2 });
   }
@@ -261,7 +287,10 @@ refusals('retention removes dir backups as it removes custom ones, whole', async
   const s = await backupDirState(p);
   assert.ok(s.finished.includes(c.name));
   // Names have a one-second stamp: within one second, c may take the name a left free when it went.
-  assert.not.ok([a.name, b.name].filter((n) => n !== c.name).some((n) => s.finished.includes(n)), `${s.finished}`);
+  assert.not.ok(
+    [a.name, b.name].filter((n) => n !== c.name).some((n) => s.finished.includes(n)),
+    `${s.finished}`,
+  );
   assert.equal(s.other, [], 'nothing half-removed');
 });
 

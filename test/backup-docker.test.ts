@@ -25,7 +25,10 @@ import { assertNoSecrets, ENGINE_STUB, readCalls, type Call } from './setup/engi
 
 const COMPOSE_FILE = path.join(ROOT, 'infra/docker-compose.yml');
 const F = ['compose', '-f', COMPOSE_FILE];
-const PROBE = [['compose', 'version', '--short'], ['info', '--format', '{{.ServerVersion}}']];
+const PROBE = [
+  ['compose', 'version', '--short'],
+  ['info', '--format', '{{.ServerVersion}}'],
+];
 /** The two probes run at once: put them in PROBE's order, whatever order they reached the stub in. */
 const probesInOrder = (argvs: string[][]) => {
   const key = (a: string[]) => PROBE.findIndex((p) => p.join(' ') === a.join(' '));
@@ -79,7 +82,11 @@ exit 1
 
 /** The argument arrays with the random parts (snapshot id, scratch database) named. */
 function shapes(cs: Call[]): string[][] {
-  return probesInOrder(cs.map((c) => c.argv)).map((argv) => argv.map((a) => a.replace(/^--snapshot=.+$/, '--snapshot=ID').replace(/^(--dbname=)?pgdeploy_(verify|restore)_(\d+_)?[0-9a-f]{8}$/, '$1SCRATCH')));
+  return probesInOrder(cs.map((c) => c.argv)).map((argv) =>
+    argv.map((a) =>
+      a.replace(/^--snapshot=.+$/, '--snapshot=ID').replace(/^(--dbname=)?pgdeploy_(verify|restore)_(\d+_)?[0-9a-f]{8}$/, '$1SCRATCH'),
+    ),
+  );
 }
 
 const docker = suite<Ctx>('the docker runtime dumps and restores inside api-db and streams through the host');
@@ -129,10 +136,13 @@ docker('db:backup runs pg_dump and pg_dumpall in api-db with the superuser read 
   const got = shapes(cs);
   assert.equal(got.slice(0, 3), [...PROBE, PS]);
   // pg_dump and pg_dumpall run side by side, so their order is not fixed.
-  assert.equal(got.slice(3).sort(), [
-    TOOL('pg_dump', '--format=custom', '--no-password', '--snapshot=ID', 'app'),
-    TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
-  ].sort());
+  assert.equal(
+    got.slice(3).sort(),
+    [
+      TOOL('pg_dump', '--format=custom', '--no-password', '--snapshot=ID', 'app'),
+      TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
+    ].sort(),
+  );
   await assertNoSecrets(ctx.p!, cs);
   const name = JSON.parse(r.stdout).name as string;
   const dir = path.join(ctx.p!.env.DB_BACKUP_DIR, name);
@@ -191,49 +201,74 @@ docker('db:restore restores through api-db after a safety backup, and the data i
   const r = await run(ctx, ['db:restore', '--yes']);
   assert.is(r.code, 0, r.stderr);
   const got = shapes(await readCalls(ctx.log!));
-  assert.ok(got.some((a) => a.join(' ') === TOOL('pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH').join(' ')), 'pg_restore ran in api-db');
-  assert.ok(got.some((a) => a.includes('pg_dump')), 'the safety backup ran pg_dump in api-db first');
+  assert.ok(
+    got.some(
+      (a) => a.join(' ') === TOOL('pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH').join(' '),
+    ),
+    'pg_restore ran in api-db',
+  );
+  assert.ok(
+    got.some((a) => a.includes('pg_dump')),
+    'the safety backup ran pg_dump in api-db first',
+  );
   const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts');
   assert.is(n[0].n, 250);
   assert.ok((await backupDirState(p)).finished.some((b) => b.endsWith('-before-restore')));
 });
 
-docker('db:backup --format dir --jobs 2: pg_dump -Fd runs in api-db, the directory comes out as a tar, arrives unpacked, and no tar or temporary directory is left', async (ctx) => {
-  const r = await run(ctx, ['db:backup', '--format', 'dir', '--jobs', '2', '--json']);
-  assert.is(r.code, 0, r.stderr);
-  const cs = await readCalls(ctx.log!);
-  assert.equal(shapes(cs).slice(3).sort(), [
-    DIR('dump', 'pg_dump', '--format=directory', '--jobs=2', '--no-password', '--snapshot=ID', 'app'),
-    TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
-  ].sort());
-  await assertNoSecrets(ctx.p!, cs);
-  const dir = path.join(ctx.p!.env.DB_BACKUP_DIR, JSON.parse(r.stdout).name);
-  assert.equal((await fs.readdir(dir)).sort(), ['db.dir', 'db.dir.sha256', 'manifest.json', 'roles.sql'], 'the tar was removed');
-  assert.is((await fs.readFile(path.join(dir, 'db.dir/toc.dat'))).subarray(0, 5).toString('latin1'), 'PGDMP');
-  execFileSync('sha256sum', ['--check', '--status', 'db.dir.sha256'], { cwd: dir });
-  for (const f of await fs.readdir(path.join(dir, 'db.dir'))) {
-    const st = await fs.stat(path.join(dir, 'db.dir', f));
-    assert.is(st.mode & 0o777, 0o600, f);
-    assert.is(st.uid, process.getuid!(), `${f} belongs to the user running the tool`);
-  }
-  const manifest = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
-  assert.is(manifest.dump.kind, 'dir');
-  assert.is(manifest.data['table public.accounts'], '250');
-  assert.equal(await fs.readdir(ctx.containerTmp!), [], 'the container removed its temporary directory');
-});
+docker(
+  'db:backup --format dir --jobs 2: pg_dump -Fd runs in api-db, the directory comes out as a tar, arrives unpacked, and no tar or temporary directory is left',
+  async (ctx) => {
+    const r = await run(ctx, ['db:backup', '--format', 'dir', '--jobs', '2', '--json']);
+    assert.is(r.code, 0, r.stderr);
+    const cs = await readCalls(ctx.log!);
+    assert.equal(
+      shapes(cs).slice(3).sort(),
+      [
+        DIR('dump', 'pg_dump', '--format=directory', '--jobs=2', '--no-password', '--snapshot=ID', 'app'),
+        TOOL('pg_dumpall', '--roles-only', '--no-password', '--no-role-passwords'),
+      ].sort(),
+    );
+    await assertNoSecrets(ctx.p!, cs);
+    const dir = path.join(ctx.p!.env.DB_BACKUP_DIR, JSON.parse(r.stdout).name);
+    assert.equal((await fs.readdir(dir)).sort(), ['db.dir', 'db.dir.sha256', 'manifest.json', 'roles.sql'], 'the tar was removed');
+    assert.is((await fs.readFile(path.join(dir, 'db.dir/toc.dat'))).subarray(0, 5).toString('latin1'), 'PGDMP');
+    execFileSync('sha256sum', ['--check', '--status', 'db.dir.sha256'], { cwd: dir });
+    for (const f of await fs.readdir(path.join(dir, 'db.dir'))) {
+      const st = await fs.stat(path.join(dir, 'db.dir', f));
+      assert.is(st.mode & 0o777, 0o600, f);
+      assert.is(st.uid, process.getuid!(), `${f} belongs to the user running the tool`);
+    }
+    const manifest = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
+    assert.is(manifest.dump.kind, 'dir');
+    assert.is(manifest.data['table public.accounts'], '250');
+    assert.equal(await fs.readdir(ctx.containerTmp!), [], 'the container removed its temporary directory');
+  },
+);
 
-docker('db:backup:verify sends the directory into api-db as a tar for pg_restore --jobs 2, without --single-transaction; --jobs 1 keeps it', async (ctx) => {
-  const r = await run(ctx, ['db:backup:verify']);
-  assert.is(r.code, 0, r.stderr);
-  const cs = await readCalls(ctx.log!);
-  assert.equal(shapes(cs).slice(5, 6), [DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH')]);
-  await assertNoSecrets(ctx.p!, cs);
-  const one = await run(ctx, ['db:backup:verify', '--jobs', '1']);
-  assert.is(one.code, 0, one.stderr);
-  assert.equal(shapes(await readCalls(ctx.log!)).slice(5, 6), [DIR('restore', 'pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH')]);
-  assert.equal((await fs.readdir(ctx.p!.env.DB_BACKUP_DIR)).filter((n) => n.startsWith('.')), [], 'no staged tar is left');
-  assert.equal(await fs.readdir(ctx.containerTmp!), []);
-});
+docker(
+  'db:backup:verify sends the directory into api-db as a tar for pg_restore --jobs 2, without --single-transaction; --jobs 1 keeps it',
+  async (ctx) => {
+    const r = await run(ctx, ['db:backup:verify']);
+    assert.is(r.code, 0, r.stderr);
+    const cs = await readCalls(ctx.log!);
+    assert.equal(shapes(cs).slice(5, 6), [
+      DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH'),
+    ]);
+    await assertNoSecrets(ctx.p!, cs);
+    const one = await run(ctx, ['db:backup:verify', '--jobs', '1']);
+    assert.is(one.code, 0, one.stderr);
+    assert.equal(shapes(await readCalls(ctx.log!)).slice(5, 6), [
+      DIR('restore', 'pg_restore', '--exit-on-error', '--single-transaction', '--no-password', '--dbname=SCRATCH'),
+    ]);
+    assert.equal(
+      (await fs.readdir(ctx.p!.env.DB_BACKUP_DIR)).filter((n) => n.startsWith('.')),
+      [],
+      'no staged tar is left',
+    );
+    assert.equal(await fs.readdir(ctx.containerTmp!), []);
+  },
+);
 
 docker('a dir-format pg_dump failing inside the container: non-zero, the reason, no backup, no temporary directory left', async (ctx) => {
   await backupWithWrongPassword(ctx, ['--format', 'dir', '--jobs', '2']);
@@ -258,7 +293,12 @@ docker('db:restore of a dir backup through api-db brings the data back', async (
   const r = await run(ctx, ['db:restore', '--yes', '--no-backup']);
   assert.is(r.code, 0, r.stderr);
   const got = shapes(await readCalls(ctx.log!));
-  assert.ok(got.some((a) => a.join(' ') === DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH').join(' ')), 'pg_restore -j 2 ran in api-db');
+  assert.ok(
+    got.some(
+      (a) => a.join(' ') === DIR('restore', 'pg_restore', '--exit-on-error', '--jobs=2', '--no-password', '--dbname=SCRATCH').join(' '),
+    ),
+    'pg_restore -j 2 ran in api-db',
+  );
   const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts');
   assert.is(n[0].n, 250);
   assert.equal(await fs.readdir(ctx.containerTmp!), []);

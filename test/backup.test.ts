@@ -6,7 +6,16 @@ import { execFileSync } from 'node:child_process';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import {
-  backupDirState, backupProject, cliAs, debianMajor, fillShop, flipByte, nothingLeft, ownerQuery, shopSnapshot, suQuery,
+  backupDirState,
+  backupProject,
+  cliAs,
+  debianMajor,
+  fillShop,
+  flipByte,
+  nothingLeft,
+  ownerQuery,
+  shopSnapshot,
+  suQuery,
 } from './setup/backup.ts';
 import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
@@ -16,7 +25,9 @@ interface Ctx {
 }
 
 // ---------------------------------------------------------------------------------------------
-const roundTrip = suite<Ctx & { before?: Awaited<ReturnType<typeof shopSnapshot>>; backup?: string }>('a backup restores the database it was taken from');
+const roundTrip = suite<Ctx & { before?: Awaited<ReturnType<typeof shopSnapshot>>; backup?: string }>(
+  'a backup restores the database it was taken from',
+);
 
 setUp(roundTrip, async (ctx) => {
   ctx.p = await backupProject();
@@ -55,22 +66,25 @@ roundTrip('db:backup --verify writes a custom-format dump, its checksum, the rol
   assert.ok(manifest.verified?.at, 'marked verified');
 });
 
-roundTrip('after the whole cluster is deleted, db:restore brings back rows, sequence, function, schema and role, and the app logs in', async (ctx) => {
-  const p = ctx.p!;
-  await ok(['db:delete', '--yes'], p.env); // also takes a safety backup (unverified, so not the default)
-  await ok(['db:up'], p.env);
-  const gone = await suQuery(p, "SELECT count(*)::int AS n FROM pg_roles WHERE rolname = 'reporting'");
-  assert.is(gone[0].n, 0, 'the role went with the cluster');
-  const r = await ok(['db:restore', '--yes', '--no-backup'], p.env);
-  assert.match(r.stdout, new RegExp(`restored ${ctx.backup} as app`), 'the newest verified backup is the default');
-  const after = await shopSnapshot(p);
-  assert.equal(after.data, ctx.before!.data);
-  assert.is(after.schema, ctx.before!.schema, 'pg_dump --schema-only is identical');
-  const granted = await suQuery(p, "SELECT has_table_privilege('reporting', 'public.orders', 'SELECT') AS ok");
-  assert.is(granted[0].ok, true);
-  const rows = await withClient(await appTarget(p), async (c) => (await c.query('SELECT count(*)::int AS n FROM order_lines')).rows[0].n);
-  assert.is(rows, 5000, 'the application role logs in with its usual secret and reads');
-});
+roundTrip(
+  'after the whole cluster is deleted, db:restore brings back rows, sequence, function, schema and role, and the app logs in',
+  async (ctx) => {
+    const p = ctx.p!;
+    await ok(['db:delete', '--yes'], p.env); // also takes a safety backup (unverified, so not the default)
+    await ok(['db:up'], p.env);
+    const gone = await suQuery(p, "SELECT count(*)::int AS n FROM pg_roles WHERE rolname = 'reporting'");
+    assert.is(gone[0].n, 0, 'the role went with the cluster');
+    const r = await ok(['db:restore', '--yes', '--no-backup'], p.env);
+    assert.match(r.stdout, new RegExp(`restored ${ctx.backup} as app`), 'the newest verified backup is the default');
+    const after = await shopSnapshot(p);
+    assert.equal(after.data, ctx.before!.data);
+    assert.is(after.schema, ctx.before!.schema, 'pg_dump --schema-only is identical');
+    const granted = await suQuery(p, "SELECT has_table_privilege('reporting', 'public.orders', 'SELECT') AS ok");
+    assert.is(granted[0].ok, true);
+    const rows = await withClient(await appTarget(p), async (c) => (await c.query('SELECT count(*)::int AS n FROM order_lines')).rows[0].n);
+    assert.is(rows, 5000, 'the application role logs in with its usual secret and reads');
+  },
+);
 
 roundTrip('db:restore replaces changed data and keeps a safety backup of what it replaced', async (ctx) => {
   const p = ctx.p!;
@@ -79,7 +93,10 @@ roundTrip('db:restore replaces changed data and keeps a safety backup of what it
   await ok(['db:restore', ctx.backup!, '--yes'], p.env);
   const state = await backupDirState(p);
   assert.is(state.finished.length, before + 1);
-  assert.ok(state.finished.some((n) => n.endsWith('-before-restore')), state.finished.join(', '));
+  assert.ok(
+    state.finished.some((n) => n.endsWith('-before-restore')),
+    state.finished.join(', '),
+  );
   assert.equal((await shopSnapshot(p)).data, ctx.before!.data);
 });
 
@@ -88,7 +105,9 @@ roundTrip('a flipped byte fails verification and db:restore refuses the backup, 
   await ownerQuery(p, "INSERT INTO notes (body) VALUES ('after the backup')");
   const dump = path.join(p.env.DB_BACKUP_DIR, ctx.backup!, 'db.dump');
   await flipByte(dump);
-  failsClearly(await cli(['db:backup:verify', ctx.backup!], p.env), /damaged: db\.dump does not match its checksum/, { hint: /another backup/ });
+  failsClearly(await cli(['db:backup:verify', ctx.backup!], p.env), /damaged: db\.dump does not match its checksum/, {
+    hint: /another backup/,
+  });
   failsClearly(await cli(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env), /damaged/);
   const notes = await ownerQuery(p, "SELECT count(*)::int AS n FROM notes WHERE body = 'after the backup'");
   assert.is(notes[0].n, 1, 'the database was not touched');
@@ -167,21 +186,24 @@ failures('after those failures a backup succeeds, and the previous ones were nev
   assert.equal(s.other, []);
 });
 
-failures('db:status shows the server, the environment, the size, the last backup and whether it is verified, and the certificate', async (ctx) => {
-  const p = ctx.p!;
-  const j = JSON.parse((await ok(['db:status', '--json'], p.env)).stdout);
-  const o = j.overview;
-  assert.is(o.server.up, true);
-  assert.ok(Date.parse(o.server.since) <= Date.now());
-  assert.is(o.environment, 'development');
-  assert.ok(o.database.bytes > 1e6 && o.database.connections >= 1, JSON.stringify(o.database));
-  assert.is(o.lastBackup.name, (await backupDirState(p)).finished[0]);
-  assert.is(o.lastBackup.verified, false);
-  assert.is(o.lastVerifiedBackup, undefined);
-  assert.ok(Date.parse(o.certificate.notAfter) > Date.now());
-  const text = (await ok(['db:status'], p.env)).stdout;
-  assert.match(text, /^backup\s+app-\S+, \d+ min ago, NOT verified$/m);
-});
+failures(
+  'db:status shows the server, the environment, the size, the last backup and whether it is verified, and the certificate',
+  async (ctx) => {
+    const p = ctx.p!;
+    const j = JSON.parse((await ok(['db:status', '--json'], p.env)).stdout);
+    const o = j.overview;
+    assert.is(o.server.up, true);
+    assert.ok(Date.parse(o.server.since) <= Date.now());
+    assert.is(o.environment, 'development');
+    assert.ok(o.database.bytes > 1e6 && o.database.connections >= 1, JSON.stringify(o.database));
+    assert.is(o.lastBackup.name, (await backupDirState(p)).finished[0]);
+    assert.is(o.lastBackup.verified, false);
+    assert.is(o.lastVerifiedBackup, undefined);
+    assert.ok(Date.parse(o.certificate.notAfter) > Date.now());
+    const text = (await ok(['db:status'], p.env)).stdout;
+    assert.match(text, /^backup\s+app-\S+, \d+ min ago, NOT verified$/m);
+  },
+);
 
 failures('db:status with the server down says so, still shows the backups, and --exit-code fails', async (ctx) => {
   const p = ctx.p!;
@@ -215,7 +237,11 @@ embedded('client tools older than the server are refused with the version to ins
   const client = debianMajor();
   const r = await cli(['db:backup'], p.env);
   if (client < 16) {
-    failsClearly(r, new RegExp(`^error: pg_dump ${client} cannot dump a PostgreSQL 16 server: install postgresql-client-16, or set PG_BIN_DIR$`), { hint: /postgresql-client-16/ });
+    failsClearly(
+      r,
+      new RegExp(`^error: pg_dump ${client} cannot dump a PostgreSQL 16 server: install postgresql-client-16, or set PG_BIN_DIR$`),
+      { hint: /postgresql-client-16/ },
+    );
     const s = await backupDirState(p);
     assert.equal([...s.finished, ...s.other], []);
   } else {

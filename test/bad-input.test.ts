@@ -7,7 +7,11 @@ import path from 'node:path';
 import { makeProject, removeProject, cli, ok, startProject, ROOT, type Project } from './setup/project.ts';
 import { failsClearly } from './setup/assert.ts';
 
-const exists = (p: string) => fs.stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  fs.stat(p).then(
+    () => true,
+    () => false,
+  );
 
 // ---------------------------------------------------------------------------------------------
 const secrets = suite<{ p?: Project }>('a bad secret stops db:up before anything is made');
@@ -81,13 +85,35 @@ usage('a non-numeric rollback count exits 2', async () => {
 usage('a bad setting names the variable', async () => {
   failsClearly(await cli(['db:secure'], { ENV_DB_PORT: '70000' }), /ENV_DB_PORT=70000 is not a whole number from 1 to 65535/);
   failsClearly(await cli(['db:up'], { DB_RUNTIME: 'kubernetes' }), /DB_RUNTIME=kubernetes is not one of docker, native, auto/);
-  failsClearly(await cli(['db:status'], { COMPOSE_PROJECT_NAME: 'My Stack' }), /COMPOSE_PROJECT_NAME=My Stack is not a valid Compose project name/);
-  failsClearly(await cli(['db:status'], { DB_IMAGE: 'postgres:16 --privileged' }), /DB_IMAGE=postgres:16 --privileged is not an image reference/);
+  failsClearly(
+    await cli(['db:status'], { COMPOSE_PROJECT_NAME: 'My Stack' }),
+    /COMPOSE_PROJECT_NAME=My Stack is not a valid Compose project name/,
+  );
+  failsClearly(
+    await cli(['db:status'], { DB_IMAGE: 'postgres:16 --privileged' }),
+    /DB_IMAGE=postgres:16 --privileged is not an image reference/,
+  );
 });
 
 usage('help lists every task from the registry', async () => {
   const r = await ok(['help'], {});
-  for (const t of ['db:up', 'db:down', 'db:logs', 'db:bash', 'db:psql', 'db:fresh', 'db:delete', 'db:secure', 'db:secrets', 'db:seed', 'db:migrate', 'db:rollback', 'db:migrate:create', 'db:migrate:force', 'db:status']) {
+  for (const t of [
+    'db:up',
+    'db:down',
+    'db:logs',
+    'db:bash',
+    'db:psql',
+    'db:fresh',
+    'db:delete',
+    'db:secure',
+    'db:secrets',
+    'db:seed',
+    'db:migrate',
+    'db:rollback',
+    'db:migrate:create',
+    'db:migrate:force',
+    'db:status',
+  ]) {
     assert.match(r.stdout, new RegExp(`^  ${t} `, 'm'));
   }
 });
@@ -157,7 +183,11 @@ running('a taken port is detected for a server that is not PostgreSQL too', asyn
   }
 });
 
-for (const [task, args] of [['db:delete', []], ['db:fresh', []], ['db:migrate:force', ['1']]] as const) {
+for (const [task, args] of [
+  ['db:delete', []],
+  ['db:fresh', []],
+  ['db:migrate:force', ['1']],
+] as const) {
   running(`${task} without a terminal and without --yes refuses and keeps the data`, async ({ p }) => {
     const r = await cli([task, ...args], p!.env);
     failsClearly(r, new RegExp(`${task} needs confirmation and there is no terminal`));
@@ -192,7 +222,7 @@ broken.before(async (ctx) => {
 });
 broken.after(async (ctx) => removeProject(ctx.p));
 
-broken('db:up reports the server\'s FATAL line instead of waiting out its timeout', async ({ p }) => {
+broken("db:up reports the server's FATAL line instead of waiting out its timeout", async ({ p }) => {
   // A broken setting the postmaster refuses at start-up, written where ALTER SYSTEM would.
   await fs.appendFile(path.join(p!.nativeDir, 'data', 'postgresql.auto.conf'), "shared_buffers = 'lots'\n");
   const r = await cli(['db:up'], { ...p!.env, DB_UP_TIMEOUT: '600' });

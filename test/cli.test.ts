@@ -39,14 +39,23 @@ const byName = (name: string) => tasks.find((t) => t.name === name)!;
 const entry = suite('destructive tasks: the entry point asks, from the task metadata');
 
 entry('the destructive tasks are exactly these, and each takes --yes', () => {
-  assert.equal(tasks.filter((t) => t.destructive).map((t) => t.name).sort(), Object.keys(DESTROYING).sort());
+  assert.equal(
+    tasks
+      .filter((t) => t.destructive)
+      .map((t) => t.name)
+      .sort(),
+    Object.keys(DESTROYING).sort(),
+  );
   for (const t of tasks.filter((x) => x.destructive)) assert.is(t.flags?.yes?.short, 'y', t.name);
 });
 
 entry('with no terminal and no --yes, every destructive task is refused before it starts', async () => {
   for (const [name, args] of Object.entries(DESTROYING)) {
     const t = spy(byName(name));
-    const err = await runTask(t, testCtx({}), args).then(() => undefined, (e: unknown) => e);
+    const err = await runTask(t, testCtx({}), args).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.instance(err, UserError, name);
     assert.is((err as UserError).exitCode, 1);
     assert.match((err as Error).message, /needs confirmation and there is no terminal to ask/);
@@ -76,7 +85,10 @@ entry('the messages name db:secrets --force as typed', async () => {
 });
 
 entry('runs that destroy nothing are not refused: db:delete --dry-run, db:secrets without --force', async () => {
-  for (const [name, flags] of [['db:delete', { 'dry-run': true }], ['db:secrets', {}]] as const) {
+  for (const [name, flags] of [
+    ['db:delete', { 'dry-run': true }],
+    ['db:secrets', {}],
+  ] as const) {
     const t = spy(byName(name));
     await runTask(t, testCtx({}), { flags, positionals: [] });
     assert.is(t.calls, 1, name);
@@ -111,7 +123,9 @@ entry('--yes answers: nothing is asked, with or without a terminal', async () =>
 
 entry('a task that asks without being marked destructive is a bug, not a question', async () => {
   const t = spy(byName('db:status'), (ctx) => ctx.confirm('Really?'));
-  const err = await runTask(t, testCtx({}, { interactive: true, ask: async () => true }), { flags: {}, positionals: [] }).catch((e: Error) => e);
+  const err = await runTask(t, testCtx({}, { interactive: true, ask: async () => true }), { flags: {}, positionals: [] }).catch(
+    (e: Error) => e,
+  );
   assert.ok(err instanceof Error && !(err instanceof UserError), String(err));
   assert.match((err as Error).message, /db:status asked for confirmation, but is not marked destructive/);
 });

@@ -18,7 +18,8 @@ import { fetchWheel } from '@dbkit/core/images';
 // Debian 13's C library, so it runs through that library's loader). Each test puts the tools it
 // means on PATH (and a pg_config that names a bin directory) and nothing else changes.
 
-const CACHE = process.env.PGDEPLOY_PG17_DIR || (process.getuid?.() === 0 ? '/var/cache/pg-deploy-pg17' : path.join(os.tmpdir(), 'pg-deploy-pg17'));
+const CACHE =
+  process.env.PGDEPLOY_PG17_DIR || (process.getuid?.() === 0 ? '/var/cache/pg-deploy-pg17' : path.join(os.tmpdir(), 'pg-deploy-pg17'));
 const TOOLS = ['pg_dump', 'pg_dumpall', 'pg_restore', 'psql'];
 const PATH = process.env.PATH ?? '';
 
@@ -34,9 +35,21 @@ async function pg17(): Promise<string> {
     await fs.mkdir(path.join(CACHE, 'cache/archives/partial'), { recursive: true });
     await fs.mkdir(path.join(CACHE, 'debs'), { recursive: true });
     await fs.writeFile(path.join(CACHE, 'sources.list'), 'deb http://deb.debian.org/debian trixie main\n');
-    const apt = ['-o', `Dir::Etc::SourceList=${CACHE}/sources.list`, '-o', 'Dir::Etc::SourceParts=/dev/null', '-o', `Dir::State::Lists=${CACHE}/lists`, '-o', `Dir::Cache=${CACHE}/cache`];
+    const apt = [
+      '-o',
+      `Dir::Etc::SourceList=${CACHE}/sources.list`,
+      '-o',
+      'Dir::Etc::SourceParts=/dev/null',
+      '-o',
+      `Dir::State::Lists=${CACHE}/lists`,
+      '-o',
+      `Dir::Cache=${CACHE}/cache`,
+    ];
     execFileSync('apt-get', [...apt, 'update', '-qq'], { stdio: 'pipe' });
-    execFileSync('apt-get', [...apt, 'download', 'postgresql-client-17', 'libpq5', 'libldap2', 'libc6'], { cwd: path.join(CACHE, 'debs'), stdio: 'pipe' });
+    execFileSync('apt-get', [...apt, 'download', 'postgresql-client-17', 'libpq5', 'libldap2', 'libc6'], {
+      cwd: path.join(CACHE, 'debs'),
+      stdio: 'pipe',
+    });
     for (const deb of await fs.readdir(path.join(CACHE, 'debs'))) execFileSync('dpkg-deb', ['-x', path.join(CACHE, 'debs', deb), rootfs]);
   }
   const dir = path.join(CACHE, 'bin');
@@ -44,7 +57,11 @@ async function pg17(): Promise<string> {
   await fs.mkdir(dir, { recursive: true });
   for (const t of TOOLS) {
     await fs.copyFile(path.join(rootfs, 'usr/lib/postgresql/17/bin', t), path.join(dir, `${t}.real`));
-    await fs.writeFile(path.join(dir, t), `#!/bin/sh\nexec ${rootfs}/usr/lib64/ld-linux-x86-64.so.2 --library-path ${lib}:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu "$(dirname "$0")/${t}.real" "$@"\n`, { mode: 0o755 });
+    await fs.writeFile(
+      path.join(dir, t),
+      `#!/bin/sh\nexec ${rootfs}/usr/lib64/ld-linux-x86-64.so.2 --library-path ${lib}:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu "$(dirname "$0")/${t}.real" "$@"\n`,
+      { mode: 0o755 },
+    );
   }
   const v = spawnSync(path.join(dir, 'pg_restore'), ['--version']);
   if (v.status !== 0) throw new Error(`Debian 13's pg_restore does not run here: ${v.stderr}`);
@@ -81,7 +98,11 @@ async function fakeTools(into: string, major: number): Promise<string> {
   const dir = path.join(into, `fake${major}`);
   await fs.mkdir(dir);
   for (const t of TOOLS) {
-    await fs.writeFile(path.join(dir, t), `#!/bin/sh\n[ "$1" = --version ] && echo "${t} (PostgreSQL) ${major}.1" && exit 0\necho "${t}: fake, never to be run" >&2\nexit 3\n`, { mode: 0o755 });
+    await fs.writeFile(
+      path.join(dir, t),
+      `#!/bin/sh\n[ "$1" = --version ] && echo "${t} (PostgreSQL) ${major}.1" && exit 0\necho "${t}: fake, never to be run" >&2\nexit 3\n`,
+      { mode: 0o755 },
+    );
   }
   return dir;
 }
@@ -108,10 +129,13 @@ setUp(tools, async (ctx) => {
   ctx.p = await makeProject();
   ctx.p.env.DB_BACKUP_DIR = path.join(ctx.p.dir, 'backups');
   await startProject(ctx.p, { migrate: [] });
-  await ownerQuery(ctx.p, `CREATE TABLE notes (id serial PRIMARY KEY, body text);
+  await ownerQuery(
+    ctx.p,
+    `CREATE TABLE notes (id serial PRIMARY KEY, body text);
     INSERT INTO notes (body) SELECT 'note ' || i FROM generate_series(1, 500) i;
     -- A row that is the very statement pg_restore 17 adds: the filter must never touch data.
-    INSERT INTO notes (body) VALUES ('SET transaction_timeout = 0;');`);
+    INSERT INTO notes (body) VALUES ('SET transaction_timeout = 0;');`,
+  );
 });
 
 tools.after(async (ctx) => {
@@ -119,9 +143,12 @@ tools.after(async (ctx) => {
   if (ctx.tmp) await fs.rm(ctx.tmp, { recursive: true, force: true });
 });
 
-const notes = async (p: Project) => (await ownerQuery(p, "SELECT count(*)::int AS n, count(*) FILTER (WHERE body = 'SET transaction_timeout = 0;')::int AS set FROM notes"))[0];
+const notes = async (p: Project) =>
+  (
+    await ownerQuery(p, "SELECT count(*)::int AS n, count(*) FILTER (WHERE body = 'SET transaction_timeout = 0;')::int AS set FROM notes")
+  )[0];
 
-tools('with 15, 16 and 17 installed, the server\'s own 16 is taken, though pg_config names 17', async (ctx) => {
+tools("with 15, 16 and 17 installed, the server's own 16 is taken, though pg_config names 17", async (ctx) => {
   if (ctx.skip17) return;
   const p = ctx.p!;
   const env = { ...p.env, PATH: `${await pgConfigFor(ctx.tmp!, ctx.dir17!)}:${ctx.dir16}:${PATH}` };
@@ -133,22 +160,31 @@ tools('with 15, 16 and 17 installed, the server\'s own 16 is taken, though pg_co
   assert.match(toc, /Dumped by pg_dump version: 16\./, 'pg_dump 16 made it');
 });
 
-tools('with only 17 (and the older 15), backups verify and restore: pg_restore 17\'s script goes through psql 17 without SET transaction_timeout', async (ctx) => {
-  if (ctx.skip17) return;
-  const p = ctx.p!;
-  const env = { ...p.env, PATH: `${ctx.dir17}:${PATH}` };
-  const before = await notes(p);
-  for (const args of [['db:backup', '--verify', '--json'], ['db:backup', '--verify', '--json', '--format', 'dir', '--jobs', '2']]) {
-    const r = await cli(args, env);
-    assert.is(r.code, 0, `${args.join(' ')}\n${r.stderr}`);
-    assert.match(r.stderr, /pg_restore 17 into a PostgreSQL 16 server: through psql, in one session \(install postgresql-client-16 for pg_restore's own, and --jobs\)/);
-    assert.is(JSON.parse(r.stdout).verified, true);
-  }
-  await ownerQuery(p, 'DELETE FROM notes');
-  const restored = await cli(['db:restore', '--yes', '--no-backup'], env);
-  assert.is(restored.code, 0, restored.stderr);
-  assert.equal(await notes(p), before, 'every row is back, the one that reads like the filtered statement too');
-});
+tools(
+  "with only 17 (and the older 15), backups verify and restore: pg_restore 17's script goes through psql 17 without SET transaction_timeout",
+  async (ctx) => {
+    if (ctx.skip17) return;
+    const p = ctx.p!;
+    const env = { ...p.env, PATH: `${ctx.dir17}:${PATH}` };
+    const before = await notes(p);
+    for (const args of [
+      ['db:backup', '--verify', '--json'],
+      ['db:backup', '--verify', '--json', '--format', 'dir', '--jobs', '2'],
+    ]) {
+      const r = await cli(args, env);
+      assert.is(r.code, 0, `${args.join(' ')}\n${r.stderr}`);
+      assert.match(
+        r.stderr,
+        /pg_restore 17 into a PostgreSQL 16 server: through psql, in one session \(install postgresql-client-16 for pg_restore's own, and --jobs\)/,
+      );
+      assert.is(JSON.parse(r.stdout).verified, true);
+    }
+    await ownerQuery(p, 'DELETE FROM notes');
+    const restored = await cli(['db:restore', '--yes', '--no-backup'], env);
+    assert.is(restored.code, 0, restored.stderr);
+    assert.equal(await notes(p), before, 'every row is back, the one that reads like the filtered statement too');
+  },
+);
 
 tools('a restore through psql that fails leaves the database as it was', async (ctx) => {
   if (ctx.skip17) return;
@@ -161,15 +197,24 @@ tools('a restore through psql that fails leaves the database as it was', async (
   assert.is.not(r.code, 0, r.stderr);
   assert.match(r.stderr, /did not restore/, r.stderr);
   assert.equal(await notes(p), before);
-  assert.equal(await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%'", 'postgres'), [], 'the scratch database went');
+  assert.equal(
+    await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%'", 'postgres'),
+    [],
+    'the scratch database went',
+  );
 });
 
 /** 17's tools, with a psql that runs the script and then one statement that fails. */
 async function fakeRestoreFailing(into: string, dir17: string): Promise<string> {
   const dir = path.join(into, 'psql-failing');
   await fs.mkdir(dir, { recursive: true });
-  for (const t of TOOLS.filter((x) => x !== 'psql')) await fs.writeFile(path.join(dir, t), `#!/bin/sh\nexec ${dir17}/${t} "$@"\n`, { mode: 0o755 });
-  await fs.writeFile(path.join(dir, 'psql'), `#!/bin/sh\n[ "$1" = --version ] && exec ${dir17}/psql --version\n{ cat; echo 'SELECT 1/0;'; } | ${dir17}/psql "$@"\n`, { mode: 0o755 });
+  for (const t of TOOLS.filter((x) => x !== 'psql'))
+    await fs.writeFile(path.join(dir, t), `#!/bin/sh\nexec ${dir17}/${t} "$@"\n`, { mode: 0o755 });
+  await fs.writeFile(
+    path.join(dir, 'psql'),
+    `#!/bin/sh\n[ "$1" = --version ] && exec ${dir17}/psql --version\n{ cat; echo 'SELECT 1/0;'; } | ${dir17}/psql "$@"\n`,
+    { mode: 0o755 },
+  );
   return dir;
 }
 
@@ -180,13 +225,21 @@ tools('with only client tools newer than pg-deploy knows (18), it refuses before
   for (const args of [['db:backup'], ['db:backup:verify']]) {
     const r = await cli(args, env);
     assert.is(r.code, 1, r.stderr);
-    assert.match(r.stderr, /^error: pg_dump 18 \(pg_dump on PATH\) is newer than the PostgreSQL 16 server, and pg-deploy knows the incompatibilities of newer client tools only up to 17$/m, `${args[0]}: ${r.stderr}`);
+    assert.match(
+      r.stderr,
+      /^error: pg_dump 18 \(pg_dump on PATH\) is newer than the PostgreSQL 16 server, and pg-deploy knows the incompatibilities of newer client tools only up to 17$/m,
+      `${args[0]}: ${r.stderr}`,
+    );
     assert.match(r.stderr, /^hint: install postgresql-client-16 \(or set PG_BIN_DIR to a PostgreSQL 16 bin directory\)$/m);
     assert.not.match(r.stderr, /fake, never to be run/, 'no tool was run');
   }
   assert.equal(await backupDirState(p), before, 'nothing was written');
   assert.equal(await fs.readdir(p.env.DB_BACKUP_DIR).then((n) => n.filter((x) => x.startsWith('.'))), []);
-  assert.equal(await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%'", 'postgres'), [], 'no scratch database was made');
+  assert.equal(
+    await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%'", 'postgres'),
+    [],
+    'no scratch database was made',
+  );
 });
 
 tools.run();

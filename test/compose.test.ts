@@ -49,7 +49,8 @@ function interpolate(s: string, env: Record<string, string | undefined>): string
 function composeDuration(d: string | undefined): number {
   if (!d) return NaN;
   let total = 0;
-  for (const [, n, unit] of d.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)) total += Number(n) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms']!;
+  for (const [, n, unit] of d.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g))
+    total += Number(n) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms']!;
   return total;
 }
 
@@ -119,7 +120,11 @@ policy('pins every image to a concrete tag by default: postgres:16-alpine, migra
 });
 
 policy('lets DB_IMAGE, MIGRATE_IMAGE and NODE_IMAGE replace the images (a private registry, a digest pin, the stand-ins)', ({ doc }) => {
-  const env = { DB_IMAGE: 'registry.example/pg@sha256:' + 'a'.repeat(64), MIGRATE_IMAGE: 'registry.example/migrate:v4.18.3', NODE_IMAGE: 'registry.example/node:20' };
+  const env = {
+    DB_IMAGE: 'registry.example/pg@sha256:' + 'a'.repeat(64),
+    MIGRATE_IMAGE: 'registry.example/migrate:v4.18.3',
+    NODE_IMAGE: 'registry.example/node:20',
+  };
   assert.is(interpolate(doc.services['api-db'].image!, env), env.DB_IMAGE);
   assert.is(interpolate(doc.services['db-migrate'].image!, env), env.MIGRATE_IMAGE);
   assert.is(interpolate((doc.services.api.build as { args: Record<string, string> }).args.NODE_IMAGE, env), env.NODE_IMAGE);
@@ -169,9 +174,15 @@ policy('mounts only secrets the file defines, and defines none it does not use',
   assert.equal([...used].sort(), Object.keys(doc.secrets).sort());
 });
 
-policy('gives each role only its own password: the superuser\'s stays in api-db', ({ doc }) => {
-  assert.equal(secretNames(doc.services['db-migrate']).filter((n) => n.endsWith('password')), ['migrate_password']);
-  assert.equal(secretNames(doc.services.api).filter((n) => n.endsWith('password')), ['app_password']);
+policy("gives each role only its own password: the superuser's stays in api-db", ({ doc }) => {
+  assert.equal(
+    secretNames(doc.services['db-migrate']).filter((n) => n.endsWith('password')),
+    ['migrate_password'],
+  );
+  assert.equal(
+    secretNames(doc.services.api).filter((n) => n.endsWith('password')),
+    ['app_password'],
+  );
   assert.not.ok(secretNames(doc.services['api-db']).includes('migrate_password'));
 });
 
@@ -191,7 +202,10 @@ policy('mounts the configuration read-only where postgresql.conf and the image l
   const mounts = binds(doc.services['api-db']);
   const conf = await fs.readFile(path.join(ROOT, 'database/infra/config/postgresql.conf'), 'utf8');
   const hba = /^hba_file\s*=\s*'([^']+)'/m.exec(conf)![1];
-  for (const [file, target] of [['postgresql.conf', '/etc/postgresql/postgresql.conf'], ['pg_hba.conf', hba]]) {
+  for (const [file, target] of [
+    ['postgresql.conf', '/etc/postgresql/postgresql.conf'],
+    ['pg_hba.conf', hba],
+  ]) {
     const m = mounts.find((x) => x.target === target);
     assert.ok(m, `${target} is not mounted`);
     assert.is(m!.host, path.join(ROOT, 'database/infra/config', file));
@@ -235,7 +249,10 @@ policy('mounts what a mounted script sources beside it, where `$(dirname "$0")` 
       for (const [, file] of (await fs.readFile(m.host, 'utf8')).matchAll(/^\. "\$\(dirname "\$0"\)\/([^"]+)"$/gm)) {
         sourcing++;
         const beside = path.posix.join(path.posix.dirname(m.target), file);
-        assert.ok(mounts.some((b) => b.target === beside), `${name}: ${m.target} sources ${beside}, which is not mounted`);
+        assert.ok(
+          mounts.some((b) => b.target === beside),
+          `${name}: ${m.target} sources ${beside}, which is not mounted`,
+        );
       }
     }
   }
@@ -253,15 +270,17 @@ policy('checks health over TCP, quickly at start: start_period and a start_inter
   assert.match(text, /pg_isready -h 127\.0\.0\.1 /);
 });
 
-policy('gives api-db more than Docker\'s default 10 s to shut down', ({ doc }) => {
+policy("gives api-db more than Docker's default 10 s to shut down", ({ doc }) => {
   assert.ok(composeDuration(doc.services['api-db'].stop_grace_period) > 10_000);
 });
 
-policy('runs migrations by default: db-migrate\'s command is up, through run-migration.sh, never restarted', ({ doc }) => {
+policy("runs migrations by default: db-migrate's command is up, through run-migration.sh, never restarted", ({ doc }) => {
   const m = doc.services['db-migrate'];
   assert.equal(m.command, ['up']);
   assert.equal(m.entrypoint, ['/usr/local/bin/run-migration.sh']);
-  assert.ok(binds(m).some((b) => b.target === '/usr/local/bin/run-migration.sh' && b.host.endsWith('database/infra/scripts/run-migration.sh')));
+  assert.ok(
+    binds(m).some((b) => b.target === '/usr/local/bin/run-migration.sh' && b.host.endsWith('database/infra/scripts/run-migration.sh')),
+  );
   assert.ok(binds(m).some((b) => b.target === '/migrations' && b.host === path.join(ROOT, 'database/migrations')));
   assert.is(m.restart, 'no');
 });

@@ -36,12 +36,15 @@ numbers('digits are read as the number they write', () => {
   assert.is(parseConfig(ROOT, {}).port, 5432);
 });
 
-numbers('the migration statements\' lock timeout and retries have defaults and are read in seconds and tries', () => {
+numbers("the migration statements' lock timeout and retries have defaults and are read in seconds and tries", () => {
   const def = parseConfig(ROOT, {});
   assert.equal([def.statementLockTimeoutMs, def.statementLockRetries], [3000, 3]);
   const set = parseConfig(ROOT, { DB_MIGRATE_STATEMENT_LOCK_TIMEOUT: '7', DB_MIGRATE_STATEMENT_LOCK_RETRIES: '0' });
   assert.equal([set.statementLockTimeoutMs, set.statementLockRetries], [7000, 0]);
-  assert.match(refusal({ DB_MIGRATE_STATEMENT_LOCK_RETRIES: '-1' }).message, /DB_MIGRATE_STATEMENT_LOCK_RETRIES=-1 is not a whole number from 0 to 100/);
+  assert.match(
+    refusal({ DB_MIGRATE_STATEMENT_LOCK_RETRIES: '-1' }).message,
+    /DB_MIGRATE_STATEMENT_LOCK_RETRIES=-1 is not a whole number from 0 to 100/,
+  );
 });
 
 numbers.run();
@@ -78,7 +81,10 @@ env.before.each(async (ctx) => {
 env.after.each(async (ctx) => fs.rm(ctx.root, { recursive: true, force: true }));
 
 async function envRefusal(root: string, real: Record<string, string> = {}): Promise<UserError> {
-  const e = await loadEnv(root, real).then(() => undefined, (x) => x);
+  const e = await loadEnv(root, real).then(
+    () => undefined,
+    (x) => x,
+  );
   assert.instance(e, UserError, 'loadEnv accepted the files');
   return e as UserError;
 }
@@ -99,12 +105,18 @@ env('so is a libpq keyword string with password=', async ({ root }) => {
 env('API_KEY is refused, naming .env.<NODE_ENV> where it is set', async ({ root }) => {
   await fs.writeFile(path.join(root, '.env.production'), 'API_KEY=abc123\nSTRIPE_SECRET_KEY=sk_live_x\n');
   const e = await envRefusal(root, { NODE_ENV: 'production' });
-  assert.match(e.message, /API_KEY is set in a \.env file \(\.env\.production\); STRIPE_SECRET_KEY is set in a \.env file \(\.env\.production\)/);
+  assert.match(
+    e.message,
+    /API_KEY is set in a \.env file \(\.env\.production\); STRIPE_SECRET_KEY is set in a \.env file \(\.env\.production\)/,
+  );
   assert.match(String(e.hint), /remove API_KEY, STRIPE_SECRET_KEY from \.env\.production;/);
 });
 
 env('a URL without a password, an empty password variable and ordinary settings pass', async ({ root }) => {
-  await fs.writeFile(path.join(root, '.env.local'), 'DATABASE_URL=postgres://app@localhost:5432/app?sslmode=verify-full\nDB_TLS_DAYS=30\nKEY_FILE_PATH=/etc/x\n');
+  await fs.writeFile(
+    path.join(root, '.env.local'),
+    'DATABASE_URL=postgres://app@localhost:5432/app?sslmode=verify-full\nDB_TLS_DAYS=30\nKEY_FILE_PATH=/etc/x\n',
+  );
   const vars = await loadEnv(root, {});
   assert.is(vars.DATABASE_URL, 'postgres://app@localhost:5432/app?sslmode=verify-full');
   assert.is(vars.DB_TLS_DAYS, '30');

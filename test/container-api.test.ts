@@ -37,7 +37,13 @@ async function startApi(p: Project, env: { [k: string]: string } = {}): Promise<
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const api: Api = { child, port, stdout: '', stderr: '', exited: new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))) };
+  const api: Api = {
+    child,
+    port,
+    stdout: '',
+    stderr: '',
+    exited: new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1))),
+  };
   child.stdout!.on('data', (d) => (api.stdout += d));
   child.stderr!.on('data', (d) => (api.stderr += d));
   const listening = new Promise<void>((resolve) => child.stdout!.on('data', () => api.stdout.includes('listening') && resolve()));
@@ -94,11 +100,26 @@ service('answers other paths with 404', async ({ api }) => {
   assert.is((await health(api!, '/')).status, 404);
 });
 
-service('answers 503 when the server\'s certificate is not signed by its CA, without the password', async ({ p }) => {
+service("answers 503 when the server's certificate is not signed by its CA, without the password", async ({ p }) => {
   const other = path.join(p!.dir, 'other-ca');
   await fs.mkdir(other);
-  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=another CA', '-days', '1',
-    '-keyout', path.join(other, 'ca.key'), '-out', path.join(other, 'ca.crt')]);
+  const made = spawnSync('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-subj',
+    '/CN=another CA',
+    '-days',
+    '1',
+    '-keyout',
+    path.join(other, 'ca.key'),
+    '-out',
+    path.join(other, 'ca.crt'),
+  ]);
   assert.is(made.status, 0);
   const api = await startApi(p!, { DB_CA_FILE: path.join(other, 'ca.crt') });
   try {

@@ -5,7 +5,17 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { makeProject, ok, readSecretFile, removeProject, startProject, ROOT, withStartedProject, type CliResult, type Project } from './setup/project.ts';
+import {
+  makeProject,
+  ok,
+  readSecretFile,
+  removeProject,
+  startProject,
+  ROOT,
+  withStartedProject,
+  type CliResult,
+  type Project,
+} from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 
 // The scripts that run inside the containers, run here for real: against a native PostgreSQL 16
@@ -17,17 +27,37 @@ const SCRIPTS = path.join(ROOT, 'database/infra/scripts');
 const script = (name: string) => path.join(SCRIPTS, name);
 const SQL_SSL = 'SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()';
 // libpq variables from the test's own environment must not help a script connect.
-const NO_PG = { PGHOST: undefined, PGPORT: undefined, PGUSER: undefined, PGDATABASE: undefined, PGPASSWORD: undefined, PGSSLMODE: undefined, PGSSLROOTCERT: undefined, PGSERVICE: undefined };
+const NO_PG = {
+  PGHOST: undefined,
+  PGPORT: undefined,
+  PGUSER: undefined,
+  PGDATABASE: undefined,
+  PGPASSWORD: undefined,
+  PGSSLMODE: undefined,
+  PGSSLROOTCERT: undefined,
+  PGSERVICE: undefined,
+};
 
 /**
  * Runs a program with the test's environment plus `env` (undefined removes a variable), its stdin
  * fed `input` or closed: a script that exits at once never meets a write to its closed stdin.
  */
-function run(cmd: string, args: string[], env: { [k: string]: string | undefined }, opts: { input?: string; uid?: number; gid?: number } = {}): Promise<CliResult> {
+function run(
+  cmd: string,
+  args: string[],
+  env: { [k: string]: string | undefined },
+  opts: { input?: string; uid?: number; gid?: number } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const full: { [k: string]: string | undefined } = { ...process.env, ...env };
     for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
-    const child = spawn(cmd, args, { env: full as NodeJS.ProcessEnv, cwd: ROOT, uid: opts.uid, gid: opts.gid, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: full as NodeJS.ProcessEnv,
+      cwd: ROOT,
+      uid: opts.uid,
+      gid: opts.gid,
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d) => (stdout += d));
@@ -57,7 +87,10 @@ async function stubs(names: string[]) {
     dir,
     async records(name: string): Promise<Recorded[]> {
       const text = await fs.readFile(path.join(dir, `${name}.jsonl`), 'utf8').catch(() => '');
-      return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Recorded);
+      return text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Recorded);
     },
     async clear(name: string) {
       await fs.rm(path.join(dir, `${name}.jsonl`), { force: true });
@@ -88,8 +121,27 @@ async function busyboxBin(): Promise<string> {
 /** A CA that did not sign the server's certificate. */
 async function otherCa(dir: string): Promise<string> {
   await fs.mkdir(dir, { recursive: true });
-  const r = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=another CA', '-days', '1',
-    '-keyout', path.join(dir, 'ca.key'), '-out', path.join(dir, 'ca.crt')], {});
+  const r = await run(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-subj',
+      '/CN=another CA',
+      '-days',
+      '1',
+      '-keyout',
+      path.join(dir, 'ca.key'),
+      '-out',
+      path.join(dir, 'ca.crt'),
+    ],
+    {},
+  );
   assert.is(r.code, 0, r.stderr);
   return path.join(dir, 'ca.crt');
 }
@@ -128,7 +180,12 @@ for (const name of SCRIPT_NAMES) {
 
 lint('every script is a POSIX sh script committed executable', async () => {
   const r = await run('git', ['ls-files', '-s', '--', 'database/infra/scripts'], {});
-  const modes = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [path.basename(l.split('\t')[1]), l.split(' ')[0]]));
+  const modes = Object.fromEntries(
+    r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => [path.basename(l.split('\t')[1]), l.split(' ')[0]]),
+  );
   for (const name of SCRIPT_NAMES) {
     assert.is(modes[name], '100755', name);
     assert.match(await fs.readFile(script(name), 'utf8'), /^#!\/bin\/sh\n/);
@@ -236,7 +293,8 @@ async function runMigration(ctx: MigrateCtx, args: string[], env: { [k: string]:
 }
 
 /** psql (a client we did not write) given exactly the URL the script built, and a password by environment. */
-const psqlUrl = (url: string, password: string) => run('psql', [url, '-X', '-A', '-t', '-c', SQL_SSL], { ...NO_PG, PGPASSWORD: password, PGCONNECT_TIMEOUT: '5' });
+const psqlUrl = (url: string, password: string) =>
+  run('psql', [url, '-X', '-A', '-t', '-c', SQL_SSL], { ...NO_PG, PGPASSWORD: password, PGCONNECT_TIMEOUT: '5' });
 
 migration('hands migrate -path, -database URL and the command words, with the password nowhere in argv', async (ctx) => {
   const r = await runMigration(ctx, ['up']);
@@ -283,7 +341,7 @@ migration('names the CA in the URL: a CA that did not sign the server is refused
   assert.match(login.stderr, /certificate verify failed/);
 });
 
-migration('passes golang-migrate\'s words through and honours MIGRATIONS_DIR', async (ctx) => {
+migration("passes golang-migrate's words through and honours MIGRATIONS_DIR", async (ctx) => {
   await runMigration(ctx, ['down', '1'], { MIGRATIONS_DIR: '/elsewhere' });
   const [rec] = await ctx.stubs!.records('migrate');
   assert.equal(rec.argv.slice(0, 2), ['-path', '/elsewhere']);
@@ -355,7 +413,16 @@ health('exits 0 while the server accepts connections', async ({ p }) => {
 health('asks over TCP on 127.0.0.1, as the application role, in the application database', async ({ p, stubs: s }) => {
   await healthcheck(p!, { PATH: `${s!.dir}:${process.env.PATH}` });
   const [rec] = await s!.records('pg_isready');
-  assert.equal(rec.argv, ['-h', '127.0.0.1', '-p', String(p!.port), '-U', await readSecretFile(p!, 'app_user'), '-d', await readSecretFile(p!, 'postgres_db')]);
+  assert.equal(rec.argv, [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(p!.port),
+    '-U',
+    await readSecretFile(p!, 'app_user'),
+    '-d',
+    await readSecretFile(p!, 'postgres_db'),
+  ]);
 });
 
 health('leaves no FATAL line in the server log, check after check', async ({ p }) => {
@@ -402,9 +469,16 @@ withStubs(psql, ['psql']);
 
 // TLS_DIR stands for /etc/postgresql/tls, where start.sh installs ca.crt inside the container.
 const dbPsql = (p: Project, args: string[], env: { [k: string]: string } = {}) =>
-  run('sh', [script('psql.sh'), ...args], { ...NO_PG, SECRETS_DIR: p.secretsDir, TLS_DIR: p.sslDir, PGPORT: String(p.port), PGCONNECT_TIMEOUT: '5', ...env });
+  run('sh', [script('psql.sh'), ...args], {
+    ...NO_PG,
+    SECRETS_DIR: p.secretsDir,
+    TLS_DIR: p.sslDir,
+    PGPORT: String(p.port),
+    PGCONNECT_TIMEOUT: '5',
+    ...env,
+  });
 
-psql('logs in as the application role over verified TLS, with the caller\'s psql arguments', async ({ p }) => {
+psql("logs in as the application role over verified TLS, with the caller's psql arguments", async ({ p }) => {
   const r = await dbPsql(p!, ['-X', '-A', '-t', '-c', SQL_SSL]);
   assert.is(r.code, 0, r.stderr);
   assert.is(r.stdout.trim(), `${await readSecretFile(p!, 'app_user')}|t`);
@@ -417,7 +491,7 @@ psql('refuses a server its CA did not sign', async ({ p }) => {
   assert.match(r.stderr, /certificate verify failed/);
 });
 
-psql('hands psql exactly the caller\'s arguments; the password goes by environment only', async ({ p, stubs: s }) => {
+psql("hands psql exactly the caller's arguments; the password goes by environment only", async ({ p, stubs: s }) => {
   const args = ['-c', 'select 1', '--csv'];
   const r = await dbPsql(p!, args, { PATH: `${s!.dir}:${process.env.PATH}` });
   assert.is(r.code, 0, r.stderr);
@@ -443,7 +517,12 @@ withStartedProject(admin);
 
 // PGHOST stands for /var/run/postgresql: the native server's socket directory.
 const adminSql = (p: Project, sql: string, args: string[] = [], env: { [k: string]: string } = {}) =>
-  run('sh', [script('admin-sql.sh'), ...args], { ...NO_PG, SECRETS_DIR: p.secretsDir, PGHOST: nativePaths(p.nativeDir).run, PGPORT: String(p.port), ...env }, { input: sql });
+  run(
+    'sh',
+    [script('admin-sql.sh'), ...args],
+    { ...NO_PG, SECRETS_DIR: p.secretsDir, PGHOST: nativePaths(p.nativeDir).run, PGPORT: String(p.port), ...env },
+    { input: sql },
+  );
 
 admin('runs the SQL on stdin as the superuser, over the socket: one row a line, fields split by 0x1f', async ({ p }) => {
   const r = await adminSql(p!, "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user; SELECT 'a b', '', 'c';\n");
@@ -515,12 +594,21 @@ start.before.each(async (ctx) => {
 });
 
 const dbStart = (ctx: StartCtx, args: string[] = [], env: { [k: string]: string } = {}) =>
-  run('sh', [script('start.sh'), ...args], { PATH: `${ctx.stubs!.dir}:${process.env.PATH}`, TLS_SOURCE_DIR: ctx.src!, TLS_DIR: ctx.tls!, ...env });
+  run('sh', [script('start.sh'), ...args], {
+    PATH: `${ctx.stubs!.dir}:${process.env.PATH}`,
+    TLS_SOURCE_DIR: ctx.src!,
+    TLS_DIR: ctx.tls!,
+    ...env,
+  });
 
 start('installs the key 0600 and the certificates 0644, all owned by postgres', async (ctx) => {
   const r = await dbStart(ctx);
   assert.is(r.code, 0, r.stderr);
-  for (const [file, mode, body] of [['server.key', 0o600, 'the key'], ['server.crt', 0o644, 'the certificate'], ['ca.crt', 0o644, 'the CA']] as const) {
+  for (const [file, mode, body] of [
+    ['server.key', 0o600, 'the key'],
+    ['server.crt', 0o644, 'the certificate'],
+    ['ca.crt', 0o644, 'the CA'],
+  ] as const) {
     const st = await fs.stat(path.join(ctx.tls!, file));
     assert.is(st.mode & 0o777, mode, file);
     assert.equal([st.uid, st.gid], [ctx.postgres!.uid, ctx.postgres!.gid], file);
@@ -528,16 +616,19 @@ start('installs the key 0600 and the certificates 0644, all owned by postgres', 
   }
 });
 
-start('leaves the host\'s key file as it was: owner root, mode 0600', async (ctx) => {
+start("leaves the host's key file as it was: owner root, mode 0600", async (ctx) => {
   await dbStart(ctx);
   const st = await fs.stat(path.join(ctx.src!, 'server_key'));
   assert.equal([st.uid, st.mode & 0o777], [0, 0o600]);
 });
 
-start('hands over to the image\'s entrypoint: postgres with our configuration file', async (ctx) => {
+start("hands over to the image's entrypoint: postgres with our configuration file", async (ctx) => {
   await dbStart(ctx);
   const recs = await ctx.stubs!.records('docker-entrypoint.sh');
-  assert.equal(recs.map((r) => r.argv), [['postgres', '-c', 'config_file=/etc/postgresql/postgresql.conf']]);
+  assert.equal(
+    recs.map((r) => r.argv),
+    [['postgres', '-c', 'config_file=/etc/postgresql/postgresql.conf']],
+  );
 });
 
 start('passes extra arguments on to postgres', async (ctx) => {
@@ -562,7 +653,12 @@ start('refuses a missing key with one line naming pnpm db:secure, and starts not
 });
 
 start('refuses to run as another user than root, with one line and the fix', async (ctx) => {
-  const r = await run('sh', [script('start.sh')], { PATH: `${ctx.stubs!.dir}:${process.env.PATH}`, TLS_SOURCE_DIR: ctx.src!, TLS_DIR: ctx.tls! }, ctx.postgres);
+  const r = await run(
+    'sh',
+    [script('start.sh')],
+    { PATH: `${ctx.stubs!.dir}:${process.env.PATH}`, TLS_SOURCE_DIR: ctx.src!, TLS_DIR: ctx.tls! },
+    ctx.postgres,
+  );
   oneLine(r, /must run as root/, /remove "user:"/);
   assert.is((await ctx.stubs!.records('docker-entrypoint.sh')).length, 0);
 });

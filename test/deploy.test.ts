@@ -17,7 +17,19 @@ const deploy = suite<Ctx>('pnpm run deploy (native runtime, from nothing)');
 /** `pnpm run deploy` exactly as the README says, with this project's state directories. */
 const pnpmDeploy = (p: Project) => run('pnpm', ['run', 'deploy'], { ...p.env, DB_RUNTIME: 'native' });
 
-const files = ['secrets/postgres_user', 'secrets/postgres_password', 'secrets/postgres_db', 'secrets/app_user', 'secrets/app_password', 'secrets/migrate_user', 'secrets/migrate_password', 'ssl/ca.crt', 'ssl/ca.key', 'ssl/server.crt', 'ssl/server.key'];
+const files = [
+  'secrets/postgres_user',
+  'secrets/postgres_password',
+  'secrets/postgres_db',
+  'secrets/app_user',
+  'secrets/app_password',
+  'secrets/migrate_user',
+  'secrets/migrate_password',
+  'ssl/ca.crt',
+  'ssl/ca.key',
+  'ssl/server.crt',
+  'ssl/server.key',
+];
 
 async function snapshot(p: Project) {
   const out: Record<string, { mtimeMs: number; body: string }> = {};
@@ -32,8 +44,14 @@ async function snapshot(p: Project) {
 async function psql(p: Project, host: string, sslmode: string, sql: string) {
   const t = await appTarget(p);
   return run('psql', ['-X', '-A', '-t', '-c', sql], {
-    PGHOST: host, PGPORT: String(p.port), PGUSER: t.user, PGDATABASE: t.database, PGPASSWORD: t.password,
-    PGSSLMODE: sslmode, PGSSLROOTCERT: path.join(p.sslDir, 'ca.crt'), PGCONNECT_TIMEOUT: '5',
+    PGHOST: host,
+    PGPORT: String(p.port),
+    PGUSER: t.user,
+    PGDATABASE: t.database,
+    PGPASSWORD: t.password,
+    PGSSLMODE: sslmode,
+    PGSSLROOTCERT: path.join(p.sslDir, 'ca.crt'),
+    PGCONNECT_TIMEOUT: '5',
   });
 }
 
@@ -50,14 +68,25 @@ deploy('succeeds and runs secure, up and migrate in that order', (ctx) => {
   const r = ctx.first!;
   assert.is(r.code, 0, r.stdout + r.stderr);
   const order = ['@dbkit/db:secure', '@dbkit/db:up', '@dbkit/db:migrate'].map((t) => r.stdout.indexOf(`${t}: `));
-  assert.ok(order.every((i) => i >= 0), r.stdout);
-  assert.equal([...order].sort((a, b) => a - b), order);
+  assert.ok(
+    order.every((i) => i >= 0),
+    r.stdout,
+  );
+  assert.equal(
+    [...order].sort((a, b) => a - b),
+    order,
+  );
 });
 
 deploy('deploy ends the chain secure -> up -> migrate with no process of its own', async (ctx) => {
-  const r = await run(path.resolve('node_modules/.bin/turbo'), ['run', 'deploy', '--dry=json'], { ...ctx.p!.env, TURBO_TELEMETRY_DISABLED: '1' });
+  const r = await run(path.resolve('node_modules/.bin/turbo'), ['run', 'deploy', '--dry=json'], {
+    ...ctx.p!.env,
+    TURBO_TELEMETRY_DISABLED: '1',
+  });
   assert.is(r.code, 0, r.stderr);
-  const tasks = new Map<string, { command: string; dependencies: string[] }>(JSON.parse(r.stdout).tasks.map((t: { taskId: string }) => [t.taskId, t]));
+  const tasks = new Map<string, { command: string; dependencies: string[] }>(
+    JSON.parse(r.stdout).tasks.map((t: { taskId: string }) => [t.taskId, t]),
+  );
   assert.equal(tasks.get('@dbkit/db#deploy')?.dependencies, ['@dbkit/db#migrate']);
   assert.is(tasks.get('@dbkit/db#deploy')?.command, '<NONEXISTENT>');
   assert.equal(tasks.get('@dbkit/db#migrate')?.dependencies, ['@dbkit/db#up']);

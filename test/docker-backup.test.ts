@@ -4,7 +4,16 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, ownerTarget, readSecretFile } from './setup/project.ts';
-import { cli, compose, engineSuite, makeDockerProject, ok, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
+import {
+  cli,
+  compose,
+  engineSuite,
+  makeDockerProject,
+  ok,
+  removeDockerProject,
+  startDockerProject,
+  type DockerProject,
+} from './setup/docker.ts';
 import { backupDirState } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
@@ -35,7 +44,9 @@ async function snapshot(p: DockerProject): Promise<Snapshot> {
   return withClient(await appTarget(p), async (c) => {
     const s: Snapshot = {};
     for (const t of TABLES) {
-      s[t] = (await c.query(`SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS sum FROM ${t} x`)).rows[0];
+      s[t] = (
+        await c.query(`SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS sum FROM ${t} x`)
+      ).rows[0];
     }
     const seq = (await c.query('SELECT last_value, is_called FROM invoice_no')).rows[0];
     s.invoice_no = { n: Number(seq.last_value), sum: String(seq.is_called) };
@@ -77,7 +88,9 @@ if (backups) {
   setUp(backups, async (ctx) => {
     ctx.p = await makeDockerProject();
     await startDockerProject(ctx.p, { migrate: true });
-    await ownerQuery(ctx.p, `
+    await ownerQuery(
+      ctx.p,
+      `
       CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts(id), total numeric(10,2) NOT NULL);
       CREATE TABLE notes (id serial PRIMARY KEY, body text);
       CREATE SEQUENCE invoice_no START 1000;
@@ -85,7 +98,8 @@ if (backups) {
       INSERT INTO orders (account_id, total) SELECT 1 + (i % 400), (i % 97) + 0.25 FROM generate_series(1, 3000) i;
       INSERT INTO notes (body) VALUES ('tab	and newline
 inside'), (NULL), ('quote '' and backslash \\');
-      SELECT nextval('invoice_no') FROM generate_series(1, 17);`);
+      SELECT nextval('invoice_no') FROM generate_series(1, 17);`,
+    );
     ctx.before = await snapshot(ctx.p);
     assert.is(ctx.before.orders.n, 3000);
   });
@@ -118,7 +132,8 @@ inside'), (NULL), ('quote '' and backslash \\');
     const dir = path.join(p.env.DB_BACKUP_DIR, ctx.custom!);
     assert.is(await assertPrivate(dir), 4, 'db.dump, db.dump.sha256, roles.sql, manifest.json');
     const roles = await fs.readFile(path.join(dir, 'roles.sql'), 'utf8');
-    for (const login of ['migrate_user', 'app_user']) assert.match(roles, new RegExp(`CREATE ROLE ${await readSecretFile(p, login)};`), `${login} is in roles.sql`);
+    for (const login of ['migrate_user', 'app_user'])
+      assert.match(roles, new RegExp(`CREATE ROLE ${await readSecretFile(p, login)};`), `${login} is in roles.sql`);
     assert.not.match(roles, /SCRAM-SHA-256|PASSWORD/i, 'no password verifier');
     for (const n of ['postgres_password', 'migrate_password', 'app_password']) {
       assert.not.ok(roles.includes(await readSecretFile(p, n)), `no ${n}`);
@@ -132,7 +147,10 @@ inside'), (NULL), ('quote '' and backslash \\');
 
   backups('db:restore --yes --no-backup brings back rows deleted after the backup', async (ctx) => {
     const p = ctx.p!;
-    await ownerQuery(p, "DELETE FROM orders WHERE id % 3 = 0; DELETE FROM notes; UPDATE accounts SET email = 'changed-' || email WHERE id < 50");
+    await ownerQuery(
+      p,
+      "DELETE FROM orders WHERE id % 3 = 0; DELETE FROM notes; UPDATE accounts SET email = 'changed-' || email WHERE id < 50",
+    );
     assert.is((await snapshot(p)).orders.n, 2000, 'rows were deleted');
     const before = await backupDirState(p);
     const r = await ok(['db:restore', ctx.custom!, '--yes', '--no-backup'], p.env);
@@ -163,7 +181,10 @@ inside'), (NULL), ('quote '' and backslash \\');
 
   backups('db:restore --yes --no-backup --jobs 2 of the directory-format backup brings back deleted rows', async (ctx) => {
     const p = ctx.p!;
-    await ownerQuery(p, 'DELETE FROM orders WHERE id > 100; DELETE FROM accounts WHERE id > 300 AND id NOT IN (SELECT account_id FROM orders)');
+    await ownerQuery(
+      p,
+      'DELETE FROM orders WHERE id > 100; DELETE FROM accounts WHERE id > 300 AND id NOT IN (SELECT account_id FROM orders)',
+    );
     assert.is((await snapshot(p)).orders.n, 100, 'rows were deleted');
     const r = await ok(['db:restore', ctx.dir!, '--yes', '--no-backup', '--jobs', '2'], p.env);
     assert.match(r.stdout, new RegExp(`^restored ${ctx.dir} as app in \\d+ ms`, 'm'));

@@ -85,11 +85,29 @@ interface DockerEvent {
  * what is left of it. Streamed live, so other tests' events cannot push ours out of the engine's
  * buffer; the listener is stopped whatever happens.
  */
-async function withEvents<T>(p: DockerProject, until: (e: DockerEvent) => boolean, fn: () => Promise<T>): Promise<{ result: T; events: DockerEvent[] }> {
+async function withEvents<T>(
+  p: DockerProject,
+  until: (e: DockerEvent) => boolean,
+  fn: () => Promise<T>,
+): Promise<{ result: T; events: DockerEvent[] }> {
   const since = Date.now();
-  const child = spawn('docker', ['events', '--since', String(Math.floor(since / 1000)), '--filter', 'type=container', '--filter', `label=com.docker.compose.project=${p.name}`, '--format', '{{json .}}'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+  const child = spawn(
+    'docker',
+    [
+      'events',
+      '--since',
+      String(Math.floor(since / 1000)),
+      '--filter',
+      'type=container',
+      '--filter',
+      `label=com.docker.compose.project=${p.name}`,
+      '--format',
+      '{{json .}}',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
   const closed = new Promise<void>((r) => child.on('close', () => r()));
   const events: DockerEvent[] = [];
   let buf = '';
@@ -105,7 +123,8 @@ async function withEvents<T>(p: DockerProject, until: (e: DockerEvent) => boolea
   });
   try {
     const result = await fn();
-    for (let waited = 0; waited < 30_000 && !events.some(until) && child.exitCode === null; waited += 100) await new Promise((r) => setTimeout(r, 100));
+    for (let waited = 0; waited < 30_000 && !events.some(until) && child.exitCode === null; waited += 100)
+      await new Promise((r) => setTimeout(r, 100));
     return { result, events: [...events] };
   } finally {
     if (child.exitCode === null) child.kill('SIGTERM');
@@ -158,8 +177,14 @@ if (deploy) {
   deploy('pnpm run deploy exits 0 after running secure, up and migrate in that order', ({ first }) => {
     assert.is(first!.code, 0, first!.stdout + first!.stderr);
     const order = ['@dbkit/db:secure', '@dbkit/db:up', '@dbkit/db:migrate'].map((t) => first!.stdout.indexOf(`${t}: `));
-    assert.ok(order.every((i) => i >= 0), first!.stdout);
-    assert.equal([...order].sort((a, b) => a - b), order);
+    assert.ok(
+      order.every((i) => i >= 0),
+      first!.stdout,
+    );
+    assert.equal(
+      [...order].sort((a, b) => a - b),
+      order,
+    );
   });
 
   deploy('deploy made the seven secret files 0600 in a 0700 folder, and the CA and server certificate with private keys', async ({ p }) => {
@@ -167,8 +192,10 @@ if (deploy) {
     const secrets = ['postgres_user', 'postgres_password', 'postgres_db', 'migrate_user', 'migrate_password', 'app_user', 'app_password'];
     assert.equal((await fs.readdir(p!.secretsDir)).sort(), [...secrets].sort());
     for (const n of secrets) assert.is((await fs.stat(path.join(p!.secretsDir, n))).mode & 0o777, 0o600, n);
-    for (const n of ['postgres_password', 'migrate_password', 'app_password']) assert.match(await readSecretFile(p!, n), /^[A-Za-z0-9_-]{43,}$/);
-    for (const f of ['ca.crt', 'server.crt']) assert.match(await fs.readFile(path.join(p!.sslDir, f), 'utf8'), /^-----BEGIN CERTIFICATE-----/);
+    for (const n of ['postgres_password', 'migrate_password', 'app_password'])
+      assert.match(await readSecretFile(p!, n), /^[A-Za-z0-9_-]{43,}$/);
+    for (const f of ['ca.crt', 'server.crt'])
+      assert.match(await fs.readFile(path.join(p!.sslDir, f), 'utf8'), /^-----BEGIN CERTIFICATE-----/);
     for (const f of ['ca.key', 'server.key']) assert.is((await fs.stat(path.join(p!.sslDir, f))).mode & 0o777, 0o600, f);
   });
 
@@ -181,14 +208,20 @@ if (deploy) {
     assert.equal(c.HostConfig.PortBindings['5432/tcp'], [{ HostIp: '127.0.0.1', HostPort: String(p!.port) }]);
   });
 
-  deploy('the application and migration roles were provisioned: TCP members, neither superuser nor able to create roles or databases', async ({ p }) => {
-    const app = await readSecretFile(p!, 'app_user');
-    const owner = await readSecretFile(p!, 'migrate_user');
-    const roles = await query(p!, `SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, pg_has_role(rolname, 'pgdeploy_tcp', 'member') FROM pg_roles WHERE rolname IN ('${app}', '${owner}') ORDER BY rolname`);
-    assert.equal(roles.split('\n').sort(), [`${app}|f|f|f|t`, `${owner}|f|f|f|t`].sort());
-    assert.is(await query(p!, 'SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()'), owner);
-    assert.is(await query(p!, 'SELECT current_user', 'migrate'), owner);
-  });
+  deploy(
+    'the application and migration roles were provisioned: TCP members, neither superuser nor able to create roles or databases',
+    async ({ p }) => {
+      const app = await readSecretFile(p!, 'app_user');
+      const owner = await readSecretFile(p!, 'migrate_user');
+      const roles = await query(
+        p!,
+        `SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, pg_has_role(rolname, 'pgdeploy_tcp', 'member') FROM pg_roles WHERE rolname IN ('${app}', '${owner}') ORDER BY rolname`,
+      );
+      assert.equal(roles.split('\n').sort(), [`${app}|f|f|f|t`, `${owner}|f|f|f|t`].sort());
+      assert.is(await query(p!, 'SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()'), owner);
+      assert.is(await query(p!, 'SELECT current_user', 'migrate'), owner);
+    },
+  );
 
   deploy('golang-migrate ran in a db-migrate container that exited 0 and left version 1, not dirty', async ({ p, first, firstEvents }) => {
     const died = firstEvents!.filter(migrateDied);
@@ -209,25 +242,28 @@ if (deploy) {
     assert.match(status, /applied 000001_create_accounts\.up\.sql/);
   });
 
-  deploy('a second deploy changes nothing: the same files byte for byte, the same api-db container, the same schema, and golang-migrate says no change', async ({ p }) => {
-    const files = await stateFiles(p!);
-    const id = await containerId(p!, 'api-db');
-    const started = (await inspect(id)).State.StartedAt;
-    const schema = await query(p!, SCHEMA_SQL, 'migrate');
-    const { result: r, events: seen } = await withEvents(p!, migrateDied, () => pnpmDeploy(p!));
-    assert.is(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /kept postgres_user, postgres_password, postgres_db, migrate_user, migrate_password, app_user, app_password/);
-    assert.match(r.stdout, /certificates are valid; kept them/);
-    assert.match(r.stdout, /@dbkit\/db:migrate: no change\n/);
-    assert.not.match(r.stdout, /\/u create_accounts/);
-    const died = seen.filter(migrateDied);
-    assert.is(died.length, 1, JSON.stringify(seen));
-    assert.is(died[0].Actor.Attributes.exitCode, '0');
-    assert.equal(await stateFiles(p!), files);
-    assert.is(await containerId(p!, 'api-db'), id);
-    assert.is((await inspect(id)).State.StartedAt, started);
-    assert.is(await query(p!, SCHEMA_SQL, 'migrate'), schema);
-  });
+  deploy(
+    'a second deploy changes nothing: the same files byte for byte, the same api-db container, the same schema, and golang-migrate says no change',
+    async ({ p }) => {
+      const files = await stateFiles(p!);
+      const id = await containerId(p!, 'api-db');
+      const started = (await inspect(id)).State.StartedAt;
+      const schema = await query(p!, SCHEMA_SQL, 'migrate');
+      const { result: r, events: seen } = await withEvents(p!, migrateDied, () => pnpmDeploy(p!));
+      assert.is(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /kept postgres_user, postgres_password, postgres_db, migrate_user, migrate_password, app_user, app_password/);
+      assert.match(r.stdout, /certificates are valid; kept them/);
+      assert.match(r.stdout, /@dbkit\/db:migrate: no change\n/);
+      assert.not.match(r.stdout, /\/u create_accounts/);
+      const died = seen.filter(migrateDied);
+      assert.is(died.length, 1, JSON.stringify(seen));
+      assert.is(died[0].Actor.Attributes.exitCode, '0');
+      assert.equal(await stateFiles(p!), files);
+      assert.is(await containerId(p!, 'api-db'), id);
+      assert.is((await inspect(id)).State.StartedAt, started);
+      assert.is(await query(p!, SCHEMA_SQL, 'migrate'), schema);
+    },
+  );
 
   deploy('from the host, libpq verify-full logs in as localhost and as 127.0.0.1, over TLS', async ({ p }) => {
     for (const host of ['localhost', '127.0.0.1']) {
@@ -243,36 +279,50 @@ if (deploy) {
     assert.match(r.stderr, /pg_hba\.conf rejects connection .*no encryption/);
   });
 
-  deploy('the superuser is refused over TCP even with verify-full TLS, while its password works on the socket inside api-db', async ({ p }) => {
-    for (const host of ['localhost', '127.0.0.1']) {
-      const r = await psql(p!, 'SELECT 1', { host, login: 'postgres' });
-      assert.is.not(r.code, 0, host);
-      assert.match(r.stderr, /pg_hba\.conf rejects connection .*SSL encryption/, host);
-    }
-    const socket = await compose(p!, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'], { input: 'SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user' });
-    assert.is(socket.code, 0, socket.stderr);
-    assert.is(socket.stdout.trim(), `${await readSecretFile(p!, 'postgres_user')}\x1ft`);
-  });
+  deploy(
+    'the superuser is refused over TCP even with verify-full TLS, while its password works on the socket inside api-db',
+    async ({ p }) => {
+      for (const host of ['localhost', '127.0.0.1']) {
+        const r = await psql(p!, 'SELECT 1', { host, login: 'postgres' });
+        assert.is.not(r.code, 0, host);
+        assert.match(r.stderr, /pg_hba\.conf rejects connection .*SSL encryption/, host);
+      }
+      const socket = await compose(p!, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'], {
+        input: 'SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user',
+      });
+      assert.is(socket.code, 0, socket.stderr);
+      assert.is(socket.stdout.trim(), `${await readSecretFile(p!, 'postgres_user')}\x1ft`);
+    },
+  );
 
-  deploy('with the app profile, db-migrate applies a new migration and exits 0 before api starts, and api becomes healthy', async ({ p }) => {
-    // A migration that takes a second: were api started with db-migrate rather than after it
-    // (service_started instead of service_completed_successfully), it would start before that ended.
-    await fs.writeFile(path.join(p!.migrationsDir, '000002_create_notes.up.sql'), 'SELECT pg_sleep(1);\nCREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n');
-    await fs.writeFile(path.join(p!.migrationsDir, '000002_create_notes.down.sql'), 'DROP TABLE notes;\n');
-    p!.env.ENV_API_PORT = String(await freePort());
-    const up = await compose(p!, ['--profile', 'app', 'up', '--detach', '--wait', '--wait-timeout', '180']);
-    assert.is(up.code, 0, up.stdout + up.stderr);
-    const migrate = await inspect(await containerId(p!, 'db-migrate'));
-    const api = await inspect(await containerId(p!, 'api'));
-    assert.is(migrate.State.Status, 'exited');
-    assert.is(migrate.State.ExitCode, 0);
-    assert.is(api.State.Status, 'running');
-    assert.is(api.State.Health.Status, 'healthy');
-    assert.ok(nanos(api.State.StartedAt) > nanos(migrate.State.FinishedAt), `api started ${api.State.StartedAt}, db-migrate finished ${migrate.State.FinishedAt}`);
-    const logs = await compose(p!, ['logs', '--no-color', 'db-migrate']);
-    assert.match(logs.stdout, /2\/u create_notes \(/);
-    assert.is(await query(p!, 'SELECT version, dirty FROM schema_migrations'), '2|f');
-  });
+  deploy(
+    'with the app profile, db-migrate applies a new migration and exits 0 before api starts, and api becomes healthy',
+    async ({ p }) => {
+      // A migration that takes a second: were api started with db-migrate rather than after it
+      // (service_started instead of service_completed_successfully), it would start before that ended.
+      await fs.writeFile(
+        path.join(p!.migrationsDir, '000002_create_notes.up.sql'),
+        'SELECT pg_sleep(1);\nCREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n',
+      );
+      await fs.writeFile(path.join(p!.migrationsDir, '000002_create_notes.down.sql'), 'DROP TABLE notes;\n');
+      p!.env.ENV_API_PORT = String(await freePort());
+      const up = await compose(p!, ['--profile', 'app', 'up', '--detach', '--wait', '--wait-timeout', '180']);
+      assert.is(up.code, 0, up.stdout + up.stderr);
+      const migrate = await inspect(await containerId(p!, 'db-migrate'));
+      const api = await inspect(await containerId(p!, 'api'));
+      assert.is(migrate.State.Status, 'exited');
+      assert.is(migrate.State.ExitCode, 0);
+      assert.is(api.State.Status, 'running');
+      assert.is(api.State.Health.Status, 'healthy');
+      assert.ok(
+        nanos(api.State.StartedAt) > nanos(migrate.State.FinishedAt),
+        `api started ${api.State.StartedAt}, db-migrate finished ${migrate.State.FinishedAt}`,
+      );
+      const logs = await compose(p!, ['logs', '--no-color', 'db-migrate']);
+      assert.match(logs.stdout, /2\/u create_notes \(/);
+      assert.is(await query(p!, 'SELECT version, dirty FROM schema_migrations'), '2|f');
+    },
+  );
 
   deploy('GET /health from the host answers 200 {"status":"ok","tls":true}', async ({ p }) => {
     const r = await fetch(`http://127.0.0.1:${p!.env.ENV_API_PORT}/health`);
@@ -280,9 +330,11 @@ if (deploy) {
     assert.equal(await r.json(), { status: 'ok', tls: true });
   });
 
-  deploy('inside the api container the application verifies api-db with verify-full, and refuses an address the certificate does not name', async ({ p }) => {
-    // The image's own server.mjs, a second copy on a loopback port inside the container, asked once.
-    const script = `await import('/app/server.mjs');
+  deploy(
+    'inside the api container the application verifies api-db with verify-full, and refuses an address the certificate does not name',
+    async ({ p }) => {
+      // The image's own server.mjs, a second copy on a loopback port inside the container, asked once.
+      const script = `await import('/app/server.mjs');
 for (let i = 0; ; i++) {
   try {
     const r = await fetch('http://127.0.0.1:18081/health');
@@ -293,19 +345,37 @@ for (let i = 0; ; i++) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }`;
-    const ask = async (host: string) => {
-      const r = await compose(p!, ['exec', '--no-TTY', '-e', 'PORT=18081', '-e', 'LISTEN_HOST=127.0.0.1', '-e', `DB_HOST=${host}`, 'api', 'node', '--input-type=module', '-e', script]);
-      assert.is(r.code, 0, r.stdout + r.stderr);
-      return JSON.parse(r.stdout.trim().split('\n').pop()!) as { status: number; body: { status: string; tls?: boolean; error?: string } };
-    };
-    assert.equal(await ask('api-db'), { status: 200, body: { status: 'ok', tls: true } });
-    const db = await inspect(await containerId(p!, 'api-db'));
-    const ip = (Object.values(db.NetworkSettings.Networks) as { IPAddress: string }[])[0].IPAddress;
-    assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
-    const wrong = await ask(ip);
-    assert.is(wrong.status, 503);
-    assert.match(wrong.body.error!, /does not match certificate's altnames/);
-  });
+      const ask = async (host: string) => {
+        const r = await compose(p!, [
+          'exec',
+          '--no-TTY',
+          '-e',
+          'PORT=18081',
+          '-e',
+          'LISTEN_HOST=127.0.0.1',
+          '-e',
+          `DB_HOST=${host}`,
+          'api',
+          'node',
+          '--input-type=module',
+          '-e',
+          script,
+        ]);
+        assert.is(r.code, 0, r.stdout + r.stderr);
+        return JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+          status: number;
+          body: { status: string; tls?: boolean; error?: string };
+        };
+      };
+      assert.equal(await ask('api-db'), { status: 200, body: { status: 'ok', tls: true } });
+      const db = await inspect(await containerId(p!, 'api-db'));
+      const ip = (Object.values(db.NetworkSettings.Networks) as { IPAddress: string }[])[0].IPAddress;
+      assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
+      const wrong = await ask(ip);
+      assert.is(wrong.status, 503);
+      assert.match(wrong.body.error!, /does not match certificate's altnames/);
+    },
+  );
 
   deploy.run();
 }
@@ -318,7 +388,9 @@ interface DestroyCtx {
   rows?: string;
 }
 
-const destroy = engineSuite<DestroyCtx>('db:fresh and db:delete on the docker runtime remove this project\'s volume and nothing else (real engine)');
+const destroy = engineSuite<DestroyCtx>(
+  "db:fresh and db:delete on the docker runtime remove this project's volume and nothing else (real engine)",
+);
 
 const MARKER = '/var/lib/postgresql/data/pgdeploy-test-marker';
 
@@ -343,7 +415,15 @@ if (destroy) {
     const names = [`${p.name}_pg_data_keep${tag}`, `${p.name}${tag}_pg_data`];
     ctx.bystanders = {};
     await docker(['volume', 'create', names[0]]);
-    await docker(['volume', 'create', '--label', `com.docker.compose.project=${p.name}${tag}`, '--label', 'com.docker.compose.volume=pg_data', names[1]]);
+    await docker([
+      'volume',
+      'create',
+      '--label',
+      `com.docker.compose.project=${p.name}${tag}`,
+      '--label',
+      'com.docker.compose.volume=pg_data',
+      names[1],
+    ]);
     for (const n of names) ctx.bystanders[n] = (await volumeCreatedAt(n))!;
     await startDockerProject(p, { migrate: true });
     await query(p, "INSERT INTO accounts (email) VALUES ('one@example.com'), ('two@example.com')");
@@ -358,20 +438,23 @@ if (destroy) {
     if (ctx.bystanders) await docker(['volume', 'rm', '--force', ...Object.keys(ctx.bystanders)], { nothrow: true });
   });
 
-  destroy('db:fresh --yes --no-backup replaces this project\'s volume and container and leaves the bystander volumes as they were', async ({ p, bystanders }) => {
-    const before = await containerId(p!, 'api-db');
-    const had = await compose(p!, ['exec', '--no-TTY', 'api-db', 'test', '-e', MARKER]);
-    assert.is(had.code, 0, 'the marker is in the volume before db:fresh');
-    const r = await cli(['db:fresh', '--yes', '--no-backup'], p!.env);
-    assert.is(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /fresh database ready/);
-    const after = await containerId(p!, 'api-db');
-    assert.ok(after && after !== before, 'api-db is a new container');
-    const gone = await compose(p!, ['exec', '--no-TTY', 'api-db', 'test', '-e', MARKER]);
-    assert.is(gone.code, 1, `the marker is gone: ${gone.stderr}`);
-    assert.ok(await volumeCreatedAt(`${p!.name}_pg_data`), 'the project volume exists again');
-    assert.equal(await bystandersNow(Object.keys(bystanders!)), bystanders);
-  });
+  destroy(
+    "db:fresh --yes --no-backup replaces this project's volume and container and leaves the bystander volumes as they were",
+    async ({ p, bystanders }) => {
+      const before = await containerId(p!, 'api-db');
+      const had = await compose(p!, ['exec', '--no-TTY', 'api-db', 'test', '-e', MARKER]);
+      assert.is(had.code, 0, 'the marker is in the volume before db:fresh');
+      const r = await cli(['db:fresh', '--yes', '--no-backup'], p!.env);
+      assert.is(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /fresh database ready/);
+      const after = await containerId(p!, 'api-db');
+      assert.ok(after && after !== before, 'api-db is a new container');
+      const gone = await compose(p!, ['exec', '--no-TTY', 'api-db', 'test', '-e', MARKER]);
+      assert.is(gone.code, 1, `the marker is gone: ${gone.stderr}`);
+      assert.ok(await volumeCreatedAt(`${p!.name}_pg_data`), 'the project volume exists again');
+      assert.equal(await bystandersNow(Object.keys(bystanders!)), bystanders);
+    },
+  );
 
   destroy('after db:fresh the database is up, migrated to version 1 and holds none of the rows inserted before', async ({ p }) => {
     const c = await inspect(await containerId(p!, 'api-db'));
@@ -380,21 +463,24 @@ if (destroy) {
     assert.is(await query(p!, 'SELECT count(*) FROM accounts'), '0');
   });
 
-  destroy('db:delete --yes --no-backup removes this project\'s containers (the app profile\'s too) and volume and leaves the bystander volumes as they were', async ({ p, bystanders }) => {
-    assert.ok(await volumeCreatedAt(`${p!.name}_pg_data`), 'the project volume exists before db:delete');
-    p!.env.ENV_API_PORT = String(await freePort());
-    const app = await compose(p!, ['--profile', 'app', 'up', '--detach', '--wait', '--wait-timeout', '180']);
-    assert.is(app.code, 0, app.stderr);
-    assert.ok(await containerId(p!, 'api'), 'api runs before db:delete');
-    const r = await cli(['db:delete', '--yes', '--no-backup'], p!.env);
-    assert.is(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /deleted /);
-    assert.is(await volumeCreatedAt(`${p!.name}_pg_data`), undefined);
-    assert.is((await compose(p!, ['--profile', 'app', 'ps', '--all', '--quiet'])).stdout.trim(), '');
-    assert.equal(await bystandersNow(Object.keys(bystanders!)), bystanders);
-    const refused = await psql(p!, 'SELECT 1');
-    assert.is.not(refused.code, 0);
-  });
+  destroy(
+    "db:delete --yes --no-backup removes this project's containers (the app profile's too) and volume and leaves the bystander volumes as they were",
+    async ({ p, bystanders }) => {
+      assert.ok(await volumeCreatedAt(`${p!.name}_pg_data`), 'the project volume exists before db:delete');
+      p!.env.ENV_API_PORT = String(await freePort());
+      const app = await compose(p!, ['--profile', 'app', 'up', '--detach', '--wait', '--wait-timeout', '180']);
+      assert.is(app.code, 0, app.stderr);
+      assert.ok(await containerId(p!, 'api'), 'api runs before db:delete');
+      const r = await cli(['db:delete', '--yes', '--no-backup'], p!.env);
+      assert.is(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /deleted /);
+      assert.is(await volumeCreatedAt(`${p!.name}_pg_data`), undefined);
+      assert.is((await compose(p!, ['--profile', 'app', 'ps', '--all', '--quiet'])).stdout.trim(), '');
+      assert.equal(await bystandersNow(Object.keys(bystanders!)), bystanders);
+      const refused = await psql(p!, 'SELECT 1');
+      assert.is.not(refused.code, 0);
+    },
+  );
 
   destroy.run();
 }

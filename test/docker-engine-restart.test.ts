@@ -4,7 +4,16 @@ import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
 import { appTarget, ROOT } from './setup/project.ts';
 import {
-  cli, containerId, engineSuite, inspectContainer, makeDockerProject, removeDockerProject, run, startDockerProject, until, type DockerProject,
+  cli,
+  containerId,
+  engineSuite,
+  inspectContainer,
+  makeDockerProject,
+  removeDockerProject,
+  run,
+  startDockerProject,
+  until,
+  type DockerProject,
 } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 
@@ -59,7 +68,6 @@ function restartSuite(name: string) {
   process.stderr.write(`real-engine test not run: ${name}: ${d.why}\n`);
   return null;
 }
-
 
 async function appQuery(p: DockerProject, sql: string): Promise<Record<string, unknown>[]> {
   return withClient(await appTarget(p), async (c) => (await c.query(sql)).rows);

@@ -4,8 +4,19 @@ import path from 'node:path';
 import { connect, withClient } from '@dbkit/core/pg';
 import { appTarget } from './setup/project.ts';
 import {
-  cli, compose, containerId, docker, engineSuite, inspectContainer, makeDockerProject, ok, removeDockerProject, startDockerProject, until,
-  withStartedDockerProject, type DockerProject,
+  cli,
+  compose,
+  containerId,
+  docker,
+  engineSuite,
+  inspectContainer,
+  makeDockerProject,
+  ok,
+  removeDockerProject,
+  startDockerProject,
+  until,
+  withStartedDockerProject,
+  type DockerProject,
 } from './setup/docker.ts';
 import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
@@ -51,7 +62,6 @@ async function backHealthy(p: DockerProject, id: string): Promise<string> {
   return until('a TLS query as the application role', BACK_WITHIN, () => serverStart(p));
 }
 
-
 // ---------------------------------------------------------------------------------------------
 const crash = engineSuite<Ctx>('a SIGKILLed server comes back by itself with every committed row');
 
@@ -62,40 +72,43 @@ if (crash) {
     await removeDockerProject(ctx.p);
   });
 
-  crash('after SIGKILL of its host PID, api-db is restarted by its restart policy, healthy, with every committed row and no uncommitted one', async (ctx) => {
-    const p = ctx.p!;
-    const id = await containerId(p, 'api-db');
-    const before = await inspectContainer(id);
-    assert.is(before.health, 'healthy');
-    const startedBefore = await serverStart(p);
-    // The server's main process, seen from the host (PID 1 inside the container).
-    const cmdline = (await fs.readFile(`/proc/${before.pid}/cmdline`, 'utf8')).split('\0');
-    assert.is(cmdline[0], 'postgres', `PID ${before.pid} is the server: ${cmdline.join(' ')}`);
-    // One more committed row, and one in a transaction still open when the server dies.
-    await appQuery(p, "INSERT INTO accounts (email) VALUES ('committed-last@example.com')");
-    const committed = await rowsNow(p);
-    const open = await connect(await appTarget(p));
-    try {
-      await open.query("BEGIN; INSERT INTO accounts (email) VALUES ('never-committed@example.com')");
-      process.kill(before.pid, 'SIGKILL');
-      const after = await until('api-db restarted by its restart policy', BACK_WITHIN, async () => {
-        const s = await inspectContainer(id);
-        return s.restarts > before.restarts && s.status === 'running' ? s : undefined;
-      });
-      assert.is.not(after.pid, before.pid, 'a new server process');
-      const startedAfter = await backHealthy(p, id);
-      assert.is.not(startedAfter, startedBefore, 'the server started again');
-    } finally {
-      await open.end().catch(() => {});
-    }
-    assert.is(await containerId(p, 'api-db'), id, 'the same container, restarted, not a new one');
-    assert.equal(await rowsNow(p), committed, 'every committed row, the last one included');
-    const ghost = await appQuery(p, "SELECT count(*)::int AS n FROM accounts WHERE email = 'never-committed@example.com'");
-    assert.is(ghost[0].n, 0, 'the uncommitted row is gone');
-    const status = await cli(['db:status'], p.env);
-    assert.is(status.code, 0, status.stderr);
-    assert.match(status.stdout, /^version\s+1$/m);
-  });
+  crash(
+    'after SIGKILL of its host PID, api-db is restarted by its restart policy, healthy, with every committed row and no uncommitted one',
+    async (ctx) => {
+      const p = ctx.p!;
+      const id = await containerId(p, 'api-db');
+      const before = await inspectContainer(id);
+      assert.is(before.health, 'healthy');
+      const startedBefore = await serverStart(p);
+      // The server's main process, seen from the host (PID 1 inside the container).
+      const cmdline = (await fs.readFile(`/proc/${before.pid}/cmdline`, 'utf8')).split('\0');
+      assert.is(cmdline[0], 'postgres', `PID ${before.pid} is the server: ${cmdline.join(' ')}`);
+      // One more committed row, and one in a transaction still open when the server dies.
+      await appQuery(p, "INSERT INTO accounts (email) VALUES ('committed-last@example.com')");
+      const committed = await rowsNow(p);
+      const open = await connect(await appTarget(p));
+      try {
+        await open.query("BEGIN; INSERT INTO accounts (email) VALUES ('never-committed@example.com')");
+        process.kill(before.pid, 'SIGKILL');
+        const after = await until('api-db restarted by its restart policy', BACK_WITHIN, async () => {
+          const s = await inspectContainer(id);
+          return s.restarts > before.restarts && s.status === 'running' ? s : undefined;
+        });
+        assert.is.not(after.pid, before.pid, 'a new server process');
+        const startedAfter = await backHealthy(p, id);
+        assert.is.not(startedAfter, startedBefore, 'the server started again');
+      } finally {
+        await open.end().catch(() => {});
+      }
+      assert.is(await containerId(p, 'api-db'), id, 'the same container, restarted, not a new one');
+      assert.equal(await rowsNow(p), committed, 'every committed row, the last one included');
+      const ghost = await appQuery(p, "SELECT count(*)::int AS n FROM accounts WHERE email = 'never-committed@example.com'");
+      assert.is(ghost[0].n, 0, 'the uncommitted row is gone');
+      const status = await cli(['db:status'], p.env);
+      assert.is(status.code, 0, status.stderr);
+      assert.match(status.stdout, /^version\s+1$/m);
+    },
+  );
 
   crash.run();
 }
@@ -148,24 +161,31 @@ const staleSecret = engineSuite<Ctx>('db:up on a container whose healthcheck fai
 if (staleSecret) {
   withStartedDockerProject(staleSecret);
 
-  staleSecret('db:up fails at once with one error line naming api-db, its health and the healthcheck\'s complaint, and a hint to pnpm db:logs', async (ctx) => {
-    const p = ctx.p!;
-    const file = path.join(p.secretsDir, 'app_user');
-    const user = await fs.readFile(file, 'utf8');
-    await fs.truncate(file, 0);
-    await fs.writeFile(`${file}.new`, user, { mode: 0o600 });
-    await fs.rename(`${file}.new`, file);
-    const check = await compose(p, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-healthcheck']);
-    assert.is.not(check.code, 0, 'the healthcheck fails in the container');
-    assert.match(check.stderr, /app_user is missing or empty/);
-    const id = await containerId(p, 'api-db');
-    // Five failures 10 s apart (the compose file's interval and retries) make it unhealthy.
-    await until('Docker marks api-db unhealthy', 150_000, async () => (await inspectContainer(id)).health === 'unhealthy');
-    const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 75_000 });
-    assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
-    failsClearly(r, /^error: api-db is unhealthy; its healthcheck says: db-healthcheck: secret \/run\/secrets\/app_user is missing or empty; create it with pnpm db:secrets, then recreate the container$/, { hint: /pnpm db:logs/ });
-    assert.not.match(r.stderr, new RegExp(`${p.name}-api-db-1`), 'the service is named, not the container');
-  });
+  staleSecret(
+    "db:up fails at once with one error line naming api-db, its health and the healthcheck's complaint, and a hint to pnpm db:logs",
+    async (ctx) => {
+      const p = ctx.p!;
+      const file = path.join(p.secretsDir, 'app_user');
+      const user = await fs.readFile(file, 'utf8');
+      await fs.truncate(file, 0);
+      await fs.writeFile(`${file}.new`, user, { mode: 0o600 });
+      await fs.rename(`${file}.new`, file);
+      const check = await compose(p, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-healthcheck']);
+      assert.is.not(check.code, 0, 'the healthcheck fails in the container');
+      assert.match(check.stderr, /app_user is missing or empty/);
+      const id = await containerId(p, 'api-db');
+      // Five failures 10 s apart (the compose file's interval and retries) make it unhealthy.
+      await until('Docker marks api-db unhealthy', 150_000, async () => (await inspectContainer(id)).health === 'unhealthy');
+      const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 75_000 });
+      assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
+      failsClearly(
+        r,
+        /^error: api-db is unhealthy; its healthcheck says: db-healthcheck: secret \/run\/secrets\/app_user is missing or empty; create it with pnpm db:secrets, then recreate the container$/,
+        { hint: /pnpm db:logs/ },
+      );
+      assert.not.match(r.stderr, new RegExp(`${p.name}-api-db-1`), 'the service is named, not the container');
+    },
+  );
 
   staleSecret('once the container is recreated (db:down, db:up) it reads the file again and db:up succeeds', async (ctx) => {
     const p = ctx.p!;
@@ -183,29 +203,45 @@ if (staleSecret) {
 // with hot_standby off): the server runs and refuses every connection, so the healthcheck never
 // passes. Within its start period Docker still says "starting", and `up --wait` gives up only at
 // its timeout: db:up must use DB_UP_TIMEOUT for it and then say what happened.
-const neverReady = engineSuite<Ctx>('db:up on a server that never accepts connections gives up after DB_UP_TIMEOUT and says api-db is unhealthy');
+const neverReady = engineSuite<Ctx>(
+  'db:up on a server that never accepts connections gives up after DB_UP_TIMEOUT and says api-db is unhealthy',
+);
 
 if (neverReady) {
   withStartedDockerProject(neverReady);
 
-  neverReady('db:up exits 1 once DB_UP_TIMEOUT has passed, with one error line naming api-db and the timeout, and a hint to pnpm db:logs', async (ctx) => {
-    const p = ctx.p!;
-    const sql = await compose(p, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql'], { input: 'ALTER SYSTEM SET hot_standby = off' });
-    assert.is(sql.code, 0, sql.stderr);
-    const touch = await compose(p, ['exec', '--no-TTY', 'api-db', 'sh', '-c', 'touch "$PGDATA/standby.signal" && chown postgres:postgres "$PGDATA/standby.signal"']);
-    assert.is(touch.code, 0, touch.stderr);
-    const restart = await compose(p, ['restart', 'api-db']);
-    assert.is(restart.code, 0, restart.stderr);
-    // The project's own DB_UP_TIMEOUT is 120 s: a db:up that ignored 15 would outlive this bound.
-    const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 60_000 });
-    assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
-    // What pg_isready last said depends on how far the restarted server got (rejecting connections,
-    // no response), and on a loaded machine Docker may have no check result yet: the quote is checked
-    // by the test above, where the healthcheck's complaint does not depend on timing.
-    failsClearly(r, /^error: api-db is unhealthy after 15s \(DB_UP_TIMEOUT\)(; its healthcheck says: 127\.0\.0\.1:5432 - [a-z ]+)?$/, { hint: /pnpm db:logs/ });
-    const id = await containerId(p, 'api-db');
-    assert.is.not((await inspectContainer(id)).health, 'healthy', 'the container really is not healthy');
-  });
+  neverReady(
+    'db:up exits 1 once DB_UP_TIMEOUT has passed, with one error line naming api-db and the timeout, and a hint to pnpm db:logs',
+    async (ctx) => {
+      const p = ctx.p!;
+      const sql = await compose(p, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql'], {
+        input: 'ALTER SYSTEM SET hot_standby = off',
+      });
+      assert.is(sql.code, 0, sql.stderr);
+      const touch = await compose(p, [
+        'exec',
+        '--no-TTY',
+        'api-db',
+        'sh',
+        '-c',
+        'touch "$PGDATA/standby.signal" && chown postgres:postgres "$PGDATA/standby.signal"',
+      ]);
+      assert.is(touch.code, 0, touch.stderr);
+      const restart = await compose(p, ['restart', 'api-db']);
+      assert.is(restart.code, 0, restart.stderr);
+      // The project's own DB_UP_TIMEOUT is 120 s: a db:up that ignored 15 would outlive this bound.
+      const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '15' }, { timeoutMs: 60_000 });
+      assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
+      // What pg_isready last said depends on how far the restarted server got (rejecting connections,
+      // no response), and on a loaded machine Docker may have no check result yet: the quote is checked
+      // by the test above, where the healthcheck's complaint does not depend on timing.
+      failsClearly(r, /^error: api-db is unhealthy after 15s \(DB_UP_TIMEOUT\)(; its healthcheck says: 127\.0\.0\.1:5432 - [a-z ]+)?$/, {
+        hint: /pnpm db:logs/,
+      });
+      const id = await containerId(p, 'api-db');
+      assert.is.not((await inspectContainer(id)).health, 'healthy', 'the container really is not healthy');
+    },
+  );
 
   neverReady.run();
 }
@@ -224,11 +260,14 @@ if (noImage) {
     await removeDockerProject(ctx.p);
   });
 
-  noImage('one error line naming the image, and a hint to images:build, DB_IMAGE or the native runtime (not the server log, which has nothing)', async (ctx) => {
-    const r = await cli(['db:up'], ctx.p!.env, { timeoutMs: 120_000 });
-    failsClearly(r, /^error: could not get the image pg-deploy-test\/no-such-image:0: /, { hint: /images:build.*DB_RUNTIME=native/ });
-    assert.not.match(r.stderr, /pnpm db:logs/);
-  });
+  noImage(
+    'one error line naming the image, and a hint to images:build, DB_IMAGE or the native runtime (not the server log, which has nothing)',
+    async (ctx) => {
+      const r = await cli(['db:up'], ctx.p!.env, { timeoutMs: 120_000 });
+      failsClearly(r, /^error: could not get the image pg-deploy-test\/no-such-image:0: /, { hint: /images:build.*DB_RUNTIME=native/ });
+      assert.not.match(r.stderr, /pnpm db:logs/);
+    },
+  );
 
   noImage.run();
 }

@@ -8,7 +8,16 @@ import { advisoryLockKey } from '@dbkit/core/migrations/lock';
 import type { Command } from '@dbkit/core/migrations/plan';
 import { migrate, type MigrateResult } from '@dbkit/core/migrations/runner';
 import { HISTORY_TABLE } from '@dbkit/core/migrations/state';
-import { cli, ok, engineSuite, withStartedDockerProject, makeDockerProject, removeDockerProject, startDockerProject, type DockerProject } from './setup/docker.ts';
+import {
+  cli,
+  ok,
+  engineSuite,
+  withStartedDockerProject,
+  makeDockerProject,
+  removeDockerProject,
+  startDockerProject,
+  type DockerProject,
+} from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 import { testCtx } from './setup/ctx.ts';
 import { appTarget } from './setup/project.ts';
@@ -42,13 +51,23 @@ interface Ctx {
 const tables = (p: DockerProject) => existingTables(p, TABLES);
 
 /** Our runner on the project's api-db, as the migration role over verified TLS to 127.0.0.1. */
-async function ours(p: DockerProject, cmd: Command, opts: { lockTimeoutMs?: number; applicationName?: string } = {}): Promise<MigrateResult> {
+async function ours(
+  p: DockerProject,
+  cmd: Command,
+  opts: { lockTimeoutMs?: number; applicationName?: string } = {},
+): Promise<MigrateResult> {
   const t = { ...(await appTarget(p, '127.0.0.1', 'migrate')), applicationName: opts.applicationName ?? 'pg-deploy migrate (test)' };
-  return withClient(t, (c) => migrate(testCtx(p.env), c, loadMigrations(p.migrationsDir, { texts: 'later' }), cmd, { lockTimeoutMs: opts.lockTimeoutMs ?? 15_000 }));
+  return withClient(t, (c) =>
+    migrate(testCtx(p.env), c, loadMigrations(p.migrationsDir, { texts: 'later' }), cmd, { lockTimeoutMs: opts.lockTimeoutMs ?? 15_000 }),
+  );
 }
 
 /** Our runner's failure (it must fail): its message and hint. */
-async function oursFails(p: DockerProject, cmd: Command, opts: { lockTimeoutMs?: number } = {}): Promise<{ message: string; hint: string }> {
+async function oursFails(
+  p: DockerProject,
+  cmd: Command,
+  opts: { lockTimeoutMs?: number } = {},
+): Promise<{ message: string; hint: string }> {
   try {
     await ours(p, cmd, opts);
   } catch (e) {
@@ -78,9 +97,19 @@ async function status(p: DockerProject): Promise<StatusJson & { stderr: string }
 
 /** Every applied file plain: not flagged as never applied, edited, or dirty; no warning printed. */
 function cleanHistory(s: StatusJson & { stderr: string }, applied: number[], pending: number[]) {
-  assert.equal(s.applied.map((e) => e.version), applied);
-  assert.equal(s.pending.map((e) => e.version), pending);
-  assert.equal(s.applied.filter((e) => e.unrecorded || e.edited || e.dirty).map((e) => e.version), [], JSON.stringify(s.applied));
+  assert.equal(
+    s.applied.map((e) => e.version),
+    applied,
+  );
+  assert.equal(
+    s.pending.map((e) => e.version),
+    pending,
+  );
+  assert.equal(
+    s.applied.filter((e) => e.unrecorded || e.edited || e.dirty).map((e) => e.version),
+    [],
+    JSON.stringify(s.applied),
+  );
   assert.not.match(s.stderr, /never applied|edited after/i);
 }
 
@@ -117,7 +146,7 @@ if (gmFirst) {
     assert.equal([r.from, r.to, r.steps.length], [3, 3, 0]);
   });
 
-  gmFirst('a dirty row golang-migrate leaves stops our runner with golang-migrate\'s words and the right force command', async (ctx) => {
+  gmFirst("a dirty row golang-migrate leaves stops our runner with golang-migrate's words and the right force command", async (ctx) => {
     const p = ctx.p!;
     await fs.writeFile(path.join(p.migrationsDir, '000004_delta.up.sql'), 'CREATE TABLE delta (id int PRIMARY KEY);\nSELECT 1/0;\n');
     const r = await cli(['db:migrate'], p.env);
@@ -136,7 +165,10 @@ if (gmFirst) {
     await ours(p, { kind: 'force', version: 3 });
     assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
     // Outside a transaction, our runner follows golang-migrate's protocol: (4, dirty) first.
-    await fs.writeFile(path.join(p.migrationsDir, '000004_delta.up.sql'), 'CREATE INDEX CONCURRENTLY delta_idx ON gamma (no_such_column);\n');
+    await fs.writeFile(
+      path.join(p.migrationsDir, '000004_delta.up.sql'),
+      'CREATE INDEX CONCURRENTLY delta_idx ON gamma (no_such_column);\n',
+    );
     const e = await oursFails(p, { kind: 'up' });
     assert.match(e.message, /runs outside a transaction, so the database is left dirty at version 4, as golang-migrate leaves it/);
     assert.equal(await versionRows(p), [{ version: 4, dirty: true }]);
@@ -167,18 +199,21 @@ const oursFirst = engineSuite<Ctx>('our runner first, then golang-migrate, on on
 if (oursFirst) {
   withStartedDockerProject(oursFirst, FOUR);
 
-  oursFirst('our runner applies 1 to 3 in golang-migrate\'s table; golang-migrate carries on with 4, and db:status calls every file applied', async (ctx) => {
-    const p = ctx.p!;
-    const r = await ours(p, { kind: 'up', n: 3 });
-    assert.equal([r.from, r.to, r.steps.map((s) => s.version)], [null, 3, [1, 2, 3]]);
-    assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
-    const again = await ok(['db:migrate', 'goto', '3'], p.env);
-    assert.match(output(again), /\bno change\b/);
-    await ok(['db:migrate'], p.env);
-    assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
-    assert.equal(await tables(p), TABLES);
-    cleanHistory(await status(p), [1, 2, 3, 4], []);
-  });
+  oursFirst(
+    "our runner applies 1 to 3 in golang-migrate's table; golang-migrate carries on with 4, and db:status calls every file applied",
+    async (ctx) => {
+      const p = ctx.p!;
+      const r = await ours(p, { kind: 'up', n: 3 });
+      assert.equal([r.from, r.to, r.steps.map((s) => s.version)], [null, 3, [1, 2, 3]]);
+      assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
+      const again = await ok(['db:migrate', 'goto', '3'], p.env);
+      assert.match(output(again), /\bno change\b/);
+      await ok(['db:migrate'], p.env);
+      assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
+      assert.equal(await tables(p), TABLES);
+      cleanHistory(await status(p), [1, 2, 3, 4], []);
+    },
+  );
 
   oursFirst('golang-migrate rolls back what our runner applied; our runner then golang-migrate apply it again', async (ctx) => {
     const p = ctx.p!;
@@ -194,25 +229,28 @@ if (oursFirst) {
     cleanHistory(await status(p), [1, 2, 3, 4], []);
   });
 
-  oursFirst('a golang-migrate up that fails after its own roll-back is diagnosed as that up, not as an interrupted roll-back', async (ctx) => {
-    const p = ctx.p!;
-    // Our history holds rows for 1 to 3; golang-migrate rolls back to 1 without knowing of it.
-    await ok(['db:migrate', 'down', '3'], p.env);
-    assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
-    await fs.writeFile(path.join(p.migrationsDir, '000002_beta.up.sql'), 'CREATE TABLE beta (id int PRIMARY KEY);\nSELECT 1/0;\n');
-    const r = await cli(['db:migrate'], p.env);
-    assert.is(r.code, 1, output(r));
-    assert.equal(await versionRows(p), [{ version: 2, dirty: true }]);
-    assert.equal(await tables(p), ['alpha']);
-    // beta is not there: forcing 2 would record a migration that never ran.
-    const e = await oursFails(p, { kind: 'up' });
-    assert.match(e.message, /^Dirty database version 2\. Fix and force version\.$/m);
-    assert.match(e.message, /000002_beta\.up\.sql stopped part-way; its objects look not applied/);
-    assert.is(e.hint, 'nothing of it is there: pnpm db:migrate:force 1, then pnpm db:migrate');
-    const s = await status(p);
-    assert.equal([s.version, s.dirty], [2, true]);
-    assert.match(s.fix ?? '', /pnpm db:migrate:force 1, then pnpm db:migrate/);
-  });
+  oursFirst(
+    'a golang-migrate up that fails after its own roll-back is diagnosed as that up, not as an interrupted roll-back',
+    async (ctx) => {
+      const p = ctx.p!;
+      // Our history holds rows for 1 to 3; golang-migrate rolls back to 1 without knowing of it.
+      await ok(['db:migrate', 'down', '3'], p.env);
+      assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
+      await fs.writeFile(path.join(p.migrationsDir, '000002_beta.up.sql'), 'CREATE TABLE beta (id int PRIMARY KEY);\nSELECT 1/0;\n');
+      const r = await cli(['db:migrate'], p.env);
+      assert.is(r.code, 1, output(r));
+      assert.equal(await versionRows(p), [{ version: 2, dirty: true }]);
+      assert.equal(await tables(p), ['alpha']);
+      // beta is not there: forcing 2 would record a migration that never ran.
+      const e = await oursFails(p, { kind: 'up' });
+      assert.match(e.message, /^Dirty database version 2\. Fix and force version\.$/m);
+      assert.match(e.message, /000002_beta\.up\.sql stopped part-way; its objects look not applied/);
+      assert.is(e.hint, 'nothing of it is there: pnpm db:migrate:force 1, then pnpm db:migrate');
+      const s = await status(p);
+      assert.equal([s.version, s.dirty], [2, true]);
+      assert.match(s.fix ?? '', /pnpm db:migrate:force 1, then pnpm db:migrate/);
+    },
+  );
 
   oursFirst('forced back to 1 and fixed, golang-migrate and our runner finish the job together', async (ctx) => {
     const p = ctx.p!;
@@ -318,7 +356,12 @@ if (locks) {
     await ctx.holder!.query('SELECT pg_advisory_lock($1)', [k]);
     try {
       const e = await oursFails(p, { kind: 'up' }, { lockTimeoutMs: 2000 });
-      assert.match(e.message, new RegExp(`^another migration has held the migration lock \\(key ${k}\\) for more than 2s: pid ${holderPid}, application "lock holder \\(test\\)"`));
+      assert.match(
+        e.message,
+        new RegExp(
+          `^another migration has held the migration lock \\(key ${k}\\) for more than 2s: pid ${holderPid}, application "lock holder \\(test\\)"`,
+        ),
+      );
       assert.match(e.hint, /DB_MIGRATE_LOCK_TIMEOUT/);
       assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
       assert.not.ok(await tableExists(p, 'gamma'));
@@ -327,47 +370,61 @@ if (locks) {
     }
   });
 
-  locks('while golang-migrate holds the lock in a slow migration, our runner fails after its timeout naming golang-migrate\'s session, and a patient one waits and carries on after it', async (ctx) => {
-    const p = ctx.p!;
-    const k = await key(ctx);
-    await ctx.holder!.query('SELECT pg_advisory_lock($1)', [GATE]);
-    let gateOpen = false;
-    const run = spawnCli(['db:migrate', 'up', '1'], p.env);
-    try {
-      await until('golang-migrate to reach the gate in 000003', 120_000, async () => (await lockPids(p, GATE, false)).length > 0);
-      const [gmPid] = await lockPids(p, GATE, false);
-      // The session stuck in the migration is the one holding the migration lock.
-      assert.equal(await lockPids(p, k, true), [gmPid]);
-      // golang-migrate marked (3, dirty) before running the file, as its protocol says.
-      assert.equal(await versionRows(p), [{ version: 3, dirty: true }]);
+  locks(
+    "while golang-migrate holds the lock in a slow migration, our runner fails after its timeout naming golang-migrate's session, and a patient one waits and carries on after it",
+    async (ctx) => {
+      const p = ctx.p!;
+      const k = await key(ctx);
+      await ctx.holder!.query('SELECT pg_advisory_lock($1)', [GATE]);
+      let gateOpen = false;
+      const run = spawnCli(['db:migrate', 'up', '1'], p.env);
+      try {
+        await until('golang-migrate to reach the gate in 000003', 120_000, async () => (await lockPids(p, GATE, false)).length > 0);
+        const [gmPid] = await lockPids(p, GATE, false);
+        // The session stuck in the migration is the one holding the migration lock.
+        assert.equal(await lockPids(p, k, true), [gmPid]);
+        // golang-migrate marked (3, dirty) before running the file, as its protocol says.
+        assert.equal(await versionRows(p), [{ version: 3, dirty: true }]);
 
-      const e = await oursFails(p, { kind: 'up' }, { lockTimeoutMs: 2000 });
-      assert.match(e.message, new RegExp(`^another migration has held the migration lock \\(key ${k}\\) for more than 2s: pid ${gmPid}, application "", user app_owner from \\d+\\.\\d+\\.\\d+\\.\\d+`));
-      assert.not.match(e.message, /Dirty database/);
+        const e = await oursFails(p, { kind: 'up' }, { lockTimeoutMs: 2000 });
+        assert.match(
+          e.message,
+          new RegExp(
+            `^another migration has held the migration lock \\(key ${k}\\) for more than 2s: pid ${gmPid}, application "", user app_owner from \\d+\\.\\d+\\.\\d+\\.\\d+`,
+          ),
+        );
+        assert.not.match(e.message, /Dirty database/);
 
-      let settled = false;
-      const patient = ours(p, { kind: 'up' }, { lockTimeoutMs: 120_000, applicationName: 'patient runner (test)' });
-      void patient.then(() => (settled = true), () => (settled = true));
-      await until('the patient runner to connect', 60_000, async () =>
-        (await query(p, `SELECT 1 FROM pg_stat_activity WHERE application_name = 'patient runner (test)'`)).length > 0);
-      assert.is(settled, false, 'our runner finished while golang-migrate held the lock');
-      assert.equal(await lockPids(p, k, true), [gmPid]);
+        let settled = false;
+        const patient = ours(p, { kind: 'up' }, { lockTimeoutMs: 120_000, applicationName: 'patient runner (test)' });
+        void patient.then(
+          () => (settled = true),
+          () => (settled = true),
+        );
+        await until(
+          'the patient runner to connect',
+          60_000,
+          async () => (await query(p, `SELECT 1 FROM pg_stat_activity WHERE application_name = 'patient runner (test)'`)).length > 0,
+        );
+        assert.is(settled, false, 'our runner finished while golang-migrate held the lock');
+        assert.equal(await lockPids(p, k, true), [gmPid]);
 
-      await ctx.holder!.query('SELECT pg_advisory_unlock($1)', [GATE]);
-      gateOpen = true;
-      const r = await within('golang-migrate to finish 000003', 120_000, run.done);
-      assert.is(r.code, 0, output(r));
-      const done = await within('the patient runner to finish', 120_000, patient);
-      // It took the lock after golang-migrate let go, re-read (3, clean) under it, and applied 4.
-      assert.equal([done.from, done.to, done.steps.map((s) => s.version)], [3, 4, [4]]);
-      assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
-      assert.equal(await tables(p), TABLES);
-    } finally {
-      if (!gateOpen) await ctx.holder!.query('SELECT pg_advisory_unlock_all()').catch(() => {});
-      if (run.child.exitCode === null) run.child.kill('SIGKILL');
-      await run.done;
-    }
-  });
+        await ctx.holder!.query('SELECT pg_advisory_unlock($1)', [GATE]);
+        gateOpen = true;
+        const r = await within('golang-migrate to finish 000003', 120_000, run.done);
+        assert.is(r.code, 0, output(r));
+        const done = await within('the patient runner to finish', 120_000, patient);
+        // It took the lock after golang-migrate let go, re-read (3, clean) under it, and applied 4.
+        assert.equal([done.from, done.to, done.steps.map((s) => s.version)], [3, 4, [4]]);
+        assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
+        assert.equal(await tables(p), TABLES);
+      } finally {
+        if (!gateOpen) await ctx.holder!.query('SELECT pg_advisory_unlock_all()').catch(() => {});
+        if (run.child.exitCode === null) run.child.kill('SIGKILL');
+        await run.done;
+      }
+    },
+  );
 
   locks.run();
 }

@@ -1,7 +1,16 @@
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cli, ok, compose, engineSuite, withStartedDockerProject, makeDockerProject, removeDockerProject, type DockerProject } from './setup/docker.ts';
+import {
+  cli,
+  ok,
+  compose,
+  engineSuite,
+  withStartedDockerProject,
+  makeDockerProject,
+  removeDockerProject,
+  type DockerProject,
+} from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
 import { existingTables, output, query, tableExists, versionRows } from './setup/engine.ts';
 import { withClient } from '@dbkit/core/pg';
@@ -106,7 +115,7 @@ const failing = engineSuite<Ctx>('a migration that fails under golang-migrate');
 if (failing) {
   withStartedDockerProject(failing, BROKEN);
 
-  failing('db:migrate exits non-zero with golang-migrate\'s error, leaving (3, dirty) and the tables of 1 and 2 only', async (ctx) => {
+  failing("db:migrate exits non-zero with golang-migrate's error, leaving (3, dirty) and the tables of 1 and 2 only", async (ctx) => {
     const p = ctx.p!;
     const r = await cli(['db:migrate'], p.env);
     assert.is(r.code, 1, output(r));
@@ -118,7 +127,7 @@ if (failing) {
     assert.equal(await tables(p), ['alpha', 'beta']);
   });
 
-  failing('db:migrate on the dirty database refuses with golang-migrate\'s own words and changes nothing', async (ctx) => {
+  failing("db:migrate on the dirty database refuses with golang-migrate's own words and changes nothing", async (ctx) => {
     const p = ctx.p!;
     const r = await cli(['db:migrate', 'up', '1'], p.env);
     assert.is(r.code, 1, output(r));
@@ -137,8 +146,14 @@ if (failing) {
     assert.is(json.runtime, 'docker');
     assert.is(json.version, 3);
     assert.is(json.dirty, true);
-    assert.equal(json.applied.filter((e: { dirty?: boolean }) => e.dirty).map((e: { file: string }) => e.file), ['000003_gamma.up.sql']);
-    assert.equal(json.pending.map((e: { version: number }) => e.version), [4]);
+    assert.equal(
+      json.applied.filter((e: { dirty?: boolean }) => e.dirty).map((e: { file: string }) => e.file),
+      ['000003_gamma.up.sql'],
+    );
+    assert.equal(
+      json.pending.map((e: { version: number }) => e.version),
+      [4],
+    );
     assert.match(json.problem, /000003_gamma\.up\.sql stopped part-way; its objects look not applied/);
     assert.match(json.fix, /pnpm db:migrate:force 2, then pnpm db:migrate/);
     const exit = await cli(['db:status', '--exit-code'], p.env);
@@ -171,7 +186,11 @@ const PASSWORDS = { migrate_password: `${SPECIAL} m`, app_password: `${SPECIAL} 
 
 /** The password, and the ways a tool could have printed it: percent-encoded as a URL's userinfo would be. */
 function forms(pw: string): string[] {
-  const upper = [...new TextEncoder().encode(pw)].map((b) => (/[A-Za-z0-9._~-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`)).join('');
+  const upper = [...new TextEncoder().encode(pw)]
+    .map((b) =>
+      /[A-Za-z0-9._~-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`,
+    )
+    .join('');
   return [pw, encodeURIComponent(pw), upper, upper.toLowerCase()];
 }
 
@@ -201,35 +220,41 @@ if (passwords) {
     return r;
   }
 
-  passwords('db:secrets, then the passwords overwritten before the first db:up: db:secrets, db:secure and db:up accept them as written', async (ctx) => {
-    const p = ctx.p!;
-    const first = await step(ctx, ['db:secrets']);
-    assert.is(first.code, 0, output(first));
-    for (const [name, value] of Object.entries(PASSWORDS)) await fs.writeFile(path.join(p.secretsDir, name), value, { mode: 0o600 });
-    for (const args of [['db:secrets'], ['db:secure'], ['db:up']]) {
-      const r = await step(ctx, args);
-      assert.is(r.code, 0, `${args.join(' ')}: ${output(r)}`);
-    }
-    for (const [name, value] of Object.entries(PASSWORDS)) {
-      assert.is(await fs.readFile(path.join(p.secretsDir, name), 'utf8'), value, `${name} was changed`);
-    }
-    // db:up ends with verified TLS logins as both roles: the server holds these passwords.
-    // And they log in with them from here, over verified TLS, as each role.
-    for (const login of ['migrate', 'app'] as const) {
-      const t = await appTarget(p, '127.0.0.1', login);
-      assert.is(t.password, PASSWORDS[`${login}_password`]);
-      assert.equal(await withClient(t, async (c) => (await c.query('SELECT current_user AS u')).rows), [{ u: t.user }]);
-    }
-  });
+  passwords(
+    'db:secrets, then the passwords overwritten before the first db:up: db:secrets, db:secure and db:up accept them as written',
+    async (ctx) => {
+      const p = ctx.p!;
+      const first = await step(ctx, ['db:secrets']);
+      assert.is(first.code, 0, output(first));
+      for (const [name, value] of Object.entries(PASSWORDS)) await fs.writeFile(path.join(p.secretsDir, name), value, { mode: 0o600 });
+      for (const args of [['db:secrets'], ['db:secure'], ['db:up']]) {
+        const r = await step(ctx, args);
+        assert.is(r.code, 0, `${args.join(' ')}: ${output(r)}`);
+      }
+      for (const [name, value] of Object.entries(PASSWORDS)) {
+        assert.is(await fs.readFile(path.join(p.secretsDir, name), 'utf8'), value, `${name} was changed`);
+      }
+      // db:up ends with verified TLS logins as both roles: the server holds these passwords.
+      // And they log in with them from here, over verified TLS, as each role.
+      for (const login of ['migrate', 'app'] as const) {
+        const t = await appTarget(p, '127.0.0.1', login);
+        assert.is(t.password, PASSWORDS[`${login}_password`]);
+        assert.equal(await withClient(t, async (c) => (await c.query('SELECT current_user AS u')).rows), [{ u: t.user }]);
+      }
+    },
+  );
 
-  passwords('golang-migrate logs in as the migration role with it: db:migrate applies, and the db-migrate output shows no form of it', async (ctx) => {
-    const p = ctx.p!;
-    const r = await step(ctx, ['db:migrate']);
-    assert.is(r.code, 0, output(r));
-    assert.match(r.stderr, /1\/u alpha/);
-    assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
-    assert.ok(await tableExists(p, 'alpha'));
-  });
+  passwords(
+    'golang-migrate logs in as the migration role with it: db:migrate applies, and the db-migrate output shows no form of it',
+    async (ctx) => {
+      const p = ctx.p!;
+      const r = await step(ctx, ['db:migrate']);
+      assert.is(r.code, 0, output(r));
+      assert.match(r.stderr, /1\/u alpha/);
+      assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
+      assert.ok(await tableExists(p, 'alpha'));
+    },
+  );
 
   passwords('a failing golang-migrate run does not print it either', async (ctx) => {
     const p = ctx.p!;
@@ -241,7 +266,7 @@ if (passwords) {
     assert.equal(await versionRows(p), [{ version: 2, dirty: true }]);
   });
 
-  passwords('no output of any of these tasks, nor the project\'s container logs, holds a password in any form', async (ctx) => {
+  passwords("no output of any of these tasks, nor the project's container logs, holds a password in any form", async (ctx) => {
     const p = ctx.p!;
     assert.ok(ctx.runs.length >= 6, 'the earlier tests ran');
     const logs = await compose(p, ['logs', '--no-color']);

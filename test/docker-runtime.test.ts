@@ -30,7 +30,10 @@ interface Recorded {
 }
 
 /** An exec that records each call and answers it with `answer` (exit 0, nothing printed, by default). */
-function recorder(answer: (cmd: string, args: readonly string[]) => { code?: number; stdout?: string } = () => ({})): { exec: Exec; calls: Recorded[] } {
+function recorder(answer: (cmd: string, args: readonly string[]) => { code?: number; stdout?: string } = () => ({})): {
+  exec: Exec;
+  calls: Recorded[];
+} {
   const calls: Recorded[] = [];
   const exec: Exec = async (cmd, args, opts = {}) => {
     calls.push({ cmd, args: [...args], opts });
@@ -55,7 +58,13 @@ unit('migrateArgs gives golang-migrate its own words: -all for every migration, 
 
 unit('Compose gets the port and the state folders as absolute paths, even when they are set relative to the project', () => {
   // Compose resolves a relative path against infra/, where the compose file is; the tool against the project root.
-  const { cfg } = testCtx({ DB_SECRETS_DIR: 'x/secrets', DB_SSL_DIR: 'x/ssl', DB_MIGRATIONS_DIR: 'x/migrations', ENV_DB_PORT: '6543', COMPOSE_PROJECT_NAME: 'pgdt-unit' });
+  const { cfg } = testCtx({
+    DB_SECRETS_DIR: 'x/secrets',
+    DB_SSL_DIR: 'x/ssl',
+    DB_MIGRATIONS_DIR: 'x/migrations',
+    ENV_DB_PORT: '6543',
+    COMPOSE_PROJECT_NAME: 'pgdt-unit',
+  });
   const env = composeEnv(cfg);
   assert.is(env.DB_SECRETS_DIR, path.join(ROOT, 'x/secrets'));
   assert.is(env.DB_SSL_DIR, path.join(ROOT, 'x/ssl'));
@@ -82,55 +91,96 @@ unit('the volume hasData asks about is the one api-db keeps its data directory i
   assert.ok(doc.services['api-db'].volumes?.includes(`${DATA_VOLUME}:/var/lib/postgresql/data`), 'api-db keeps its data elsewhere');
 });
 
-unit('hasData asks the engine for the project\'s data volume by Compose\'s labels: one is data, none is none, no answer counts as data', async () => {
-  const want = ['volume', 'ls', '--quiet', '--filter', 'label=com.docker.compose.project=pgdt-unit', '--filter', `label=com.docker.compose.volume=${DATA_VOLUME}`];
-  assert.equal(engine.dataVolume('pgdt-unit'), want);
-  for (const [answer, expected] of [[{ stdout: '9f86d081884c\n' }, true], [{ stdout: '' }, false], [{ code: 1 }, true]] as const) {
-    const r = recorder(() => answer);
-    const rt = dockerRuntime(testCtx({ COMPOSE_PROJECT_NAME: 'pgdt-unit' }, { exec: r.exec }));
-    assert.is(await rt.hasData(), expected, JSON.stringify(answer));
-    assert.equal(r.calls.map((c) => [c.cmd, ...c.args]), [['docker', ...want]]);
-  }
-});
+unit(
+  "hasData asks the engine for the project's data volume by Compose's labels: one is data, none is none, no answer counts as data",
+  async () => {
+    const want = [
+      'volume',
+      'ls',
+      '--quiet',
+      '--filter',
+      'label=com.docker.compose.project=pgdt-unit',
+      '--filter',
+      `label=com.docker.compose.volume=${DATA_VOLUME}`,
+    ];
+    assert.equal(engine.dataVolume('pgdt-unit'), want);
+    for (const [answer, expected] of [
+      [{ stdout: '9f86d081884c\n' }, true],
+      [{ stdout: '' }, false],
+      [{ code: 1 }, true],
+    ] as const) {
+      const r = recorder(() => answer);
+      const rt = dockerRuntime(testCtx({ COMPOSE_PROJECT_NAME: 'pgdt-unit' }, { exec: r.exec }));
+      assert.is(await rt.hasData(), expected, JSON.stringify(answer));
+      assert.equal(
+        r.calls.map((c) => [c.cmd, ...c.args]),
+        [['docker', ...want]],
+      );
+    }
+  },
+);
 
 unit('migrate --single-transaction is refused as a usage error before anything runs: golang-migrate has no such mode', async () => {
   const r = recorder();
   const rt = dockerRuntime(testCtx({}, { exec: r.exec }));
-  const e = await rt.migrate({ kind: 'up' }, { singleTransaction: true }).then(() => undefined, (err: unknown) => err);
+  const e = await rt.migrate({ kind: 'up' }, { singleTransaction: true }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   assert.instance(e, UsageError);
   assert.match((e as Error).message, /^--single-transaction needs the native runtime/);
   assert.equal(r.calls, []);
 });
 
-unit('migrate checks the text of every file, pending or not, before db-migrate runs: golang-migrate decides in its container what runs', async () => {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-docker-migrate-'));
-  try {
-    await fs.writeFile(path.join(dir, '000001_a.up.sql'), 'CREATE TABLE a (id int);\n');
-    await fs.writeFile(path.join(dir, '000001_a.down.sql'), 'DROP TABLE a;\n');
-    await fs.writeFile(path.join(dir, '000002_b.up.sql'), '');
-    await fs.writeFile(path.join(dir, '000002_b.down.sql'), 'SELECT 1;\n');
-    const r = recorder();
-    const rt = dockerRuntime(testCtx({ DB_MIGRATIONS_DIR: dir }, { exec: r.exec }));
-    // down 1 from version 1 would never run 000002: the file is refused all the same.
-    const e = await rt.migrate({ kind: 'down', n: 1 }).then(() => undefined, (err: unknown) => err);
-    assert.instance(e, UserError);
-    assert.match((e as Error).message, /000002_b\.up\.sql/);
-    assert.equal(r.calls, [], 'db-migrate was not run');
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true });
-  }
-});
+unit(
+  'migrate checks the text of every file, pending or not, before db-migrate runs: golang-migrate decides in its container what runs',
+  async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-docker-migrate-'));
+    try {
+      await fs.writeFile(path.join(dir, '000001_a.up.sql'), 'CREATE TABLE a (id int);\n');
+      await fs.writeFile(path.join(dir, '000001_a.down.sql'), 'DROP TABLE a;\n');
+      await fs.writeFile(path.join(dir, '000002_b.up.sql'), '');
+      await fs.writeFile(path.join(dir, '000002_b.down.sql'), 'SELECT 1;\n');
+      const r = recorder();
+      const rt = dockerRuntime(testCtx({ DB_MIGRATIONS_DIR: dir }, { exec: r.exec }));
+      // down 1 from version 1 would never run 000002: the file is refused all the same.
+      const e = await rt.migrate({ kind: 'down', n: 1 }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      assert.instance(e, UserError);
+      assert.match((e as Error).message, /000002_b\.up\.sql/);
+      assert.equal(r.calls, [], 'db-migrate was not run');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 unit('target reads the seven secret files once per runtime, as the native runtime does', async () => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-docker-target-'));
   try {
     const secrets = path.join(dir, 'secrets');
     await fs.mkdir(secrets);
-    const values = { postgres_user: 'postgres', postgres_password: 'pw1', postgres_db: 'app', migrate_user: 'owner', migrate_password: 'pw2', app_user: 'app', app_password: 'pw3' };
+    const values = {
+      postgres_user: 'postgres',
+      postgres_password: 'pw1',
+      postgres_db: 'app',
+      migrate_user: 'owner',
+      migrate_password: 'pw2',
+      app_user: 'app',
+      app_password: 'pw3',
+    };
     for (const [n, v] of Object.entries(values)) await fs.writeFile(path.join(secrets, n), v, { mode: 0o600 });
     await fs.writeFile(path.join(dir, 'ca.crt'), 'CA');
     const read: string[] = [];
-    const counting = { ...fs, readFile: ((f: string, ...rest: unknown[]) => (read.push(path.basename(f)), (fs.readFile as (...a: unknown[]) => unknown)(f, ...rest))) as typeof fs.readFile };
+    const counting = {
+      ...fs,
+      readFile: ((f: string, ...rest: unknown[]) => (
+        read.push(path.basename(f)),
+        (fs.readFile as (...a: unknown[]) => unknown)(f, ...rest)
+      )) as typeof fs.readFile,
+    };
     const rt = dockerRuntime(testCtx({ DB_SECRETS_DIR: secrets, DB_SSL_DIR: dir }, { exec: recorder().exec, fs: counting }));
     const app = await rt.target('app');
     const migrator = await rt.target('migrator');
@@ -155,7 +205,9 @@ setUp(missing, async (ctx) => {
   ctx.p = await makeProject();
   ctx.stubDir = await fs.mkdtemp(path.join(os.tmpdir(), 'docker-stub-'));
   for (const prog of ['docker', 'docker-compose']) {
-    await fs.writeFile(path.join(ctx.stubDir, prog), `#!/bin/sh\nexec '${process.execPath}' '${ENGINE_STUB}' ${prog} "$@"\n`, { mode: 0o755 });
+    await fs.writeFile(path.join(ctx.stubDir, prog), `#!/bin/sh\nexec '${process.execPath}' '${ENGINE_STUB}' ${prog} "$@"\n`, {
+      mode: 0o755,
+    });
   }
 });
 
@@ -166,13 +218,27 @@ missing.after(async (ctx) => {
 
 /** The probes run at once, so what the stub was asked is compared in a fixed order (by its text). */
 const inOrder = (calls: string[][]) => [...calls].sort((a, b) => a.join(' ').localeCompare(b.join(' ')));
-const PROBE = inOrder([['docker', 'compose', 'version', '--short'], ['docker', 'info', '--format', '{{.ServerVersion}}']]);
+const PROBE = inOrder([
+  ['docker', 'compose', 'version', '--short'],
+  ['docker', 'info', '--format', '{{.ServerVersion}}'],
+]);
 
 /** Runs a task with the stub standing for `docker` (and `docker-compose`), as `installation` describes it; returns what it was asked. */
-async function withStub(ctx: Ctx, task: string[], installation: Record<string, string>, runtime = 'docker'): Promise<{ r: CliResult; asked: string[][] }> {
+async function withStub(
+  ctx: Ctx,
+  task: string[],
+  installation: Record<string, string>,
+  runtime = 'docker',
+): Promise<{ r: CliResult; asked: string[][] }> {
   const log = path.join(ctx.stubDir!, 'calls.jsonl');
   await fs.writeFile(log, '');
-  const r = await cli(task, { ...ctx.p!.env, PATH: `${ctx.stubDir}:${process.env.PATH}`, DOCKER_STUB_LOG: log, DB_RUNTIME: runtime, ...installation });
+  const r = await cli(task, {
+    ...ctx.p!.env,
+    PATH: `${ctx.stubDir}:${process.env.PATH}`,
+    DOCKER_STUB_LOG: log,
+    DB_RUNTIME: runtime,
+    ...installation,
+  });
   const asked = (await readCalls(log)).map((c) => [c.prog, ...c.argv]);
   return { r, asked: inOrder(asked) };
 }
@@ -185,10 +251,15 @@ async function withoutEngine(ctx: Ctx, task: string[], runtime: string): Promise
 
 // Where the docker client itself (with its compose plugin) is not installed, the first thing missing is Compose.
 const clientInstalled = spawnSync('docker', ['compose', 'version'], { stdio: 'ignore' }).status === 0;
-const NO_ENGINE = clientInstalled ? /no Docker engine answers/ : /Docker Compose v2 is not installed|Compose v2 is installed as docker-compose|only Compose v1/;
+const NO_ENGINE = clientInstalled
+  ? /no Docker engine answers/
+  : /Docker Compose v2 is not installed|Compose v2 is installed as docker-compose|only Compose v1/;
 
 missing('no engine answering is said, with the fix (the real docker client, DOCKER_HOST at nothing)', async (ctx) => {
-  assert.match(failsClearly(await withoutEngine(ctx, ['db:logs'], 'docker'), NO_ENGINE, { hint: /DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
+  assert.match(
+    failsClearly(await withoutEngine(ctx, ['db:logs'], 'docker'), NO_ENGINE, { hint: /DB_RUNTIME=native/, first: true }).error,
+    /^error: DB_RUNTIME=docker but /,
+  );
 });
 
 missing('DB_RUNTIME=auto falls back to the native runtime when no engine answers, and says why', async (ctx) => {
@@ -201,13 +272,25 @@ missing('DB_RUNTIME=auto falls back to the native runtime when no engine answers
 
 missing('an engine older than 25 is refused by name, and nothing is sent after the probe', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_ENGINE: '24.0.7' });
-  assert.match(failsClearly(r, /Docker Engine 24\.0\.7 is too old: this tool needs 25 or newer, for the healthcheck's start_interval/, { hint: /upgrade Docker Engine.*DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
+  assert.match(
+    failsClearly(r, /Docker Engine 24\.0\.7 is too old: this tool needs 25 or newer, for the healthcheck's start_interval/, {
+      hint: /upgrade Docker Engine.*DB_RUNTIME=native/,
+      first: true,
+    }).error,
+    /^error: DB_RUNTIME=docker but /,
+  );
   assert.equal(asked, PROBE);
 });
 
 missing('a Compose older than 2.20.2 is refused by name, and nothing is sent after the probe', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: '2.20.1' });
-  assert.match(failsClearly(r, /Docker Compose 2\.20\.1 is too old: this tool needs 2\.20\.2 or newer, for the healthcheck.s start_interval/, { hint: /upgrade the compose plugin.*DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
+  assert.match(
+    failsClearly(r, /Docker Compose 2\.20\.1 is too old: this tool needs 2\.20\.2 or newer, for the healthcheck.s start_interval/, {
+      hint: /upgrade the compose plugin.*DB_RUNTIME=native/,
+      first: true,
+    }).error,
+    /^error: DB_RUNTIME=docker but /,
+  );
   assert.equal(asked, PROBE);
 });
 
@@ -220,13 +303,23 @@ missing('DB_RUNTIME=auto with an engine too old falls back to the native runtime
 
 missing('only Compose v1 (docker-compose) is refused, with the fix', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '1.29.2' });
-  assert.match(failsClearly(r, /only Compose v1 \(docker-compose\) is installed/, { hint: /docker-compose-plugin|DB_RUNTIME=native/, first: true }).error, /^error: DB_RUNTIME=docker but /);
+  assert.match(
+    failsClearly(r, /only Compose v1 \(docker-compose\) is installed/, { hint: /docker-compose-plugin|DB_RUNTIME=native/, first: true })
+      .error,
+    /^error: DB_RUNTIME=docker but /,
+  );
   assert.equal(asked, inOrder([...PROBE, ['docker-compose', 'version', '--short']]));
 });
 
 missing('Compose v2 installed only as the docker-compose program is not called v1: the fix links it as a plugin', async (ctx) => {
   const { r, asked } = await withStub(ctx, ['db:logs'], { DOCKER_STUB_COMPOSE: 'none', DOCKER_STUB_STANDALONE: '2.26.1-4' });
-  assert.match(failsClearly(r, /Compose v2 is installed as docker-compose \(2\.26\.1-4\), but docker compose does not find it/, { hint: /cli-plugins\/docker-compose/, first: true }).error, /^error: DB_RUNTIME=docker but /);
+  assert.match(
+    failsClearly(r, /Compose v2 is installed as docker-compose \(2\.26\.1-4\), but docker compose does not find it/, {
+      hint: /cli-plugins\/docker-compose/,
+      first: true,
+    }).error,
+    /^error: DB_RUNTIME=docker but /,
+  );
   assert.not.match(r.stderr, /Compose v1/);
   assert.equal(asked, inOrder([...PROBE, ['docker-compose', 'version', '--short']]));
 });

@@ -30,8 +30,10 @@ for (const shlvl of [undefined, '', '0', '1', '3']) {
   });
 }
 
-exec('passes a command\'s arguments as data, and its environment', async (ctx) => {
-  const r = await zxExec({ PATH: process.env.PATH, HOME: ctx.home })('sh', ['-c', 'printf "%s|" "$1" "$GREETING"', 'sh', "a b; 'c' $(x)"], { env: { GREETING: 'hi' } });
+exec("passes a command's arguments as data, and its environment", async (ctx) => {
+  const r = await zxExec({ PATH: process.env.PATH, HOME: ctx.home })('sh', ['-c', 'printf "%s|" "$1" "$GREETING"', 'sh', "a b; 'c' $(x)"], {
+    env: { GREETING: 'hi' },
+  });
   assert.is(r.stdout, "a b; 'c' $(x)|hi|");
 });
 

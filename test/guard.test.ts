@@ -58,7 +58,12 @@ prod('db:up records the environment of the first deploy; a later development run
 prod('the application role cannot read or change the recorded environment', async (ctx) => {
   const { appTarget } = await import('./setup/project.ts');
   const { withClient } = await import('@dbkit/core/pg');
-  const err = await withClient(await appTarget(ctx.p!), (c) => c.query("UPDATE pgdeploy.environment SET name = 'development'").then(() => undefined, (e) => e as Error));
+  const err = await withClient(await appTarget(ctx.p!), (c) =>
+    c.query("UPDATE pgdeploy.environment SET name = 'development'").then(
+      () => undefined,
+      (e) => e as Error,
+    ),
+  );
   assert.match(String(err?.message), /permission denied/);
 });
 
@@ -97,8 +102,14 @@ prod('db:rollback --force-production runs, and who and when are logged in the da
   // When: the moment of the run, recorded by the server (its clock is this machine's).
   const at = new Date(audit[0].at as Date);
   assert.ok(at >= new Date(before.getTime() - 1000) && at <= after, `when: ${at.toISOString()}`);
-  const lines = (await fs.readFile(path.join(p.env.DB_BACKUP_DIR, 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
-  assert.equal(lines.map((l) => l.task), ['db:rollback']);
+  const lines = (await fs.readFile(path.join(p.env.DB_BACKUP_DIR, 'audit.log'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.equal(
+    lines.map((l) => l.task),
+    ['db:rollback'],
+  );
   // The roll-back dropped the table: put it and its rows back for the tests that follow.
   await ok(['db:migrate'], p.env);
   await ownerQuery(p, "INSERT INTO accounts (email) SELECT 'p' || i || '@example.com' FROM generate_series(1, 25) i");
@@ -136,7 +147,9 @@ prod('db:delete --dry-run lists the databases and what is kept, and deletes noth
 prod('a stopped server with data is not deleted without both --no-backup and --force-production', async (ctx) => {
   const p = ctx.p!;
   await ok(['db:down'], p.env);
-  failsClearly(await cli(['db:delete', '--yes'], p.env), /PostgreSQL is stopped, so no safety backup can be taken/, { hint: /--no-backup --force-production/ });
+  failsClearly(await cli(['db:delete', '--yes'], p.env), /PostgreSQL is stopped, so no safety backup can be taken/, {
+    hint: /--no-backup --force-production/,
+  });
   failsClearly(await cli(['db:delete', '--yes', '--no-backup'], p.env), /PostgreSQL is stopped/);
   await ok(['db:up'], p.env);
   await dataStillThere(p, 25);
@@ -152,8 +165,17 @@ prod('db:delete --yes --force-production takes a safety backup first, then delet
   assert.match(safety[0], /-before-delete$/);
   const manifest = JSON.parse(await fs.readFile(path.join(p.env.DB_BACKUP_DIR, safety[0], 'manifest.json'), 'utf8'));
   assert.is(manifest.data['table public.accounts'], '25', 'the safety backup holds the rows');
-  assert.not.ok(await fs.stat(p.nativeDir).then(() => true, () => false), 'the data directory is gone');
-  const audit = (await fs.readFile(path.join(p.env.DB_BACKUP_DIR, 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  assert.not.ok(
+    await fs.stat(p.nativeDir).then(
+      () => true,
+      () => false,
+    ),
+    'the data directory is gone',
+  );
+  const audit = (await fs.readFile(path.join(p.env.DB_BACKUP_DIR, 'audit.log'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.is(audit[audit.length - 1].task, 'db:delete');
 });
 
@@ -162,7 +184,11 @@ prod('a forced db:fresh of a production database leaves the rebuilt one recorded
   await ok(['db:up'], { ...p.env, NODE_ENV: 'production' }); // a new cluster after the delete above, recorded as production
   await ok(['db:fresh', '--yes', '--force-production', '--no-backup'], p.env); // run from a development shell
   assert.equal(await suQuery(p, 'SELECT name FROM pgdeploy.environment'), [{ name: 'production' }]);
-  assert.equal((await suQuery(p, 'SELECT task FROM pgdeploy.audit')).map((r) => r.task), ['db:fresh'], 'the forced run is logged in the new database');
+  assert.equal(
+    (await suQuery(p, 'SELECT task FROM pgdeploy.audit')).map((r) => r.task),
+    ['db:fresh'],
+    'the forced run is logged in the new database',
+  );
 });
 
 prod('a forced db:restore of a development backup over a production database leaves it recorded as production', async (ctx) => {

@@ -43,22 +43,26 @@ hints.before(async (ctx) => {
 });
 hints.after(async (ctx) => removeProject(ctx.p));
 
-hints('each task\'s unknown flag, each task\'s extra argument, an unknown task and an unknown help topic print a hint', async (ctx) => {
+hints("each task's unknown flag, each task's extra argument, an unknown task and an unknown help topic print a hint", async (ctx) => {
   const env = isolated(ctx.p!);
   const add = (hint: string, from: string) => ctx.hints!.set(commandOf(hint).join(' '), from);
   for (const t of tasks.filter((x) => !x.passThrough)) {
-    add(failsClearly(await cli([t.name, '--no-such-flag'], env), new RegExp(`${t.name}: Unknown option '--no-such-flag'`), { code: 2 }).hint, `${t.name} --no-such-flag`);
+    add(
+      failsClearly(await cli([t.name, '--no-such-flag'], env), new RegExp(`${t.name}: Unknown option '--no-such-flag'`), { code: 2 }).hint,
+      `${t.name} --no-such-flag`,
+    );
     const extra = ['extra0', 'extra1', 'extra2']; // more than any task but a pass-through one takes
     add(failsClearly(await cli([t.name, ...extra], env), /unexpected argument/, { code: 2 }).hint, `${t.name} ${extra.join(' ')}`);
   }
   add(failsClearly(await cli(['db:nope'], env), /unknown task "db:nope"/, { code: 2 }).hint, 'db:nope');
   add(failsClearly(await cli(['help', 'nope'], env), /no task named "nope"/, { code: 2 }).hint, 'help nope');
   // Each task's usage error points at that task's help; the others at the list.
-  for (const t of tasks.filter((x) => !x.passThrough)) assert.ok(ctx.hints!.has(`pnpm run help ${t.name}`), `${t.name}: ${[...ctx.hints!.keys()].join(', ')}`);
+  for (const t of tasks.filter((x) => !x.passThrough))
+    assert.ok(ctx.hints!.has(`pnpm run help ${t.name}`), `${t.name}: ${[...ctx.hints!.keys()].join(', ')}`);
   assert.ok(ctx.hints!.has('pnpm run help'));
 });
 
-hints('each hinted command, run through pnpm from the project root, prints our registry\'s help', async (ctx) => {
+hints("each hinted command, run through pnpm from the project root, prints our registry's help", async (ctx) => {
   assert.ok(ctx.hints!.size, 'hints were collected');
   for (const [command, from] of ctx.hints!) {
     const argv = command.split(' ');
@@ -116,7 +120,7 @@ docs('the help of `help` and the list show `pnpm run help`, which prints them', 
 docs.run();
 
 // ---------------------------------------------------------------------------------------------
-const extra = suite<{ p?: Project }>('extra positional arguments are a usage error, from each task\'s usage');
+const extra = suite<{ p?: Project }>("extra positional arguments are a usage error, from each task's usage");
 
 extra.before(async (ctx) => {
   ctx.p = await makeProject();
@@ -124,24 +128,54 @@ extra.before(async (ctx) => {
 extra.after(async (ctx) => removeProject(ctx.p));
 
 extra('db:up extra exits 2 with one error line and the hint, and starts nothing', async ({ p }) => {
-  const hint = failsClearly(await cli(['db:up', 'extra'], isolated(p!)), /^error: db:up: unexpected argument "extra" \(db:up takes no arguments\)$/, { code: 2 }).hint;
+  const hint = failsClearly(
+    await cli(['db:up', 'extra'], isolated(p!)),
+    /^error: db:up: unexpected argument "extra" \(db:up takes no arguments\)$/,
+    { code: 2 },
+  ).hint;
   assert.is(hint, 'pnpm run help db:up');
-  assert.not.ok(await fs.stat(p!.nativeDir).then(() => true, () => false), 'no data directory was made');
-  assert.not.ok(await fs.stat(p!.secretsDir).then(() => true, () => false), 'no secrets were made');
+  assert.not.ok(
+    await fs.stat(p!.nativeDir).then(
+      () => true,
+      () => false,
+    ),
+    'no data directory was made',
+  );
+  assert.not.ok(
+    await fs.stat(p!.secretsDir).then(
+      () => true,
+      () => false,
+    ),
+    'no secrets were made',
+  );
 });
 
 extra('a task that takes one argument refuses a second, naming it and its usage', async ({ p }) => {
-  failsClearly(await cli(['db:rollback', '1', '2'], isolated(p!)), /^error: db:rollback: unexpected argument "2" \(db:rollback takes at most 1: \[N\]\)$/, { code: 2 });
+  failsClearly(
+    await cli(['db:rollback', '1', '2'], isolated(p!)),
+    /^error: db:rollback: unexpected argument "2" \(db:rollback takes at most 1: \[N\]\)$/,
+    { code: 2 },
+  );
   failsClearly(await cli(['db:migrate:create', 'a', 'b'], isolated(p!)), /unexpected argument "b"/, { code: 2 });
   assert.equal(await fs.readdir(p!.migrationsDir).then((f) => f.filter((x) => /_a\./.test(x))), [], 'no migration was created');
-  failsClearly(await cli(['db:migrate', 'up', '1', '2'], isolated(p!)), /unexpected argument "2" \(db:migrate takes at most 2: /, { code: 2 });
+  failsClearly(await cli(['db:migrate', 'up', '1', '2'], isolated(p!)), /unexpected argument "2" \(db:migrate takes at most 2: /, {
+    code: 2,
+  });
 });
 
-extra('how many positionals each task\'s usage shows', async () => {
+extra("how many positionals each task's usage shows", async () => {
   const { maxPositionals } = await import('../tasks/task.ts');
   const want: Record<string, number> = {
-    '': 0, '[N]': 1, '<name>': 1, '<version>': 1, '[BACKUP]': 1, '[task]': 1, '[app | migrate | postgres]': 1,
-    '[up [N] | down N | down --all | goto V]': 2, '[psql args...]': Infinity, '<a> [b [c]] | <d>': 3,
+    '': 0,
+    '[N]': 1,
+    '<name>': 1,
+    '<version>': 1,
+    '[BACKUP]': 1,
+    '[task]': 1,
+    '[app | migrate | postgres]': 1,
+    '[up [N] | down N | down --all | goto V]': 2,
+    '[psql args...]': Infinity,
+    '<a> [b [c]] | <d>': 3,
   };
   for (const [usage, n] of Object.entries(want)) assert.is(maxPositionals(usage), n, usage);
   assert.is(maxPositionals(undefined), 0, 'no usage: no arguments');

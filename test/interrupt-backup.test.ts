@@ -18,7 +18,8 @@ async function toolProcesses(mark: string): Promise<string[]> {
   for (const pid of await fs.readdir('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     const argv = (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').filter(Boolean);
-    if (argv.length && TOOLS.has(path.basename(argv[0]).replace(/\.real$/, '')) && argv.some((a) => a.includes(mark))) out.push(`${pid}: ${argv.join(' ')}`);
+    if (argv.length && TOOLS.has(path.basename(argv[0]).replace(/\.real$/, '')) && argv.some((a) => a.includes(mark)))
+      out.push(`${pid}: ${argv.join(' ')}`);
   }
   return out;
 }
@@ -39,8 +40,9 @@ async function toolsGone(mark: string, boundMs = 15_000): Promise<string[]> {
  */
 async function serverQuiet(p: Project, boundMs = 15_000): Promise<void> {
   const end = Date.now() + boundMs;
-  const busy = "SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (application_name LIKE 'pg-deploy%' OR application_name IN ('pg_dump', 'pg_dumpall', 'pg_restore', 'psql'))";
-  while ((await suQuery(p, busy, 'postgres'))[0].n as number > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+  const busy =
+    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (application_name LIKE 'pg-deploy%' OR application_name IN ('pg_dump', 'pg_dumpall', 'pg_restore', 'psql'))";
+  while (((await suQuery(p, busy, 'postgres'))[0].n as number) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
 }
 
 /** Every file and folder under `dir` whose mode lets anyone but the owner in. */
@@ -62,7 +64,8 @@ async function debris(p: Project): Promise<string[]> {
   const out: string[] = [];
   for (const e of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
     if (e.name.startsWith('.')) out.push(e.name);
-    else if (e.isDirectory()) for (const f of await fs.readdir(path.join(dir, e.name))) if (/\.tmp$|\.tar$/.test(f)) out.push(`${e.name}/${f}`);
+    else if (e.isDirectory())
+      for (const f of await fs.readdir(path.join(dir, e.name))) if (/\.tmp$|\.tar$/.test(f)) out.push(`${e.name}/${f}`);
   }
   const dbs = await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%'", 'postgres');
   return [...out, ...dbs.map((r) => `database ${r.datname}`)];
@@ -78,9 +81,18 @@ interface Run {
  * Runs the CLI and sends `signal` at one point: when its stderr has `afterLines` lines, or `afterMs`
  * after the start (whichever is given). A run that ends first is simply over.
  */
-function runAndKill(args: string[], env: Record<string, string>, at: { afterLines?: number; afterMs?: number }, signal: NodeJS.Signals): Promise<Run & { killed: boolean }> {
+function runAndKill(
+  args: string[],
+  env: Record<string, string>,
+  at: { afterLines?: number; afterMs?: number },
+  signal: NodeJS.Signals,
+): Promise<Run & { killed: boolean }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, CI: 'true', NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, CI: 'true', NO_COLOR: '1', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     let killed = false;
     const kill = () => {
@@ -109,7 +121,7 @@ group('SIGKILL of the tool ends the child it was waiting for, and the umask make
   const dir = await fs.mkdtemp('/tmp/pgdeploy-group-');
   try {
     // A sleep whose command line names this folder, so that it is told from every other sleep.
-    await fs.symlink((await fs.realpath('/bin/sleep')), `${dir}/sleep`);
+    await fs.symlink(await fs.realpath('/bin/sleep'), `${dir}/sleep`);
     const script = `
       import { zxExec } from '@dbkit/core/exec';
       const exec = zxExec({ ...process.env });
@@ -117,7 +129,10 @@ group('SIGKILL of the tool ends the child it was waiting for, and the umask make
       console.log('ready');
       await exec(${JSON.stringify(`${dir}/sleep`)}, ['300']).catch(() => {});
     `;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()));
     const end = Date.now() + 15_000;
     while (!(await toolProcesses(dir)).length && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
@@ -145,8 +160,11 @@ async function fillerProject(): Promise<Project> {
   const p = await backupProject();
   await startProject(p);
   await ok(['db:migrate'], p.env);
-  await ownerQuery(p, `CREATE TABLE filler (id bigint PRIMARY KEY, body text NOT NULL);
-    INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i`);
+  await ownerQuery(
+    p,
+    `CREATE TABLE filler (id bigint PRIMARY KEY, body text NOT NULL);
+    INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i`,
+  );
   return p;
 }
 
@@ -165,7 +183,13 @@ backup.after(async (ctx) => {
 });
 
 /** One kill, then what must hold: no tool left running, private files, and the next run succeeds and leaves nothing. */
-async function killAndRecover(p: Project, args: string[], at: { afterLines?: number; afterMs?: number }, signal: NodeJS.Signals, label: string): Promise<void> {
+async function killAndRecover(
+  p: Project,
+  args: string[],
+  at: { afterLines?: number; afterMs?: number },
+  signal: NodeJS.Signals,
+  label: string,
+): Promise<void> {
   const k = await runAndKill(args, p.env, at, signal);
   assert.equal(await toolsGone(p.dir), [], `${label}: client tools outlived the tool`);
   assert.equal(await loose(p.env.DB_BACKUP_DIR), [], `${label}: files others could read`);
@@ -184,11 +208,21 @@ backup('pg_dump waiting on a lock is ended when the tool is killed (SIGKILL, SIG
     const holder = await connect(await superuser(p));
     try {
       await holder.query('BEGIN; LOCK TABLE filler IN ACCESS EXCLUSIVE MODE');
-      const child = spawn(process.execPath, [CLI, 'db:backup'], { cwd: ROOT, env: { ...process.env, CI: 'true', ...p.env }, stdio: 'ignore' });
+      const child = spawn(process.execPath, [CLI, 'db:backup'], {
+        cwd: ROOT,
+        env: { ...process.env, CI: 'true', ...p.env },
+        stdio: 'ignore',
+      });
       const closed = new Promise((r) => child.on('close', r));
       const end = Date.now() + 30_000;
       // From another session: within the holder's transaction, pg_stat_activity is read once and kept.
-      const waiting = async () => (await suQuery(p, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'"))[0].n as number > 0;
+      const waiting = async () =>
+        ((
+          await suQuery(
+            p,
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'",
+          )
+        )[0].n as number) > 0;
       while (!(await waiting()) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
       assert.ok(await waiting(), 'pg_dump waits on the lock');
       child.kill(signal);
@@ -204,26 +238,48 @@ backup('pg_dump waiting on a lock is ended when the tool is killed (SIGKILL, SIG
   assert.equal(await debris(p), []);
 });
 
-backup('at each line of its output, and at ten moments across a run: tools die, files are private, the next run succeeds and nothing is left', async (ctx) => {
-  const p = ctx.p!;
-  const args = ['db:backup', '--verify'];
-  for (let l = 1; l <= ctx.lines!; l++) await killAndRecover(p, args, { afterLines: l }, 'SIGKILL', `at line ${l}`);
-  const signals: NodeJS.Signals[] = ['SIGKILL', 'SIGKILL', 'SIGTERM', 'SIGKILL', 'SIGINT', 'SIGKILL', 'SIGKILL', 'SIGTERM', 'SIGKILL', 'SIGKILL'];
-  for (let i = 0; i < signals.length; i++) {
-    const ms = Math.round((0.85 * ctx.fullMs! * (i + 0.5)) / signals.length);
-    await killAndRecover(p, args, { afterMs: ms }, signals[i], `${signals[i]} after ${ms} ms`);
-  }
-});
+backup(
+  'at each line of its output, and at ten moments across a run: tools die, files are private, the next run succeeds and nothing is left',
+  async (ctx) => {
+    const p = ctx.p!;
+    const args = ['db:backup', '--verify'];
+    for (let l = 1; l <= ctx.lines!; l++) await killAndRecover(p, args, { afterLines: l }, 'SIGKILL', `at line ${l}`);
+    const signals: NodeJS.Signals[] = [
+      'SIGKILL',
+      'SIGKILL',
+      'SIGTERM',
+      'SIGKILL',
+      'SIGINT',
+      'SIGKILL',
+      'SIGKILL',
+      'SIGTERM',
+      'SIGKILL',
+      'SIGKILL',
+    ];
+    for (let i = 0; i < signals.length; i++) {
+      const ms = Math.round((0.85 * ctx.fullMs! * (i + 0.5)) / signals.length);
+      await killAndRecover(p, args, { afterMs: ms }, signals[i], `${signals[i]} after ${ms} ms`);
+    }
+  },
+);
 
 backup('a directory-format backup with two jobs, killed while it dumps and while it restores', async (ctx) => {
   const p = ctx.p!;
   const args = ['db:backup', '--verify', '--format', 'dir', '--jobs', '2'];
-  for (let i = 1; i <= 4; i++) await killAndRecover(p, args, { afterMs: Math.round((ctx.fullMs! * i) / 4) }, 'SIGKILL', `dir format, ${i}/4 of a run`);
+  for (let i = 1; i <= 4; i++)
+    await killAndRecover(p, args, { afterMs: Math.round((ctx.fullMs! * i) / 4) }, 'SIGKILL', `dir format, ${i}/4 of a run`);
 });
 
 backup('db:backup:verify killed while pg_restore runs: the scratch database goes with the next run', async (ctx) => {
   const p = ctx.p!;
-  for (let i = 1; i <= 3; i++) await killAndRecover(p, ['db:backup:verify'], { afterMs: Math.round((ctx.fullMs! * i) / 6) }, 'SIGKILL', `verify, ${i}/6 of a backup's run`);
+  for (let i = 1; i <= 3; i++)
+    await killAndRecover(
+      p,
+      ['db:backup:verify'],
+      { afterMs: Math.round((ctx.fullMs! * i) / 6) },
+      'SIGKILL',
+      `verify, ${i}/6 of a backup's run`,
+    );
 });
 
 backup('db:status and db:doctor name a leftover they cannot remove, with the command that does', async (ctx) => {
@@ -234,12 +290,21 @@ backup('db:status and db:doctor name a leftover they cannot remove, with the com
   try {
     const st = await cli(['db:status'], p.env);
     assert.is(st.code, 0, st.stderr);
-    assert.match(st.stdout, new RegExp(`leftover  database ${name}: the scratch database of a verification; not removed: pid ${process.pid} still runs; .*DROP DATABASE "${name}"`));
+    assert.match(
+      st.stdout,
+      new RegExp(
+        `leftover  database ${name}: the scratch database of a verification; not removed: pid ${process.pid} still runs; .*DROP DATABASE "${name}"`,
+      ),
+    );
     const doc = await cli(['db:doctor'], p.env);
     assert.match(doc.stdout, new RegExp(`WARN  leftovers .*${name}`));
     assert.match(doc.stdout, /fix: .*DROP DATABASE/);
     await ok(['db:backup:verify'], p.env);
-    assert.is((await suQuery(p, `SELECT count(*)::int AS n FROM pg_database WHERE datname = '${name}'`, 'postgres'))[0].n, 1, 'a live pid\'s database is kept');
+    assert.is(
+      (await suQuery(p, `SELECT count(*)::int AS n FROM pg_database WHERE datname = '${name}'`, 'postgres'))[0].n,
+      1,
+      "a live pid's database is kept",
+    );
   } finally {
     await suQuery(p, `DROP DATABASE IF EXISTS ${name}`, 'postgres');
   }
@@ -262,21 +327,31 @@ restore.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-restore('pg_restore dies with the tool; what is left is removed or named by db:status with its command; the next restore succeeds', async (ctx) => {
-  const p = ctx.p!;
-  for (let i = 1; i <= 3; i++) {
-    const k = await runAndKill(['db:restore', '--yes', '--no-backup'], p.env, { afterMs: Math.round((ctx.fullMs! * i) / 4) }, 'SIGKILL');
-    assert.equal(await toolsGone(p.dir), [], `kill ${i}: pg_restore outlived the tool`);
-    await serverQuiet(p);
-    const st = await cli(['db:status'], p.env);
-    assert.is(st.code, 0, `kill ${i} (${k.killed ? 'killed' : 'ended'}): db:status failed\n${st.stderr}`);
-    const left = (await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%'", 'postgres')).map((r) => String(r.datname));
-    for (const d of left) assert.match(st.stdout, new RegExp(`leftover  database ${d}: .*(removes it|DROP DATABASE "${d}")`), `db:status names ${d} with its command:\n${st.stdout}\n${st.stderr}`);
-    await ok(['db:restore', '--yes', '--no-backup'], p.env);
-    const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM filler');
-    assert.is(n[0].n, 200000);
-    for (const d of left) await suQuery(p, `DROP DATABASE IF EXISTS "${d}"`, 'postgres');
-  }
-});
+restore(
+  'pg_restore dies with the tool; what is left is removed or named by db:status with its command; the next restore succeeds',
+  async (ctx) => {
+    const p = ctx.p!;
+    for (let i = 1; i <= 3; i++) {
+      const k = await runAndKill(['db:restore', '--yes', '--no-backup'], p.env, { afterMs: Math.round((ctx.fullMs! * i) / 4) }, 'SIGKILL');
+      assert.equal(await toolsGone(p.dir), [], `kill ${i}: pg_restore outlived the tool`);
+      await serverQuiet(p);
+      const st = await cli(['db:status'], p.env);
+      assert.is(st.code, 0, `kill ${i} (${k.killed ? 'killed' : 'ended'}): db:status failed\n${st.stderr}`);
+      const left = (await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%'", 'postgres')).map((r) =>
+        String(r.datname),
+      );
+      for (const d of left)
+        assert.match(
+          st.stdout,
+          new RegExp(`leftover  database ${d}: .*(removes it|DROP DATABASE "${d}")`),
+          `db:status names ${d} with its command:\n${st.stdout}\n${st.stderr}`,
+        );
+      await ok(['db:restore', '--yes', '--no-backup'], p.env);
+      const n = await ownerQuery(p, 'SELECT count(*)::int AS n FROM filler');
+      assert.is(n[0].n, 200000);
+      for (const d of left) await suQuery(p, `DROP DATABASE IF EXISTS "${d}"`, 'postgres');
+    }
+  },
+);
 
 restore.run();

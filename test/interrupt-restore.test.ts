@@ -82,7 +82,10 @@ restore('killed at each step it prints, the database stays reachable with every 
   // The points where its output changes: each line a whole run prints on stderr.
   const full = await ok(args, p.env);
   const steps = full.stderr.split('\n').filter(Boolean);
-  assert.ok(steps.some((l) => /swapping/.test(l)), full.stderr);
+  assert.ok(
+    steps.some((l) => /swapping/.test(l)),
+    full.stderr,
+  );
   const points: KillPoint[] = [];
   for (const l of steps) {
     const line = new RegExp(l.slice(0, 50).replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
@@ -107,19 +110,29 @@ restore('killed at each step it prints, the database stays reachable with every 
   assert.ok(killed >= points.length / 2, `only ${killed} of ${points.length} runs were killed before they finished`);
 });
 
-restore('a db:restore killed while pg_restore runs leaves a copy the next db:backup:verify removes, since its name carries the dead pid', async (ctx) => {
-  const p = ctx.p!;
-  const copies = async () => (await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_restore\\_%'", 'postgres')).map((r) => r.datname as string);
-  assert.equal(await copies(), [], 'no copy before');
-  const r = await killAt(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env, { line: /restoring .* into a new database/, afterMs: 0, label: 'at "restoring"' });
-  assert.ok(r.killed, `killed before it finished: ${r.stderr}`);
-  const left = await copies();
-  assert.is(left.length, 1, `the kill left the half-restored copy: ${left}`);
-  assert.match(left[0], /^pgdeploy_restore_\d+_[0-9a-f]+$/);
-  await ok(['db:backup:verify'], p.env);
-  assert.equal(await copies(), [], 'the next verify removed it');
-  await reachable(p, 'the kill during pg_restore');
-});
+restore(
+  'a db:restore killed while pg_restore runs leaves a copy the next db:backup:verify removes, since its name carries the dead pid',
+  async (ctx) => {
+    const p = ctx.p!;
+    const copies = async () =>
+      (await suQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_restore\\_%'", 'postgres')).map(
+        (r) => r.datname as string,
+      );
+    assert.equal(await copies(), [], 'no copy before');
+    const r = await killAt(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env, {
+      line: /restoring .* into a new database/,
+      afterMs: 0,
+      label: 'at "restoring"',
+    });
+    assert.ok(r.killed, `killed before it finished: ${r.stderr}`);
+    const left = await copies();
+    assert.is(left.length, 1, `the kill left the half-restored copy: ${left}`);
+    assert.match(left[0], /^pgdeploy_restore_\d+_[0-9a-f]+$/);
+    await ok(['db:backup:verify'], p.env);
+    assert.equal(await copies(), [], 'the next verify removed it');
+    await reachable(p, 'the kill during pg_restore');
+  },
+);
 
 restore.run();
 
@@ -164,33 +177,47 @@ repair('a database renamed away: db:up gives it its name back, in one line', asy
   await reachable(p, 'db:up');
 });
 
-repair('a database renamed away while the server is stopped: db:up gives it its name back before provisioning could create an empty one', async (ctx) => {
-  const p = ctx.p!;
-  const before = await suQuery(p, 'SELECT count(*)::int AS n FROM pg_class', 'app');
-  await suQuery(p, 'ALTER DATABASE app RENAME TO pgdeploy_replaced_0ddba11', 'postgres');
-  await ok(['db:down'], p.env);
-  const up = await cli(['db:up'], p.env);
-  assert.is(up.code, 0, up.stderr);
-  assert.is(repaired(up.stderr).length, 1, up.stderr);
-  assert.match(repaired(up.stderr)[0], /database app was missing.*pgdeploy_replaced_0ddba11.*is app again/);
-  const left = await suQuery(p, "SELECT count(*)::int AS n FROM pg_database WHERE datname LIKE 'pgdeploy_%'", 'postgres');
-  assert.is(left[0].n, 0, 'no copy is left beside it');
-  assert.equal(await suQuery(p, 'SELECT count(*)::int AS n FROM pg_class', 'app'), before, 'the database with its tables, not an empty one');
-  await reachable(p, 'db:up of a stopped server');
-});
+repair(
+  'a database renamed away while the server is stopped: db:up gives it its name back before provisioning could create an empty one',
+  async (ctx) => {
+    const p = ctx.p!;
+    const before = await suQuery(p, 'SELECT count(*)::int AS n FROM pg_class', 'app');
+    await suQuery(p, 'ALTER DATABASE app RENAME TO pgdeploy_replaced_0ddba11', 'postgres');
+    await ok(['db:down'], p.env);
+    const up = await cli(['db:up'], p.env);
+    assert.is(up.code, 0, up.stderr);
+    assert.is(repaired(up.stderr).length, 1, up.stderr);
+    assert.match(repaired(up.stderr)[0], /database app was missing.*pgdeploy_replaced_0ddba11.*is app again/);
+    const left = await suQuery(p, "SELECT count(*)::int AS n FROM pg_database WHERE datname LIKE 'pgdeploy_%'", 'postgres');
+    assert.is(left[0].n, 0, 'no copy is left beside it');
+    assert.equal(
+      await suQuery(p, 'SELECT count(*)::int AS n FROM pg_class', 'app'),
+      before,
+      'the database with its tables, not an empty one',
+    );
+    await reachable(p, 'db:up of a stopped server');
+  },
+);
 
-repair('missing while a finished restored copy exists: db:restore takes that copy as the database, in one line, then restores', async (ctx) => {
-  const p = ctx.p!;
-  // The mark restore.ts puts on a copy pg_restore finished (its COMPLETE constant).
-  await suQuery(p, 'ALTER DATABASE app RENAME TO pgdeploy_restore_0badf00d', 'postgres');
-  await suQuery(p, "COMMENT ON DATABASE pgdeploy_restore_0badf00d IS 'pg-deploy: a complete restore, not yet swapped in'", 'postgres');
-  const r = await cli(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env);
-  assert.is(r.code, 0, r.stderr);
-  assert.is(repaired(r.stderr).length, 1, r.stderr);
-  assert.match(repaired(r.stderr)[0], /database app was missing.*pgdeploy_restore_0badf00d.*is now app/);
-  await reachable(p, 'db:restore');
-  const comment = await suQuery(p, "SELECT shobj_description(oid, 'pg_database') AS c FROM pg_database WHERE datname = 'app'", 'postgres');
-  assert.is(comment[0].c, null, 'the mark goes with the swap');
-});
+repair(
+  'missing while a finished restored copy exists: db:restore takes that copy as the database, in one line, then restores',
+  async (ctx) => {
+    const p = ctx.p!;
+    // The mark restore.ts puts on a copy pg_restore finished (its COMPLETE constant).
+    await suQuery(p, 'ALTER DATABASE app RENAME TO pgdeploy_restore_0badf00d', 'postgres');
+    await suQuery(p, "COMMENT ON DATABASE pgdeploy_restore_0badf00d IS 'pg-deploy: a complete restore, not yet swapped in'", 'postgres');
+    const r = await cli(['db:restore', ctx.backup!, '--yes', '--no-backup'], p.env);
+    assert.is(r.code, 0, r.stderr);
+    assert.is(repaired(r.stderr).length, 1, r.stderr);
+    assert.match(repaired(r.stderr)[0], /database app was missing.*pgdeploy_restore_0badf00d.*is now app/);
+    await reachable(p, 'db:restore');
+    const comment = await suQuery(
+      p,
+      "SELECT shobj_description(oid, 'pg_database') AS c FROM pg_database WHERE datname = 'app'",
+      'postgres',
+    );
+    assert.is(comment[0].c, null, 'the mark goes with the swap');
+  },
+);
 
 repair.run();

@@ -21,8 +21,11 @@ interface Ctx {
 /** Every role logs in with what its file holds now: app and schema owner over verified TLS, the superuser on the socket. */
 async function everyRoleLogsIn(p: Project): Promise<void> {
   const su = {
-    host: nativePaths(p.nativeDir).run, port: p.port, database: 'postgres',
-    user: await readSecretFile(p, 'postgres_user'), password: await readSecretFile(p, 'postgres_password'),
+    host: nativePaths(p.nativeDir).run,
+    port: p.port,
+    database: 'postgres',
+    user: await readSecretFile(p, 'postgres_user'),
+    password: await readSecretFile(p, 'postgres_password'),
   };
   for (const t of [await appTarget(p), await ownerTarget(p), su]) await (await connect(t, 5000)).end();
 }
@@ -43,19 +46,28 @@ async function runLength(args: string[], env: Record<string, string>): Promise<n
  */
 function points(p: Project, file: string, length: number): (() => Promise<KillPoint>)[] {
   const secret = path.join(p.secretsDir, file);
-  const exists = (f: string) => fs.stat(path.join(p.secretsDir, f)).then(() => true, () => false);
+  const exists = (f: string) =>
+    fs.stat(path.join(p.secretsDir, f)).then(
+      () => true,
+      () => false,
+    );
   const STEPS = 8;
   const at: (() => Promise<KillPoint>)[] = [];
   for (let k = 1; k <= STEPS; k++) {
     const afterMs = Math.round((k * length) / STEPS);
     at.push(async () => ({ afterMs, label: `${afterMs} ms after the start` }));
   }
-  for (const afterMs of [0, 5, 15]) at.push(async () => ({ afterMs, line: /changing the password of/, label: `${afterMs} ms after "changing the password of"` }));
+  for (const afterMs of [0, 5, 15])
+    at.push(async () => ({ afterMs, line: /changing the password of/, label: `${afterMs} ms after "changing the password of"` }));
   at.push(async () => ({ afterMs: 0, label: `${file}.new appeared`, check: { dir: p.secretsDir, holds: () => exists(`${file}.new`) } }));
   at.push(async () => ({ afterMs: 0, label: `${file}.old appeared`, check: { dir: p.secretsDir, holds: () => exists(`${file}.old`) } }));
   at.push(async () => {
     const before = await fs.readFile(secret, 'utf8');
-    return { afterMs: 0, label: `${file} changed`, check: { dir: p.secretsDir, holds: async () => (await fs.readFile(secret, 'utf8')) !== before } };
+    return {
+      afterMs: 0,
+      label: `${file} changed`,
+      check: { dir: p.secretsDir, holds: async () => (await fs.readFile(secret, 'utf8')) !== before },
+    };
   });
   return at;
 }
@@ -94,23 +106,30 @@ rotation('--all: after a kill at any moment, the next run succeeds, and every ro
   assert.ok(killed >= 3, `only ${killed} runs were killed before they finished`);
 });
 
-rotation('the state a killed rotation leaves (the new password in the file, the working one in .old): the retry rolls back, keeps .old until then, and rotates', async (ctx) => {
-  const p = ctx.p!;
-  const file = path.join(p.secretsDir, 'postgres_password');
-  const working = await fs.readFile(file, 'utf8');
-  await fs.copyFile(file, `${file}.old`);
-  await fs.writeFile(file, 'a-password-the-server-never-had-0123456789');
-  const up = await cli(['db:up'], p.env);
-  assert.is(up.code, 1);
-  assert.match(up.stderr, /^hint: .*postgres_password.*pnpm db:secrets:rotate postgres.*\.old/m, 'the drift hint names the file to put back');
-  const r = await cli(['db:secrets:rotate', 'postgres'], p.env);
-  assert.is(r.code, 0, r.stderr);
-  assert.match(r.stderr, /rolled back an interrupted rotation of postgres/);
-  assert.is.not(await fs.readFile(file, 'utf8'), working, 'and then rotated');
-  assert.equal(await leftovers(p), []);
-  await everyRoleLogsIn(p);
-  await ok(['db:up'], p.env);
-});
+rotation(
+  'the state a killed rotation leaves (the new password in the file, the working one in .old): the retry rolls back, keeps .old until then, and rotates',
+  async (ctx) => {
+    const p = ctx.p!;
+    const file = path.join(p.secretsDir, 'postgres_password');
+    const working = await fs.readFile(file, 'utf8');
+    await fs.copyFile(file, `${file}.old`);
+    await fs.writeFile(file, 'a-password-the-server-never-had-0123456789');
+    const up = await cli(['db:up'], p.env);
+    assert.is(up.code, 1);
+    assert.match(
+      up.stderr,
+      /^hint: .*postgres_password.*pnpm db:secrets:rotate postgres.*\.old/m,
+      'the drift hint names the file to put back',
+    );
+    const r = await cli(['db:secrets:rotate', 'postgres'], p.env);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, /rolled back an interrupted rotation of postgres/);
+    assert.is.not(await fs.readFile(file, 'utf8'), working, 'and then rotated');
+    assert.equal(await leftovers(p), []);
+    await everyRoleLogsIn(p);
+    await ok(['db:up'], p.env);
+  },
+);
 
 rotation('when the server accepts none of the files, nothing is deleted and the error names them', async (ctx) => {
   const p = ctx.p!;

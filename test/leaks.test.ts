@@ -33,7 +33,10 @@ leaks('deploy, then migrations down and up: no argv ever holds a password, nor d
   for (const r of runs) {
     assert.is(r.code, 0, r.output);
     // Seen running, not merely sampled often: a count of samples fails on a loaded machine.
-    assert.ok([...r.seen].some((l) => l.includes('dist/cli.js db:')), 'the watcher saw the task while it ran');
+    assert.ok(
+      [...r.seen].some((l) => l.includes('dist/cli.js db:')),
+      'the watcher saw the task while it ran',
+    );
     assert.equal(r.hits, []);
     for (const s of c.secrets) assert.not.ok(r.output.includes(s));
   }

@@ -10,7 +10,7 @@ import { setUp } from './setup/hooks.ts';
 // generic vectors; for the CLI's key, postgres.go passes (URL path "/app", current_schema(), table).
 const key = suite('golang-migrate advisory lock key');
 
-key('matches golang-migrate\'s own test vectors for GenerateAdvisoryLockId', () => {
+key("matches golang-migrate's own test vectors for GenerateAdvisoryLockId", () => {
   assert.is(generateAdvisoryLockId('database_name'), 1764327054);
   assert.is(generateAdvisoryLockId('database_name', 'schema_name_1'), 2453313553);
   assert.is(generateAdvisoryLockId('database_name', 'schema_name_2'), 235207038);
@@ -22,13 +22,13 @@ key('gives 1726534663 for public, schema_migrations and /app, the key the migrat
   assert.is(advisoryLockKey('/app', 'public', 'schema_migrations'), 1726534663);
 });
 
-key('depends on the leading slash, the schema and the table, as golang-migrate\'s does', () => {
+key("depends on the leading slash, the schema and the table, as golang-migrate's does", () => {
   assert.is.not(advisoryLockKey('app'), advisoryLockKey('/app'));
   assert.is.not(advisoryLockKey('/app', 'other'), advisoryLockKey('/app'));
   assert.is.not(advisoryLockKey('/app', 'public', 'other_migrations'), advisoryLockKey('/app'));
 });
 
-key('stays within PostgreSQL\'s bigint and golang-migrate\'s uint32 for non-ASCII names', () => {
+key("stays within PostgreSQL's bigint and golang-migrate's uint32 for non-ASCII names", () => {
   const k = advisoryLockKey('/Ωmega', 'schéma');
   assert.ok(Number.isInteger(k) && k >= 0 && k <= 0xffffffff);
 });
@@ -67,7 +67,7 @@ async function holder(c: Client, key: number): Promise<number | undefined> {
   return rows[0]?.pid;
 }
 
-held('acquireLock takes golang-migrate\'s session lock on the key, and releaseLock lets it go', async (ctx) => {
+held("acquireLock takes golang-migrate's session lock on the key, and releaseLock lets it go", async (ctx) => {
   const { runner, other, key } = ctx as Required<ServerCtx>;
   const pid = (await runner.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
   await acquireLock(runner, key, 1000);

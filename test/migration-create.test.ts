@@ -89,7 +89,10 @@ lib.after.each(async (ctx) => {
 lib('refuses a second --timestamp pair in the same second, whatever its name, and keeps the first intact', async (ctx) => {
   const clock = () => new Date('2025-01-02T03:04:05.600Z');
   const first = await createMigration({ fs, clock }, ctx.dir, 'one', true);
-  assert.equal(first.map((f) => path.basename(f)), ['20250102030405_one.up.sql', '20250102030405_one.down.sql']);
+  assert.equal(
+    first.map((f) => path.basename(f)),
+    ['20250102030405_one.up.sql', '20250102030405_one.down.sql'],
+  );
   await fs.writeFile(first[0], 'CREATE TABLE one (id int);');
   try {
     await createMigration({ fs, clock }, ctx.dir, 'two', true);

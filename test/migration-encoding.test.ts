@@ -34,7 +34,10 @@ function refusal(fn: () => unknown): UserError {
 
 unit('loadMigrations (docker checks every file this way) names the file, the byte, its line and column', ({ dir }) => {
   const e = refusal(() => loadMigrations(dir));
-  assert.match(e.message, /^invalid migrations, nothing was applied:\n {2}000001_menu\.up\.sql: not valid UTF-8: byte 0xE9 at line 2, column 30 \(saved as Latin-1 or Windows-1252\?\); save it as UTF-8/);
+  assert.match(
+    e.message,
+    /^invalid migrations, nothing was applied:\n {2}000001_menu\.up\.sql: not valid UTF-8: byte 0xE9 at line 2, column 30 \(saved as Latin-1 or Windows-1252\?\); save it as UTF-8/,
+  );
 });
 
 unit('checkFiles (the native runner checks what it will run this way) refuses it too', ({ dir }) => {

@@ -8,14 +8,19 @@ import { loadMigrations, nextVersion, parseName } from '@dbkit/core/migrations/f
 import { lineOf, needsOwnTransaction, splitStatements } from '@dbkit/core/migrations/statements';
 
 // golang-migrate's source/parse_test.go (v4.18.3), case for case.
-const names = suite('parseName (golang-migrate\'s file-name regex)');
+const names = suite("parseName (golang-migrate's file-name regex)");
 
 names('reads the names golang-migrate reads, with the same version, identifier and direction', () => {
   assert.equal(parseName('1_foobar.up.sql'), { version: 1, name: 'foobar', direction: 'up', ext: 'sql' });
   assert.equal(parseName('1_foobar.down.sql'), { version: 1, name: 'foobar', direction: 'down', ext: 'sql' });
   assert.equal(parseName('1_f-o_ob+ar.up.sql'), { version: 1, name: 'f-o_ob+ar', direction: 'up', ext: 'sql' });
   assert.equal(parseName('1485385885_foobar.up.sql'), { version: 1485385885, name: 'foobar', direction: 'up', ext: 'sql' });
-  assert.equal(parseName('20170412214116_date_foobar.up.sql'), { version: 20170412214116, name: 'date_foobar', direction: 'up', ext: 'sql' });
+  assert.equal(parseName('20170412214116_date_foobar.up.sql'), {
+    version: 20170412214116,
+    name: 'date_foobar',
+    direction: 'up',
+    ext: 'sql',
+  });
   assert.equal(parseName('000042_add.users.up.sql'), { version: 42, name: 'add.users', direction: 'up', ext: 'sql' });
 });
 
@@ -50,38 +55,53 @@ async function problems(dir: string): Promise<string[]> {
     loadMigrations(dir);
   } catch (e) {
     assert.instance(e, UserError);
-    return (e as Error).message.split('\n').slice(1).map((l) => l.trim());
+    return (e as Error).message
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim());
   }
   throw new Error('loadMigrations accepted an invalid folder');
 }
 
 load('pairs up and down files in version order, skipping dotfiles, READMEs and directories', async (ctx) => {
   await write(ctx.dir, {
-    '000002_b.up.sql': 'SELECT 2;', '000002_b.down.sql': 'SELECT -2;',
-    '000001_a.up.sql': 'SELECT 1;', '000001_a.down.sql': 'SELECT -1;',
-    '.keep': '', 'README.md': '# notes',
+    '000002_b.up.sql': 'SELECT 2;',
+    '000002_b.down.sql': 'SELECT -2;',
+    '000001_a.up.sql': 'SELECT 1;',
+    '000001_a.down.sql': 'SELECT -1;',
+    '.keep': '',
+    'README.md': '# notes',
   });
   await fs.mkdir(path.join(ctx.dir, 'archive'));
   const ms = loadMigrations(ctx.dir);
-  assert.equal(ms.map((m) => [m.version, m.name, m.up.file, m.down.file]), [
-    [1, 'a', '000001_a.up.sql', '000001_a.down.sql'],
-    [2, 'b', '000002_b.up.sql', '000002_b.down.sql'],
-  ]);
+  assert.equal(
+    ms.map((m) => [m.version, m.name, m.up.file, m.down.file]),
+    [
+      [1, 'a', '000001_a.up.sql', '000001_a.down.sql'],
+      [2, 'b', '000002_b.up.sql', '000002_b.down.sql'],
+    ],
+  );
   assert.match(ms[0].up.checksum, /^[0-9a-f]{64}$/);
 });
 
 load('names every bad file on a line of its own, and refuses the whole folder', async (ctx) => {
   await write(ctx.dir, {
-    '000001_a.up.sql': 'SELECT 1;', '000001_a.down.sql': 'SELECT -1;',
+    '000001_a.up.sql': 'SELECT 1;',
+    '000001_a.down.sql': 'SELECT -1;',
     '000001_b.up.sql': 'SELECT 1;', // duplicate version
     '000002_c.up.sql': 'SELECT 2;', // no down
     '000003_d.down.sql': 'SELECT 3;', // no up
     'create_users.sql': 'SELECT 4;', // not a migration name
-    '000005_e.up.sql': '-- nothing yet\n/* still nothing */\n', '000005_e.down.sql': 'SELECT 5;', // empty
+    '000005_e.up.sql': '-- nothing yet\n/* still nothing */\n',
+    '000005_e.down.sql': 'SELECT 5;', // empty
   });
   const lines = await problems(ctx.dir);
   assert.is(lines.length, 5, lines.join('\n'));
-  const about = (file: string, what: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}: `) && what.test(l)), `${file} ${what}: ${lines.join('\n')}`);
+  const about = (file: string, what: RegExp) =>
+    assert.ok(
+      lines.some((l) => l.startsWith(`${file}: `) && what.test(l)),
+      `${file} ${what}: ${lines.join('\n')}`,
+    );
   about('000001_b.up.sql', /version 1 is used twice/);
   about('000002_c.up.sql', /no matching \.down\./);
   about('000003_d.down.sql', /no matching \.up\./);
@@ -90,7 +110,12 @@ load('names every bad file on a line of its own, and refuses the whole folder', 
 });
 
 load('sees one version written two ways (1_ and 000001_) as a duplicate', async (ctx) => {
-  await write(ctx.dir, { '1_a.up.sql': 'SELECT 1;', '1_a.down.sql': 'SELECT 1;', '000001_a.up.sql': 'SELECT 1;', '000001_a.down.sql': 'SELECT 1;' });
+  await write(ctx.dir, {
+    '1_a.up.sql': 'SELECT 1;',
+    '1_a.down.sql': 'SELECT 1;',
+    '000001_a.up.sql': 'SELECT 1;',
+    '000001_a.down.sql': 'SELECT 1;',
+  });
   const lines = await problems(ctx.dir);
   assert.is(lines.length, 2, lines.join('\n'));
   assert.ok(lines.every((l) => /used twice/.test(l)));
@@ -158,7 +183,10 @@ CREATE TABLE "a;b" (x text DEFAULT 'x;y');
 CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $f$ BEGIN RETURN 1; END; $f$;
 SELECT E'it\\'s; fine', $$;$$`;
   const st = splitStatements(sql)!;
-  assert.equal(st.map((s) => s.text.trim().split('\n').pop()!.slice(0, 12)), ['CREATE TABLE', 'CREATE FUNCT', "SELECT E'it\\"]);
+  assert.equal(
+    st.map((s) => s.text.trim().split('\n').pop()!.slice(0, 12)),
+    ['CREATE TABLE', 'CREATE FUNCT', "SELECT E'it\\"],
+  );
   assert.is(sql.slice(st[0].start, st[0].start + 6), 'CREATE');
   assert.is(sql.slice(st[2].start, st[2].start + 6), 'SELECT');
   assert.is(st.map((s) => s.text).join(''), sql.slice(st[0].offset));
@@ -172,7 +200,7 @@ split.run();
 
 const lines = suite('lineOf');
 
-lines('turns PostgreSQL\'s character position into a 1-based line, counting characters outside the BMP as one', () => {
+lines("turns PostgreSQL's character position into a 1-based line, counting characters outside the BMP as one", () => {
   const sql = "SELECT '😀';\nSELECT 'é';\nSELECT nope;";
   // PostgreSQL counts characters: the 'n' of nope is character 32.
   assert.is(lineOf(sql, 32), 3);

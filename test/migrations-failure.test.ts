@@ -9,7 +9,8 @@ const files: Record<string, string> = {
   '000001_accounts.up.sql': 'CREATE TABLE accounts (id int PRIMARY KEY, email text UNIQUE);\n',
   '000001_accounts.down.sql': 'DROP TABLE accounts;\n',
   // The second statement fails at run time: PostgreSQL reports no position for a duplicate key.
-  '000002_import.up.sql': "-- two accounts, one address\nCREATE TABLE imports (id int);\nINSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'a@example.com');\n",
+  '000002_import.up.sql':
+    "-- two accounts, one address\nCREATE TABLE imports (id int);\nINSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'a@example.com');\n",
   '000002_import.down.sql': 'DROP TABLE imports;\n',
 };
 
@@ -24,19 +25,28 @@ withStartedProject(fail, { migrations: files, migrate: ['up', '1'] });
 async function assertUntouched(p: Project) {
   assert.not.ok(await tableExists(p, 'imports'), 'the first statement of the failed file was kept');
   assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
-  assert.equal((await query(p, 'SELECT version FROM schema_migrations_history ORDER BY 1')).map((r) => Number(r.version)), [1]);
+  assert.equal(
+    (await query(p, 'SELECT version FROM schema_migrations_history ORDER BY 1')).map((r) => Number(r.version)),
+    [1],
+  );
 }
 
-fail('a file failing on its second statement exits 1, names the file and line, and leaves schema and version as they were, not dirty', async (ctx) => {
-  const r = await cli(['db:migrate'], ctx.p!.env);
-  assert.is(r.code, 1, output(r));
-  assert.match(r.stderr, /error: 000002_import\.up\.sql:3: duplicate key value violates unique constraint/);
-  assert.match(r.stderr, /hint: nothing of 000002_import\.up\.sql was applied/);
-  await assertUntouched(ctx.p!);
-});
+fail(
+  'a file failing on its second statement exits 1, names the file and line, and leaves schema and version as they were, not dirty',
+  async (ctx) => {
+    const r = await cli(['db:migrate'], ctx.p!.env);
+    assert.is(r.code, 1, output(r));
+    assert.match(r.stderr, /error: 000002_import\.up\.sql:3: duplicate key value violates unique constraint/);
+    assert.match(r.stderr, /hint: nothing of 000002_import\.up\.sql was applied/);
+    await assertUntouched(ctx.p!);
+  },
+);
 
 fail('names the line PostgreSQL points at when the error has a position', async (ctx) => {
-  await fs.writeFile(path.join(ctx.p!.migrationsDir, '000002_import.up.sql'), 'CREATE TABLE imports (id int);\n\n  INSERT INTO no_such_table VALUES (1);\n');
+  await fs.writeFile(
+    path.join(ctx.p!.migrationsDir, '000002_import.up.sql'),
+    'CREATE TABLE imports (id int);\n\n  INSERT INTO no_such_table VALUES (1);\n',
+  );
   const r = await cli(['db:migrate'], ctx.p!.env);
   assert.is(r.code, 1, output(r));
   assert.match(r.stderr, /error: 000002_import\.up\.sql:3: relation "no_such_table" does not exist/);
@@ -49,19 +59,25 @@ fail('refuses invalid files before connecting: one line per file, exit 1, nothin
   const bad: Record<string, string> = {
     ...files,
     '000002_import.up.sql': 'CREATE TABLE imports (id int);\n', // valid, and pending: must not run
-    '000003_dup.up.sql': 'SELECT 1;', '000003_dup.down.sql': 'SELECT 1;',
-    '000003_other.up.sql': 'SELECT 1;', '000003_other.down.sql': 'SELECT 1;',
+    '000003_dup.up.sql': 'SELECT 1;',
+    '000003_dup.down.sql': 'SELECT 1;',
+    '000003_other.up.sql': 'SELECT 1;',
+    '000003_other.down.sql': 'SELECT 1;',
     '000004_lonely.up.sql': 'CREATE TABLE lonely (id int);',
     '000005-typo.up.sql': 'SELECT 1;',
-    '000006_blank.up.sql': '\n-- to do\n', '000006_blank.down.sql': 'SELECT 1;',
+    '000006_blank.up.sql': '\n-- to do\n',
+    '000006_blank.down.sql': 'SELECT 1;',
   };
   for (const [n, sql] of Object.entries(bad)) await fs.writeFile(path.join(dir, n), sql);
   const r = await cli(['db:migrate'], { ...ctx.p!.env, DB_MIGRATIONS_DIR: dir });
   assert.is(r.code, 1, output(r));
   const lines = r.stderr.split('\n');
   for (const [file, why] of [
-    ['000003_other.down.sql', /used twice/], ['000003_other.up.sql', /used twice/],
-    ['000004_lonely.up.sql', /no matching \.down\./], ['000005-typo.up.sql', /not a migration name/], ['000006_blank.up.sql', /empty/],
+    ['000003_other.down.sql', /used twice/],
+    ['000003_other.up.sql', /used twice/],
+    ['000004_lonely.up.sql', /no matching \.down\./],
+    ['000005-typo.up.sql', /not a migration name/],
+    ['000006_blank.up.sql', /empty/],
   ] as const) {
     assert.is(lines.filter((l) => l.trim().startsWith(`${file}: `) && why.test(l)).length, 1, `${file}\n${r.stderr}`);
   }

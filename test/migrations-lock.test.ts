@@ -25,7 +25,7 @@ lock.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-lock('gives up after DB_MIGRATE_LOCK_TIMEOUT, naming the holder\'s pid and application, and applies nothing', async (ctx) => {
+lock("gives up after DB_MIGRATE_LOCK_TIMEOUT, naming the holder's pid and application, and applies nothing", async (ctx) => {
   const p = ctx.p!;
   ctx.holder = await connect({ ...(await appTarget(p)), applicationName: 'deploy-from-laptop' });
   const { db, pid } = (await ctx.holder.query('SELECT current_database() AS db, pg_backend_pid() AS pid')).rows[0];
@@ -49,8 +49,13 @@ lock('names one of our own runners holding it, and since when it holds it', asyn
   const first = spawnCli(['db:migrate'], p.env);
   try {
     // Another role sees a session's application name, not its query.
-    await until('the first runner to take the lock', 30_000, async () =>
-      (await ctx.holder!.query(`SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pg-deploy migrate, lock held since %'`)).rows.length > 0);
+    await until(
+      'the first runner to take the lock',
+      30_000,
+      async () =>
+        (await ctx.holder!.query(`SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pg-deploy migrate, lock held since %'`)).rows
+          .length > 0,
+    );
     const r = await cli(['db:migrate'], { ...p.env, DB_MIGRATE_LOCK_TIMEOUT: '1' });
     assert.is(r.code, 1, output(r));
     assert.match(r.stderr, /application "pg-deploy migrate, lock held since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"/);
@@ -60,8 +65,12 @@ lock('names one of our own runners holding it, and since when it holds it', asyn
   }
   for (const n of Object.keys(files)) await fs.rm(path.join(p.migrationsDir, n));
   // The killed runner's backend ends within a second or so (it checks its client), freeing the lock.
-  await until('the killed runner\'s session to end', 30_000, async () =>
-    (await ctx.holder!.query(`SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pg-deploy migrate%'`)).rows.length === 0);
+  await until(
+    "the killed runner's session to end",
+    30_000,
+    async () =>
+      (await ctx.holder!.query(`SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pg-deploy migrate%'`)).rows.length === 0,
+  );
 });
 
 lock('goes ahead once the holder lets go', async (ctx) => {

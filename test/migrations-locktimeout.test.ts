@@ -15,7 +15,10 @@ interface Ctx {
 
 // ALTER TABLE ... ADD COLUMN needs ACCESS EXCLUSIVE: it waits for every transaction that read the
 // table, and every reader that comes after it waits behind it.
-const ALTER = { '000002_nickname.up.sql': 'ALTER TABLE accounts ADD COLUMN nickname text;\n', '000002_nickname.down.sql': 'ALTER TABLE accounts DROP COLUMN nickname;\n' };
+const ALTER = {
+  '000002_nickname.up.sql': 'ALTER TABLE accounts ADD COLUMN nickname text;\n',
+  '000002_nickname.down.sql': 'ALTER TABLE accounts DROP COLUMN nickname;\n',
+};
 const SHORT = { DB_MIGRATE_STATEMENT_LOCK_TIMEOUT: '1' };
 
 const locks = suite<Ctx>('a migration waiting for a table lock', { sessions: [] });
@@ -51,13 +54,32 @@ locks('gives up after its own lock timeout and its retries, naming each blocking
   // A bound on a hang (the server's own lock_timeout is 60 s), not a timing assertion.
   const r = await cli(['db:migrate'], { ...p.env, ...SHORT, DB_MIGRATE_STATEMENT_LOCK_RETRIES: '1' }, { timeoutMs: 45_000 });
   assert.is(r.code, 1, output(r));
-  assert.match(r.stderr, /^warning: 000002_nickname\.up\.sql waited more than 1s for a lock \(AccessExclusiveLock on accounts\) held by .*; rolled back, trying again in 0\.5s \(try 2 of 2\)$/m);
-  assert.match(r.stderr, /^error: 000002_nickname\.up\.sql: waited more than 1s for a lock \(AccessExclusiveLock on accounts\) on each of 2 tries, held by /m);
+  assert.match(
+    r.stderr,
+    /^warning: 000002_nickname\.up\.sql waited more than 1s for a lock \(AccessExclusiveLock on accounts\) held by .*; rolled back, trying again in 0\.5s \(try 2 of 2\)$/m,
+  );
+  assert.match(
+    r.stderr,
+    /^error: 000002_nickname\.up\.sql: waited more than 1s for a lock \(AccessExclusiveLock on accounts\) on each of 2 tries, held by /m,
+  );
   // The application's session: its pid and name; its state is not the migration role's to see.
-  assert.match(r.stderr, new RegExp(`pid ${report.pid}, application "report-job", user app \\(its state and query start are hidden from app_owner, which is not in pg_read_all_stats\\)`));
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `pid ${report.pid}, application "report-job", user app \\(its state and query start are hidden from app_owner, which is not in pg_read_all_stats\\)`,
+    ),
+  );
   // The migration role's own session: its state and when its query began too.
-  assert.match(r.stderr, new RegExp(`pid ${consoleSession.pid}, application "owner-console", user app_owner from 127\\.0\\.0\\.1, state idle in transaction, query started \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z`));
-  assert.match(r.stderr, /^hint: nothing of 000002_nickname\.up\.sql was applied \(it ran in a transaction, rolled back each time\); the version is still 1, not dirty\. Let that session finish or end it \(SELECT pg_terminate_backend\(\d+\)\).*DB_MIGRATE_STATEMENT_LOCK_TIMEOUT/m);
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `pid ${consoleSession.pid}, application "owner-console", user app_owner from 127\\.0\\.0\\.1, state idle in transaction, query started \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z`,
+    ),
+  );
+  assert.match(
+    r.stderr,
+    /^hint: nothing of 000002_nickname\.up\.sql was applied \(it ran in a transaction, rolled back each time\); the version is still 1, not dirty\. Let that session finish or end it \(SELECT pg_terminate_backend\(\d+\)\).*DB_MIGRATE_STATEMENT_LOCK_TIMEOUT/m,
+  );
   assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
   assert.not.ok(await hasNickname(p));
 });

@@ -53,7 +53,7 @@ pw('db:secrets, db:secure and db:up start the server with them', async (ctx) => 
     assert.is(r.code, 0, `${args.join(' ')}: ${output(r)}`);
   }
   for (const name of SECRET_NAMES.filter((n) => n.endsWith('_password'))) {
-    assert.ok((await fs.readFile(path.join(ctx.p!.secretsDir, name), "utf8")).startsWith(SPECIAL), `${name} was replaced`);
+    assert.ok((await fs.readFile(path.join(ctx.p!.secretsDir, name), 'utf8')).startsWith(SPECIAL), `${name} was replaced`);
   }
 });
 

@@ -57,7 +57,10 @@ planning('goto a version with no file refuses, naming it', ({ migrations }) => {
 });
 
 planning('down or goto from a version with no file refuses, with the force command as the way out', ({ migrations }) => {
-  for (const cmd of [{ kind: 'down', n: 1 }, { kind: 'goto', version: 1 }] as const) {
+  for (const cmd of [
+    { kind: 'down', n: 1 },
+    { kind: 'goto', version: 1 },
+  ] as const) {
     try {
       plan(migrations, 4, cmd);
       assert.unreachable('should refuse');

@@ -23,7 +23,8 @@ const one = suite<Ctx>('db:migrate --single-transaction', {});
 
 withStartedProject(one, { migrations: files });
 
-const history = async (p: Project) => (await query(p, 'SELECT version FROM schema_migrations_history ORDER BY 1')).map((r) => Number(r.version));
+const history = async (p: Project) =>
+  (await query(p, 'SELECT version FROM schema_migrations_history ORDER BY 1')).map((r) => Number(r.version));
 
 one('applies every pending file and its bookkeeping, and rolls them all back, in one transaction each way', async (ctx) => {
   const p = ctx.p!;
@@ -67,7 +68,10 @@ one('a file that cannot run in a transaction refuses the mode before anything ru
   try {
     const r = await cli(['db:migrate', '--single-transaction'], p.env);
     assert.is(r.code, 1, output(r));
-    assert.match(r.stderr, /^error: --single-transaction: 000003_c\.up\.sql cannot run inside a transaction block .*; nothing was applied$/m);
+    assert.match(
+      r.stderr,
+      /^error: --single-transaction: 000003_c\.up\.sql cannot run inside a transaction block .*; nothing was applied$/m,
+    );
     assert.match(r.stderr, /hint: run without --single-transaction/);
     for (const t of ['a', 'b']) assert.not.ok(await tableExists(p, t), `${t} was applied`);
     assert.equal(await versionRows(p), []);

@@ -27,9 +27,15 @@ status('--json prints one parseable object: version, dirty, applied and pending 
   const s = JSON.parse(r.stdout);
   assert.is(s.version, 1);
   assert.is(s.dirty, false);
-  assert.equal(s.applied.map((e: { version: number; name: string; file: string }) => [e.version, e.name, e.file]), [[1, 'accounts', '000001_accounts.up.sql']]);
+  assert.equal(
+    s.applied.map((e: { version: number; name: string; file: string }) => [e.version, e.name, e.file]),
+    [[1, 'accounts', '000001_accounts.up.sql']],
+  );
   assert.ok(!Number.isNaN(Date.parse(s.applied[0].appliedAt)));
-  assert.equal(s.pending.map((e: { version: number; name: string }) => [e.version, e.name]), [[3, 'orders']]);
+  assert.equal(
+    s.pending.map((e: { version: number; name: string }) => [e.version, e.name]),
+    [[3, 'orders']],
+  );
 });
 
 status('--exit-code exits 1 while a migration is pending and 0 once none is', async (ctx) => {
@@ -41,11 +47,20 @@ status('--exit-code exits 1 while a migration is pending and 0 once none is', as
   assert.match(r.stdout, /^pending\s+0$/m);
 });
 
-status('the history holds each applied file\'s name, checksum, time, duration and role', async (ctx) => {
+status("the history holds each applied file's name, checksum, time, duration and role", async (ctx) => {
   const p = ctx.p!;
-  const rows = await query(p, 'SELECT version, name, checksum, applied_at, duration_ms, applied_by FROM schema_migrations_history ORDER BY version');
+  const rows = await query(
+    p,
+    'SELECT version, name, checksum, applied_at, duration_ms, applied_by FROM schema_migrations_history ORDER BY version',
+  );
   const sha = (f: string) => createHash('sha256').update(files[f]).digest('hex');
-  assert.equal(rows.map((r) => [Number(r.version), r.name, r.checksum]), [[1, 'accounts', sha('000001_accounts.up.sql')], [3, 'orders', sha('000003_orders.up.sql')]]);
+  assert.equal(
+    rows.map((r) => [Number(r.version), r.name, r.checksum]),
+    [
+      [1, 'accounts', sha('000001_accounts.up.sql')],
+      [3, 'orders', sha('000003_orders.up.sql')],
+    ],
+  );
   const role = await readSecretFile(p, 'migrate_user');
   for (const r of rows) {
     assert.instance(r.applied_at, Date);
@@ -63,7 +78,10 @@ status('warns on stderr when an applied file was edited afterwards, and marks it
   assert.match(r.stderr, /warning: 000001_accounts\.up\.sql was edited after it was applied/);
   assert.not.match(r.stderr, /000003_orders\.up\.sql was edited/);
   const j = JSON.parse((await cli(['db:status', '--json'], p.env)).stdout);
-  assert.equal(j.applied.map((e: { edited: boolean }) => e.edited), [true, false]);
+  assert.equal(
+    j.applied.map((e: { edited: boolean }) => e.edited),
+    [true, false],
+  );
 });
 
 status('flags a file added below the current version, which no runner would ever apply', async (ctx) => {
@@ -74,7 +92,14 @@ status('flags a file added below the current version, which no runner would ever
   assert.is(r.code, 1, output(r));
   assert.match(r.stderr, /warning: 000002_late\.up\.sql is below the current version 3 but was never applied/);
   const j = JSON.parse((await cli(['db:status', '--json'], p.env)).stdout);
-  assert.equal(j.applied.map((e: { version: number; unrecorded?: boolean }) => [e.version, Boolean(e.unrecorded)]), [[1, false], [2, true], [3, false]]);
+  assert.equal(
+    j.applied.map((e: { version: number; unrecorded?: boolean }) => [e.version, Boolean(e.unrecorded)]),
+    [
+      [1, false],
+      [2, true],
+      [3, false],
+    ],
+  );
   assert.is((await cli(['db:migrate'], p.env)).stdout.trim(), 'no change');
 });
 

@@ -24,7 +24,8 @@ function deadPid(): number {
   return Number(String(r.stdout).trim());
 }
 
-const appLogsIn = async (p: Project) => withClient(await appTarget(p, '127.0.0.1'), async (c) => (await c.query('SELECT 1 AS one')).rows[0].one);
+const appLogsIn = async (p: Project) =>
+  withClient(await appTarget(p, '127.0.0.1'), async (c) => (await c.query('SELECT 1 AS one')).rows[0].one);
 
 const both = suite('two db:up at once on a fresh checkout');
 
@@ -59,7 +60,7 @@ stale.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-stale('a lock whose process has ended, a killed initdb\'s folder and password file: taken over and removed', async ({ p }) => {
+stale("a lock whose process has ended, a killed initdb's folder and password file: taken over and removed", async ({ p }) => {
   const dir = p!.nativeDir;
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const dead = deadPid();
@@ -73,7 +74,10 @@ stale('a lock whose process has ended, a killed initdb\'s folder and password fi
   assert.is(r.code, 0, r.stderr);
   assert.not.match(r.stderr, /waiting for it/, 'a dead holder is not waited for');
   assert.match(r.stderr, /removed .*data: it held no cluster/);
-  assert.equal((await fs.readdir(dir)).filter((n) => /^data\.initdb-|^\.pw-|^up\.lock/.test(n)), []);
+  assert.equal(
+    (await fs.readdir(dir)).filter((n) => /^data\.initdb-|^\.pw-|^up\.lock/.test(n)),
+    [],
+  );
   assert.is(await appLogsIn(p!), 1);
   await ok(['db:down'], p!.env);
 });
@@ -81,7 +85,11 @@ stale('a lock whose process has ended, a killed initdb\'s folder and password fi
 stale('db:up killed while initdb runs: the next db:up makes the cluster and succeeds', async () => {
   const p = await fresh();
   try {
-    const child = spawn(process.execPath, [CLI, 'db:up'], { cwd: ROOT, env: { ...process.env, CI: 'true', ...p.env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'db:up'], {
+      cwd: ROOT,
+      env: { ...process.env, CI: 'true', ...p.env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const closed = new Promise((r) => child.on('close', r));
     let err = '';
     child.stderr.on('data', (d) => {
@@ -93,7 +101,10 @@ stale('db:up killed while initdb runs: the next db:up makes the cluster and succ
     const r = await cli(['db:up'], p.env);
     assert.is(r.code, 0, r.stderr);
     assert.is(await appLogsIn(p), 1);
-    assert.equal((await fs.readdir(p.nativeDir)).filter((n) => /^data\.initdb-|^\.pw-|^up\.lock/.test(n)), []);
+    assert.equal(
+      (await fs.readdir(p.nativeDir)).filter((n) => /^data\.initdb-|^\.pw-|^up\.lock/.test(n)),
+      [],
+    );
   } finally {
     await removeProject(p);
   }

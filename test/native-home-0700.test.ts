@@ -41,7 +41,13 @@ setUp(closed, async (ctx) => {
   ctx.port = await freePort();
   // Only what a user would set: the project root (as `node dist/cli.js` in the clone finds it), the
   // runtime, a free port and the binaries; every folder takes its default inside the project.
-  ctx.env = { DB_PROJECT_ROOT: app, DB_RUNTIME: 'native', ENV_DB_PORT: String(ctx.port), PG_BIN_DIR: path.join(app, 'pg/bin'), DB_UP_TIMEOUT: '30' };
+  ctx.env = {
+    DB_PROJECT_ROOT: app,
+    DB_RUNTIME: 'native',
+    ENV_DB_PORT: String(ctx.port),
+    PG_BIN_DIR: path.join(app, 'pg/bin'),
+    DB_UP_TIMEOUT: '30',
+  };
 });
 
 closed.after(async (ctx) => {
@@ -57,15 +63,30 @@ const say = (r: CliResult) => `exit ${r.code}\n${r.stdout}${r.stderr}`;
 
 async function appQuery(ctx: Ctx): Promise<number> {
   const s = (n: string) => fs.readFile(path.join(ctx.app!, 'database/infra/secrets', n), 'utf8');
-  const t = { host: '127.0.0.1', port: ctx.port!, user: await s('app_user'), password: await s('app_password'), database: await s('postgres_db'), ca: await fs.readFile(path.join(ctx.app!, 'database/infra/ssl/ca.crt'), 'utf8') };
+  const t = {
+    host: '127.0.0.1',
+    port: ctx.port!,
+    user: await s('app_user'),
+    password: await s('app_password'),
+    database: await s('postgres_db'),
+    ca: await fs.readFile(path.join(ctx.app!, 'database/infra/ssl/ca.crt'), 'utf8'),
+  };
   return withClient(t, async (c) => (await c.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n);
 }
 
 if (!root) {
   console.log('native-home-0700 tests not run: they need root (the server then runs as the postgres user)');
 } else {
-  closed('deploys: secrets, certificates, db:up, migrations; the server\'s files in /var/lib/pg-deploy, linked from .data', async (ctx) => {
-    const postgresCannot = execFileSync('su', ['-s', '/bin/sh', 'postgres', '-c', `test -x ${ctx.app}/pg/bin/postgres && echo reach || echo blocked`]).toString().trim();
+  closed("deploys: secrets, certificates, db:up, migrations; the server's files in /var/lib/pg-deploy, linked from .data", async (ctx) => {
+    const postgresCannot = execFileSync('su', [
+      '-s',
+      '/bin/sh',
+      'postgres',
+      '-c',
+      `test -x ${ctx.app}/pg/bin/postgres && echo reach || echo blocked`,
+    ])
+      .toString()
+      .trim();
     assert.is(postgresCannot, 'blocked', 'the server user cannot reach the project (the setting under test)');
     for (const t of [['db:secrets'], ['db:secure']]) assert.is((await run(ctx, t)).code, 0);
     const up = await run(ctx, ['db:up']);
@@ -75,7 +96,7 @@ if (!root) {
     const link = await fs.readlink(path.join(ctx.app!, '.data'));
     assert.match(link, /^\/var\/lib\/pg-deploy\/app-[0-9a-f]{10}$/);
     const st = await fs.stat(link);
-    assert.is(st.mode & 0o777, 0o700, 'the server\'s folder is its own');
+    assert.is(st.mode & 0o777, 0o700, "the server's folder is its own");
     assert.is(st.uid, Number(execFileSync('id', ['-u', 'postgres'])));
     assert.is((await fs.stat('/var/lib/pg-deploy')).mode & 0o777, 0o755);
     assert.ok(await fs.stat(path.join(link, 'conf/pg_hba.conf')), 'the configuration is where the server can read it');
@@ -103,12 +124,24 @@ if (!root) {
     assert.is(await fs.readFile(copy, 'utf8'), await fs.readFile(file, 'utf8'));
   });
 
-  closed('db:delete removes the server\'s folder with its link', async (ctx) => {
+  closed("db:delete removes the server's folder with its link", async (ctx) => {
     const link = await fs.readlink(path.join(ctx.app!, '.data'));
     const del = await run(ctx, ['db:delete', '--yes', '--no-backup']);
     assert.is(del.code, 0, say(del));
-    assert.not.ok(await fs.lstat(path.join(ctx.app!, '.data')).then(() => true, () => false), '.data is gone');
-    assert.not.ok(await fs.stat(link).then(() => true, () => false), `${link} is gone`);
+    assert.not.ok(
+      await fs.lstat(path.join(ctx.app!, '.data')).then(
+        () => true,
+        () => false,
+      ),
+      '.data is gone',
+    );
+    assert.not.ok(
+      await fs.stat(link).then(
+        () => true,
+        () => false,
+      ),
+      `${link} is gone`,
+    );
   });
 }
 

@@ -25,7 +25,11 @@ perms.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-const exists = (p: string) => fs.stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  fs.stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** db:up fails with one error line and one hint line matching these, and starts nothing; db:doctor fails the same check. */
 async function bothRefuse(p: Project, error: RegExp, hint: RegExp): Promise<void> {

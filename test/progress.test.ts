@@ -39,7 +39,11 @@ progress('piped: nothing per tick, and nothing measured, so the output stays one
 
 progress('a failing run still ends the spinner and passes its error on', async () => {
   const sink = capture(true);
-  const err = await whileRunning({ log: createLog(sink) }, 'restoring app', after(300, 0).then(() => Promise.reject(new Error('pg_restore failed')))).catch((e: Error) => e);
+  const err = await whileRunning(
+    { log: createLog(sink) },
+    'restoring app',
+    after(300, 0).then(() => Promise.reject(new Error('pg_restore failed'))),
+  ).catch((e: Error) => e);
   assert.instance(err, Error);
   assert.is((err as Error).message, 'pg_restore failed');
   assert.match(sink.stderr, /restoring app 0 s/);

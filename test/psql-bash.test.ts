@@ -31,24 +31,29 @@ native('db:psql -- -v ON_ERROR_STOP=1 -c with a failing statement exits non-zero
   assert.match(r.stderr, /division by zero/);
 });
 
-native('db:psql reads a script from stdin and exits with psql\'s status (3: ON_ERROR_STOP stopped it)', async ({ p }) => {
+native("db:psql reads a script from stdin and exits with psql's status (3: ON_ERROR_STOP stopped it)", async ({ p }) => {
   const r = await cli(['db:psql', '-X', '-tA', '-v', 'ON_ERROR_STOP=1'], p!.env, { input: FAILING_SCRIPT });
   assert.is(r.code, 3, said(r));
   assert.is(r.stdout.trim(), '42', 'the statement before the failure ran, the one after did not');
   assert.match(r.stderr, /division by zero/);
-  const good = await cli(['db:psql', '-X', '-tA'], p!.env, { input: 'SELECT current_user = (SELECT usename FROM pg_user WHERE usename = current_user);\n' });
+  const good = await cli(['db:psql', '-X', '-tA'], p!.env, {
+    input: 'SELECT current_user = (SELECT usename FROM pg_user WHERE usename = current_user);\n',
+  });
   assert.is(good.code, 0, said(good));
   assert.is(good.stdout.trim(), 't');
 });
 
-native('db:psql --help is psql\'s, not ours', async ({ p }) => {
+native("db:psql --help is psql's, not ours", async ({ p }) => {
   const r = await cli(['db:psql', '--help'], p!.env);
   assert.is(r.code, 0, said(r));
   assert.match(r.stdout, /psql is the PostgreSQL interactive terminal/);
 });
 
-native('db:bash -- -c \'exit 7\' and db:bash -c \'exit 7\' both exit 7', async ({ p }) => {
-  for (const args of [['db:bash', '--', '-c', 'exit 7'], ['db:bash', '-c', 'exit 7']]) {
+native("db:bash -- -c 'exit 7' and db:bash -c 'exit 7' both exit 7", async ({ p }) => {
+  for (const args of [
+    ['db:bash', '--', '-c', 'exit 7'],
+    ['db:bash', '-c', 'exit 7'],
+  ]) {
     const r = await cli(args, { ...p!.env, SHELL: '/bin/bash' });
     assert.is(r.code, 7, `${args.join(' ')}: ${said(r)}`);
   }
@@ -63,23 +68,28 @@ native('db:bash runs its arguments with the PG* variables set, and reads a scrip
   assert.is(s.stdout.trim(), String(p!.port));
 });
 
-native('through pnpm exactly as the README writes it: `pnpm db:psql -- ...`, `pnpm db:psql -c ...`, `pnpm db:bash -c ...`', async ({ p }) => {
-  const env = { ...p!.env, SHELL: '/bin/bash' };
-  const failing = await run('pnpm', ['--silent', 'db:psql', '--', '-X', '-v', 'ON_ERROR_STOP=1', '-c', 'select 1/0'], env);
-  assert.is(failing.code, 1, said(failing));
-  const plain = await run('pnpm', ['--silent', 'db:psql', '-X', '-tA', '-c', 'select 1'], env);
-  assert.is(plain.code, 0, said(plain));
-  assert.is(plain.stdout.trim(), '1');
-  const piped = await run('pnpm', ['--silent', 'db:psql', '-X', '-tA', '-v', 'ON_ERROR_STOP=1'], env, { input: FAILING_SCRIPT });
-  assert.is(piped.code, 3, said(piped));
-  const shell = await run('pnpm', ['--silent', 'db:bash', '-c', 'exit 7'], env);
-  assert.is(shell.code, 7, said(shell));
-});
+native(
+  'through pnpm exactly as the README writes it: `pnpm db:psql -- ...`, `pnpm db:psql -c ...`, `pnpm db:bash -c ...`',
+  async ({ p }) => {
+    const env = { ...p!.env, SHELL: '/bin/bash' };
+    const failing = await run('pnpm', ['--silent', 'db:psql', '--', '-X', '-v', 'ON_ERROR_STOP=1', '-c', 'select 1/0'], env);
+    assert.is(failing.code, 1, said(failing));
+    const plain = await run('pnpm', ['--silent', 'db:psql', '-X', '-tA', '-c', 'select 1'], env);
+    assert.is(plain.code, 0, said(plain));
+    assert.is(plain.stdout.trim(), '1');
+    const piped = await run('pnpm', ['--silent', 'db:psql', '-X', '-tA', '-v', 'ON_ERROR_STOP=1'], env, { input: FAILING_SCRIPT });
+    assert.is(piped.code, 3, said(piped));
+    const shell = await run('pnpm', ['--silent', 'db:bash', '-c', 'exit 7'], env);
+    assert.is(shell.code, 7, said(shell));
+  },
+);
 
 native.run();
 
 // ---------------------------------------------------------------------------------------------
-const docker = engineSuite<{ p?: DockerProject; script?: string }>('db:psql and db:bash pass arguments, stdin and the exit status through (real engine)');
+const docker = engineSuite<{ p?: DockerProject; script?: string }>(
+  'db:psql and db:bash pass arguments, stdin and the exit status through (real engine)',
+);
 
 if (docker) {
   setUp(docker, async (ctx) => {
@@ -90,7 +100,7 @@ if (docker) {
   });
   docker.after(async (ctx) => removeDockerProject(ctx.p));
 
-  docker('db:psql -c without `--`, and psql\'s exit status from inside api-db', async ({ p }) => {
+  docker("db:psql -c without `--`, and psql's exit status from inside api-db", async ({ p }) => {
     const r = await cli(['db:psql', '-X', '-tA', '-c', 'SELECT 40 + 2'], p!.env);
     assert.is(r.code, 0, said(r));
     assert.is(r.stdout.trim(), '42');
@@ -99,7 +109,7 @@ if (docker) {
     assert.match(f.stderr, /division by zero/);
   });
 
-  docker('db:bash -c \'exit 7\' exits 7 from inside api-db', async ({ p }) => {
+  docker("db:bash -c 'exit 7' exits 7 from inside api-db", async ({ p }) => {
     const r = await cli(['db:bash', '-c', 'exit 7'], p!.env);
     assert.is(r.code, 7, said(r));
   });
@@ -107,7 +117,7 @@ if (docker) {
   // The user's case: stdout on a terminal, stdin a file. Compose allocates a TTY whenever stdout is a
   // terminal, and then refuses a stdin that is not one, unless told --no-TTY. script(1) gives the
   // command a terminal for stdout; its -e returns the command's exit status.
-  docker('`db:psql < file.sql` with stdout on a terminal runs the file and exits with psql\'s status', async ({ p, script }) => {
+  docker("`db:psql < file.sql` with stdout on a terminal runs the file and exits with psql's status", async ({ p, script }) => {
     const cmd = `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} db:psql -X -tA -v ON_ERROR_STOP=1 < ${JSON.stringify(script)}`;
     const r = await run('script', ['-qec', cmd, '/dev/null'], p!.env);
     assert.not.match(r.stdout, /not a TTY/i, said(r));

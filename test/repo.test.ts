@@ -7,8 +7,17 @@ import { ROOT, run } from './setup/project.ts';
 const repo = suite('the repository keeps its rules');
 
 repo('secrets, keys, local state and local env files are git-ignored; the folder READMEs are not', async () => {
-  const ignored = ['database/infra/secrets/postgres_password', 'database/infra/secrets/app_password', 'database/infra/ssl/server.key',
-    'database/infra/ssl/ca.key', '.data/data/PG_VERSION', 'backups/x.dump', '.env.local', '.env.production.local', 'dist/cli.js'];
+  const ignored = [
+    'database/infra/secrets/postgres_password',
+    'database/infra/secrets/app_password',
+    'database/infra/ssl/server.key',
+    'database/infra/ssl/ca.key',
+    '.data/data/PG_VERSION',
+    'backups/x.dump',
+    '.env.local',
+    '.env.production.local',
+    'dist/cli.js',
+  ];
   for (const f of ignored) assert.is((await run('git', ['check-ignore', '-q', f], {})).code, 0, `${f} must be ignored`);
   for (const f of ['database/infra/secrets/README.md', 'database/infra/ssl/README.md', '.env']) {
     assert.is((await run('git', ['check-ignore', '-q', f], {})).code, 1, `${f} must not be ignored`);
@@ -17,7 +26,10 @@ repo('secrets, keys, local state and local env files are git-ignored; the folder
 
 repo('no tracked file is a secret or a key', async () => {
   const files = (await run('git', ['ls-files'], {})).stdout.split('\n');
-  assert.equal(files.filter((f) => /^database\/infra\/(secrets|ssl)\/(?!README\.md$)|\.key$|\.pem$/.test(f)), []);
+  assert.equal(
+    files.filter((f) => /^database\/infra\/(secrets|ssl)\/(?!README\.md$)|\.key$|\.pem$/.test(f)),
+    [],
+  );
 });
 
 repo('every side-effect turbo task is uncached, and deploy chains migrate, up, secure', async () => {
@@ -38,10 +50,21 @@ repo('no task imports another task, and nothing below the entry point reads proc
   }
   const core = path.join(ROOT, 'packages/core/src');
   const walk = async (d: string): Promise<string[]> =>
-    (await Promise.all((await fs.readdir(d, { withFileTypes: true })).map((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)])))).flat();
+    (
+      await Promise.all(
+        (await fs.readdir(d, { withFileTypes: true })).map((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)])),
+      )
+    ).flat();
   for (const f of await walk(core)) {
     assert.not.match(await fs.readFile(f, 'utf8'), /process\.env/, path.relative(ROOT, f));
   }
+});
+
+repo("the code is in the formatter's style, and pnpm lint checks it", async () => {
+  const r = await run(path.join(ROOT, 'node_modules/.bin/prettier'), ['--check', '**/*.{ts,mjs}'], {});
+  assert.is(r.code, 0, r.stdout + r.stderr);
+  const pkg = JSON.parse(await fs.readFile(path.join(ROOT, 'package.json'), 'utf8'));
+  assert.match(pkg.scripts.lint, /prettier --check/);
 });
 
 repo.run();

@@ -88,11 +88,23 @@ year('keeps exactly the last 7 days, 4 weeks, 6 months and the newest verified b
   const kept = (await listBackups(c.ctx!)).map((b) => day(b.manifest.name)).sort();
   assert.equal(kept, [
     '2023-06-10', // the newest verified
-    '2023-07-31', '2023-08-31', '2023-09-30', '2023-10-31', '2023-11-30', // months (December's is the 31st)
-    '2023-12-10', '2023-12-17', '2023-12-24', // weeks (this week's is the 31st)
-    '2023-12-25', '2023-12-26', '2023-12-27', '2023-12-28', '2023-12-29', '2023-12-30', '2023-12-31', // days
+    '2023-07-31',
+    '2023-08-31',
+    '2023-09-30',
+    '2023-10-31',
+    '2023-11-30', // months (December's is the 31st)
+    '2023-12-10',
+    '2023-12-17',
+    '2023-12-24', // weeks (this week's is the 31st)
+    '2023-12-25',
+    '2023-12-26',
+    '2023-12-27',
+    '2023-12-28',
+    '2023-12-29',
+    '2023-12-30',
+    '2023-12-31', // days
   ]);
-  assert.equal(removedVerified.map(day), ['2023-03-15'], 'the March backup went only once June\'s was verified');
+  assert.equal(removedVerified.map(day), ['2023-03-15'], "the March backup went only once June's was verified");
 });
 
 year('a directory without a manifest (an unfinished backup) is never touched by retention', async (c) => {

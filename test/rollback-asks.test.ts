@@ -14,7 +14,8 @@ import { runTask } from '../tasks/cli.ts';
 
 const rows = async (p: Project) => (await ownerQuery(p, 'SELECT count(*)::int AS n FROM accounts'))[0].n as number;
 const version = async (p: Project) => (await ownerQuery(p, 'SELECT version FROM schema_migrations'))[0]?.version;
-const hasAccounts = async (p: Project) => (await ownerQuery(p, "SELECT to_regclass('public.accounts') IS NOT NULL AS there"))[0].there as boolean;
+const hasAccounts = async (p: Project) =>
+  (await ownerQuery(p, "SELECT to_regclass('public.accounts') IS NOT NULL AS there"))[0].there as boolean;
 
 async function untouched(p: Project) {
   assert.ok(await hasAccounts(p), 'the table is still there');
@@ -41,7 +42,10 @@ asks('with no terminal and no --yes it refuses, names --yes, and the table and i
 asks('on a terminal it asks once, and a "no" exits 1 with nothing rolled back', async ({ p }) => {
   const asked: string[] = [];
   const ctx = testCtx(p!.env, { interactive: true, ask: async (q) => (asked.push(q), false) });
-  const err = await runTask(rollback, ctx, { flags: {}, positionals: [] }).then(() => undefined, (e: unknown) => e);
+  const err = await runTask(rollback, ctx, { flags: {}, positionals: [] }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   assert.instance(err, UserError);
   assert.is((err as UserError).exitCode, 1);
   assert.match((err as Error).message, /db:rollback: aborted, nothing was changed/);

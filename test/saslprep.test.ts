@@ -18,7 +18,7 @@ const FIRST = 'pw\uFE0F-\u00AD-\u1680-\u200B-\u3000-\uFF50\uFB01-end';
 const SECOND = 'r\u2060o\u00A0t\u180Ba\u034Ft\u202Fe\uFEFF\u2003d-\u2126';
 const MIGRATOR = 'own\u00AD\u1680er-\uFE0F\u00BD';
 
-const unit = suite('PostgreSQL\'s SASLprep');
+const unit = suite("PostgreSQL's SASLprep");
 
 unit('maps U+FE0F and U+00AD to nothing, U+1680 to a space, and normalises with NFKC', () => {
   assert.equal(pgSaslprep('a\uFE0Fb\u00ADc\u1680d\uFB01'), { ok: true, value: 'abc dfi' });
@@ -42,9 +42,13 @@ unit('finds what PostgreSQL prohibits, after mapping and before NFKC, and libpq 
 });
 
 unit('passwordProblem accepts what both clients hash alike and refuses the rest, without quoting the password', () => {
-  for (const p of [FIRST, SECOND, MIGRATOR, 'plain-ascii', 'p\u00E4ssw\u00F6rd\u{1F600}']) assert.is(scram.passwordProblem(p), undefined, p);
+  for (const p of [FIRST, SECOND, MIGRATOR, 'plain-ascii', 'p\u00E4ssw\u00F6rd\u{1F600}'])
+    assert.is(scram.passwordProblem(p), undefined, p);
   const mixed = scram.passwordProblem('secret\u00AD\u0085');
-  assert.match(String(mixed), /U\+0085 is a character SASLprep prohibits.*libpq \(psql, pg_dump\) uses it as typed while node-postgres .* maps and normalises it/);
+  assert.match(
+    String(mixed),
+    /U\+0085 is a character SASLprep prohibits.*libpq \(psql, pg_dump\) uses it as typed while node-postgres .* maps and normalises it/,
+  );
   assert.not.ok(String(mixed).includes('secret'));
   assert.match(String(scram.passwordProblem('x\u{1F100}')), /U\+1F100 is not assigned in Unicode 3\.2/);
   assert.match(String(scram.passwordProblem('\u00E9'.repeat(513))), /1026 bytes long .* over 1024 bytes/);
@@ -71,8 +75,14 @@ async function superuser(p: Project) {
 async function psqlLogin(p: Project, login: 'app' | 'migrate', password: string) {
   const t = login === 'app' ? await appTarget(p) : await ownerTarget(p);
   return run('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
-    PGHOST: 'localhost', PGPORT: String(p.port), PGUSER: t.user, PGDATABASE: t.database, PGPASSWORD: password,
-    PGSSLMODE: 'verify-full', PGSSLROOTCERT: path.join(p.sslDir, 'ca.crt'), PGCONNECT_TIMEOUT: '10',
+    PGHOST: 'localhost',
+    PGPORT: String(p.port),
+    PGUSER: t.user,
+    PGDATABASE: t.database,
+    PGPASSWORD: password,
+    PGSSLMODE: 'verify-full',
+    PGSSLROOTCERT: path.join(p.sslDir, 'ca.crt'),
+    PGCONNECT_TIMEOUT: '10',
   });
 }
 
@@ -124,7 +134,13 @@ live('after a rotation to another such password, both log in with the new one an
   await ok(['db:secrets:rotate', 'app', '--from-file'], p.env);
   await bothLogIn(p, 'app', SECOND);
   assert.is.not((await psqlLogin(p, 'app', FIRST)).code, 0);
-  assert.ok(await nodeLogin(p, 'app', FIRST).then(() => false, () => true), 'node-postgres logged in with the old password');
+  assert.ok(
+    await nodeLogin(p, 'app', FIRST).then(
+      () => false,
+      () => true,
+    ),
+    'node-postgres logged in with the old password',
+  );
 });
 
 live('a password the two clients would hash differently is refused before anything is stored, naming the role', async (ctx) => {
@@ -139,7 +155,7 @@ live('a password the two clients would hash differently is refused before anythi
   await bothLogIn(p, 'app', SECOND);
 });
 
-live('the verifier is the server\'s own, at every edge of every SASLprep table', async (ctx) => {
+live("the verifier is the server's own, at every edge of every SASLprep table", async (ctx) => {
   const p = ctx.p!;
   const around = (ranges: [number, number][]) =>
     ranges.flatMap(([a, b]) => [a - 1, a, a + 1, b - 1, b, b + 1]).filter((c) => c > 0 && (c < 0xd800 || c > 0xdfff) && c <= 0x10ffff);

@@ -6,7 +6,17 @@ import { connect } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { task as secretsTask } from '../tasks/secrets.ts';
 import { runTask } from '../tasks/cli.ts';
-import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, withStartedProject, type Project } from './setup/project.ts';
+import {
+  appTarget,
+  cli,
+  makeProject,
+  ok,
+  ownerTarget,
+  readSecretFile,
+  removeProject,
+  withStartedProject,
+  type Project,
+} from './setup/project.ts';
 import { testCtx } from './setup/ctx.ts';
 import prompts from 'prompts';
 import { promptsAsk } from '@dbkit/core/confirm';
@@ -57,7 +67,10 @@ noCluster('it asks on stderr, default No; a "no" fails and changes nothing', asy
   // further prompt (the names db:secrets asks on a terminal) gets its default.
   prompts.inject([false]);
   const c = testCtx(p.env, { interactive: true, ask: async (q) => (asked.push(q), promptsAsk(q)) });
-  const err = await runTask(secretsTask, c, { flags: { force: true }, positionals: [] }).then(() => undefined, (e) => e);
+  const err = await runTask(secretsTask, c, { flags: { force: true }, positionals: [] }).then(
+    () => undefined,
+    (e) => e,
+  );
   assert.equal(asked.length, 1, 'one question');
   assert.match(asked[0], /Replace 7 secret file\(s\).*postgres_password/);
   assert.match(String(err?.message), /db:secrets --force: aborted, nothing was changed/);
@@ -81,7 +94,8 @@ noCluster('--yes replaces all seven and keeps the old ones in a private folder b
     assert.is(await fs.readFile(path.join(dir, n), 'utf8'), before[n], `${n} kept as it was`);
     assert.is((await fs.stat(path.join(dir, n))).mode & 0o777, 0o600);
   }
-  for (const n of ['postgres_password', 'migrate_password', 'app_password']) assert.not.ok(r.stdout.includes(before[n]) || r.stderr.includes(before[n]), 'no password printed');
+  for (const n of ['postgres_password', 'migrate_password', 'app_password'])
+    assert.not.ok(r.stdout.includes(before[n]) || r.stderr.includes(before[n]), 'no password printed');
 });
 
 noCluster('NODE_ENV=production refuses even with --yes; --force-production goes ahead and is logged', async (ctx) => {
@@ -96,7 +110,10 @@ noCluster('NODE_ENV=production refuses even with --yes; --force-production goes 
   const forced = await cli(['db:secrets', '--force', '--yes', '--force-production'], env);
   assert.is(forced.code, 0, forced.stderr);
   assert.is.not((await snapshot(p)).postgres_password, before.postgres_password);
-  const audit = (await fs.readFile(path.join(p.env.DB_BACKUP_DIR, 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  const audit = (await fs.readFile(path.join(p.env.DB_BACKUP_DIR, 'audit.log'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.is(audit.length, 1);
   assert.is(audit[0].task, 'db:secrets --force');
   assert.is(audit[0].environment, 'production');
@@ -111,23 +128,32 @@ withStartedProject(cluster);
 
 async function everyRoleLogsIn(p: Project): Promise<void> {
   const su = {
-    host: nativePaths(p.nativeDir).run, port: p.port, database: 'postgres',
-    user: await readSecretFile(p, 'postgres_user'), password: await readSecretFile(p, 'postgres_password'),
+    host: nativePaths(p.nativeDir).run,
+    port: p.port,
+    database: 'postgres',
+    user: await readSecretFile(p, 'postgres_user'),
+    password: await readSecretFile(p, 'postgres_password'),
   };
   for (const t of [await appTarget(p), await ownerTarget(p), su]) await (await connect(t, 5000)).end();
 }
 
-cluster('running: even with --yes it refuses, names the roles that exist and the way to change a password, and changes nothing', async (ctx) => {
-  const p = ctx.p!;
-  const before = await snapshot(p);
-  const r = await cli(['db:secrets', '--force', '--yes'], p.env);
-  assert.is(r.code, 1, r.stdout + r.stderr);
-  assert.match(r.stderr, /^error: db:secrets --force refused: role app, role app_owner, role postgres, database app exist in the running database/m);
-  assert.match(r.stderr, /^hint: .*pnpm db:secrets:rotate/m);
-  assert.equal(await snapshot(p), before);
-  assert.equal(await keptDirs(p), []);
-  await everyRoleLogsIn(p);
-});
+cluster(
+  'running: even with --yes it refuses, names the roles that exist and the way to change a password, and changes nothing',
+  async (ctx) => {
+    const p = ctx.p!;
+    const before = await snapshot(p);
+    const r = await cli(['db:secrets', '--force', '--yes'], p.env);
+    assert.is(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /^error: db:secrets --force refused: role app, role app_owner, role postgres, database app exist in the running database/m,
+    );
+    assert.match(r.stderr, /^hint: .*pnpm db:secrets:rotate/m);
+    assert.equal(await snapshot(p), before);
+    assert.equal(await keptDirs(p), []);
+    await everyRoleLogsIn(p);
+  },
+);
 
 cluster('stopped with data: it refuses too, and db:up still logs every role in', async (ctx) => {
   const p = ctx.p!;

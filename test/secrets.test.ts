@@ -23,7 +23,15 @@ s('a new password is 32 random bytes, URL-safe, and different each time', () => 
 
 s('without a terminal the user and database default to app', async (c) => {
   const r = await ensureSecrets(c.ctx, { force: false });
-  assert.equal(r.created, ['postgres_user', 'postgres_password', 'postgres_db', 'migrate_user', 'migrate_password', 'app_user', 'app_password']);
+  assert.equal(r.created, [
+    'postgres_user',
+    'postgres_password',
+    'postgres_db',
+    'migrate_user',
+    'migrate_password',
+    'app_user',
+    'app_password',
+  ]);
   const v = await readSecrets(c.ctx);
   assert.is(v.app.user, 'app');
   assert.is(v.database, 'app');
@@ -46,7 +54,15 @@ s('answers to the questions are used, and a bad name is refused before anything 
 s('no temporary file is left behind, and files are 0600 in a 0700 folder', async (c) => {
   await ensureSecrets(c.ctx, { force: false });
   const dir = path.join(c.dir, 'secrets');
-  assert.equal((await fs.readdir(dir)).sort(), ['app_password', 'app_user', 'migrate_password', 'migrate_user', 'postgres_db', 'postgres_password', 'postgres_user']);
+  assert.equal((await fs.readdir(dir)).sort(), [
+    'app_password',
+    'app_user',
+    'migrate_password',
+    'migrate_user',
+    'postgres_db',
+    'postgres_password',
+    'postgres_user',
+  ]);
   assert.is((await fs.stat(dir)).mode & 0o777, 0o700);
   for (const f of await fs.readdir(dir)) assert.is((await fs.stat(path.join(dir, f))).mode & 0o777, 0o600);
 });
@@ -61,12 +77,20 @@ s('the three logins must be different roles', async (c) => {
 s('db:secrets on a terminal asks each name through ctx.ask, the default as the initial answer; an empty answer keeps it', async (c) => {
   const asked: [string, string | undefined][] = [];
   const answers: Record<string, string> = { 'database user': 'admin', 'database name': '' };
-  const ctx = testCtx({ DB_SECRETS_DIR: path.join(c.dir, 'secrets') }, {
-    interactive: true,
-    ask: async (q, initial) => (asked.push([q, initial]), answers[q] ?? initial ?? false),
-  });
+  const ctx = testCtx(
+    { DB_SECRETS_DIR: path.join(c.dir, 'secrets') },
+    {
+      interactive: true,
+      ask: async (q, initial) => (asked.push([q, initial]), answers[q] ?? initial ?? false),
+    },
+  );
   await secretsTask.run(ctx, { flags: {}, positionals: [] });
-  assert.equal(asked, [['database user', 'postgres'], ['database name', 'app'], ['migrate_user', 'app_owner'], ['app_user', 'app']]);
+  assert.equal(asked, [
+    ['database user', 'postgres'],
+    ['database name', 'app'],
+    ['migrate_user', 'app_owner'],
+    ['app_user', 'app'],
+  ]);
   const v = await readSecrets(ctx);
   assert.is(v.admin.user, 'admin');
   assert.is(v.database, 'app');

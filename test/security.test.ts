@@ -8,7 +8,18 @@ import { connect, type Target } from '@dbkit/core/pg';
 import { nativeRuntime } from '@dbkit/core/runtime/native';
 import { rotate } from '@dbkit/core/rotate';
 import { ensureTls, requiredNames } from '@dbkit/core/tls';
-import { makeProject, removeProject, startProject, cli, ok, run, appTarget, ownerTarget, readSecretFile, type Project } from './setup/project.ts';
+import {
+  makeProject,
+  removeProject,
+  startProject,
+  cli,
+  ok,
+  run,
+  appTarget,
+  ownerTarget,
+  readSecretFile,
+  type Project,
+} from './setup/project.ts';
 import { testCtx } from './setup/ctx.ts';
 
 interface C {
@@ -28,7 +39,15 @@ sec.after(async (c) => removeProject(c.p));
 
 /** A pg client that connects to 127.0.0.1 but verifies the certificate as `name`, against `ca`. */
 async function verifyAs(t: Target, name: string, ca: string): Promise<void> {
-  const client = new pg.Client({ host: '127.0.0.1', port: t.port, user: t.user, password: t.password, database: t.database, connectionTimeoutMillis: 5000, ssl: { ca, host: name, servername: isIP(name) ? undefined : name, rejectUnauthorized: true } });
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: t.port,
+    user: t.user,
+    password: t.password,
+    database: t.database,
+    connectionTimeoutMillis: 5000,
+    ssl: { ca, host: name, servername: isIP(name) ? undefined : name, rejectUnauthorized: true },
+  });
   try {
     await client.connect();
   } finally {
@@ -39,14 +58,25 @@ async function verifyAs(t: Target, name: string, ca: string): Promise<void> {
 /** libpq itself (psql) with verify-full: PGHOST is the name checked, PGHOSTADDR where it connects. */
 function psqlAs(c: C, t: Target, name: string, extra: Record<string, string> = {}) {
   return run('psql', ['-X', '-At', '-c', 'SELECT 1'], {
-    PGHOST: name, PGHOSTADDR: '127.0.0.1', PGPORT: String(t.port), PGUSER: t.user, PGDATABASE: t.database, PGPASSWORD: t.password,
-    PGSSLMODE: 'verify-full', PGSSLROOTCERT: path.join(c.p.sslDir, 'ca.crt'), PGCONNECT_TIMEOUT: '5', ...extra,
+    PGHOST: name,
+    PGHOSTADDR: '127.0.0.1',
+    PGPORT: String(t.port),
+    PGUSER: t.user,
+    PGDATABASE: t.database,
+    PGPASSWORD: t.password,
+    PGSSLMODE: 'verify-full',
+    PGSSLROOTCERT: path.join(c.p.sslDir, 'ca.crt'),
+    PGCONNECT_TIMEOUT: '5',
+    ...extra,
   });
 }
 
 const adminTarget = async (p: Project): Promise<Target> => ({
-  host: path.join(p.nativeDir, 'run'), port: p.port, database: 'postgres',
-  user: await readSecretFile(p, 'postgres_user'), password: await readSecretFile(p, 'postgres_password'),
+  host: path.join(p.nativeDir, 'run'),
+  port: p.port,
+  database: 'postgres',
+  user: await readSecretFile(p, 'postgres_user'),
+  password: await readSecretFile(p, 'postgres_password'),
 });
 
 sec('verify-full succeeds for localhost, 127.0.0.1, api-db and every DB_TLS_HOSTNAMES name', async (c) => {
@@ -80,7 +110,13 @@ sec('verify-full fails against another CA', async (c) => {
 
 sec('TLS 1.1 is refused while TLS 1.2 is accepted', async (c) => {
   // OpenSSL 3 clients refuse TLS 1.1 at the default security level; level 0 lets us offer it.
-  const s = (v: string) => run('openssl', ['s_client', '-starttls', 'postgres', '-connect', `127.0.0.1:${c.p.port}`, v, '-cipher', 'DEFAULT:@SECLEVEL=0'], {}, { input: '' });
+  const s = (v: string) =>
+    run(
+      'openssl',
+      ['s_client', '-starttls', 'postgres', '-connect', `127.0.0.1:${c.p.port}`, v, '-cipher', 'DEFAULT:@SECLEVEL=0'],
+      {},
+      { input: '' },
+    );
   const old = await s('-tls1_1');
   assert.is.not(old.code, 0, old.stdout);
   const good = await s('-tls1_2');
@@ -127,7 +163,7 @@ sec('the application role cannot create roles or databases, and cannot change th
 sec('the migration role owns the schema but is no superuser', async (c) => {
   const m = await connect(await ownerTarget(c.p));
   try {
-    const { rows } = await m.query("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user");
+    const { rows } = await m.query('SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user');
     assert.equal(rows[0], { rolsuper: false, rolcreaterole: false, rolcreatedb: false });
     const o = await m.query("SELECT tableowner FROM pg_tables WHERE tablename = 'accounts'");
     assert.is(o.rows[0].tableowner, await readSecretFile(c.p, 'migrate_user'));
@@ -172,7 +208,10 @@ sec('a rotation whose file replacement fails leaves the old password working and
   assert.match(String(err?.message), /could not replace app_password.*nothing was changed/);
   assert.is(await readSecretFile(c.p, 'app_password'), before.password);
   await (await connect(before)).end();
-  assert.equal((await fs.readdir(c.p.secretsDir)).filter((f) => /\.(new|old)$/.test(f)), []);
+  assert.equal(
+    (await fs.readdir(c.p.secretsDir)).filter((f) => /\.(new|old)$/.test(f)),
+    [],
+  );
   assert.is((await fs.stat(file)).ino, inode);
 });
 
@@ -217,20 +256,23 @@ sec('an expired certificate fails db:doctor while pg_isready still says ready', 
   await ok(['db:doctor'], c.p.env);
 });
 
-sec('an expiring or expired server certificate is renewed with --renew, which keeps the CA: db:up and db:status never advise --force', async (c) => {
-  const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
-  await makeExpiredServerCert(c.p, stamp(Date.now() - 86_400_000), stamp(Date.now() + 20 * 86_400_000));
-  const up = await ok(['db:up'], c.p.env);
-  assert.match(up.stderr, /the server certificate expires in \d+ days; renew it: pnpm db:secure --renew\b/);
-  await makeExpiredServerCert(c.p);
-  const st = await cli(['db:status'], c.p.env);
-  assert.match(st.stdout, /^cert\s+expires 2020-02-01 \(-\d+ days: renew with pnpm db:secure --renew\)$/m);
-  for (const out of [up.stdout, up.stderr, st.stdout, st.stderr]) assert.not.ok(out.includes('--force'), out);
-  const ca = await fs.readFile(path.join(c.p.sslDir, 'ca.crt'), 'utf8');
-  await ok(['db:secure', '--renew'], c.p.env);
-  assert.is(await fs.readFile(path.join(c.p.sslDir, 'ca.crt'), 'utf8'), ca);
-  await ok(['db:doctor'], c.p.env);
-});
+sec(
+  'an expiring or expired server certificate is renewed with --renew, which keeps the CA: db:up and db:status never advise --force',
+  async (c) => {
+    const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
+    await makeExpiredServerCert(c.p, stamp(Date.now() - 86_400_000), stamp(Date.now() + 20 * 86_400_000));
+    const up = await ok(['db:up'], c.p.env);
+    assert.match(up.stderr, /the server certificate expires in \d+ days; renew it: pnpm db:secure --renew\b/);
+    await makeExpiredServerCert(c.p);
+    const st = await cli(['db:status'], c.p.env);
+    assert.match(st.stdout, /^cert\s+expires 2020-02-01 \(-\d+ days: renew with pnpm db:secure --renew\)$/m);
+    for (const out of [up.stdout, up.stderr, st.stdout, st.stderr]) assert.not.ok(out.includes('--force'), out);
+    const ca = await fs.readFile(path.join(c.p.sslDir, 'ca.crt'), 'utf8');
+    await ok(['db:secure', '--renew'], c.p.env);
+    assert.is(await fs.readFile(path.join(c.p.sslDir, 'ca.crt'), 'utf8'), ca);
+    await ok(['db:doctor'], c.p.env);
+  },
+);
 
 sec.run();
 
@@ -240,10 +282,49 @@ async function makeExpiredServerCert(p: Project, start = '20200101000000Z', end 
   await fs.mkdir(d, { recursive: true });
   await fs.writeFile(path.join(d, 'index.txt'), '');
   await fs.writeFile(path.join(d, 'serial'), '1000\n');
-  await fs.writeFile(path.join(d, 'ca.cnf'), `[ca]\ndefault_ca = d\n[d]\ndatabase = ${d}/index.txt\nnew_certs_dir = ${d}\nserial = ${d}/serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = api-db\n[ext]\nbasicConstraints = critical, CA:FALSE\nsubjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1, DNS:api-db, DNS:${EXTRA}\n`);
+  await fs.writeFile(
+    path.join(d, 'ca.cnf'),
+    `[ca]\ndefault_ca = d\n[d]\ndatabase = ${d}/index.txt\nnew_certs_dir = ${d}\nserial = ${d}/serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = api-db\n[ext]\nbasicConstraints = critical, CA:FALSE\nsubjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1, DNS:api-db, DNS:${EXTRA}\n`,
+  );
   const sh = (args: string[]) => run('openssl', args, {}).then((r) => assert.is(r.code, 0, r.stderr));
-  await sh(['req', '-new', '-config', path.join(d, 'ca.cnf'), '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path.join(d, 'server.key'), '-out', path.join(d, 'server.csr')]);
-  await sh(['ca', '-batch', '-config', path.join(d, 'ca.cnf'), '-cert', path.join(p.sslDir, 'ca.crt'), '-keyfile', path.join(p.sslDir, 'ca.key'), '-in', path.join(d, 'server.csr'), '-out', path.join(d, 'server.crt'), '-startdate', start, '-enddate', end, '-extfile', path.join(d, 'ca.cnf'), '-extensions', 'ext', '-notext']);
+  await sh([
+    'req',
+    '-new',
+    '-config',
+    path.join(d, 'ca.cnf'),
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    path.join(d, 'server.key'),
+    '-out',
+    path.join(d, 'server.csr'),
+  ]);
+  await sh([
+    'ca',
+    '-batch',
+    '-config',
+    path.join(d, 'ca.cnf'),
+    '-cert',
+    path.join(p.sslDir, 'ca.crt'),
+    '-keyfile',
+    path.join(p.sslDir, 'ca.key'),
+    '-in',
+    path.join(d, 'server.csr'),
+    '-out',
+    path.join(d, 'server.crt'),
+    '-startdate',
+    start,
+    '-enddate',
+    end,
+    '-extfile',
+    path.join(d, 'ca.cnf'),
+    '-extensions',
+    'ext',
+    '-notext',
+  ]);
   await fs.copyFile(path.join(d, 'server.crt'), path.join(p.sslDir, 'server.crt'));
   await fs.copyFile(path.join(d, 'server.key'), path.join(p.sslDir, 'server.key'));
   await fs.chmod(path.join(p.sslDir, 'server.key'), 0o600);

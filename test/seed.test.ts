@@ -8,14 +8,17 @@ import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 const MIGRATIONS = {
-  '000001_seed_log.up.sql': 'CREATE TABLE seed_log (n serial PRIMARY KEY, file text NOT NULL);\nCREATE TABLE colours (name text PRIMARY KEY);',
+  '000001_seed_log.up.sql':
+    'CREATE TABLE seed_log (n serial PRIMARY KEY, file text NOT NULL);\nCREATE TABLE colours (name text PRIMARY KEY);',
   '000001_seed_log.down.sql': 'DROP TABLE colours;\nDROP TABLE seed_log;',
 };
 
 // Each seed notes that it ran; the second reads what the first wrote, so order matters.
 const SEEDS = {
-  '010_colours.sql': "INSERT INTO colours VALUES ('red'), ('green') ON CONFLICT DO NOTHING;\nINSERT INTO seed_log (file) VALUES ('010_colours.sql');",
-  '020_more.sql': "INSERT INTO colours SELECT 'dark ' || name FROM colours WHERE name NOT LIKE 'dark %' ON CONFLICT DO NOTHING;\nINSERT INTO seed_log (file) VALUES ('020_more.sql');",
+  '010_colours.sql':
+    "INSERT INTO colours VALUES ('red'), ('green') ON CONFLICT DO NOTHING;\nINSERT INTO seed_log (file) VALUES ('010_colours.sql');",
+  '020_more.sql':
+    "INSERT INTO colours SELECT 'dark ' || name FROM colours WHERE name NOT LIKE 'dark %' ON CONFLICT DO NOTHING;\nINSERT INTO seed_log (file) VALUES ('020_more.sql');",
 };
 
 const log = async (p: Project) => (await ownerQuery(p, 'SELECT file FROM seed_log ORDER BY n')).map((r) => r.file);
@@ -78,7 +81,10 @@ seeds('db:fresh --seed --yes rebuilds, migrates and seeds each file once', async
   assert.match(r.stderr, /seeded: 010_colours\.sql, 020_more\.sql, 030_shapes\.sql/);
   assert.equal(await log(p), ['010_colours.sql', '020_more.sql']);
   const recorded = await ownerQuery(p, 'SELECT name FROM schema_seeds ORDER BY name');
-  assert.equal(recorded.map((x) => x.name), ['010_colours.sql', '020_more.sql', '030_shapes.sql']);
+  assert.equal(
+    recorded.map((x) => x.name),
+    ['010_colours.sql', '020_more.sql', '030_shapes.sql'],
+  );
 });
 
 seeds.run();

@@ -94,7 +94,10 @@ tls('a server certificate from another CA is found and replaced', async (c) => {
     await fs.copyFile(tlsFiles(other).serverKey, tlsFiles(c.dir).serverKey);
     const st = await inspectTls(c.ctx, c.dir, names);
     assert.not.ok(st.serverOk);
-    assert.ok(st.problems.some((p) => /not signed by ca\.crt/.test(p)), st.problems.join());
+    assert.ok(
+      st.problems.some((p) => /not signed by ca\.crt/.test(p)),
+      st.problems.join(),
+    );
     await ensureTls(c.ctx, { sslDir: c.dir, names, days: 42, forceCa: false, forceServer: false });
     assert.ok((await inspectTls(c.ctx, c.dir, names)).serverOk);
   } finally {

@@ -24,8 +24,11 @@ async function dbUp(p: Project, env: Record<string, string> = {}): Promise<boole
 /** SQL as the superuser on the server's own socket: what the test breaks, never what the tool does. */
 async function asSuperuser(p: Project, sql: string, database = 'postgres'): Promise<unknown[]> {
   const t = {
-    host: nativePaths(p.nativeDir).run, port: p.port, database,
-    user: await readSecretFile(p, 'postgres_user'), password: await readSecretFile(p, 'postgres_password'),
+    host: nativePaths(p.nativeDir).run,
+    port: p.port,
+    database,
+    user: await readSecretFile(p, 'postgres_user'),
+    password: await readSecretFile(p, 'postgres_password'),
   };
   return withClient(t, async (c) => (await c.query(sql)).rows);
 }
@@ -43,7 +46,7 @@ up('a secret file written again (same content) means provisioning runs once more
   assert.is(await dbUp(p!), false);
 });
 
-up('a grant changed behind the tool\'s back is put back on the next db:up', async ({ p }) => {
+up("a grant changed behind the tool's back is put back on the next db:up", async ({ p }) => {
   const app = await readSecretFile(p!, 'app_user');
   await asSuperuser(p!, 'GRANT CONNECT ON DATABASE postgres TO PUBLIC');
   assert.is(await dbUp(p!), true);
@@ -52,16 +55,24 @@ up('a grant changed behind the tool\'s back is put back on the next db:up', asyn
   assert.is(await dbUp(p!), false);
 });
 
-up('default privileges revoked behind the tool\'s back are put back', async ({ p }) => {
+up("default privileges revoked behind the tool's back are put back", async ({ p }) => {
   const owner = await readSecretFile(p!, 'migrate_user');
   const db = await readSecretFile(p!, 'postgres_db');
-  await asSuperuser(p!, `ALTER DEFAULT PRIVILEGES FOR ROLE "${owner}" IN SCHEMA public REVOKE ALL ON TABLES FROM PUBLIC, "${await readSecretFile(p!, 'app_user')}"`, db);
+  await asSuperuser(
+    p!,
+    `ALTER DEFAULT PRIVILEGES FOR ROLE "${owner}" IN SCHEMA public REVOKE ALL ON TABLES FROM PUBLIC, "${await readSecretFile(p!, 'app_user')}"`,
+    db,
+  );
   assert.is(await dbUp(p!), true);
-  const rows = await asSuperuser(p!, `SELECT count(*)::int AS n FROM pg_default_acl WHERE defaclrole = '${owner}'::regrole AND defaclobjtype = 'r'`, db);
+  const rows = await asSuperuser(
+    p!,
+    `SELECT count(*)::int AS n FROM pg_default_acl WHERE defaclrole = '${owner}'::regrole AND defaclobjtype = 'r'`,
+    db,
+  );
   assert.equal(rows, [{ n: 1 }]);
 });
 
-up('a password changed in the server behind the tool\'s back is drift, reported even when the fingerprint matched', async ({ p }) => {
+up("a password changed in the server behind the tool's back is drift, reported even when the fingerprint matched", async ({ p }) => {
   const app = await readSecretFile(p!, 'app_user');
   await asSuperuser(p!, `ALTER ROLE "${app}" PASSWORD 'changed-behind-the-tools-back'`);
   const r = await cli(['db:up'], p!.env);

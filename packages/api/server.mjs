@@ -67,7 +67,12 @@ const server = http.createServer(async (req, res) => {
   try {
     reply(200, await health());
   } catch (e) {
-    reply(503, { status: 'unavailable', error: String(e?.message ?? e).split(db.password).join('***') });
+    reply(503, {
+      status: 'unavailable',
+      error: String(e?.message ?? e)
+        .split(db.password)
+        .join('***'),
+    });
   }
 });
 

@@ -58,7 +58,9 @@ export async function ownerQuery(p: Project, sql: string, params: unknown[] = []
  */
 export async function fillShop(p: Project): Promise<void> {
   await suQuery(p, 'CREATE ROLE reporting NOLOGIN');
-  await ownerQuery(p, `
+  await ownerQuery(
+    p,
+    `
     CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts(id), placed_at timestamptz NOT NULL DEFAULT now());
     CREATE TABLE order_lines (order_id bigint NOT NULL REFERENCES orders(id), sku text NOT NULL, qty int NOT NULL CHECK (qty > 0), price numeric(10,2) NOT NULL);
     CREATE INDEX order_lines_sku ON order_lines (sku);
@@ -72,7 +74,8 @@ export async function fillShop(p: Project): Promise<void> {
     INSERT INTO order_lines SELECT 1 + (i % 1000), 'sku-' || (i % 37), 1 + (i % 5), (i % 97) + 0.5 FROM generate_series(1, 5000) i;
     INSERT INTO notes (body) VALUES ('tab	and newline
 inside'), (NULL), ('quote '' and backslash \\');
-    SELECT nextval('invoice_no') FROM generate_series(1, 42);`);
+    SELECT nextval('invoice_no') FROM generate_series(1, 42);`,
+  );
 }
 
 /** What must survive a backup and restore: row counts and contents per table, a sequence, the schema dump. */
@@ -80,16 +83,21 @@ export async function shopSnapshot(p: Project) {
   const tables = ['public.accounts', 'public.orders', 'public.order_lines', 'public.notes'];
   const data: Record<string, unknown> = {};
   for (const t of tables) {
-    const [r] = await suQuery(p, `SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS sum FROM ${t} x`);
+    const [r] = await suQuery(
+      p,
+      `SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS sum FROM ${t} x`,
+    );
     data[t] = r;
   }
   data.sequence = (await suQuery(p, 'SELECT last_value, is_called FROM public.invoice_no'))[0];
-  data.function = (await suQuery(p, "SELECT public.order_total(1) AS total"))[0];
+  data.function = (await suQuery(p, 'SELECT public.order_total(1) AS total'))[0];
   // pg_dump's own view of the schema, as the superuser on the socket: independent of the tool's fingerprint.
   const su = await superuser(p);
   const schema = execFileSync(path.join(debianBin(), 'pg_dump'), ['--schema-only', su.database], {
     env: { ...process.env, PGHOST: su.host, PGPORT: String(su.port), PGUSER: su.user, PGPASSWORD: su.password },
-  }).toString().replace(/^\\(un)?restrict .*$/gm, ''); // pg_dump 17's per-run random key
+  })
+    .toString()
+    .replace(/^\\(un)?restrict .*$/gm, ''); // pg_dump 17's per-run random key
   return { data, schema };
 }
 
@@ -101,7 +109,10 @@ export async function backupDirState(p: Project): Promise<{ finished: string[]; 
   const other: string[] = [];
   for (const n of names) {
     if (n === 'audit.log') continue;
-    const hasManifest = await fs.stat(path.join(dir, n, 'manifest.json')).then(() => true, () => false);
+    const hasManifest = await fs.stat(path.join(dir, n, 'manifest.json')).then(
+      () => true,
+      () => false,
+    );
     (hasManifest && !n.startsWith('.') ? finished : other).push(n);
   }
   return { finished: finished.sort(), other: other.sort() };

@@ -33,7 +33,9 @@ export function testCtx(env: Record<string, string | undefined>, over: Partial<C
     fs,
     log: createLog(sink),
     ask: async () => false,
-    confirm: async () => { throw new Error('ctx.confirm outside the entry point: call the task through runTask (tasks/cli.ts)'); },
+    confirm: async () => {
+      throw new Error('ctx.confirm outside the entry point: call the task through runTask (tasks/cli.ts)');
+    },
     interactive: false,
     clock: () => new Date(),
     sink,

@@ -26,7 +26,8 @@ export function engine(): { ok: true } | { ok: false; why: string } {
   if (engineChecked) return engineChecked;
   const info = spawnSync('docker', ['info', '--format', '{{.ServerVersion}}'], { encoding: 'utf8', timeout: 20_000 });
   const compose = spawnSync('docker', ['compose', 'version', '--short'], { encoding: 'utf8', timeout: 20_000 });
-  if (info.status !== 0) engineChecked = { ok: false, why: `no Docker engine answers (${(info.stderr || String(info.error ?? '')).trim().split('\n')[0]})` };
+  if (info.status !== 0)
+    engineChecked = { ok: false, why: `no Docker engine answers (${(info.stderr || String(info.error ?? '')).trim().split('\n')[0]})` };
   else if (compose.status !== 0) engineChecked = { ok: false, why: 'Docker Compose v2 is not installed' };
   else engineChecked = { ok: true };
   return engineChecked;
@@ -125,7 +126,9 @@ export async function startDockerProject(p: DockerProject, opts: { migrate?: boo
  */
 export async function removeDockerProject(p: DockerProject | undefined): Promise<void> {
   if (!p) return;
-  await compose(p, ['--profile', 'app', 'down', '--volumes', '--remove-orphans', '--rmi', 'local', '--timeout', '5']).catch(() => undefined);
+  await compose(p, ['--profile', 'app', 'down', '--volumes', '--remove-orphans', '--rmi', 'local', '--timeout', '5']).catch(
+    () => undefined,
+  );
   await fs.rm(p.dir, { recursive: true, force: true });
 }
 
@@ -146,7 +149,13 @@ export interface ContainerState {
 
 export async function inspectContainer(id: string): Promise<ContainerState> {
   const j = JSON.parse((await docker(['inspect', '--format', '{{json .}}', id])).stdout);
-  return { status: j.State.Status, pid: j.State.Pid, health: j.State.Health?.Status ?? '', restarts: j.RestartCount, startedAt: j.State.StartedAt };
+  return {
+    status: j.State.Status,
+    pid: j.State.Pid,
+    health: j.State.Health?.Status ?? '',
+    restarts: j.RestartCount,
+    startedAt: j.State.StartedAt,
+  };
 }
 
 /**

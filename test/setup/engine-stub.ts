@@ -18,7 +18,10 @@ export interface Call {
 
 /** The calls recorded in `log`, in the order they reached the stub. */
 export async function readCalls(log: string): Promise<Call[]> {
-  return (await fs.readFile(log, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call);
+  return (await fs.readFile(log, 'utf8'))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Call);
 }
 
 /** No password of the project in any call's arguments, environment or stdin. */
@@ -26,8 +29,14 @@ export async function assertNoSecrets(p: Project, calls: Call[]): Promise<void> 
   for (const n of ['postgres_password', 'migrate_password', 'app_password']) {
     const pw = await readSecretFile(p, n);
     for (const c of calls) {
-      assert.not.ok(c.argv.some((a) => a.includes(pw)), `${n} in docker's argv`);
-      assert.not.ok(Object.values(c.env).some((v) => v.includes(pw)), `${n} in docker's environment`);
+      assert.not.ok(
+        c.argv.some((a) => a.includes(pw)),
+        `${n} in docker's argv`,
+      );
+      assert.not.ok(
+        Object.values(c.env).some((v) => v.includes(pw)),
+        `${n} in docker's environment`,
+      );
       assert.not.ok(c.stdin.includes(pw), `${n} on docker's stdin`);
     }
   }

@@ -6,7 +6,11 @@ import { withClient } from '@dbkit/core/pg';
 import { CLI, ownerTarget, ROOT, type CliResult, type Project } from './project.ts';
 
 /** A query as the migration role (the owner of what migrations make), over verified TLS. */
-export async function query<R extends Record<string, unknown> = Record<string, unknown>>(p: Project, sql: string, params: unknown[] = []): Promise<R[]> {
+export async function query<R extends Record<string, unknown> = Record<string, unknown>>(
+  p: Project,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
   return withClient(await ownerTarget(p), async (c: Client) => (await c.query<R>(sql, params)).rows);
 }
 
@@ -31,7 +35,11 @@ export const output = (r: CliResult) => r.stdout + r.stderr;
 
 /** The CLI as a child we can signal: what `cli()` runs, without waiting for it. */
 export function spawnCli(args: string[], env: Record<string, string>): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, CI: 'true', NO_COLOR: '1', ...env }, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, CI: 'true', NO_COLOR: '1', ...env },
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));

@@ -27,7 +27,13 @@ export interface Watched {
  * Runs a command while sampling every process's argv until it exits; returns output and any argv
  * with a secret. `pauseMs` rests between samples (none by default: every sample as soon as the last).
  */
-export async function watch(cmd: string, args: string[], env: Record<string, string>, secrets: string[], opts: { pauseMs?: number } = {}): Promise<Watched> {
+export async function watch(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+  secrets: string[],
+  opts: { pauseMs?: number } = {},
+): Promise<Watched> {
   const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, CI: 'true', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (d) => (output += d));

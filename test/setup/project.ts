@@ -80,7 +80,11 @@ export interface CliResult {
 }
 
 /** Runs the built CLI as a user would (a separate process, no terminal). */
-export function cli(args: string[], env: Record<string, string | undefined>, opts: { input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult & { killed?: boolean }> {
+export function cli(
+  args: string[],
+  env: Record<string, string | undefined>,
+  opts: { input?: string; cwd?: string; timeoutMs?: number } = {},
+): Promise<CliResult & { killed?: boolean }> {
   return run(process.execPath, [CLI, ...args], env, opts);
 }
 
@@ -93,7 +97,12 @@ export function run(
   return new Promise((resolve, reject) => {
     const full: Record<string, string | undefined> = { ...process.env, CI: 'true', NO_COLOR: '1', ...env };
     for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
-    const child = spawn(cmd, args, { env: full as NodeJS.ProcessEnv, cwd: opts.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'], ...opts.asUser });
+    const child = spawn(cmd, args, {
+      env: full as NodeJS.ProcessEnv,
+      cwd: opts.cwd ?? ROOT,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      ...opts.asUser,
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -160,7 +169,10 @@ export async function removeProject(p: Project | undefined): Promise<void> {
  * checkout's first without) started as startProject does, `migrate` included (ctx.p); after it, even
  * on failure, stopped and removed. withStartedDockerProject (docker.ts) is the same on the engine.
  */
-export function withStartedProject<T extends { p?: Project }>(s: Test<T>, opts: { migrations?: Record<string, string>; migrate?: string[] } = {}): void {
+export function withStartedProject<T extends { p?: Project }>(
+  s: Test<T>,
+  opts: { migrations?: Record<string, string>; migrate?: string[] } = {},
+): void {
   setUp(s, async (ctx) => {
     ctx.p = await makeProject({ migrations: opts.migrations });
     await startProject(ctx.p, { migrate: opts.migrate });

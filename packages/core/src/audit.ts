@@ -42,6 +42,12 @@ export async function insertAudit(rt: Runtime, e: AuditEntry): Promise<void> {
   if (!(await rt.running())) return;
   await withClient({ ...(await rt.target('migrator')), applicationName: 'pg-deploy guard' }, async (c) => {
     await ensureGuardTables(c);
-    await c.query(`INSERT INTO ${GUARD_SCHEMA}.audit (at, task, environment, os_user, detail) VALUES ($1, $2, $3, $4, $5)`, [e.at, e.task, e.environment, e.os_user, e.detail]);
+    await c.query(`INSERT INTO ${GUARD_SCHEMA}.audit (at, task, environment, os_user, detail) VALUES ($1, $2, $3, $4, $5)`, [
+      e.at,
+      e.task,
+      e.environment,
+      e.os_user,
+      e.detail,
+    ]);
   });
 }

@@ -60,7 +60,8 @@ export interface Config {
 }
 
 // Names that say "secret" (not a bare KEY or *_KEY_FILE, often a path): .env files are committed plain text.
-const SECRET_LIKE = /(PASSWORD|PASSWD|PASSPHRASE|_PASS|_PWD|SECRET|TOKEN|(^|_)(API|ACCESS|SECRET|PRIVATE|SIGNING|ENCRYPTION|MASTER|AUTH|CLIENT)_?KEY)$/i;
+const SECRET_LIKE =
+  /(PASSWORD|PASSWD|PASSPHRASE|_PASS|_PWD|SECRET|TOKEN|(^|_)(API|ACCESS|SECRET|PRIVATE|SIGNING|ENCRYPTION|MASTER|AUTH|CLIENT)_?KEY)$/i;
 // Values that carry a password whatever the name: user:password@ URLs, password=..., ?password=...
 const SECRET_VALUE = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]*:[^/?#@\s]+@|(^|\s)password\s*=\s*\S|[?&](password|pass|pwd)=[^&\s]/i;
 
@@ -110,11 +111,17 @@ export function parseConfig(root: string, env: Record<string, string | undefined
   const dir = (key: string, def: string) => path.resolve(root, env[key] || def);
   const runtime = (env.DB_RUNTIME || 'auto') as Config['runtime'];
   if (!['docker', 'native', 'auto'].includes(runtime)) {
-    throw new UserError(`DB_RUNTIME=${runtime} is not one of docker, native, auto`, 'set DB_RUNTIME to docker, native or auto (the default)');
+    throw new UserError(
+      `DB_RUNTIME=${runtime} is not one of docker, native, auto`,
+      'set DB_RUNTIME to docker, native or auto (the default)',
+    );
   }
   const backupFormat = kindOf(env.DB_BACKUP_FORMAT || 'custom');
   if (!backupFormat) {
-    throw new UserError(`DB_BACKUP_FORMAT=${env.DB_BACKUP_FORMAT} is not one of custom, dir`, 'set DB_BACKUP_FORMAT to custom (one file, the default) or dir (a file per table, dumped in parallel)');
+    throw new UserError(
+      `DB_BACKUP_FORMAT=${env.DB_BACKUP_FORMAT} is not one of custom, dir`,
+      'set DB_BACKUP_FORMAT to custom (one file, the default) or dir (a file per table, dumped in parallel)',
+    );
   }
   const composeProject = env.COMPOSE_PROJECT_NAME || 'pg-deploy';
   if (!PROJECT_NAME.test(composeProject)) {
@@ -125,7 +132,8 @@ export function parseConfig(root: string, env: Record<string, string | undefined
   }
   const image = (key: string, def: string) => {
     const ref = env[key] || def;
-    if (!IMAGE_REF.test(ref)) throw new UserError(`${key}=${ref} is not an image reference`, `set ${key} to a reference such as ${def} (or unset it)`);
+    if (!IMAGE_REF.test(ref))
+      throw new UserError(`${key}=${ref} is not an image reference`, `set ${key} to a reference such as ${def} (or unset it)`);
     return ref;
   };
   const nativeUser = env.DB_NATIVE_USER || 'postgres';
@@ -136,12 +144,21 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     );
   }
   if (!/^[a-z_][a-z0-9_.-]*$/i.test(nativeUser)) {
-    throw new UserError(`DB_NATIVE_USER=${nativeUser} is not a user name`, 'set DB_NATIVE_USER to the name of an unprivileged user (default postgres)');
+    throw new UserError(
+      `DB_NATIVE_USER=${nativeUser} is not a user name`,
+      'set DB_NATIVE_USER to the name of an unprivileged user (default postgres)',
+    );
   }
-  const hostnames = (env.DB_TLS_HOSTNAMES || '').split(',').map((h) => h.trim()).filter(Boolean);
+  const hostnames = (env.DB_TLS_HOSTNAMES || '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean);
   for (const h of hostnames) {
     if (!/^(\*\.)?[a-zA-Z0-9.-]+$|^[0-9a-fA-F:.]+$/.test(h)) {
-      throw new UserError(`DB_TLS_HOSTNAMES holds "${h}", which is not a host name or IP address`, 'list host names separated by commas, e.g. DB_TLS_HOSTNAMES=db.example.com,10.0.0.5');
+      throw new UserError(
+        `DB_TLS_HOSTNAMES holds "${h}", which is not a host name or IP address`,
+        'list host names separated by commas, e.g. DB_TLS_HOSTNAMES=db.example.com,10.0.0.5',
+      );
     }
   }
   return {
@@ -162,7 +179,11 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     configDir: path.resolve(root, 'database/infra/config'),
     composeFile: path.resolve(root, 'infra/docker-compose.yml'),
     composeProject,
-    images: { db: image('DB_IMAGE', OFFICIAL_IMAGES.db), migrate: image('MIGRATE_IMAGE', OFFICIAL_IMAGES.migrate), node: image('NODE_IMAGE', OFFICIAL_IMAGES.node) },
+    images: {
+      db: image('DB_IMAGE', OFFICIAL_IMAGES.db),
+      migrate: image('MIGRATE_IMAGE', OFFICIAL_IMAGES.migrate),
+      node: image('NODE_IMAGE', OFFICIAL_IMAGES.node),
+    },
     nativeDir: dir('DB_NATIVE_DIR', '.data'),
     pgBinDir: env.PG_BIN_DIR ? path.resolve(root, env.PG_BIN_DIR) : undefined,
     nativeUser,

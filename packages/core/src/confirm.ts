@@ -16,7 +16,11 @@ export const promptsAsk: Ask = async (question, initial) => {
   let cancelled = false;
   const answer = await prompts(
     { type: 'confirm', name: 'ok', message: question, initial: false, stdout: process.stderr },
-    { onCancel: () => { cancelled = true; } },
+    {
+      onCancel: () => {
+        cancelled = true;
+      },
+    },
   );
   return !cancelled && answer.ok === true;
 };
@@ -24,12 +28,20 @@ export const promptsAsk: Ask = async (question, initial) => {
 /** No terminal and no --yes: nobody can answer, so refuse rather than hang or guess. */
 export function refuseUnanswerable(ctx: { interactive: boolean }, task: string, yes: boolean): void {
   if (!yes && !ctx.interactive) {
-    throw new UserError(`${task} needs confirmation and there is no terminal to ask`, `re-run with --yes if you mean it: pnpm ${task} --yes`);
+    throw new UserError(
+      `${task} needs confirmation and there is no terminal to ask`,
+      `re-run with --yes if you mean it: pnpm ${task} --yes`,
+    );
   }
 }
 
 /** Asks before a destructive step; --yes answers, and a "no" fails (exit 1), never a quiet success. */
-export async function confirmDestructive(ctx: { ask: Ask; interactive: boolean }, task: string, question: string, yes: boolean): Promise<void> {
+export async function confirmDestructive(
+  ctx: { ask: Ask; interactive: boolean },
+  task: string,
+  question: string,
+  yes: boolean,
+): Promise<void> {
   if (yes) return;
   refuseUnanswerable(ctx, task, yes);
   if ((await ctx.ask(question)) !== true) throw new UserError(`${task}: aborted, nothing was changed`);

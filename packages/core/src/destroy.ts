@@ -12,7 +12,13 @@ export interface DestroyOptions extends GuardOptions {
 }
 
 /** Before db:delete or db:fresh: the guard, the question, a safety backup; a stopped server (no backup, no environment) needs both overrides. */
-export async function beforeDestroy(ctx: Ctx, rt: Runtime, task: string, question: string, opts: DestroyOptions): Promise<AuditEntry | undefined> {
+export async function beforeDestroy(
+  ctx: Ctx,
+  rt: Runtime,
+  task: string,
+  question: string,
+  opts: DestroyOptions,
+): Promise<AuditEntry | undefined> {
   if (await rt.running()) {
     const entry = await guardProduction(ctx, rt, task, opts, '', question);
     await safetyBackup(ctx, rt, task, opts);
@@ -43,7 +49,10 @@ export async function safetyBackup(ctx: Ctx, rt: Runtime, task: string, opts: Pi
   ctx.log.step('taking a safety backup first');
   const b = await createBackup(ctx, rt, { reason: `before ${task}` }).catch((e) => {
     const fix = (e as UserError).hint ?? 'see the message above';
-    throw new UserError(`${task}: the safety backup failed, so nothing was deleted: ${(e as Error).message}`, `${fix}; or, to go ahead without one: pnpm ${task} --no-backup`);
+    throw new UserError(
+      `${task}: the safety backup failed, so nothing was deleted: ${(e as Error).message}`,
+      `${fix}; or, to go ahead without one: pnpm ${task} --no-backup`,
+    );
   });
   ctx.log.info(`safety backup: ${shown(ctx, b.dir)}`);
 }
@@ -52,7 +61,9 @@ export async function safetyBackup(ctx: Ctx, rt: Runtime, task: string, opts: Pi
 export async function deletionPlan(ctx: Ctx, rt: Runtime): Promise<string[]> {
   const lines: string[] = [];
   if (await rt.running()) {
-    const rows = await (await rt.admin()).query('SELECT datname, pg_size_pretty(pg_database_size(datname)) FROM pg_database WHERE NOT datistemplate ORDER BY 1');
+    const rows = await (
+      await rt.admin()
+    ).query('SELECT datname, pg_size_pretty(pg_database_size(datname)) FROM pg_database WHERE NOT datistemplate ORDER BY 1');
     for (const [name, size] of rows) lines.push(`  database ${name} (${size})`);
   } else {
     lines.push('  (PostgreSQL is stopped: its databases cannot be listed)');

@@ -84,7 +84,8 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
   const up = await rt.running();
   await check(out, 'leftovers', async () => {
     const all = [...(await fileLeftovers(ctx)), ...(up ? databaseLeftovers(await (await rt.admin()).query(SCRATCH_SQL)) : [])];
-    if (!all.length) return { status: 'ok', detail: `nothing left by interrupted backups, verifications or restores${up ? '' : ' in the backup folder'}` };
+    if (!all.length)
+      return { status: 'ok', detail: `nothing left by interrupted backups, verifications or restores${up ? '' : ' in the backup folder'}` };
     return { status: 'warn', detail: all.map((l) => l.why).join('; '), fix: all.map((l) => l.fix).join('; ') };
   });
 
@@ -97,7 +98,8 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
   await check(out, 'served certificate', async () => {
     const cert = await servedCertificate(app);
     const { days: left, state, fix } = certificateExpiry(new Date(cert.valid_to), ctx.clock());
-    if (state === 'critical') return { status: 'fail', detail: `the server presents a certificate that expires in ${left} days (${cert.valid_to})`, fix };
+    if (state === 'critical')
+      return { status: 'fail', detail: `the server presents a certificate that expires in ${left} days (${cert.valid_to})`, fix };
     if (state === 'soon') return { status: 'warn', detail: `expires in ${left} days`, fix };
     return { status: 'ok', detail: `valid until ${new Date(cert.valid_to).toISOString().slice(0, 10)}` };
   });
@@ -108,7 +110,7 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
       throw driftError(e, 'app', roles.app.user) ?? e;
     });
     try {
-      const r = await c.query("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+      const r = await c.query('SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
       return { status: 'ok', detail: `verify-full as ${app.user}@${app.host}, ${r.rows[0].version}` };
     } finally {
       await c.end();
@@ -124,13 +126,27 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
 
   await check(out, 'plaintext TCP refused', async () => {
     const { default: pg } = await import('pg');
-    const c = new pg.Client({ host: '127.0.0.1', port: app.port, user: app.user, password: app.password, database: app.database, ssl: false, connectionTimeoutMillis: 5000 });
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: app.port,
+      user: app.user,
+      password: app.password,
+      database: app.database,
+      ssl: false,
+      connectionTimeoutMillis: 5000,
+    });
     try {
       await c.connect();
       await c.end();
-      return { status: 'fail', detail: 'a plaintext login succeeded', fix: 'restore database/infra/config/pg_hba.conf (hostnossl ... reject)' };
+      return {
+        status: 'fail',
+        detail: 'a plaintext login succeeded',
+        fix: 'restore database/infra/config/pg_hba.conf (hostnossl ... reject)',
+      };
     } catch (e) {
-      return /no encryption/.test((e as Error).message) ? { status: 'ok', detail: 'rejected by pg_hba.conf (hostnossl reject)' } : { status: 'fail', detail: (e as Error).message };
+      return /no encryption/.test((e as Error).message)
+        ? { status: 'ok', detail: 'rejected by pg_hba.conf (hostnossl reject)' }
+        : { status: 'fail', detail: (e as Error).message };
     }
   });
 
@@ -139,7 +155,9 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
       await tryLogin({ ...app, user: roles.admin.user, password: roles.admin.password });
       return { status: 'fail', detail: `${roles.admin.user} logged in over TCP`, fix: 'restore database/infra/config/pg_hba.conf' };
     } catch (e) {
-      return /pg_hba\.conf rejects/.test((e as Error).message) ? { status: 'ok', detail: `${roles.admin.user} only on the server's socket` } : { status: 'fail', detail: (e as Error).message };
+      return /pg_hba\.conf rejects/.test((e as Error).message)
+        ? { status: 'ok', detail: `${roles.admin.user} only on the server's socket` }
+        : { status: 'fail', detail: (e as Error).message };
     }
   });
 
@@ -161,7 +179,9 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
   });
 
   await check(out, 'stored passwords', async () => {
-    const rows = await admin.query("SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'");
+    const rows = await admin.query(
+      "SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'",
+    );
     return rows.length
       ? { status: 'fail', detail: `not SCRAM: ${rows.map((r) => r[0]).join(', ')}`, fix: 'pnpm db:secrets:rotate --all' }
       : { status: 'ok', detail: 'every stored password is a SCRAM-SHA-256 verifier' };
@@ -173,7 +193,11 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
     );
     const bad = rows.filter((r) => r.slice(1).some((v) => v === 't' || v === 'true'));
     return bad.length
-      ? { status: 'fail', detail: `${bad.map((r) => r[0]).join(', ')} can create roles or databases, or is a superuser`, fix: `ALTER ROLE ... NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS` }
+      ? {
+          status: 'fail',
+          detail: `${bad.map((r) => r[0]).join(', ')} can create roles or databases, or is a superuser`,
+          fix: `ALTER ROLE ... NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS`,
+        }
       : { status: 'ok', detail: `${roles.app.user} and ${roles.migrator.user} are plain roles; ${roles.admin.user} only on the socket` };
   });
 
@@ -183,7 +207,8 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
     const trust = rows.filter((r) => r[0] !== 'local' && r[1] === 'trust');
     const reject = rows.some((r) => r[0] === 'hostnossl' && r[1] === 'reject');
     if (errors.length) return { status: 'fail', detail: `pg_hba.conf has errors: ${errors.map((r) => r[2]).join('; ')}` };
-    if (trust.length) return { status: 'fail', detail: 'a network line uses trust', fix: 'use scram-sha-256 in database/infra/config/pg_hba.conf' };
+    if (trust.length)
+      return { status: 'fail', detail: 'a network line uses trust', fix: 'use scram-sha-256 in database/infra/config/pg_hba.conf' };
     if (!reject) return { status: 'fail', detail: 'no explicit hostnossl reject line', fix: 'restore database/infra/config/pg_hba.conf' };
     return { status: 'ok', detail: 'no trust on the network; plaintext rejected; hostssl scram-sha-256' };
   });

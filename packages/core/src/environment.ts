@@ -47,7 +47,9 @@ export async function guardBatch(c: Client, sql: string): Promise<QueryResult[]>
 
 /** Records `name` (default NODE_ENV) unless one is recorded; production replaces any other. db:up and db:fresh call it. */
 export async function recordEnvironment(ctx: Pick<Ctx, 'cfg'>, migrator: Target, name = ctx.cfg.nodeEnv): Promise<void> {
-  await withClient({ ...migrator, applicationName: 'pg-deploy guard' }, (c) => guardBatch(c, recordEnvironmentSql(name, osUser(ctx.cfg.sudoUser))));
+  await withClient({ ...migrator, applicationName: 'pg-deploy guard' }, (c) =>
+    guardBatch(c, recordEnvironmentSql(name, osUser(ctx.cfg.sudoUser))),
+  );
 }
 
 /** The environment recorded in the database, or undefined when none is. */

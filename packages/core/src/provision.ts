@@ -22,7 +22,14 @@ export async function provision(admin: Admin, r: Roles, say: (line: string) => v
 export function socketAdmin(socketDir: string, port: number, r: Roles): Admin {
   return {
     async query(sql, database = 'postgres') {
-      const c = await connect({ host: socketDir, port, user: r.admin.user, password: r.admin.password, database, applicationName: 'pg-deploy admin' });
+      const c = await connect({
+        host: socketDir,
+        port,
+        user: r.admin.user,
+        password: r.admin.password,
+        database,
+        applicationName: 'pg-deploy admin',
+      });
       try {
         const last = lastResult(await c.query({ text: sql, rowMode: 'array' })) as { rows: unknown[][] } | undefined;
         return (last?.rows ?? []).map((row: unknown[]) => row.map((v) => (v === null ? '' : String(v))));

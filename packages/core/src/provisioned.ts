@@ -22,14 +22,23 @@ const PROVISIONED_SQL = `CREATE TABLE IF NOT EXISTS ${PROVISIONED} (
 let code: string | undefined;
 /** The SQL provisioning runs for fixed names, verifiers (random salts) masked: a change to it is a change of input. */
 function provisioningCode(): string {
-  const r: Roles = { database: 'd', admin: { user: 'a', password: 'p' }, migrator: { user: 'm', password: 'p' }, app: { user: 'u', password: 'p' } };
-  code ??= [rolesSql(r), serverDatabasesSql(r), createDatabaseSql(r), ownershipSql(r), databaseSql(r)].join('\n').replace(/SCRAM-SHA-256\$[^']*/g, '');
+  const r: Roles = {
+    database: 'd',
+    admin: { user: 'a', password: 'p' },
+    migrator: { user: 'm', password: 'p' },
+    app: { user: 'u', password: 'p' },
+  };
+  code ??= [rolesSql(r), serverDatabasesSql(r), createDatabaseSql(r), ownershipSql(r), databaseSql(r)]
+    .join('\n')
+    .replace(/SCRAM-SHA-256\$[^']*/g, '');
   return code;
 }
 
 /** Provisioning's inputs: its SQL, the names, and the secret files as they are on disk (never their contents). */
 export async function inputsFingerprint(ctx: Pick<Ctx, 'cfg' | 'fs'>, r: Roles): Promise<string> {
-  const h = createHash('sha256').update(provisioningCode()).update(JSON.stringify([r.database, r.admin.user, r.migrator.user, r.app.user]));
+  const h = createHash('sha256')
+    .update(provisioningCode())
+    .update(JSON.stringify([r.database, r.admin.user, r.migrator.user, r.app.user]));
   for (const n of SECRET_NAMES) {
     const st = await ctx.fs.stat(path.join(ctx.cfg.secretsDir, n));
     h.update(`\n${n} ${st.ino} ${st.size} ${st.mtimeMs} ${st.ctimeMs}`);
@@ -64,7 +73,9 @@ async function unchanged(ctx: Pick<Ctx, 'cfg'>, r: Roles, migrator: Target, inpu
 /** After provisioning: the environment, and the fingerprint the next start compares with. */
 async function recordProvisioned(ctx: Pick<Ctx, 'cfg'>, r: Roles, migrator: Target, inputs: string): Promise<void> {
   await withClient({ ...migrator, applicationName: 'pg-deploy up' }, async (c) => {
-    const [catalog] = (await guardBatch(c, `${recordEnvironmentSql(ctx.cfg.nodeEnv, osUser(ctx.cfg.sudoUser))};\n${PROVISIONED_SQL};\n${catalogSql(r)}`)).at(-1)!.rows[0] as string[];
+    const [catalog] = (
+      await guardBatch(c, `${recordEnvironmentSql(ctx.cfg.nodeEnv, osUser(ctx.cfg.sudoUser))};\n${PROVISIONED_SQL};\n${catalogSql(r)}`)
+    ).at(-1)!.rows[0] as string[];
     await c.query(
       `INSERT INTO ${PROVISIONED} (fingerprint) VALUES ($1) ON CONFLICT (only_row) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, at = now()`,
       [seal(inputs, catalog)],

@@ -32,7 +32,12 @@ export function restoreStateSql(db: string): string {
  *   finished (marked so) takes the name. A copy without the mark may be half-restored: never used.
  * Returns whether the application database exists afterwards.
  */
-export async function repairRestoreState(admin: SuperuserQuery, db: string, rows: string[][], say: (line: string) => void): Promise<boolean> {
+export async function repairRestoreState(
+  admin: SuperuserQuery,
+  db: string,
+  rows: string[][],
+  say: (line: string) => void,
+): Promise<boolean> {
   const app = rows.find((r) => r[0] === db);
   if (app) {
     if (app[1] !== 'true') {
@@ -49,8 +54,10 @@ export async function repairRestoreState(admin: SuperuserQuery, db: string, rows
   EXECUTE format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS true', ${literal(db)});
   EXECUTE format('COMMENT ON DATABASE %I IS NULL', ${literal(db)});
 END $fix$`);
-  say(replaced
-    ? `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, the database it replaced, is ${db} again`
-    : `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, which pg_restore had finished, is now ${db}`);
+  say(
+    replaced
+      ? `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, the database it replaced, is ${db} again`
+      : `repaired: database ${db} was missing after an interrupted db:restore; ${back[0]}, which pg_restore had finished, is now ${db}`,
+  );
   return true;
 }

@@ -25,7 +25,8 @@ function verifier(l: Login): string {
   if (problem) {
     throw new UserError(
       `the password of role ${l.user} cannot be stored: ${problem}; nothing was changed`,
-      'choose another password without such characters (pnpm db:secrets makes ASCII ones), put it in the role\'s password file and run the command again (for a role that exists: pnpm db:secrets:rotate <role> --from-file)',
+      "choose another password without such characters (pnpm db:secrets makes ASCII ones), put it in the role's password file " +
+        'and run the command again (for a role that exists: pnpm db:secrets:rotate <role> --from-file)',
     );
   }
   return scramVerifier(l.password);

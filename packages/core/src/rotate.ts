@@ -18,7 +18,11 @@ function files(ctx: Pick<Ctx, 'cfg'>, which: Rotatable) {
   return { name, file, old: `${file}.old`, fresh: `${file}.new`, shown: path.relative(ctx.cfg.root, file) || file };
 }
 
-const exists = (ctx: Pick<Ctx, 'fs'>, f: string) => ctx.fs.stat(f).then(() => true, () => false);
+const exists = (ctx: Pick<Ctx, 'fs'>, f: string) =>
+  ctx.fs.stat(f).then(
+    () => true,
+    () => false,
+  );
 
 function refused(e: unknown): boolean {
   return sqlState(e) === '28P01' || /password authentication failed/i.test((e as Error).message ?? '');
@@ -80,10 +84,16 @@ export async function resumeRotation(ctx: Ctx, which: Rotatable): Promise<string
   const present = [];
   for (const l of leftovers) if (await exists(ctx, l)) present.push(l);
   if (!present.length) return undefined;
-  const valid = await readSecret(ctx, f.name).then(() => true, () => false);
+  const valid = await readSecret(ctx, f.name).then(
+    () => true,
+    () => false,
+  );
   if (valid && (await fileWorks(ctx, which))) {
     await forget(ctx, f);
-    return say(ctx, `an interrupted rotation of ${which} left ${f.shown}.old/.new behind; ${f.shown} holds the password the server accepts, so they were removed`);
+    return say(
+      ctx,
+      `an interrupted rotation of ${which} left ${f.shown}.old/.new behind; ${f.shown} holds the password the server accepts, so they were removed`,
+    );
   }
   const found = await ctx.fs.readFile(f.file).catch(() => undefined); // may be gone: a kill mid-copy
   for (const candidate of present) {
@@ -92,9 +102,12 @@ export async function resumeRotation(ctx: Ctx, which: Rotatable): Promise<string
     await copyInPlace(ctx, candidate, f.file);
     if (await fileWorks(ctx, which)) {
       await forget(ctx, f);
-      return say(ctx, candidate === f.fresh
-        ? `finished an interrupted rotation of ${which}: the server had the new password; ${f.shown} now holds it`
-        : `rolled back an interrupted rotation of ${which}: the server kept the old password; ${f.shown} holds it again`);
+      return say(
+        ctx,
+        candidate === f.fresh
+          ? `finished an interrupted rotation of ${which}: the server had the new password; ${f.shown} now holds it`
+          : `rolled back an interrupted rotation of ${which}: the server kept the old password; ${f.shown} holds it again`,
+      );
     }
   }
   if (found !== undefined) await ctx.fs.writeFile(f.file, found); // as it was found: same inode, nothing lost
@@ -120,7 +133,12 @@ export async function resumeRotations(ctx: Ctx): Promise<string[]> {
 }
 
 /** Changes a password on the server and in its file; a killed run is finished or rolled back by resumeRotation. */
-export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { fromFile: boolean }): Promise<{ role: string; resumed: string[] }> {
+export async function rotate(
+  ctx: Ctx,
+  _rt: Runtime,
+  which: Rotatable,
+  opts: { fromFile: boolean },
+): Promise<{ role: string; resumed: string[] }> {
   const resumed = await resumeRotations(ctx);
   const roles = await readSecrets(ctx);
   const login: Login = which === 'app' ? roles.app : which === 'migrate' ? roles.migrator : roles.admin;
@@ -128,16 +146,23 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
   const admin = await adminNow(ctx); // the superuser as its file says now, before anything changes
   const asSuperuser = (sql: string) =>
     admin.query(sql).catch((e) => {
-      throw driftError(e, 'postgres', roles.admin.user)
-        ?? new UserError(`ALTER ROLE ${login.user} failed: ${(e as Error).message}; the secret file was not changed`, 'is the server up? pnpm db:up');
+      throw (
+        driftError(e, 'postgres', roles.admin.user) ??
+        new UserError(
+          `ALTER ROLE ${login.user} failed: ${(e as Error).message}; the secret file was not changed`,
+          'is the server up? pnpm db:up',
+        )
+      );
     });
   if (opts.fromFile) {
     await asSuperuser(passwordSql(login));
-    if (!(await fileWorks(ctx, which))) throw new UserError(`role ${login.user} still refuses ${f.shown} after ALTER ROLE`, 'see the server log: pnpm db:logs');
+    if (!(await fileWorks(ctx, which)))
+      throw new UserError(`role ${login.user} still refuses ${f.shown} after ALTER ROLE`, 'see the server log: pnpm db:logs');
     return { role: login.user, resumed };
   }
   // The stored verifier, to put back if the file cannot be replaced.
-  const before = (await asSuperuser(`SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ${literal(login.user)}`))[0]?.[0] ?? '';
+  const before =
+    (await asSuperuser(`SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ${literal(login.user)}`))[0]?.[0] ?? '';
   const password = newPassword();
   ctx.log.secret(password);
   try {
@@ -146,7 +171,10 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
     await flush(ctx, f.old);
   } catch (e) {
     await forget(ctx, f); // the server was not asked yet: the file is as it was
-    throw new UserError(`could not replace ${f.name}: ${(e as Error).message}; nothing was changed`, `check the permissions of ${ctx.cfg.secretsDir}`);
+    throw new UserError(
+      `could not replace ${f.name}: ${(e as Error).message}; nothing was changed`,
+      `check the permissions of ${ctx.cfg.secretsDir}`,
+    );
   }
   ctx.log.step(`changing the password of ${login.user}`);
   try {
@@ -160,9 +188,17 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
   } catch (e) {
     const why = (e as Error).message;
     // Put both back as they were (not possible for the superuser's own, which just changed).
-    const reverted = which !== 'postgres' && before !== ''
-      && (await admin.query(`ALTER ROLE ${ident(login.user)} PASSWORD ${literal(before)}`).then(() => true, () => false))
-      && (await ctx.fs.copyFile(f.old, f.file).then(() => true, () => false));
+    const reverted =
+      which !== 'postgres' &&
+      before !== '' &&
+      (await admin.query(`ALTER ROLE ${ident(login.user)} PASSWORD ${literal(before)}`).then(
+        () => true,
+        () => false,
+      )) &&
+      (await ctx.fs.copyFile(f.old, f.file).then(
+        () => true,
+        () => false,
+      ));
     if (reverted) {
       await forget(ctx, f);
       throw new UserError(`could not replace ${f.name}: ${why}; nothing was changed`, `check the permissions of ${ctx.cfg.secretsDir}`);
@@ -173,7 +209,10 @@ export async function rotate(ctx: Ctx, _rt: Runtime, which: Rotatable, opts: { f
     );
   }
   if (!(await fileWorks(ctx, which))) {
-    throw new UserError(`role ${login.user} refuses the new ${f.shown}; ${f.shown}.old and .new were kept`, `run pnpm db:secrets:rotate ${which} again: it finishes or rolls back`);
+    throw new UserError(
+      `role ${login.user} refuses the new ${f.shown}; ${f.shown}.old and .new were kept`,
+      `run pnpm db:secrets:rotate ${which} again: it finishes or rolls back`,
+    );
   }
   await forget(ctx, f);
   return { role: login.user, resumed };

@@ -40,7 +40,9 @@ function big() {
 /** Every table as [first, last] pairs, for the test that checks each edge against the server. */
 export function tableRanges(): Record<string, [number, number][]> {
   const all = { nonAsciiSpace: NON_ASCII_SPACE, mappedToNothing: MAPPED_TO_NOTHING, ...big() };
-  return Object.fromEntries(Object.entries(all).map(([k, t]) => [k, Array.from({ length: t.length / 2 }, (_, i) => [t[2 * i], t[2 * i + 1]] as [number, number])]));
+  return Object.fromEntries(
+    Object.entries(all).map(([k, t]) => [k, Array.from({ length: t.length / 2 }, (_, i) => [t[2 * i], t[2 * i + 1]] as [number, number])]),
+  );
 }
 
 function tableTexts() {
@@ -165,13 +167,21 @@ export function pgSaslprep(input: string): Prepared {
   // PostgreSQL checks the mapped characters, not the normalised ones.
   for (const c of chars) {
     if (has(t.prohibited, c)) return { ok: false, why: `${hex(c)} is a character SASLprep prohibits (RFC 4013 2.3)` };
-    if (has(t.unassigned, c)) return { ok: false, why: `${hex(c)} is not assigned in Unicode 3.2, which SASLprep prohibits (RFC 4013 2.5)` };
+    if (has(t.unassigned, c))
+      return { ok: false, why: `${hex(c)} is not assigned in Unicode 3.2, which SASLprep prohibits (RFC 4013 2.5)` };
   }
   if (chars.some((c) => has(t.randAL, c))) {
     const l = chars.find((c) => has(t.l, c));
-    if (l !== undefined) return { ok: false, why: `it mixes right-to-left characters with left-to-right ones (${hex(l)}), which SASLprep prohibits (RFC 3454 6)` };
+    if (l !== undefined)
+      return {
+        ok: false,
+        why: `it mixes right-to-left characters with left-to-right ones (${hex(l)}), which SASLprep prohibits (RFC 3454 6)`,
+      };
     if (!has(t.randAL, chars[0]) || !has(t.randAL, chars[chars.length - 1])) {
-      return { ok: false, why: 'it holds right-to-left characters but does not begin and end with one, which SASLprep prohibits (RFC 3454 6)' };
+      return {
+        ok: false,
+        why: 'it holds right-to-left characters but does not begin and end with one, which SASLprep prohibits (RFC 3454 6)',
+      };
     }
   }
   return { ok: true, value };

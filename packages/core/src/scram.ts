@@ -16,7 +16,8 @@ export function scramVerifier(password: string, iterations = 4096, salt = random
 /** Why no verifier would let both libpq and node-postgres log in with this password (without quoting it); else undefined. */
 export function passwordProblem(password: string): string | undefined {
   const bytes = Buffer.byteLength(password, 'utf8');
-  if (bytes > MAX_PASSWORD_BYTES) return `it is ${bytes} bytes long in UTF-8; libpq (psql, pg_dump) refuses passwords over ${MAX_PASSWORD_BYTES} bytes`;
+  if (bytes > MAX_PASSWORD_BYTES)
+    return `it is ${bytes} bytes long in UTF-8; libpq (psql, pg_dump) refuses passwords over ${MAX_PASSWORD_BYTES} bytes`;
   if (libpqPassword(password) === nodePgPassword(password)) return undefined;
   const p = pgSaslprep(password);
   const why = p.ok ? 'SASLprep' : p.why;

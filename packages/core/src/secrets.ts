@@ -5,10 +5,23 @@ import type { Ctx } from './context.ts';
 import type { Roles } from './roles.ts';
 
 /** `postgres_*`: the image's superuser and database; `migrate_*`: the schema's owner; `app_*`: the applications' login. */
-export const SECRET_NAMES = ['postgres_user', 'postgres_password', 'postgres_db', 'migrate_user', 'migrate_password', 'app_user', 'app_password'] as const;
+export const SECRET_NAMES = [
+  'postgres_user',
+  'postgres_password',
+  'postgres_db',
+  'migrate_user',
+  'migrate_password',
+  'app_user',
+  'app_password',
+] as const;
 export type SecretName = (typeof SECRET_NAMES)[number];
 
-const DEFAULTS: Partial<Record<SecretName, string>> = { postgres_user: 'postgres', postgres_db: 'app', migrate_user: 'app_owner', app_user: 'app' };
+const DEFAULTS: Partial<Record<SecretName, string>> = {
+  postgres_user: 'postgres',
+  postgres_db: 'app',
+  migrate_user: 'app_owner',
+  app_user: 'app',
+};
 export const isPassword = (n: SecretName) => n.endsWith('_password');
 
 /** 32 random bytes, base64url: 43 characters that need no quoting in a URL or a shell. */
@@ -32,20 +45,34 @@ export async function readSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName)
     throw new UserError(`secret ${rel} is readable by others (mode ${(st.mode & 0o777).toString(8)})`, `chmod 600 ${rel}`);
   }
   const value = await ctx.fs.readFile(file, 'utf8');
-  if (value.length === 0) throw new UserError(`secret ${rel} is empty`, `write a value without a trailing newline: printf '%s' VALUE > ${rel} (or delete it and run pnpm db:secrets)`);
-  if (/[\r\n]$/.test(value)) throw new UserError(`secret ${rel} ends with a newline, which would become part of the value`, `truncate -s -1 ${rel}`);
+  if (value.length === 0)
+    throw new UserError(
+      `secret ${rel} is empty`,
+      `write a value without a trailing newline: printf '%s' VALUE > ${rel} (or delete it and run pnpm db:secrets)`,
+    );
+  if (/[\r\n]$/.test(value))
+    throw new UserError(`secret ${rel} ends with a newline, which would become part of the value`, `truncate -s -1 ${rel}`);
   if (!isPassword(name) && !NAME_RE.test(value)) {
-    throw new UserError(`secret ${rel} is not a plain PostgreSQL identifier`, 'use letters, digits and underscores, starting with a letter (at most 63)');
+    throw new UserError(
+      `secret ${rel} is not a plain PostgreSQL identifier`,
+      'use letters, digits and underscores, starting with a letter (at most 63)',
+    );
   }
   return value;
 }
 
 export async function readSecrets(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Promise<Roles> {
-  const v = Object.fromEntries(await Promise.all(SECRET_NAMES.map(async (n) => [n, await readSecret(ctx, n)] as const))) as Record<SecretName, string>;
+  const v = Object.fromEntries(await Promise.all(SECRET_NAMES.map(async (n) => [n, await readSecret(ctx, n)] as const))) as Record<
+    SecretName,
+    string
+  >;
   for (const n of SECRET_NAMES) if (isPassword(n)) ctx.log.secret(v[n]);
   const users = [v.postgres_user, v.migrate_user, v.app_user];
   if (new Set(users).size !== 3) {
-    throw new UserError('postgres_user, migrate_user and app_user must be three different roles', 'edit the files in database/infra/secrets so each names its own role');
+    throw new UserError(
+      'postgres_user, migrate_user and app_user must be three different roles',
+      'edit the files in database/infra/secrets so each names its own role',
+    );
   }
   return {
     database: v.postgres_db,
@@ -83,7 +110,10 @@ export async function ensureSecrets(
   const res: EnsureResult = { created: [], kept: [] };
   const values: Partial<Record<SecretName, string>> = {};
   for (const name of SECRET_NAMES) {
-    const exists = await ctx.fs.stat(path.join(ctx.cfg.secretsDir, name)).then(() => true, () => false);
+    const exists = await ctx.fs.stat(path.join(ctx.cfg.secretsDir, name)).then(
+      () => true,
+      () => false,
+    );
     if (exists && !opts.force) {
       res.kept.push(name);
       continue;

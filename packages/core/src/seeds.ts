@@ -14,16 +14,26 @@ export async function seed(ctx: Pick<Ctx, 'cfg' | 'fs' | 'log'>, rt: Runtime, op
   const migrations = loadMigrations(ctx.cfg.migrationsDir);
   return withClient(await rt.target('migrator'), async (c) => {
     const s = await status(c, migrations);
-    if (s.pending.length || s.dirty) throw new UserError(`${s.dirty ? 'the database is dirty' : `${s.pending.length} migration(s) are pending`}; seeds run on a migrated schema`, 'run: pnpm db:migrate');
+    if (s.pending.length || s.dirty)
+      throw new UserError(
+        `${s.dirty ? 'the database is dirty' : `${s.pending.length} migration(s) are pending`}; seeds run on a migrated schema`,
+        'run: pnpm db:migrate',
+      );
     return applySeeds(ctx, c, opts);
   });
 }
 
 /** Applies `*.sql` from the seeds folder in name order, each in its own transaction, each once. */
-export async function applySeeds(ctx: Pick<Ctx, 'cfg' | 'fs' | 'log'>, c: Client, opts: { reseed: boolean }): Promise<{ applied: string[] }> {
+export async function applySeeds(
+  ctx: Pick<Ctx, 'cfg' | 'fs' | 'log'>,
+  c: Client,
+  opts: { reseed: boolean },
+): Promise<{ applied: string[] }> {
   const dir = ctx.cfg.seedsDir;
   const files = (await ctx.fs.readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.sql')).sort();
-  await c.query(`CREATE TABLE IF NOT EXISTS ${SEEDS_TABLE} (name text primary key, checksum text not null, applied_at timestamptz not null default now())`);
+  await c.query(
+    `CREATE TABLE IF NOT EXISTS ${SEEDS_TABLE} (name text primary key, checksum text not null, applied_at timestamptz not null default now())`,
+  );
   const done = new Set((await c.query(`SELECT name FROM ${SEEDS_TABLE}`)).rows.map((r) => r.name as string));
   const applied: string[] = [];
   for (const f of files) {

@@ -142,18 +142,58 @@ export async function ensureTls(
     const t = tlsFiles(tmp);
     const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
     // A serial of its own for each certificate: one issuer may not sign two with the same (RFC 5280 4.1.2.2).
-    const serial = () => ['-set_serial', '0x' + randomBytes(16).toString('hex').replace(/^[89a-f]/, '7')];
+    const serial = () => [
+      '-set_serial',
+      '0x' +
+        randomBytes(16)
+          .toString('hex')
+          .replace(/^[89a-f]/, '7'),
+    ];
     const csr = path.join(tmp, 'server.csr');
     // The CA and the server's key and request do not depend on each other: made at once.
     await Promise.all([
       makeCa
-        ? exec('openssl', ['req', '-x509', '-new', '-config', cnf, '-extensions', 'v3_ca', ...ec, ...serial(),
-            '-keyout', t.caKey, '-out', t.caCrt, '-days', String(CA_DAYS), '-subj', '/CN=pg-deploy local CA'])
+        ? exec('openssl', [
+            'req',
+            '-x509',
+            '-new',
+            '-config',
+            cnf,
+            '-extensions',
+            'v3_ca',
+            ...ec,
+            ...serial(),
+            '-keyout',
+            t.caKey,
+            '-out',
+            t.caCrt,
+            '-days',
+            String(CA_DAYS),
+            '-subj',
+            '/CN=pg-deploy local CA',
+          ])
         : Promise.all([fs.copyFile(tlsFiles(opts.sslDir).caCrt, t.caCrt), fs.copyFile(tlsFiles(opts.sslDir).caKey, t.caKey)]),
       exec('openssl', ['req', '-new', '-config', cnf, ...ec, '-keyout', t.serverKey, '-out', csr, '-subj', '/CN=api-db']),
     ]);
-    await exec('openssl', ['x509', '-req', '-in', csr, '-CA', t.caCrt, '-CAkey', t.caKey, ...serial(),
-      '-days', String(opts.days), '-extfile', cnf, '-extensions', 'v3_server', '-out', t.serverCrt]);
+    await exec('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      t.caCrt,
+      '-CAkey',
+      t.caKey,
+      ...serial(),
+      '-days',
+      String(opts.days),
+      '-extfile',
+      cnf,
+      '-extensions',
+      'v3_server',
+      '-out',
+      t.serverCrt,
+    ]);
     const dest = tlsFiles(opts.sslDir);
     if (makeCa) {
       await place(fs, t.caKey, dest.caKey, 0o600);

@@ -9,7 +9,22 @@ import type { Runtime } from '../runtime/runtime.ts';
 import type { RunResult } from '../exec.ts';
 import { findTables, readCurrent } from '../migrations/state.ts';
 import { DATA_SQL, SCHEMA_SQL, dataDiff, dataMap, schemaDiff } from './inspect.ts';
-import { DIR_SUM, DUMP, DUMP_DIR, MANIFEST, PARTIAL_PREFIX, ROLES, SUM, backupName, markVerified, shown, stamp, writeAtomic, type Backup, type Manifest } from './store.ts';
+import {
+  DIR_SUM,
+  DUMP,
+  DUMP_DIR,
+  MANIFEST,
+  PARTIAL_PREFIX,
+  ROLES,
+  SUM,
+  backupName,
+  markVerified,
+  shown,
+  stamp,
+  writeAtomic,
+  type Backup,
+  type Manifest,
+} from './store.ts';
 import { checkIntegrity, dumpDirFiles, sumFile, sumFiles, sumLines } from './integrity.ts';
 import { databaseLeftovers, removeStaleFiles, SCRATCH_SQL, scratchDatabase } from './leftovers.ts';
 import { treeBytes, whileRunning } from './progress.ts';
@@ -29,7 +44,10 @@ async function ensureBackupDir(ctx: Pick<Ctx, 'cfg' | 'fs'>): Promise<void> {
     await ctx.fs.mkdir(dir, { recursive: true, mode: 0o700 });
     await ctx.fs.access(dir, 2 /* W_OK */);
   } catch (e) {
-    throw new UserError(`cannot write backups to ${shown(ctx, dir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'make that directory writable for this user, or set DB_BACKUP_DIR to one that is');
+    throw new UserError(
+      `cannot write backups to ${shown(ctx, dir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      'make that directory writable for this user, or set DB_BACKUP_DIR to one that is',
+    );
   }
 }
 
@@ -66,7 +84,13 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
   // The login overlaps the search for client tools; nothing is written before they are found.
   const login = connect({ ...(await rt.target('migrator')), applicationName: 'pg-deploy backup' });
   login.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
-  const dropLogin = () => login.then((c) => c.end(), () => {}).catch(() => {}); // on the way out of a failure, which is the one to report
+  const dropLogin = () =>
+    login
+      .then(
+        (c) => c.end(),
+        () => {},
+      )
+      .catch(() => {}); // on the way out of a failure, which is the one to report
   const at = ctx.clock();
   let tmp: string;
   let rolesRun: Promise<RunResult>;
@@ -77,7 +101,13 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
     await ctx.fs.mkdir(tmp, { mode: 0o700 });
     // Made owner-only first: the tools and a shell's redirect keep the mode of a file they truncate.
     for (const f of format.kind === 'custom' ? [ROLES, DUMP] : [ROLES]) await (await ctx.fs.open(path.join(tmp, f), 'wx', 0o600)).close();
-    rolesRun = runTool(rt, 'pg_dumpall', ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])], { out: path.join(tmp, ROLES) }, dumpFailure('pg_dumpall --roles-only'));
+    rolesRun = runTool(
+      rt,
+      'pg_dumpall',
+      ['--roles-only', '--no-password', ...(opts.withPasswords ? [] : ['--no-role-passwords'])],
+      { out: path.join(tmp, ROLES) },
+      dumpFailure('pg_dumpall --roles-only'),
+    );
     rolesRun.catch(() => {}); // awaited below; never an unhandled rejection meanwhile
   } catch (e) {
     await dropLogin();
@@ -93,7 +123,13 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
       const snap = (await c.query(`SELECT pg_export_snapshot() AS id, current_setting('server_version') AS version`)).rows[0];
       const migration = await migrationVersion(c);
       ctx.log.step(`dumping ${roles.database} (pg_dump ${format.kind === 'dir' ? `-Fd -j ${format.jobs}` : '-Fc'}) and the roles`);
-      const dumping = runTool(rt, 'pg_dump', dumpArgs(format, snap.id, roles.database), dumpOutput(format.kind, tmp), dumpFailure('pg_dump'));
+      const dumping = runTool(
+        rt,
+        'pg_dump',
+        dumpArgs(format, snap.id, roles.database),
+        dumpOutput(format.kind, tmp),
+        dumpFailure('pg_dump'),
+      );
       const [dump, rolesOut, data, schema] = await Promise.allSettled([
         whileRunning(ctx, `dumping ${roles.database}`, dumping, () => treeBytes(ctx, tmp)),
         rolesRun,
@@ -129,7 +165,14 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
       await c.end().catch(() => {}); // a connection that died has nothing left to close
     }
     let name = backupName(roles.database, at, manifest.migration.version, opts.reason);
-    for (let i = 2; await ctx.fs.stat(path.join(ctx.cfg.backupDir, name)).then(() => true, () => false); i++) {
+    for (
+      let i = 2;
+      await ctx.fs.stat(path.join(ctx.cfg.backupDir, name)).then(
+        () => true,
+        () => false,
+      );
+      i++
+    ) {
       name = `${backupName(roles.database, at, manifest.migration.version, opts.reason)}-${i}`;
     }
     manifest.name = name;
@@ -146,7 +189,10 @@ export async function createBackup(ctx: Ctx, rt: Runtime, opts: BackupOptions = 
   }
 }
 
-const configuredFormat = (cfg: Ctx['cfg']): DumpFormat => ({ kind: cfg.backupFormat, jobs: cfg.backupFormat === 'dir' ? cfg.backupJobs : 1 });
+const configuredFormat = (cfg: Ctx['cfg']): DumpFormat => ({
+  kind: cfg.backupFormat,
+  jobs: cfg.backupFormat === 'dir' ? cfg.backupJobs : 1,
+});
 
 async function isArchive(ctx: Pick<Ctx, 'fs'>, file: string): Promise<boolean> {
   const fh = await ctx.fs.open(file, 'r').catch(() => undefined); // none: not an archive, said by the caller
@@ -159,13 +205,18 @@ async function isArchive(ctx: Pick<Ctx, 'fs'>, file: string): Promise<boolean> {
 /** Checks that pg_dump wrote an archive (an empty stream is not one), then makes it owner-only, flushed, summed. */
 async function sealDump(ctx: Pick<Ctx, 'fs'>, tmp: string, format: DumpFormat): Promise<Manifest['dump']> {
   if (format.kind === 'custom') {
-    if (!(await isArchive(ctx, path.join(tmp, DUMP)))) throw new UserError('pg_dump wrote no custom-format archive', 'see pnpm db:logs; run again with --verbose');
+    if (!(await isArchive(ctx, path.join(tmp, DUMP))))
+      throw new UserError('pg_dump wrote no custom-format archive', 'see pnpm db:logs; run again with --verbose');
     await ctx.fs.chmod(path.join(tmp, DUMP), 0o600);
     const sum = await sumFile(ctx, path.join(tmp, DUMP), true);
     await writeAtomic(ctx, path.join(tmp, SUM), sumLines([sum]));
     return { kind: 'custom', ...sum };
   }
-  if (!(await isArchive(ctx, path.join(tmp, DUMP_DIR, 'toc.dat')))) throw new UserError('pg_dump wrote no directory-format archive (no toc.dat starting with PGDMP)', 'see pnpm db:logs; run again with --verbose');
+  if (!(await isArchive(ctx, path.join(tmp, DUMP_DIR, 'toc.dat'))))
+    throw new UserError(
+      'pg_dump wrote no directory-format archive (no toc.dat starting with PGDMP)',
+      'see pnpm db:logs; run again with --verbose',
+    );
   const files = await dumpDirFiles(ctx, tmp);
   await ctx.fs.chmod(path.join(tmp, DUMP_DIR), 0o700);
   await Promise.all(files.map((f) => ctx.fs.chmod(path.join(tmp, f), 0o600)));
@@ -194,7 +245,8 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { job
   const name = b.manifest.name;
   const jobs = restoreJobs(b.manifest, opts.jobs);
   await checkIntegrity(ctx, b);
-  if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
+  if (!(await rt.running()))
+    throw new UserError('PostgreSQL is not running, so the backup cannot be restored for verification', 'start it: pnpm db:up');
   const admin = await rt.admin();
   const [, leftovers] = await Promise.all([rt.prepareTools(), admin.query(SCRATCH_SQL)]);
   await removeStaleFiles(ctx);
@@ -203,17 +255,24 @@ export async function verifyBackup(ctx: Ctx, rt: Runtime, b: Backup, opts: { job
   ctx.log.step(`restoring ${name} into the scratch database ${scratch}${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   await admin.query(`CREATE DATABASE ${ident(scratch)} TEMPLATE template0`);
   try {
-    await whileRunning(ctx, `restoring ${name}`, runTool(rt, 'pg_restore', restoreArgs(jobs, scratch), restoreInput(b.manifest, b.dir), (r) => ({
-      message: `backup ${name} did not restore`,
-      hint: /role "[^"]+" does not exist/.test(r.stderr)
-        ? `a role it needs is missing on this server; pnpm db:restore ${name} creates missing roles from its roles.sql`
-        : 'do not rely on this backup; take a new one: pnpm db:backup --verify',
-    })));
+    await whileRunning(
+      ctx,
+      `restoring ${name}`,
+      runTool(rt, 'pg_restore', restoreArgs(jobs, scratch), restoreInput(b.manifest, b.dir), (r) => ({
+        message: `backup ${name} did not restore`,
+        hint: /role "[^"]+" does not exist/.test(r.stderr)
+          ? `a role it needs is missing on this server; pnpm db:restore ${name} creates missing roles from its roles.sql`
+          : 'do not rely on this backup; take a new one: pnpm db:backup --verify',
+      })),
+    );
     const data = dataMap(await admin.query(DATA_SQL, scratch));
     const schema = (await admin.query(SCHEMA_SQL, scratch)).map((row) => row[0]);
     const problems = [...dataDiff(b.manifest.data, data), ...schemaDiff(b.manifest.schema, schema)];
     if (problems.length) {
-      throw new UserError(`backup ${name} restored, but differs from its source: ${problems.slice(0, 3).join('; ')}`, 'do not rely on this backup; take a new one: pnpm db:backup --verify');
+      throw new UserError(
+        `backup ${name} restored, but differs from its source: ${problems.slice(0, 3).join('; ')}`,
+        'do not rely on this backup; take a new one: pnpm db:backup --verify',
+      );
     }
     const tables = Object.keys(b.manifest.data).filter((k) => k.startsWith('table '));
     const result = { tables: tables.length, rows: tables.reduce((n, k) => n + Number(b.manifest.data[k]), 0), ms: 0 };

@@ -14,19 +14,33 @@ export interface DumpFormat {
 export function jobsFlag(raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const n = jobsOf(raw);
-  if (n === undefined) throw new UsageError(`--jobs must be a whole number from 1 to ${MAX_JOBS}, not "${raw}"`, 'give the number of parallel processes, e.g. --jobs 4');
+  if (n === undefined)
+    throw new UsageError(
+      `--jobs must be a whole number from 1 to ${MAX_JOBS}, not "${raw}"`,
+      'give the number of parallel processes, e.g. --jobs 4',
+    );
   return n;
 }
 
 /** --format and --jobs over DB_BACKUP_FORMAT and DB_BACKUP_JOBS; --jobs without dir format is refused, not ignored. */
-export function chosenFormat(cfg: Pick<Config, 'backupFormat' | 'backupJobs'>, format: string | undefined, jobs: string | undefined): DumpFormat {
+export function chosenFormat(
+  cfg: Pick<Config, 'backupFormat' | 'backupJobs'>,
+  format: string | undefined,
+  jobs: string | undefined,
+): DumpFormat {
   const kind = format === undefined ? cfg.backupFormat : kindOf(format);
   if (!kind) {
-    throw new UsageError(`--format ${format} is not a backup format`, 'use --format custom (one file, the default) or --format dir (a file per table, dumped in parallel with --jobs N)');
+    throw new UsageError(
+      `--format ${format} is not a backup format`,
+      'use --format custom (one file, the default) or --format dir (a file per table, dumped in parallel with --jobs N)',
+    );
   }
   const n = jobsFlag(jobs);
   if (n !== undefined && kind === 'custom') {
-    throw new UsageError('--jobs goes with --format dir: a custom-format dump is one file written by one process', 'add --format dir (pnpm db:backup --format dir --jobs N), or drop --jobs');
+    throw new UsageError(
+      '--jobs goes with --format dir: a custom-format dump is one file written by one process',
+      'add --format dir (pnpm db:backup --format dir --jobs N), or drop --jobs',
+    );
   }
   return kind === 'dir' ? { kind, jobs: n ?? cfg.backupJobs } : { kind, jobs: 1 };
 }
@@ -36,7 +50,11 @@ export const dumpKind = (m: Manifest): DumpKind => (m.dump.kind === 'dir' ? 'dir
 /** How many pg_restore processes restore a backup: --jobs (dir format only), else what its dump used. */
 export function restoreJobs(m: Manifest, jobs: number | undefined): number {
   if (m.dump.kind !== 'dir') {
-    if (jobs !== undefined) throw new UsageError(`--jobs goes with dir-format backups; ${m.name} is one custom-format file, restored by one process`, 'drop --jobs');
+    if (jobs !== undefined)
+      throw new UsageError(
+        `--jobs goes with dir-format backups; ${m.name} is one custom-format file, restored by one process`,
+        'drop --jobs',
+      );
     return 1;
   }
   return jobs ?? m.dump.jobs ?? 1;

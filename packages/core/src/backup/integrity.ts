@@ -38,7 +38,11 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
 export async function dumpDirFiles(ctx: Pick<Ctx, 'fs'>, backupDir: string): Promise<string[]> {
   const entries = await ctx.fs.readdir(path.join(backupDir, DUMP_DIR), { withFileTypes: true });
   const odd = entries.find((e) => !e.isFile());
-  if (odd) throw new UserError(`${DUMP_DIR}/${odd.name} is not a regular file`, 'a directory-format dump holds only files; do not restore this backup');
+  if (odd)
+    throw new UserError(
+      `${DUMP_DIR}/${odd.name} is not a regular file`,
+      'a directory-format dump holds only files; do not restore this backup',
+    );
   return entries.map((e) => `${DUMP_DIR}/${e.name}`).sort();
 }
 
@@ -65,7 +69,11 @@ export type CheckedBackup = Backup & { readonly checked: true };
 /** Checks a backup's files against its manifest and checksum file. */
 export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<CheckedBackup> {
   const m = b.manifest;
-  const damaged = (what: string) => new UserError(`backup ${m.name} is damaged: ${what}`, 'do not restore it; use another backup (pnpm db:restore NAME) and check the disk it is on');
+  const damaged = (what: string) =>
+    new UserError(
+      `backup ${m.name} is damaged: ${what}`,
+      'do not restore it; use another backup (pnpm db:restore NAME) and check the disk it is on',
+    );
   const dumpFiles = m.dump.kind === 'dir' ? (m.dump.files ?? []) : [m.dump];
   if (m.dump.kind === 'dir') {
     const present = await dumpDirFiles(ctx, b.dir).catch((e) => {
@@ -78,7 +86,8 @@ export async function checkIntegrity(ctx: Pick<Ctx, 'fs'>, b: Backup): Promise<C
   }
   const sumName = m.dump.kind === 'dir' ? DIR_SUM : SUM;
   const listed = parseSumLines(await ctx.fs.readFile(path.join(b.dir, sumName), 'utf8').catch(() => '')); // unreadable: damaged, below
-  if (listed.size !== dumpFiles.length || dumpFiles.some((f) => listed.get(f.file) !== f.sha256)) throw damaged(`${sumName} is missing or does not match the manifest`);
+  if (listed.size !== dumpFiles.length || dumpFiles.some((f) => listed.get(f.file) !== f.sha256))
+    throw damaged(`${sumName} is missing or does not match the manifest`);
   const files = [...dumpFiles, m.roles];
   const actual = await mapLimit(files, 4, (f) => sumFile(ctx, path.join(b.dir, f.file)).catch(() => undefined)); // unreadable: damaged, below
   files.forEach((f, i) => {

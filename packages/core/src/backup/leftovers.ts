@@ -62,7 +62,8 @@ export async function fileLeftovers(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<Lefto
     else if (e.name.startsWith(REMOVING_PREFIX)) add(p, 'a backup whose deletion never finished');
     else if (/^\.restore-\d+-[0-9a-f]+\.tar$/.test(e.name)) add(p, 'a dump that was being sent into the container');
     else if (e.isDirectory() && !e.name.startsWith('.')) {
-      for (const f of await ctx.fs.readdir(p).catch(() => [] as string[])) { // best effort, as above
+      for (const f of await ctx.fs.readdir(p).catch(() => [] as string[])) {
+        // best effort, as above
         if (/\.\d+\.tmp$/.test(f)) add(path.join(p, f), 'a manifest that was being rewritten');
       }
     }
@@ -91,15 +92,44 @@ export function databaseLeftovers(rows: readonly (readonly unknown[])[]): Leftov
     const name = String(nameRaw);
     const sessions = Number(sessionsRaw);
     const pid = leftoverPid(name);
-    const what = name.startsWith('pgdeploy_verify_') ? 'the scratch database of a verification' : name.startsWith('pgdeploy_restore_') ? 'the incoming database of a db:restore' : 'the database a db:restore replaced';
+    const what = name.startsWith('pgdeploy_verify_')
+      ? 'the scratch database of a verification'
+      : name.startsWith('pgdeploy_restore_')
+        ? 'the incoming database of a db:restore'
+        : 'the database a db:restore replaced';
     const drop = `DROP DATABASE ${ident(name)}`;
     if (pid !== undefined && pid !== process.pid && !pidAlive(pid) && sessions === 0 && !commentRaw) {
-      return { name, kind: 'database', stale: true, why: `database ${name}: ${what} (pid ${pid}, no longer running)`, fix: `the next pnpm db:backup or db:backup:verify removes it` };
+      return {
+        name,
+        kind: 'database',
+        stale: true,
+        why: `database ${name}: ${what} (pid ${pid}, no longer running)`,
+        fix: `the next pnpm db:backup or db:backup:verify removes it`,
+      };
     }
     if (name.startsWith('pgdeploy_replaced_')) {
-      return { name, kind: 'database', stale: false, why: `database ${name}: ${what}, with the data from before it; never removed automatically`, fix: `once you no longer need that data, as the superuser: ${drop}` };
+      return {
+        name,
+        kind: 'database',
+        stale: false,
+        why: `database ${name}: ${what}, with the data from before it; never removed automatically`,
+        fix: `once you no longer need that data, as the superuser: ${drop}`,
+      };
     }
-    const because = sessions > 0 ? `${sessions} session(s) use it` : pid === undefined ? 'it records no pid, so it cannot be proven stale' : pidAlive(pid) ? `pid ${pid} still runs` : 'db:restore marked it as a copy it may need';
-    return { name, kind: 'database', stale: false, why: `database ${name}: ${what}; not removed: ${because}`, fix: `when no backup, verification or restore runs, as the superuser: ${drop}` };
+    const because =
+      sessions > 0
+        ? `${sessions} session(s) use it`
+        : pid === undefined
+          ? 'it records no pid, so it cannot be proven stale'
+          : pidAlive(pid)
+            ? `pid ${pid} still runs`
+            : 'db:restore marked it as a copy it may need';
+    return {
+      name,
+      kind: 'database',
+      stale: false,
+      why: `database ${name}: ${what}; not removed: ${because}`,
+      fix: `when no backup, verification or restore runs, as the superuser: ${drop}`,
+    };
   });
 }

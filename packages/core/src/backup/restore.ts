@@ -34,7 +34,8 @@ export function missingRolesSql(rolesSql: string, existing: ReadonlySet<string>)
       continue;
     }
     const grant = new RegExp(`^GRANT ${ROLE} TO ${ROLE}[ ;]`).exec(l);
-    if (grant && (missing.has(unquote(grant[1])) || missing.has(unquote(grant[2])))) out.push(l.replace(new RegExp(` GRANTED BY ${ROLE}`), ''));
+    if (grant && (missing.has(unquote(grant[1])) || missing.has(unquote(grant[2]))))
+      out.push(l.replace(new RegExp(` GRANTED BY ${ROLE}`), ''));
   }
   return out.join('\n');
 }
@@ -84,7 +85,9 @@ export interface RestoreResult {
 
 /** Drops the incoming database after a failure; one that stays is a leftover the next backup removes. */
 async function dropIncoming(ctx: Pick<Ctx, 'log'>, admin: Admin, incoming: string): Promise<void> {
-  await admin.query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`).catch((e) => ctx.log.warn(`could not drop ${incoming}: ${(e as Error).message}`));
+  await admin
+    .query(`DROP DATABASE IF EXISTS ${ident(incoming)} WITH (FORCE)`)
+    .catch((e) => ctx.log.warn(`could not drop ${incoming}: ${(e as Error).message}`));
 }
 
 /** Restores into a new database and swaps it in: a failure or a kill leaves the old or the restored one in place. */
@@ -109,7 +112,11 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
   await admin.query(`CREATE DATABASE ${ident(incoming)} OWNER ${ident(roles.migrator.user)} TEMPLATE template0`);
   ctx.log.step(`restoring ${b.manifest.name} into a new database${jobs > 1 ? ` (${jobs} jobs)` : ''}`);
   const failure = { message: `pg_restore of ${b.manifest.name} failed`, hint: `${db} was left as it was; see the message above` };
-  await whileRunning(ctx, `restoring ${b.manifest.name}`, runTool(rt, 'pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir), failure)).catch(async (e) => {
+  await whileRunning(
+    ctx,
+    `restoring ${b.manifest.name}`,
+    runTool(rt, 'pg_restore', restoreArgs(jobs, incoming), restoreInput(b.manifest, b.dir), failure),
+  ).catch(async (e) => {
     await dropIncoming(ctx, admin, incoming);
     throw e;
   });
@@ -124,7 +131,10 @@ export async function restoreBackup(ctx: Ctx, rt: Runtime, b: CheckedBackup, opt
   } catch (e) {
     await dropIncoming(ctx, admin, incoming);
     if (/did not end within/.test((e as Error).message)) {
-      throw new UserError(`sessions on ${db} did not end within ${SWAP_WAIT_S}s; ${db} was left as it was`, 'stop the applications that use it and run again');
+      throw new UserError(
+        `sessions on ${db} did not end within ${SWAP_WAIT_S}s; ${db} was left as it was`,
+        'stop the applications that use it and run again',
+      );
     }
     throw e;
   }

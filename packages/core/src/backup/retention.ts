@@ -13,10 +13,17 @@ export function parseKeep(raw: string | undefined): BackupKeep {
   if (raw === undefined || raw.trim() === '') return { ...DEFAULT_KEEP };
   const m = /^\s*(\d{1,4})\s*\/\s*(\d{1,4})\s*\/\s*(\d{1,4})\s*$/.exec(raw);
   if (!m) {
-    throw new UserError(`DB_BACKUP_KEEP=${raw} is not daily/weekly/monthly counts`, 'write three whole numbers, e.g. DB_BACKUP_KEEP=7/4/6 (the default)');
+    throw new UserError(
+      `DB_BACKUP_KEEP=${raw} is not daily/weekly/monthly counts`,
+      'write three whole numbers, e.g. DB_BACKUP_KEEP=7/4/6 (the default)',
+    );
   }
   const [daily, weekly, monthly] = m.slice(1).map(Number);
-  if (daily < 1) throw new UserError(`DB_BACKUP_KEEP=${raw} keeps no daily backup, so a new backup would be removed at once`, 'keep at least one daily backup, e.g. DB_BACKUP_KEEP=1/0/0');
+  if (daily < 1)
+    throw new UserError(
+      `DB_BACKUP_KEEP=${raw} keeps no daily backup, so a new backup would be removed at once`,
+      'keep at least one daily backup, e.g. DB_BACKUP_KEEP=1/0/0',
+    );
   return { daily, weekly, monthly };
 }
 
@@ -43,7 +50,11 @@ export function isoWeek(d: Date): string {
 export function retained<T extends Dated>(backups: readonly T[], keep: BackupKeep): Set<T> {
   const newestFirst = [...backups].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
   const keepSet = new Set<T>();
-  for (const [count, period] of [[keep.daily, day], [keep.weekly, isoWeek], [keep.monthly, month]] as const) {
+  for (const [count, period] of [
+    [keep.daily, day],
+    [keep.weekly, isoWeek],
+    [keep.monthly, month],
+  ] as const) {
     const seen = new Set<string>();
     for (const b of newestFirst) {
       if (seen.size >= count) break;

@@ -63,7 +63,10 @@ export function shown(ctx: Pick<Ctx, 'cfg'>, p: string): string {
 
 /** `20250131T235959Z`: sorts as time does and is safe in a file name. */
 export function stamp(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+  return d
+    .toISOString()
+    .replace(/\.\d{3}Z$/, 'Z')
+    .replace(/[-:]/g, '');
 }
 
 export function backupName(database: string, at: Date, version: number | null, reason?: string): string {
@@ -112,11 +115,17 @@ export async function listBackups(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<Backup[
     const manifest = await readManifest(ctx, path.join(dir, e.name));
     if (manifest) out.push({ dir: path.join(dir, e.name), manifest });
   }
-  return out.sort((a, b) => Date.parse(b.manifest.createdAt) - Date.parse(a.manifest.createdAt) || b.manifest.name.localeCompare(a.manifest.name));
+  return out.sort(
+    (a, b) => Date.parse(b.manifest.createdAt) - Date.parse(a.manifest.createdAt) || b.manifest.name.localeCompare(a.manifest.name),
+  );
 }
 
 /** A directory, a file in it or a name in DB_BACKUP_DIR; without one, the newest verified backup. */
-export async function resolveBackup(ctx: Pick<Ctx, 'fs' | 'cfg'>, arg: string | undefined, opts: { verifiedOnly: boolean }): Promise<Backup> {
+export async function resolveBackup(
+  ctx: Pick<Ctx, 'fs' | 'cfg'>,
+  arg: string | undefined,
+  opts: { verifiedOnly: boolean },
+): Promise<Backup> {
   const rel = shown(ctx, ctx.cfg.backupDir);
   if (arg === undefined) {
     const all = await listBackups(ctx);
@@ -124,19 +133,26 @@ export async function resolveBackup(ctx: Pick<Ctx, 'fs' | 'cfg'>, arg: string | 
     if (!pick) {
       throw new UserError(
         all.length ? `no verified backup in ${rel}` : `no backup in ${rel}`,
-        all.length ? `verify one (pnpm db:backup:verify ${all[0].manifest.name}), or name the one to use` : 'take one: pnpm db:backup --verify',
+        all.length
+          ? `verify one (pnpm db:backup:verify ${all[0].manifest.name}), or name the one to use`
+          : 'take one: pnpm db:backup --verify',
       );
     }
     return pick;
   }
-  const candidates = arg.includes('/') ? [path.resolve(ctx.cfg.root, arg)] : [path.join(ctx.cfg.backupDir, arg), path.resolve(ctx.cfg.root, arg)];
+  const candidates = arg.includes('/')
+    ? [path.resolve(ctx.cfg.root, arg)]
+    : [path.join(ctx.cfg.backupDir, arg), path.resolve(ctx.cfg.root, arg)];
   for (const c of candidates) {
     const st = await ifMissing(ctx.fs.stat(c), undefined);
     if (!st) continue;
     const dir = st.isDirectory() ? c : path.dirname(c);
     const manifest = await readManifest(ctx, dir);
     if (manifest) return { dir, manifest };
-    throw new UserError(`${arg} is not a finished backup (no readable ${MANIFEST} in ${dir})`, `pick one of the backups in ${rel}: ls ${rel}`);
+    throw new UserError(
+      `${arg} is not a finished backup (no readable ${MANIFEST} in ${dir})`,
+      `pick one of the backups in ${rel}: ls ${rel}`,
+    );
   }
   throw new UserError(`no backup named ${arg}`, `pick one of the backups in ${rel}: ls ${rel}`);
 }
@@ -149,7 +165,10 @@ export async function markVerified(ctx: Pick<Ctx, 'fs'>, b: Backup, verified: No
 /** Removes the backups DB_BACKUP_KEEP no longer asks for; called only after a new backup succeeded. */
 export async function applyRetention(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<string[]> {
   const all = await listBackups(ctx);
-  const keep = retained(all.map((b) => ({ b, name: b.manifest.name, createdAt: new Date(b.manifest.createdAt), verified: Boolean(b.manifest.verified) })), ctx.cfg.backupKeep);
+  const keep = retained(
+    all.map((b) => ({ b, name: b.manifest.name, createdAt: new Date(b.manifest.createdAt), verified: Boolean(b.manifest.verified) })),
+    ctx.cfg.backupKeep,
+  );
   const kept = new Set([...keep].map((k) => k.b));
   const removed: string[] = [];
   for (const b of all) {

@@ -21,9 +21,12 @@ export function dumpHint(stderr: string): string {
     return 'the superuser password in database/infra/secrets/postgres_password does not match the server; put the right file back';
   }
   if (/No space left on device/i.test(stderr)) return 'free disk space where DB_BACKUP_DIR points, or point it elsewhere';
-  if (/could not connect|No such file or directory|Connection refused|is the server running/i.test(stderr)) return 'is PostgreSQL running? pnpm db:up';
+  if (/could not connect|No such file or directory|Connection refused|is the server running/i.test(stderr))
+    return 'is PostgreSQL running? pnpm db:up';
   return 'see the message above; pnpm db:logs shows the server side';
 }
 
 /** What a failed pg_dump or pg_dumpall says: `<what> failed (exit N): <last line>`, and the fix. */
-export const dumpFailure = (what: string) => (r: RunResult): Failure => ({ message: `${what} failed (exit ${r.code})`, hint: dumpHint(r.stderr) });
+export const dumpFailure =
+  (what: string) =>
+  (r: RunResult): Failure => ({ message: `${what} failed (exit ${r.code})`, hint: dumpHint(r.stderr) });

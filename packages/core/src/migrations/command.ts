@@ -9,7 +9,10 @@ export function positiveInt(s: string, what: string): number {
 /** A version for force and goto: a migration's number, or -1 (force only) for "none". */
 export function versionArg(s: string | undefined): number {
   if (s === undefined || !/^(-1|[0-9]+)$/.test(s) || !Number.isSafeInteger(Number(s))) {
-    throw new UsageError(`expected a migration version, got ${s === undefined ? 'nothing' : `"${s}"`}`, 'see the versions with: pnpm db:status');
+    throw new UsageError(
+      `expected a migration version, got ${s === undefined ? 'nothing' : `"${s}"`}`,
+      'see the versions with: pnpm db:status',
+    );
   }
   return Number(s);
 }
@@ -43,10 +46,14 @@ export function parseCommand(words: readonly string[], all: boolean): Command {
 /** golang-migrate's CLI words for a command: what the db-migrate service is given. */
 export function migrateArgs(cmd: Command): string[] {
   switch (cmd.kind) {
-    case 'up': return cmd.n === undefined ? ['up'] : ['up', String(cmd.n)];
-    case 'down': return ['down', cmd.n === 'all' ? '-all' : String(cmd.n)];
-    case 'goto': return ['goto', String(cmd.version)];
+    case 'up':
+      return cmd.n === undefined ? ['up'] : ['up', String(cmd.n)];
+    case 'down':
+      return ['down', cmd.n === 'all' ? '-all' : String(cmd.n)];
+    case 'goto':
+      return ['goto', String(cmd.version)];
     // Go's flag package reads a bare -1 as an unknown flag; `--` ends the flags, as golang-migrate's README shows.
-    case 'force': return cmd.version < 0 ? ['force', '--', String(cmd.version)] : ['force', String(cmd.version)];
+    case 'force':
+      return cmd.version < 0 ? ['force', '--', String(cmd.version)] : ['force', String(cmd.version)];
   }
 }

@@ -7,12 +7,19 @@ const NAME_RE = /^[A-Za-z0-9_]+$/;
 
 /** Creates the next up/down pair: both files or neither, never over a file or a version already taken. */
 export async function createMigration(ctx: Pick<Ctx, 'fs' | 'clock'>, dir: string, name: string, timestamp: boolean): Promise<string[]> {
-  if (!NAME_RE.test(name)) throw new UsageError(`"${name}" is not a migration name`, 'use letters, digits and underscores: pnpm db:migrate:create add_users_table');
+  if (!NAME_RE.test(name))
+    throw new UsageError(
+      `"${name}" is not a migration name`,
+      'use letters, digits and underscores: pnpm db:migrate:create add_users_table',
+    );
   await ctx.fs.mkdir(dir, { recursive: true });
   const versions = existingVersions(dir);
   const v = nextVersion(versions, ctx.clock(), timestamp);
   if (versions.includes(Number(v))) {
-    throw new UserError(`version ${v} is already taken in ${dir}`, 'wait a second and run it again (timestamps have one-second resolution)');
+    throw new UserError(
+      `version ${v} is already taken in ${dir}`,
+      'wait a second and run it again (timestamps have one-second resolution)',
+    );
   }
   const dirs = ['up', 'down'] as const;
   const files = dirs.map((d) => path.join(dir, `${v}_${name}.${d}.sql`));
@@ -20,9 +27,11 @@ export async function createMigration(ctx: Pick<Ctx, 'fs' | 'clock'>, dir: strin
   try {
     for (const [i, f] of files.entries()) {
       // Only a comment: db:migrate refuses it as empty until it is written.
-      await ctx.fs.writeFile(f, `-- ${dirs[i]} migration ${v} ${name}: write it here (an empty file is refused)\n`, { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
-        throw e.code === 'EEXIST' ? new UserError(`${path.basename(f)} already exists; nothing was created`, 'pick another name') : e;
-      });
+      await ctx.fs
+        .writeFile(f, `-- ${dirs[i]} migration ${v} ${name}: write it here (an empty file is refused)\n`, { flag: 'wx' })
+        .catch((e: NodeJS.ErrnoException) => {
+          throw e.code === 'EEXIST' ? new UserError(`${path.basename(f)} already exists; nothing was created`, 'pick another name') : e;
+        });
       made.push(f);
     }
   } catch (e) {

@@ -8,12 +8,18 @@ import { findTables, forceCommand, readCurrent, versionLabel, type MigrationTabl
 
 function createdRelations(sql: string): string[] {
   const out: string[] = [];
-  const re = /\bCREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|SEQUENCE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?!ON\b)("[^"]+"|[\w$]+)(?:\.("[^"]+"|[\w$]+))?/gi;
+  const re =
+    /\bCREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|MATERIALIZED\s+VIEW|SEQUENCE)\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?!ON\b)("[^"]+"|[\w$]+)(?:\.("[^"]+"|[\w$]+))?/gi;
   for (const m of sql.replace(/--[^\n]*|\/\*[\s\S]*?\*\//g, ' ').matchAll(re)) out.push(m[2] ? `${m[1]}.${m[2]}` : m[1]);
   return out;
 }
 
-type ObjectsFound = { state: 'applied' | 'not applied' | 'partly applied' | 'unknown'; invalid: string[]; present: string[]; missing: string[] };
+type ObjectsFound = {
+  state: 'applied' | 'not applied' | 'partly applied' | 'unknown';
+  invalid: string[];
+  present: string[];
+  missing: string[];
+};
 
 /** Whether what `m`'s up file creates exists and is valid: "unknown" when its text names nothing to look up. */
 async function inspectObjects(c: Client, m: Migration | undefined): Promise<ObjectsFound> {
@@ -35,7 +41,13 @@ async function inspectObjects(c: Client, m: Migration | undefined): Promise<Obje
   } catch {
     return out; // a name we could not parse: say "unknown" rather than guess
   }
-  out.state = out.invalid.length ? 'partly applied' : !out.missing.length ? 'applied' : !out.present.length ? 'not applied' : 'partly applied';
+  out.state = out.invalid.length
+    ? 'partly applied'
+    : !out.missing.length
+      ? 'applied'
+      : !out.present.length
+        ? 'not applied'
+        : 'partly applied';
   return out;
 }
 
@@ -68,7 +80,13 @@ function asOwner(c: Client, sql: string, paths: HintPaths = DEFAULT_PATHS): stri
 }
 
 /** A dirty database in golang-migrate's words, which file stopped part-way, whether its objects exist, and the way out. */
-export async function dirtyError(c: Client, tables: MigrationTables, version: number | null, migrations: readonly Migration[], paths?: HintPaths): Promise<UserError> {
+export async function dirtyError(
+  c: Client,
+  tables: MigrationTables,
+  version: number | null,
+  migrations: readonly Migration[],
+  paths?: HintPaths,
+): Promise<UserError> {
   const head = `Dirty database version ${version ?? -1}. Fix and force version.`;
   const idx = version === null ? -1 : migrations.findIndex((m) => m.version === version);
   const next = migrations.find((m) => version === null || m.version > version);
@@ -83,11 +101,16 @@ export async function dirtyError(c: Client, tables: MigrationTables, version: nu
   let hint: string;
   if (rollingBack) {
     const objects = await inspectObjects(c, next);
-    lines.push(`${next!.down.file} (rolling back to ${versionLabel(version)}) stopped part-way; the objects its up file creates look ${objects.state === 'applied' ? 'still present' : objects.state === 'not applied' ? 'gone' : objects.state}`);
+    lines.push(
+      `${next!.down.file} (rolling back to ${versionLabel(version)}) stopped part-way; ` +
+        `the objects its up file creates look ${objects.state === 'applied' ? 'still present' : objects.state === 'not applied' ? 'gone' : objects.state}`,
+    );
     hint =
-      objects.state === 'applied' ? `if the roll-back did nothing: ${forceCommand(next!.version)}` :
-      objects.state === 'not applied' ? `if the roll-back completed: ${forceCommand(version)}` :
-      `finish ${next!.down.file} by hand, then ${forceCommand(version)}; or undo what it did, then ${forceCommand(next!.version)}`;
+      objects.state === 'applied'
+        ? `if the roll-back did nothing: ${forceCommand(next!.version)}`
+        : objects.state === 'not applied'
+          ? `if the roll-back completed: ${forceCommand(version)}`
+          : `finish ${next!.down.file} by hand, then ${forceCommand(version)}; or undo what it did, then ${forceCommand(next!.version)}`;
   } else if (idx < 0) {
     lines.push(`no migration file has version ${versionLabel(version)}`);
     hint = `restore the file, or force a version that exists: ${forceCommand(migrations.at(-1)?.version ?? null)}`;
@@ -95,13 +118,21 @@ export async function dirtyError(c: Client, tables: MigrationTables, version: nu
     const m = migrations[idx];
     const prev = idx > 0 ? migrations[idx - 1].version : null;
     const objects = await inspectObjects(c, m);
-    const detail = objects.invalid.length ? `; INVALID (interrupted CREATE INDEX CONCURRENTLY): ${objects.invalid.join(', ')}` : objects.state === 'partly applied' ? `; present: ${objects.present.join(', ')}; missing: ${objects.missing.join(', ')}` : '';
+    const detail = objects.invalid.length
+      ? `; INVALID (interrupted CREATE INDEX CONCURRENTLY): ${objects.invalid.join(', ')}`
+      : objects.state === 'partly applied'
+        ? `; present: ${objects.present.join(', ')}; missing: ${objects.missing.join(', ')}`
+        : '';
     lines.push(`${m.up.file} stopped part-way; its objects look ${objects.state}${detail}`);
     hint =
-      objects.state === 'applied' ? `if the file completed: ${forceCommand(m.version)}` :
-      objects.state === 'not applied' ? `nothing of it is there: ${forceCommand(prev)}, then pnpm db:migrate` :
-      objects.invalid.length ? `drop the invalid index (DROP INDEX CONCURRENTLY ${objects.invalid.join(', ')}), then ${forceCommand(prev)}, then pnpm db:migrate; ${asOwner(c, `DROP INDEX CONCURRENTLY ${objects.invalid.join(', ')}`, paths)}` :
-      `check what ${m.up.file} did: if it completed, ${forceCommand(m.version)}; if not, undo it, then ${forceCommand(prev)} and pnpm db:migrate`;
+      objects.state === 'applied'
+        ? `if the file completed: ${forceCommand(m.version)}`
+        : objects.state === 'not applied'
+          ? `nothing of it is there: ${forceCommand(prev)}, then pnpm db:migrate`
+          : objects.invalid.length
+            ? `drop the invalid index (DROP INDEX CONCURRENTLY ${objects.invalid.join(', ')}), then ${forceCommand(prev)}, then pnpm db:migrate; ` +
+              asOwner(c, `DROP INDEX CONCURRENTLY ${objects.invalid.join(', ')}`, paths)
+            : `check what ${m.up.file} did: if it completed, ${forceCommand(m.version)}; if not, undo it, then ${forceCommand(prev)} and pnpm db:migrate`;
   }
   return new UserError(`${head}\n  ${lines.join('\n  ')}`, hint);
 }
@@ -140,7 +171,14 @@ export function fileMessage(f: MigrationFile, e: unknown, line: number | undefin
 }
 
 /** A transactional file's failure with its line; what is not PostgreSQL's answer (a lost connection) is rethrown. */
-export async function transactionFailure(c: Client, f: MigrationFile, e: unknown, elapsedMs: number, before: number | null, nothing?: string): Promise<UserError> {
+export async function transactionFailure(
+  c: Client,
+  f: MigrationFile,
+  e: unknown,
+  elapsedMs: number,
+  before: number | null,
+  nothing?: string,
+): Promise<UserError> {
   if (!sqlState(e)) throw e;
   const line = await errorLine(c, f.sql, e, true, elapsedMs);
   return new UserError(
@@ -150,11 +188,22 @@ export async function transactionFailure(c: Client, f: MigrationFile, e: unknown
 }
 
 /** For db:status (docker's golang-migrate prints one line): what is dirty and the way out; undefined when clean. */
-export async function dirtyReport(c: Client, migrations: readonly Migration[], paths?: HintPaths): Promise<{ problem: string; fix: string } | undefined> {
+export async function dirtyReport(
+  c: Client,
+  migrations: readonly Migration[],
+  paths?: HintPaths,
+): Promise<{ problem: string; fix: string } | undefined> {
   const tables = await findTables(c);
   if (!tables.hasVersionTable) return undefined;
   const cur = await readCurrent(c, tables);
   if (!cur.dirty) return undefined;
   const e = await dirtyError(c, tables, cur.version, migrations, paths);
-  return { problem: e.message.split('\n').slice(1).map((l) => l.trim()).join('; '), fix: e.hint ?? '' };
+  return {
+    problem: e.message
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim())
+      .join('; '),
+    fix: e.hint ?? '',
+  };
 }

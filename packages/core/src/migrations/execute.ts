@@ -59,7 +59,11 @@ export async function runSteps(
                 continue;
               }
               await flush(c, tables, i, tx, before);
-              throw lockGiveUp(f, wait, `nothing of ${f.file} was applied (it ran in a transaction, rolled back each time); the version is still ${versionLabel(before)}, not dirty`);
+              throw lockGiveUp(
+                f,
+                wait,
+                `nothing of ${f.file} was applied (it ran in a transaction, rolled back each time); the version is still ${versionLabel(before)}, not dirty`,
+              );
             }
             await flush(c, tables, i, tx, before);
             throw await transactionFailure(c, f, e, elapsed, before);
@@ -92,7 +96,9 @@ export async function runSteps(
             dirty?.hint,
           );
         }
-        await c.query(`${lockTimeoutSql(wait.policy)}BEGIN; ${setVersionSql(tables, s.after, false)}; ${historySql(tables, s.m, s.dir, now() - start)}; COMMIT${nextTx ? '; BEGIN' : ''}`);
+        await c.query(
+          `${lockTimeoutSql(wait.policy)}BEGIN; ${setVersionSql(tables, s.after, false)}; ${historySql(tables, s.m, s.dir, now() - start)}; COMMIT${nextTx ? '; BEGIN' : ''}`,
+        );
         open = nextTx;
       }
       steps.push({ version: s.m.version, name: s.m.name, file: f.file, direction: s.dir, ms: now() - start, transactional: tx[i] });
@@ -105,7 +111,14 @@ export async function runSteps(
 }
 
 /** `--single-transaction`, as `psql -1`. Not the default: every lock is held to the end, and some files work only apart. */
-export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, tables: MigrationTables, from: number | null, todo: readonly PlannedStep[], wait: LockWait): Promise<Step[]> {
+export async function runAsOne(
+  ctx: Pick<Ctx, 'log' | 'clock'>,
+  c: Client,
+  tables: MigrationTables,
+  from: number | null,
+  todo: readonly PlannedStep[],
+  wait: LockWait,
+): Promise<Step[]> {
   const own = todo.map(fileOf).find((f) => needsOwnTransaction(f.sql));
   if (own) {
     throw new UserError(
@@ -117,7 +130,10 @@ export async function runAsOne(ctx: Pick<Ctx, 'log' | 'clock'>, c: Client, table
   const nothing = `nothing of this run was applied (one transaction, rolled back); the version is still ${versionLabel(from)}, not dirty`;
   const tooManyLocks = (e: unknown) =>
     sqlState(e) === '53200'
-      ? new UserError(`${(e as Error).message}: this run takes more locks than one transaction may hold (max_locks_per_transaction)`, `${nothing}; run without --single-transaction, or in parts (pnpm db:migrate up N)`)
+      ? new UserError(
+          `${(e as Error).message}: this run takes more locks than one transaction may hold (max_locks_per_transaction)`,
+          `${nothing}; run without --single-transaction, or in parts (pnpm db:migrate up N)`,
+        )
       : undefined;
   // A file out of lock_timeout rolls back, and retries, the whole run.
   for (let attempt = 1; ; attempt++) {

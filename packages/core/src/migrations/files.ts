@@ -39,7 +39,10 @@ export interface Migration {
 class LazyFile implements MigrationFile {
   #sql?: string;
   #sum?: string;
-  constructor(readonly dir: string, readonly file: string) {}
+  constructor(
+    readonly dir: string,
+    readonly file: string,
+  ) {}
   get sql(): string {
     return (this.#sql ??= decodeUtf8(readFileSync(path.join(this.dir, this.file))));
   }
@@ -57,7 +60,10 @@ export function checksum(sql: string): string {
 /** The folder's files, sorted; directories are skipped, as golang-migrate skips them. */
 function listFiles(dir: string): string[] {
   try {
-    return readdirSync(dir, { withFileTypes: true }).filter((e) => !e.isDirectory() && !IGNORED.test(e.name)).map((e) => e.name).sort();
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((e) => !e.isDirectory() && !IGNORED.test(e.name))
+      .map((e) => e.name)
+      .sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     throw new UserError(`the migrations folder ${dir} does not exist`, 'create it, or set DB_MIGRATIONS_DIR');
@@ -100,7 +106,8 @@ export function loadMigrations(dir: string, opts: LoadOptions = {}): Migration[]
     else out.push({ version, name: e.name, up: e.up, down: e.down });
   }
   // A refused run reports every problem at once, texts included.
-  if (opts.texts !== 'later' || problems.length) problems.push(...textProblems([...byVersion.values()].flatMap((e) => [e.up, e.down].filter((f): f is MigrationFile => !!f))));
+  if (opts.texts !== 'later' || problems.length)
+    problems.push(...textProblems([...byVersion.values()].flatMap((e) => [e.up, e.down].filter((f): f is MigrationFile => !!f))));
   if (problems.length) throw invalid(problems, dir);
   return out;
 }
@@ -132,14 +139,20 @@ function textProblems(files: readonly MigrationFile[]): string[] {
     const code = codeOnly(sql);
     if (!code.replace(/;/g, ' ').trim()) problems.push(`${f.file}: the file is empty (only comments or blanks)`);
     const alone = mustBeAlone(sql, code);
-    if (alone) problems.push(`${f.file}: ${alone} must be the only statement in its file (PostgreSQL runs a file of several statements as one transaction, which ${alone} refuses)`);
+    if (alone)
+      problems.push(
+        `${f.file}: ${alone} must be the only statement in its file (PostgreSQL runs a file of several statements as one transaction, which ${alone} refuses)`,
+      );
   }
   return problems;
 }
 
 /** The versions in the folder, by name only: a new file may still be a stub. */
 export function existingVersions(dir: string): number[] {
-  return listFiles(dir).map(parseName).filter((p): p is ParsedName => p !== undefined).map((p) => p.version);
+  return listFiles(dir)
+    .map(parseName)
+    .filter((p): p is ParsedName => p !== undefined)
+    .map((p) => p.version);
 }
 
 /** A 6-digit sequence (as `migrate create -seq`) or a UTC timestamp. */

@@ -27,7 +27,10 @@ interface Blocked {
 }
 
 /** A session in words: pid, application, user, and (where this role may see them) state and start times. */
-function sessionWords(r: { pid: number; app?: string; usr?: string; addr?: string; state?: string; query_start?: Date; xact_start?: Date }, viewer: string): string {
+function sessionWords(
+  r: { pid: number; app?: string; usr?: string; addr?: string; state?: string; query_start?: Date; xact_start?: Date },
+  viewer: string,
+): string {
   const iso = (d: Date) => new Date(d).toISOString();
   const head = `pid ${r.pid}, application "${r.app || ''}", user ${r.usr}${r.addr ? ` from ${r.addr}` : ''}`;
   if (r.state == null) return `${head} (its state and query start are hidden from ${viewer}, which is not in pg_read_all_stats)`;
@@ -38,7 +41,10 @@ function sessionWords(r: { pid: number; app?: string; usr?: string; addr?: strin
 export class LockWatch {
   #client?: Promise<Client | undefined>;
   last?: Blocked;
-  constructor(private readonly c: Client, private readonly pid: number) {}
+  constructor(
+    private readonly c: Client,
+    private readonly pid: number,
+  ) {}
 
   async during<T>(delayMs: number, work: Promise<T>): Promise<T> {
     let stop!: () => void;
@@ -71,8 +77,14 @@ export class LockWatch {
     this.#client ??= (async () => {
       const Ctor = c.constructor as new (cfg: ClientConfig) => Client;
       const watcher = new Ctor({
-        host: c.host, port: c.port, user: c.user, database: c.database, password: c.password, ssl: c.ssl,
-        application_name: 'pg-deploy lock watch', connectionTimeoutMillis: 5000,
+        host: c.host,
+        port: c.port,
+        user: c.user,
+        database: c.database,
+        password: c.password,
+        ssl: c.ssl,
+        application_name: 'pg-deploy lock watch',
+        connectionTimeoutMillis: 5000,
       });
       watcher.on('error', () => {}); // a lost watch fails its next query, which is caught
       await watcher.connect();
@@ -124,7 +136,9 @@ export async function pauseBeforeRetry(wait: LockWait, file: string, attempt: nu
 /** A file out of lock_timeout on every try: what it waited for, and who held it. */
 export function lockGiveUp(f: MigrationFile, wait: LockWait, nothing: string): UserError {
   const b = wait.watch?.last;
-  const who = b?.holders.length ? `held by ${b.holders.join('; ')}` : 'held by a session that could not be seen (it let go in the meantime, or the watch could not connect)';
+  const who = b?.holders.length
+    ? `held by ${b.holders.join('; ')}`
+    : 'held by a session that could not be seen (it let go in the meantime, or the watch could not connect)';
   const pid = b?.holders.length ? /^pid (\d+)/.exec(b.holders[0])![1] : 'pid';
   return new UserError(
     `${f.file}: waited more than ${wait.policy.timeoutMs / 1000}s for a lock${b?.wants ? ` (${b.wants})` : ''} on each of ${wait.policy.retries + 1} tries, ${who}`,

@@ -4,10 +4,7 @@ import type { Migration, MigrationFile } from './files.ts';
 import { forceCommand } from './state.ts';
 
 export type Command =
-  | { kind: 'up'; n?: number }
-  | { kind: 'down'; n: number | 'all' }
-  | { kind: 'goto'; version: number }
-  | { kind: 'force'; version: number };
+  { kind: 'up'; n?: number } | { kind: 'down'; n: number | 'all' } | { kind: 'goto'; version: number } | { kind: 'force'; version: number };
 
 export interface PlannedStep {
   m: Migration;
@@ -20,13 +17,17 @@ export const fileOf = (s: PlannedStep): MigrationFile => (s.dir === 'up' ? s.m.u
 export function plan(migrations: readonly Migration[], current: number | null, cmd: Exclude<Command, { kind: 'force' }>): PlannedStep[] {
   const idx = current === null ? -1 : migrations.findIndex((m) => m.version === current);
   if (current !== null && idx < 0 && cmd.kind !== 'up') {
-    throw new UserError(`the database is at version ${current}, which has no migration file`, `restore the missing files, or force a version that exists: ${forceCommand(migrations.at(-1)?.version ?? null)}`);
+    throw new UserError(
+      `the database is at version ${current}, which has no migration file`,
+      `restore the missing files, or force a version that exists: ${forceCommand(migrations.at(-1)?.version ?? null)}`,
+    );
   }
   const pending = migrations.filter((m) => current === null || m.version > current);
   const ups = (list: readonly Migration[]) => list.map((m) => ({ m, dir: 'up' as const, after: m.version }));
   const downs = (count: number) => {
     const out: PlannedStep[] = [];
-    for (let i = idx; i >= 0 && out.length < count; i--) out.push({ m: migrations[i], dir: 'down', after: i > 0 ? migrations[i - 1].version : null });
+    for (let i = idx; i >= 0 && out.length < count; i--)
+      out.push({ m: migrations[i], dir: 'down', after: i > 0 ? migrations[i - 1].version : null });
     return out;
   };
   if (cmd.kind === 'up') return ups(cmd.n === undefined ? pending : pending.slice(0, cmd.n));

@@ -35,7 +35,9 @@ export interface MigrateOptions {
 
 /** Runs a command under golang-migrate's lock, on its table; a dirty database is refused unless the command is `force`. */
 export async function migrate(
-  ctx: Pick<Ctx, 'log' | 'clock'> & { cfg?: Pick<Config, 'statementLockTimeoutMs' | 'statementLockRetries' | 'root' | 'secretsDir' | 'sslDir'> },
+  ctx: Pick<Ctx, 'log' | 'clock'> & {
+    cfg?: Pick<Config, 'statementLockTimeoutMs' | 'statementLockRetries' | 'root' | 'secretsDir' | 'sslDir'>;
+  },
   c: Client,
   migrations: readonly Migration[],
   cmd: Command,
@@ -43,7 +45,8 @@ export async function migrate(
 ): Promise<MigrateResult> {
   const t0 = ctx.clock().getTime();
   const done = (from: number | null, to: number | null, steps: Step[]) => ({ from, to, steps, ms: ctx.clock().getTime() - t0 });
-  const policy = opts.locks ?? (ctx.cfg ? { timeoutMs: ctx.cfg.statementLockTimeoutMs, retries: ctx.cfg.statementLockRetries } : DEFAULT_LOCK_POLICY);
+  const policy =
+    opts.locks ?? (ctx.cfg ? { timeoutMs: ctx.cfg.statementLockTimeoutMs, retries: ctx.cfg.statementLockRetries } : DEFAULT_LOCK_POLICY);
   // A killed runner's backend ends (and frees the lock) within a second, not when its statement ends.
   const tables = await findTables(c, `SET client_connection_check_interval = 1000; ${lockTimeoutSql(policy)}`);
   const wait: LockWait = { policy, log: ctx.log, watch: policy.timeoutMs > 0 ? new LockWatch(c, tables.pid) : undefined };
@@ -98,7 +101,10 @@ async function underLock(
     if (cur.dirty) throw await dirtyError(c, created, cur.version, migrations, paths);
     const todo = plan(migrations, cur.version, cmd);
     checkFiles(todo.map(fileOf)); // the texts of what will run, before any of it does
-    const steps = opts.singleTransaction && todo.length ? await runAsOne(ctx, c, created, cur.version, todo, wait) : await runSteps(ctx, c, created, migrations, cur.version, todo, wait, paths);
+    const steps =
+      opts.singleTransaction && todo.length
+        ? await runAsOne(ctx, c, created, cur.version, todo, wait)
+        : await runSteps(ctx, c, created, migrations, cur.version, todo, wait, paths);
     return done(cur.version, todo.length ? todo[todo.length - 1].after : cur.version, steps);
   } finally {
     await releaseLock(c, key);
@@ -129,7 +135,8 @@ export async function status(c: Client, migrations: readonly Migration[]): Promi
   const cur = tables.hasVersionTable ? await readCurrent(c, tables) : { version: null, dirty: false };
   const hist = new Map<number, { checksum: string; applied_at: Date }>();
   if (tables.hasHistoryTable) {
-    for (const r of (await c.query(`SELECT version, checksum, applied_at FROM ${tables.historyTable}`)).rows) hist.set(Number(r.version), r);
+    for (const r of (await c.query(`SELECT version, checksum, applied_at FROM ${tables.historyTable}`)).rows)
+      hist.set(Number(r.version), r);
   }
   const applied: StatusEntry[] = [];
   const pending: StatusEntry[] = [];

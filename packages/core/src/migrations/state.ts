@@ -30,7 +30,10 @@ export async function findTables(c: Client, prelude = ''): Promise<MigrationTabl
     CASE WHEN current_schema() IS NOT NULL THEN ${regclass(HISTORY_TABLE)} END AS has_h`);
   const r = lastResult(res as unknown as QueryResult | QueryResult[]).rows[0];
   if (!r.schema) {
-    throw new UserError(`there is no schema to keep ${VERSION_TABLE} in: search_path names no schema that exists`, 'check SHOW search_path for the migration role');
+    throw new UserError(
+      `there is no schema to keep ${VERSION_TABLE} in: search_path names no schema that exists`,
+      'check SHOW search_path for the migration role',
+    );
   }
   return {
     schema: r.schema,

@@ -30,9 +30,13 @@ export function splitStatements(sql: string): Statement[] | undefined {
       let depth = 1;
       i += 2;
       while (i < n && depth > 0) {
-        if (sql[i] === '/' && sql[i + 1] === '*') { depth++; i += 2; }
-        else if (sql[i] === '*' && sql[i + 1] === '/') { depth--; i += 2; }
-        else i++;
+        if (sql[i] === '/' && sql[i + 1] === '*') {
+          depth++;
+          i += 2;
+        } else if (sql[i] === '*' && sql[i + 1] === '/') {
+          depth--;
+          i += 2;
+        } else i++;
       }
     } else if (ch === "'") {
       mark();
@@ -41,16 +45,20 @@ export function splitStatements(sql: string): Statement[] | undefined {
       while (i < n) {
         if (escapes && sql[i] === '\\') i += 2;
         else if (sql[i] === "'" && sql[i + 1] === "'") i += 2;
-        else if (sql[i] === "'") { i++; break; }
-        else i++;
+        else if (sql[i] === "'") {
+          i++;
+          break;
+        } else i++;
       }
     } else if (ch === '"') {
       mark();
       i++;
       while (i < n) {
         if (sql[i] === '"' && sql[i + 1] === '"') i += 2;
-        else if (sql[i] === '"') { i++; break; }
-        else i++;
+        else if (sql[i] === '"') {
+          i++;
+          break;
+        } else i++;
       }
     } else if (ch === '$' && !identChar(sql[i - 1])) {
       mark();
@@ -91,7 +99,10 @@ export function needsOwnTransaction(sql: string): boolean {
 }
 
 export function mustBeAlone(sql: string, code: string): string | undefined {
-  const m = /\b(CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b[^;]*\bCONCURRENTLY|VACUUM|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE)|ALTER\s+SYSTEM)\b/i.exec(code);
+  const m =
+    /\b(CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\b[^;]*\bCONCURRENTLY|VACUUM|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE)|ALTER\s+SYSTEM)\b/i.exec(
+      code,
+    );
   if (!m) return undefined;
   if (/(^|;)\s*(BEGIN|COMMIT|START\s+TRANSACTION)\b/i.test(code)) return undefined; // the file manages its transactions itself
   const stmts = splitStatements(sql);

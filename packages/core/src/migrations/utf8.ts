@@ -1,6 +1,12 @@
 export class NotUtf8Error extends Error {
-  constructor(readonly byte: number, readonly line: number, readonly column: number) {
-    super(`not valid UTF-8: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at line ${line}, column ${column} (saved as Latin-1 or Windows-1252?)`);
+  constructor(
+    readonly byte: number,
+    readonly line: number,
+    readonly column: number,
+  ) {
+    super(
+      `not valid UTF-8: byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} at line ${line}, column ${column} (saved as Latin-1 or Windows-1252?)`,
+    );
     this.name = 'NotUtf8Error';
   }
 }

@@ -6,17 +6,46 @@ export const MIGRATE_SERVICE = 'db-migrate';
 /** The `docker compose` argument arrays, as data. Services are addressed through Compose, never by container name. */
 export const compose = {
   base: (file: string) => ['compose', '-f', file],
-  up: (file: string, timeoutS: number) => [...compose.base(file), 'up', '--detach', '--wait', '--wait-timeout', String(timeoutS), DB_SERVICE],
+  up: (file: string, timeoutS: number) => [
+    ...compose.base(file),
+    'up',
+    '--detach',
+    '--wait',
+    '--wait-timeout',
+    String(timeoutS),
+    DB_SERVICE,
+  ],
   // The `app` profile too: a profile Compose is not told about is left running, with the network.
   down: (file: string) => [...compose.base(file), '--profile', 'app', 'down'],
   destroy: (file: string) => [...compose.base(file), '--profile', 'app', 'down', '--volumes', '--remove-orphans'],
   ps: (file: string) => [...compose.base(file), 'ps', '--status', 'running', '--quiet', DB_SERVICE],
   logs: (file: string, follow: boolean) => [...compose.base(file), 'logs', ...(follow ? ['--follow'] : []), '--tail', '100', DB_SERVICE],
   // No TTY without a terminal on stdin (a pipe, `< file.sql`), or the input never arrives.
-  shell: (file: string, args: readonly string[] = [], stdinIsTty = true) => [...compose.base(file), 'exec', ...(stdinIsTty ? [] : ['--no-TTY']), DB_SERVICE, 'bash', ...args],
+  shell: (file: string, args: readonly string[] = [], stdinIsTty = true) => [
+    ...compose.base(file),
+    'exec',
+    ...(stdinIsTty ? [] : ['--no-TTY']),
+    DB_SERVICE,
+    'bash',
+    ...args,
+  ],
   // The container's scripts read the secrets there: none passes through our argv.
-  psql: (file: string, args: readonly string[], stdinIsTty = true) => [...compose.base(file), 'exec', ...(stdinIsTty ? [] : ['--no-TTY']), DB_SERVICE, '/usr/local/bin/db-psql', ...args],
-  adminSql: (file: string, database: string) => [...compose.base(file), 'exec', '--no-TTY', DB_SERVICE, '/usr/local/bin/db-admin-sql', database],
+  psql: (file: string, args: readonly string[], stdinIsTty = true) => [
+    ...compose.base(file),
+    'exec',
+    ...(stdinIsTty ? [] : ['--no-TTY']),
+    DB_SERVICE,
+    '/usr/local/bin/db-psql',
+    ...args,
+  ],
+  adminSql: (file: string, database: string) => [
+    ...compose.base(file),
+    'exec',
+    '--no-TTY',
+    DB_SERVICE,
+    '/usr/local/bin/db-admin-sql',
+    database,
+  ],
   installTls: (file: string) => [...compose.base(file), 'exec', '--no-TTY', DB_SERVICE, '/usr/local/bin/db-start', '--install-tls-only'],
   appRunning: (file: string) => [...compose.base(file), 'ps', '--status', 'running', '--quiet', 'api'],
   // A file secret is a bind mount resolved when the container is made: recreate it to read the new file.
@@ -37,14 +66,20 @@ export const engine = {
   serverVersion: () => ['info', '--format', '{{.ServerVersion}}'],
   // By Compose's labels: the project's data volume whatever name Compose gave it, and no other project's.
   dataVolume: (project: string) => [
-    'volume', 'ls', '--quiet',
-    '--filter', `label=com.docker.compose.project=${project}`,
-    '--filter', `label=com.docker.compose.volume=${DATA_VOLUME}`,
+    'volume',
+    'ls',
+    '--quiet',
+    '--filter',
+    `label=com.docker.compose.project=${project}`,
+    '--filter',
+    `label=com.docker.compose.volume=${DATA_VOLUME}`,
   ],
 };
 
 /** What infra/docker-compose.yml interpolates, as absolute paths, so the containers use the host's secrets, certificates and migrations. */
-export function composeEnv(cfg: Pick<Config, 'port' | 'secretsDir' | 'sslDir' | 'migrationsDir' | 'composeProject' | 'images'>): Record<string, string> {
+export function composeEnv(
+  cfg: Pick<Config, 'port' | 'secretsDir' | 'sslDir' | 'migrationsDir' | 'composeProject' | 'images'>,
+): Record<string, string> {
   return {
     COMPOSE_PROJECT_NAME: cfg.composeProject,
     ENV_DB_PORT: String(cfg.port),

@@ -29,7 +29,7 @@ export const CONTAINER_DIR_SCRIPT = [
   'tool="$2"',
   'shift 2',
   'd="$(mktemp -d)"',
-  "trap 'rm -rf -- \"$d\"' EXIT",
+  'trap \'rm -rf -- "$d"\' EXIT',
   "trap 'exit 129' HUP",
   "trap 'exit 130' INT",
   "trap 'exit 143' TERM",
@@ -55,7 +55,13 @@ export function containerToolArgs(composeBase: readonly string[], service: strin
 }
 
 /** `docker compose exec` arguments that run a directory-format dump or restore in api-db through CONTAINER_DIR_SCRIPT. */
-export function containerDirArgs(composeBase: readonly string[], service: string, way: 'dump' | 'restore', tool: PgTool, args: readonly string[]): string[] {
+export function containerDirArgs(
+  composeBase: readonly string[],
+  service: string,
+  way: 'dump' | 'restore',
+  tool: PgTool,
+  args: readonly string[],
+): string[] {
   return [...composeBase, 'exec', '--no-TTY', service, 'sh', '-c', CONTAINER_DIR_SCRIPT, 'db-pg-dir', way, tool, ...args];
 }
 
@@ -69,14 +75,19 @@ const TAR_HINT = 'free disk space where DB_BACKUP_DIR points; see the message ab
 export async function unpackDir(ctx: Pick<Ctx, 'exec' | 'fs'>, tarFile: string, dir: string): Promise<void> {
   await ctx.fs.mkdir(dir, { mode: 0o700 });
   // Under umask 077 and without the archive's modes: every file is the owner's only from the start.
-  await ctx.exec('tar', tarUnpack(tarFile, dir), { umask: 0o077, failure: { message: 'could not unpack the dump that came out of the container', hint: TAR_HINT } });
+  await ctx.exec('tar', tarUnpack(tarFile, dir), {
+    umask: 0o077,
+    failure: { message: 'could not unpack the dump that came out of the container', hint: TAR_HINT },
+  });
 }
 
 /** Packs a directory into a new private tar file, to go into the container. */
 export async function packDir(ctx: Pick<Ctx, 'exec' | 'fs'>, dir: string, tarFile: string): Promise<void> {
   // Created first, owner only: tar keeps the mode of a file it overwrites, and this one holds every row.
   await (await ctx.fs.open(tarFile, 'wx', 0o600)).close();
-  await ctx.exec('tar', tarPack(dir, tarFile), { failure: { message: `could not pack ${dir} to send it into the container`, hint: TAR_HINT } });
+  await ctx.exec('tar', tarPack(dir, tarFile), {
+    failure: { message: `could not pack ${dir} to send it into the container`, hint: TAR_HINT },
+  });
 }
 
 /** `docker ARGS` with stdout to, or stdin from, a host file. The shell only redirects: the exit status is the tool's. */

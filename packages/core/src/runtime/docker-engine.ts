@@ -30,7 +30,11 @@ export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<Availabil
   if (v2.code !== 0) {
     const standalone = await ask('docker-compose', engine.standaloneComposeVersion());
     if (standalone.code !== 0) {
-      return { ok: false, why: 'Docker Compose v2 is not installed (docker compose version failed)', hint: 'install Docker Engine with the compose plugin, or set DB_RUNTIME=native' };
+      return {
+        ok: false,
+        why: 'Docker Compose v2 is not installed (docker compose version failed)',
+        hint: 'install Docker Engine with the compose plugin, or set DB_RUNTIME=native',
+      };
     }
     // Distributions ship Compose v2 as a docker-compose program too; the docker CLI runs it only as a plugin.
     if ((versionOf(standalone.stdout)?.[0] ?? 1) >= 2) {
@@ -40,21 +44,37 @@ export async function dockerAvailable(ctx: Pick<Ctx, 'exec'>): Promise<Availabil
         hint: 'link it where the docker CLI looks for plugins: mkdir -p ~/.docker/cli-plugins && ln -s "$(command -v docker-compose)" ~/.docker/cli-plugins/docker-compose; or set DB_RUNTIME=native',
       };
     }
-    return { ok: false, why: 'only Compose v1 (docker-compose) is installed; this tool needs Compose v2 (docker compose)', hint: 'install the docker-compose-plugin package, or set DB_RUNTIME=native' };
+    return {
+      ok: false,
+      why: 'only Compose v1 (docker-compose) is installed; this tool needs Compose v2 (docker compose)',
+      hint: 'install the docker-compose-plugin package, or set DB_RUNTIME=native',
+    };
   }
   if (info.code !== 0 || !info.stdout.trim()) {
-    return { ok: false, why: 'no Docker engine answers (docker info failed)', hint: 'start Docker (systemctl start docker), or set DB_RUNTIME=native to use the embedded PostgreSQL' };
+    return {
+      ok: false,
+      why: 'no Docker engine answers (docker info failed)',
+      hint: 'start Docker (systemctl start docker), or set DB_RUNTIME=native to use the embedded PostgreSQL',
+    };
   }
   // A version without leading numbers (a development build) cannot be compared: not refused.
   const server = info.stdout.trim();
   const sv = versionOf(server);
   if (sv && older(sv, MIN_ENGINE)) {
-    return { ok: false, why: `Docker Engine ${server} is too old: this tool needs ${MIN_ENGINE[0]} or newer, for the healthcheck's start_interval`, hint: 'upgrade Docker Engine (https://docs.docker.com/engine/install/), or set DB_RUNTIME=native' };
+    return {
+      ok: false,
+      why: `Docker Engine ${server} is too old: this tool needs ${MIN_ENGINE[0]} or newer, for the healthcheck's start_interval`,
+      hint: 'upgrade Docker Engine (https://docs.docker.com/engine/install/), or set DB_RUNTIME=native',
+    };
   }
   const composeV = v2.stdout.trim();
   const cv = versionOf(composeV);
   if (cv && older(cv, MIN_COMPOSE)) {
-    return { ok: false, why: `Docker Compose ${composeV} is too old: this tool needs ${MIN_COMPOSE.join('.')} or newer, for the healthcheck's start_interval`, hint: 'upgrade the compose plugin (docker-compose-plugin), or set DB_RUNTIME=native' };
+    return {
+      ok: false,
+      why: `Docker Compose ${composeV} is too old: this tool needs ${MIN_COMPOSE.join('.')} or newer, for the healthcheck's start_interval`,
+      hint: 'upgrade the compose plugin (docker-compose-plugin), or set DB_RUNTIME=native',
+    };
   }
   return { ok: true };
 }

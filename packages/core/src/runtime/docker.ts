@@ -28,7 +28,10 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     async query(sql, database = 'postgres') {
       const failure = { message: `SQL as the superuser in ${DB_SERVICE} failed`, hint: 'see: pnpm db:logs' };
       const r = await exec('docker', compose.adminSql(file, database), { cwd: cfg.root, env, input: sql, failure });
-      return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\x1f'));
+      return r.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\x1f'));
     },
   });
   const running = async () => (await ask('docker', compose.ps(file))).stdout.trim() !== '';
@@ -39,7 +42,12 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     const r = await ask('docker', compose.health(id));
     try {
       const log = ((JSON.parse(r.stdout) ?? {}) as { Log?: { Output?: string }[] }).Log ?? [];
-      return log.map((l) => (l.Output ?? '').trim().replace(/\s*\n\s*/g, ' ')).filter(Boolean).pop() ?? '';
+      return (
+        log
+          .map((l) => (l.Output ?? '').trim().replace(/\s*\n\s*/g, ' '))
+          .filter(Boolean)
+          .pop() ?? ''
+      );
     } catch {
       return ''; // no JSON: no healthcheck state to quote
     }
@@ -48,7 +56,10 @@ export function dockerRuntime(ctx: Ctx): Runtime {
   const upFailure = async (e: unknown, timeoutS: number): Promise<unknown> => {
     if (!(e instanceof CommandError)) return e;
     if (/address already in use|port is already allocated/i.test(e.stderr)) {
-      return new UserError(`port ${cfg.port} on 127.0.0.1 is taken by another process`, 'stop that process, or set ENV_DB_PORT to a free port in .env.local');
+      return new UserError(
+        `port ${cfg.port} on 127.0.0.1 is taken by another process`,
+        'stop that process, or set ENV_DB_PORT to a free port in .env.local',
+      );
     }
     // `container ... is unhealthy`, or `application not healthy after 15s` once --wait-timeout passed.
     if (/is unhealthy|not healthy after/i.test(e.stderr)) {
@@ -62,7 +73,9 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     if (/registry|pull access denied|manifest unknown|not found: manifest|no such host/i.test(e.stderr)) {
       return new CommandError(e.cmd, e.args, e.code, e.stderr, {
         message: `could not get the image ${cfg.images.db}`,
-        hint: 'check the network or the registry login (docker login), or set DB_IMAGE to an image this engine has; where no registry is reachable: pnpm images:build, with the lines of pnpm -s images:build --print-env in .env.local, or DB_RUNTIME=native',
+        hint:
+          'check the network or the registry login (docker login), or set DB_IMAGE to an image this engine has; where no registry is reachable: ' +
+          'pnpm images:build, with the lines of pnpm -s images:build --print-env in .env.local, or DB_RUNTIME=native',
       });
     }
     return e;
@@ -127,19 +140,31 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       const s = await secrets();
       const appLogin = async (app: Target) => {
         let lastError = '';
-        await waitFor(ctx, 'waiting for a TLS login', cfg.upTimeoutMs, async () => {
-          try {
-            await tryLogin(app);
-            return true;
-          } catch (e) {
-            const drift = driftError(e, 'app', s.app.user);
-            if (drift) throw drift;
-            lastError = e instanceof Error ? e.message : String(e);
-            return false;
-          }
-        }, () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`);
+        await waitFor(
+          ctx,
+          'waiting for a TLS login',
+          cfg.upTimeoutMs,
+          async () => {
+            try {
+              await tryLogin(app);
+              return true;
+            } catch (e) {
+              const drift = driftError(e, 'app', s.app.user);
+              if (drift) throw drift;
+              lastError = e instanceof Error ? e.message : String(e);
+              return false;
+            }
+          },
+          () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`,
+        );
       };
-      const { provisioned } = await settle(ctx, s, { admin, app: t, migrator: await target('migrator'), appLogin, say: (l) => log.warn(l) });
+      const { provisioned } = await settle(ctx, s, {
+        admin,
+        app: t,
+        migrator: await target('migrator'),
+        appLogin,
+        say: (l) => log.warn(l),
+      });
       return { initialised: false, provisioned };
     },
     async down() {
@@ -166,12 +191,16 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
     async migrate(cmd, opts = {}) {
       if (opts.singleTransaction) {
-        throw new UsageError('--single-transaction needs the native runtime: golang-migrate, which migrates for docker, commits each file', 'run without --single-transaction');
+        throw new UsageError(
+          '--single-transaction needs the native runtime: golang-migrate, which migrates for docker, commits each file',
+          'run without --single-transaction',
+        );
       }
       // golang-migrate decides in its container what runs: every file's text is checked first.
       loadMigrations(cfg.migrationsDir, { texts: 'all' });
       const r = await docker(compose.migrate(file, migrateArgs(cmd)), true);
-      if (r.code !== 0) throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');
+      if (r.code !== 0)
+        throw new UserError(`the db-migrate service exited with ${r.code}`, 'read its message above; for a dirty database: pnpm db:status');
       return undefined;
     },
   };

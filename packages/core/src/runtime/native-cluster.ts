@@ -42,7 +42,8 @@ export async function removeStartLeftovers(ctx: Ctx, home: NativeHome, s: Native
   const { fs, log } = ctx;
   for (const name of await fs.readdir(s.dir).catch(() => [] as string[])) {
     const m = /^(?:data\.initdb|\.pw)-(\d+)$/.exec(name);
-    if (m && Number(m[1]) !== process.pid && (await whoIs(ctx, Number(m[1]), [])).kind === 'dead') await fs.rm(path.join(s.dir, name), { recursive: true, force: true });
+    if (m && Number(m[1]) !== process.pid && (await whoIs(ctx, Number(m[1]), [])).kind === 'dead')
+      await fs.rm(path.join(s.dir, name), { recursive: true, force: true });
   }
   const data = await fs.readdir(s.data).catch(() => undefined); // no data directory yet
   if (data && !data.includes('PG_VERSION')) {
@@ -55,11 +56,17 @@ export async function removeStartLeftovers(ctx: Ctx, home: NativeHome, s: Native
 export async function installTls(ctx: Ctx, home: NativeHome): Promise<void> {
   const { cfg, fs } = ctx;
   const src = tlsFiles(cfg.sslDir);
-  for (const [from, to, mode] of [[src.serverCrt, 'server.crt', 0o644], [src.serverKey, 'server.key', 0o600], [src.caCrt, 'ca.crt', 0o644]] as const) {
+  for (const [from, to, mode] of [
+    [src.serverCrt, 'server.crt', 0o644],
+    [src.serverKey, 'server.key', 0o600],
+    [src.caCrt, 'ca.crt', 0o644],
+  ] as const) {
     const dest = path.join(home.p.tls, to);
     const tmp = `${dest}.tmp`;
     await fs.copyFile(from, tmp).catch((e: NodeJS.ErrnoException) => {
-      throw e.code === 'ENOENT' ? new UserError(`${path.relative(cfg.root, from)} is missing`, 'create the certificates with: pnpm db:secure') : e;
+      throw e.code === 'ENOENT'
+        ? new UserError(`${path.relative(cfg.root, from)} is missing`, 'create the certificates with: pnpm db:secure')
+        : e;
     });
     await fs.chmod(tmp, mode);
     await home.own(tmp);

@@ -40,7 +40,10 @@ export function nativeHome(ctx: Ctx) {
     const id = async (flag: string) => Number((await exec('id', [flag, cfg.nativeUser], { nothrow: true })).stdout.trim());
     const [uid, gid] = line ? line.split(':').slice(2, 4).map(Number) : [await id('-u'), await id('-g')];
     if (!uid) {
-      throw new UserError(`running as root and there is no user "${cfg.nativeUser}" to run PostgreSQL as`, `create one (useradd --system ${cfg.nativeUser}) or set DB_NATIVE_USER to an unprivileged user`);
+      throw new UserError(
+        `running as root and there is no user "${cfg.nativeUser}" to run PostgreSQL as`,
+        `create one (useradd --system ${cfg.nativeUser}) or set DB_NATIVE_USER to an unprivileged user`,
+      );
     }
     return (owner = { uid, gid });
   }
@@ -65,17 +68,28 @@ export function nativeHome(ctx: Ctx) {
     if (st?.isSymbolicLink()) {
       const real = await fs.realpath(p.dir).catch(() => undefined); // a dangling link: named below
       if (real && (await serverCan('-x', real))) return real;
-      throw new UserError(`${shown(p.dir)} links to ${real ?? (await fs.readlink(p.dir))}, which the server user "${cfg.nativeUser}" cannot reach`, `point the link at a folder it can reach, or remove the link (rm ${shown(p.dir)}) to let pnpm db:up choose one`);
+      throw new UserError(
+        `${shown(p.dir)} links to ${real ?? (await fs.readlink(p.dir))}, which the server user "${cfg.nativeUser}" cannot reach`,
+        `point the link at a folder it can reach, or remove the link (rm ${shown(p.dir)}) to let pnpm db:up choose one`,
+      );
     }
     if (!u || (await serverCan('-x', parent))) {
       await fs.mkdir(p.dir, { recursive: true, mode: 0o700 });
       await own(p.dir);
       return p.dir;
     }
-    const home = path.join(SERVER_HOMES, `${path.basename(cfg.root).replace(/[^A-Za-z0-9._-]+/g, '-')}-${createHash('sha256').update(path.resolve(p.dir)).digest('hex').slice(0, 10)}`);
+    const home = path.join(
+      SERVER_HOMES,
+      `${path.basename(cfg.root).replace(/[^A-Za-z0-9._-]+/g, '-')}-${createHash('sha256').update(path.resolve(p.dir)).digest('hex').slice(0, 10)}`,
+    );
     if (st) {
       // A cluster cannot be moved behind a running tool's back.
-      if (await fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false)) {
+      if (
+        await fs.stat(path.join(p.data, 'PG_VERSION')).then(
+          () => true,
+          () => false,
+        )
+      ) {
         throw new UserError(
           `the server user "${cfg.nativeUser}" cannot reach ${shown(p.dir)}, which holds a cluster (a folder above it is closed to that user, as /root is)`,
           `stop it if it runs, then move it where that user can reach it: mv ${p.dir} ${home} && ln -s ${home} ${p.dir}`,
@@ -91,7 +105,9 @@ export function nativeHome(ctx: Ctx) {
       // Another db:up made the same link meanwhile.
       if (e.code !== 'EEXIST' || (await fs.readlink(p.dir).catch(() => '')) !== home) throw e;
     });
-    log.info(`the server user "${cfg.nativeUser}" cannot reach ${shown(p.dir)} (a folder above it is closed to it, as /root is): its files live in ${home}, linked from ${shown(p.dir)}`);
+    log.info(
+      `the server user "${cfg.nativeUser}" cannot reach ${shown(p.dir)} (a folder above it is closed to it, as /root is): its files live in ${home}, linked from ${shown(p.dir)}`,
+    );
     return home;
   }
 
@@ -101,7 +117,8 @@ export function nativeHome(ctx: Ctx) {
     if (await serverCan('-x', path.join(src, 'postgres'))) return src;
     const dest = path.join(home, 'server');
     const r = await installServerCopy(ctx, src, dest);
-    if (r.copied) log.info(`the server user "${cfg.nativeUser}" cannot reach ${shown(src)}: installed a checked copy of the server in ${dest}`);
+    if (r.copied)
+      log.info(`the server user "${cfg.nativeUser}" cannot reach ${shown(src)}: installed a checked copy of the server in ${dest}`);
     return r.bin;
   }
   let binDir: Promise<string> | undefined;

@@ -25,7 +25,10 @@ export function nativeServer(ctx: Ctx, home: NativeHome) {
     if (!pf) return { up: false };
     const who = await whoIs(ctx, pf.pid, [p.data, (await sp()).data, pf.dataDir]);
     if (who.kind === 'postmaster' || who.kind === 'unknown') return { up: true, pid: pf.pid, port: pf.port };
-    return { up: false, stale: who.kind === 'dead' ? `its pid ${pf.pid} no longer runs` : `its pid ${pf.pid} is ${who.what}, not this server` };
+    return {
+      up: false,
+      stale: who.kind === 'dead' ? `its pid ${pf.pid} no longer runs` : `its pid ${pf.pid} is ${who.what}, not this server`,
+    };
   }
 
   const running = async (): Promise<boolean> => (await state()).up;
@@ -57,7 +60,9 @@ export function nativeServer(ctx: Ctx, home: NativeHome) {
       ['listen_addresses', '127.0.0.1'], // the native server is for this machine only
       ['port', String(cfg.port)],
       ['unix_socket_directories', s.run],
-    ].map(([k, v]) => `-c ${shq(`${k}=${v}`)}`).join(' ');
+    ]
+      .map(([k, v]) => `-c ${shq(`${k}=${v}`)}`)
+      .join(' ');
     await pgCtl(['start', '-W', '-l', s.log, '-o', opts]);
   }
 
@@ -82,7 +87,11 @@ export function nativeServer(ctx: Ctx, home: NativeHome) {
   }
 
   /** initdb writes PG_VERSION: a data directory without it holds no cluster. */
-  const hasData = () => fs.stat(path.join(p.data, 'PG_VERSION')).then(() => true, () => false);
+  const hasData = () =>
+    fs.stat(path.join(p.data, 'PG_VERSION')).then(
+      () => true,
+      () => false,
+    );
 
   return { state, running, assertPort, removeStalePid, start, stop, failedToStart, hasData };
 }

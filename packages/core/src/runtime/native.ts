@@ -61,19 +61,25 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     // Ready: the superuser answers on the socket. Then roles and grants, then a verified TLS login.
     const su = await admin();
     let lastError = '';
-    await waitFor(ctx, 'waiting for PostgreSQL', cfg.upTimeoutMs, async () => {
-      try {
-        await su.query('SELECT 1');
-        return true;
-      } catch (e) {
-        const drift = driftError(e, 'postgres', r.admin.user);
-        if (drift) throw drift;
-        lastError = e instanceof Error ? e.message : String(e);
-        const failed = await server.failedToStart(logFrom, ctx.clock().getTime() - startedAt);
-        if (failed) throw new UserError(`PostgreSQL failed to start: ${failed}`, `see ${p.log}`);
-        return false;
-      }
-    }, () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`);
+    await waitFor(
+      ctx,
+      'waiting for PostgreSQL',
+      cfg.upTimeoutMs,
+      async () => {
+        try {
+          await su.query('SELECT 1');
+          return true;
+        } catch (e) {
+          const drift = driftError(e, 'postgres', r.admin.user);
+          if (drift) throw drift;
+          lastError = e instanceof Error ? e.message : String(e);
+          const failed = await server.failedToStart(logFrom, ctx.clock().getTime() - startedAt);
+          if (failed) throw new UserError(`PostgreSQL failed to start: ${failed}`, `see ${p.log}`);
+          return false;
+        }
+      },
+      () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`,
+    );
     const { provisioned } = await settle(ctx, r, {
       admin: async () => su,
       app: await target('app'),
@@ -146,7 +152,8 @@ export function nativeRuntime(ctx: Ctx): Runtime {
       const migrations = loadMigrations(cfg.migrationsDir, { texts: 'later' });
       const t = await target('migrator');
       return withClient({ ...t, applicationName: 'pg-deploy migrate' }, (c) =>
-        runMigrations(ctx, c, migrations, cmd, { lockTimeoutMs: cfg.lockTimeoutMs, singleTransaction: opts.singleTransaction }));
+        runMigrations(ctx, c, migrations, cmd, { lockTimeoutMs: cfg.lockTimeoutMs, singleTransaction: opts.singleTransaction }),
+      );
     },
   };
 }

@@ -37,7 +37,12 @@ export interface ClientTools {
 export const NEWEST_HANDLED = 17;
 
 /** Where installations of several majors sit side by side (Debian and Ubuntu, PGDG on RHEL, Homebrew). */
-export const INSTALL_ROOTS = ['/usr/lib/postgresql/*/bin', '/usr/pgsql-*/bin', '/opt/homebrew/opt/postgresql@*/bin', '/usr/local/opt/postgresql@*/bin'];
+export const INSTALL_ROOTS = [
+  '/usr/lib/postgresql/*/bin',
+  '/usr/pgsql-*/bin',
+  '/opt/homebrew/opt/postgresql@*/bin',
+  '/usr/local/opt/postgresql@*/bin',
+];
 
 /** The directories `patterns` (one `*` each, standing for a major) name on this machine, with that major. */
 async function installDirs(ctx: Pick<Ctx, 'fs'>, patterns: readonly string[]): Promise<{ dir: string; major: number }[]> {
@@ -55,7 +60,11 @@ async function installDirs(ctx: Pick<Ctx, 'fs'>, patterns: readonly string[]): P
 }
 
 /** The client tools of the server's major (PG_BIN_DIR, INSTALL_ROOTS, pg_config, PATH), else the closest newer one up to NEWEST_HANDLED. */
-export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs'>, serverMajor: number | Promise<number>, roots: readonly string[] = INSTALL_ROOTS): Promise<ClientTools> {
+export async function findClientTools(
+  ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs'>,
+  serverMajor: number | Promise<number>,
+  roots: readonly string[] = INSTALL_ROOTS,
+): Promise<ClientTools> {
   const probe = async (c: string): Promise<number | undefined> => {
     const r = await ctx.exec(c, ['--version'], { nothrow: true });
     return r.code === 0 ? toolMajor(r.stdout) : undefined;
@@ -91,7 +100,10 @@ export async function findClientTools(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs'>, ser
   if (usable) return { dir: usable.where === named('pg_dump') ? '' : path.dirname(usable.where), major: usable.major, newer: true };
   const install = `install postgresql-client-${want} (or set PG_BIN_DIR to a PostgreSQL ${want} bin directory)`;
   if (!found.length) {
-    throw new UserError(`no pg_dump found for the PostgreSQL ${want} server (looked in PG_BIN_DIR, ${roots.join(', ')}, pg_config --bindir and PATH)`, install);
+    throw new UserError(
+      `no pg_dump found for the PostgreSQL ${want} server (looked in PG_BIN_DIR, ${roots.join(', ')}, pg_config --bindir and PATH)`,
+      install,
+    );
   }
   const older = found.filter((f) => f.major < want).sort((a, b) => b.major - a.major)[0];
   if (older && found.every((f) => f.major < want)) {
@@ -130,27 +142,46 @@ export function restoreThroughPsql(dir: string, args: readonly string[], input: 
     cmd: 'bash',
     args: [
       '-c',
-      'set -o pipefail; filter="$1"; restore="$2"; psql="$3"; db="$4"; shift 4; "$restore" "$@" | awk "$filter" | "$psql" -X -q -v ON_ERROR_STOP=1 --single-transaction --no-password --dbname="$db" --file=- >/dev/null',
-      'pg-deploy-restore', RESTORE_FILTER, tool('pg_restore'), tool('psql'), db, ...keep, '--file=-', input,
+      'set -o pipefail; filter="$1"; restore="$2"; psql="$3"; db="$4"; shift 4; ' +
+        '"$restore" "$@" | awk "$filter" | "$psql" -X -q -v ON_ERROR_STOP=1 --single-transaction --no-password --dbname="$db" --file=- >/dev/null',
+      'pg-deploy-restore',
+      RESTORE_FILTER,
+      tool('pg_restore'),
+      tool('psql'),
+      db,
+      ...keep,
+      '--file=-',
+      input,
     ],
   };
 }
 
 /** Runs a client tool locally as the superuser on the native server's socket; the password goes in the environment. */
-export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs' | 'log'>, socketDir: string, roles: () => Promise<Roles>, admin: () => Promise<Admin>) {
+export function nativeToolRunner(
+  ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs' | 'log'>,
+  socketDir: string,
+  roles: () => Promise<Roles>,
+  admin: () => Promise<Admin>,
+) {
   let found: Promise<ClientTools & { server: number }> | undefined;
   const find = async () => {
     found ??= roles().then(async (r) => {
-      const major = admin().then(serverMajor).catch((e) => {
-        throw driftError(e, 'postgres', r.admin.user) ?? e;
-      });
+      const major = admin()
+        .then(serverMajor)
+        .catch((e) => {
+          throw driftError(e, 'postgres', r.admin.user) ?? e;
+        });
       const tools = await findClientTools(ctx, major);
       if (tools.newer) {
         // The script goes through psql: the same major as pg_restore, or the filter is not enough.
         const psql = tools.dir ? path.join(tools.dir, 'psql') : 'psql';
         const v = await ctx.exec(psql, ['--version'], { nothrow: true });
         if (v.code !== 0 || toolMajor(v.stdout) !== tools.major) {
-          throw new UserError(`pg_restore ${tools.major} needs psql ${tools.major} beside it to restore into a PostgreSQL ${await major} server, and ${psql} is ${v.code === 0 ? `version ${toolMajor(v.stdout)}` : 'missing'}`, `install postgresql-client-${await major} (or postgresql-client-${tools.major} whole)`);
+          throw new UserError(
+            `pg_restore ${tools.major} needs psql ${tools.major} beside it to restore into a PostgreSQL ${await major} server, ` +
+              `and ${psql} is ${v.code === 0 ? `version ${toolMajor(v.stdout)}` : 'missing'}`,
+            `install postgresql-client-${await major} (or postgresql-client-${tools.major} whole)`,
+          );
         }
       }
       return { ...tools, server: await major };
@@ -168,9 +199,15 @@ export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs' | 'log'>, 
     // pg_dump's --file names a file or a directory alike, and pg_restore reads either from its argument.
     const out = io.out ?? io.outDir;
     const input = io.in ?? io.inDir;
-    let run = { cmd: tools.dir ? path.join(tools.dir, tool) : tool, args: [...args, ...(out ? [`--file=${out}`] : []), ...(input ? [input] : [])] };
+    let run = {
+      cmd: tools.dir ? path.join(tools.dir, tool) : tool,
+      args: [...args, ...(out ? [`--file=${out}`] : []), ...(input ? [input] : [])],
+    };
     if (tool === 'pg_restore' && tools.newer && input) {
-      if (!said) ctx.log.info(`pg_restore ${tools.major} into a PostgreSQL ${tools.server} server: through psql, in one session (install postgresql-client-${tools.server} for pg_restore's own, and --jobs)`);
+      if (!said)
+        ctx.log.info(
+          `pg_restore ${tools.major} into a PostgreSQL ${tools.server} server: through psql, in one session (install postgresql-client-${tools.server} for pg_restore's own, and --jobs)`,
+        );
       said = true;
       run = restoreThroughPsql(tools.dir, args, input);
     }
@@ -184,7 +221,11 @@ export function nativeToolRunner(ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs' | 'log'>, 
         PGUSER: r.admin.user,
         PGPASSWORD: r.admin.password,
         // Nothing from the caller's environment may redirect the session elsewhere.
-        PGPASSFILE: undefined, PGSERVICE: undefined, PGSSLMODE: undefined, PGDATABASE: undefined, PGOPTIONS: undefined,
+        PGPASSFILE: undefined,
+        PGSERVICE: undefined,
+        PGSSLMODE: undefined,
+        PGDATABASE: undefined,
+        PGOPTIONS: undefined,
         // psql's own start-up file must not change what a restore runs.
         PSQLRC: '/dev/null',
       },
