@@ -56,7 +56,31 @@ export function nativeHome(ctx: Ctx) {
   /** Whether the server user can `test FLAG` a path (as root; any user can reach its own files). */
   async function serverCan(flag: '-x' | '-r', file: string): Promise<boolean> {
     const u = await serverUser();
-    return !u || (await exec('test', [flag, file], { asUser: u, cwd: '/', nothrow: true })).code === 0;
+    if (!u || (await modeAllows(u, flag, file))) return true;
+    // The mode bits say no; ask the kernel as that user (an ACL may still say yes).
+    return (await exec('test', [flag, file], { asUser: u, cwd: '/', nothrow: true })).code === 0;
+  }
+
+  let groups: Promise<Set<number>> | undefined;
+  /** The mode bits of `file` and every folder above it let `u` in: no process to start, the usual answer. */
+  async function modeAllows(u: { uid: number; gid: number }, flag: '-x' | '-r', file: string): Promise<boolean> {
+    const ids = await (groups ??= memberOf(u.gid));
+    const may = (st: { mode: number; uid: number; gid: number }, bit: number) =>
+      Boolean(st.uid === u.uid ? st.mode & (bit << 6) : ids.has(st.gid) ? st.mode & (bit << 3) : st.mode & bit);
+    const real = await fs.realpath(file).catch(() => undefined);
+    if (!real) return false;
+    for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
+      if (!may(await fs.stat(dir), 1)) return false;
+      if (dir === '/') break;
+    }
+    return may(await fs.stat(real), flag === '-x' ? 1 : 4);
+  }
+
+  /** The server user's groups: its own and those /etc/group names it in. */
+  async function memberOf(gid: number): Promise<Set<number>> {
+    const lines = (await fs.readFile('/etc/group', 'utf8').catch(() => '')).split('\n');
+    const ids = lines.filter((l) => l.split(':')[3]?.split(',').includes(cfg.nativeUser)).map((l) => Number(l.split(':')[2]));
+    return new Set([gid, ...ids]);
   }
 
   /** The server's folder, made when missing: DB_NATIVE_DIR, or SERVER_HOMES/<project>-<hash> linked from it. */

@@ -79,6 +79,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
         }
       },
       () => `PostgreSQL did not answer within ${cfg.upTimeoutMs / 1000}s (last error: ${lastError})`,
+      10, // a local socket: a refused attempt costs little, and a restart is ready in tens of milliseconds
     );
     const { provisioned } = await settle(ctx, r, {
       admin: async () => su,
