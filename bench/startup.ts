@@ -277,7 +277,7 @@ async function partB() {
   }
   printTable(`(b) deploy from nothing: secrets, certificates, initdb, start, example migration (N=${DEPLOY_N})`, HEADER, [
     row('raw: openssl x2, initdb, pg_ctl start -w, psql roles+db, psql -1 migration (baseline)', raw, raw),
-    row('pnpm run deploy (pnpm -> turbo -> pnpm run <task> x4)', pnpm, raw),
+    row('pnpm run deploy (pnpm -> turbo -> pnpm run <task> x3)', pnpm, raw),
     row('turbo run deploy (node_modules/.bin/turbo)', turbo, raw),
     row('CLI steps in sequence (node dist/cli.js ...)', steps, raw),
     ...STEPS.map((s) => row(`  ${s[0]}${s[0] === 'db:up' ? ' (includes initdb)' : ''}`, stepMs[s[0]], raw)),
