@@ -1,8 +1,8 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { verifyBackup } from '@dbkit/core/backup/backup';
 import { resolveBackup } from '@dbkit/core/backup/store';
-import { jobsFlag, restoreJobs, restoreJobsFlag } from '@dbkit/core/backup/format';
-import type { Task } from './task.ts';
+import { parseJobs, restoreJobs } from '@dbkit/core/backup/format';
+import { restoreJobsFlag, type Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:backup:verify',
@@ -10,7 +10,7 @@ export const task: Task = {
   usage: '[BACKUP]',
   flags: { ...restoreJobsFlag, json: { type: 'boolean', description: 'print the result as JSON' } },
   async run(ctx, { positionals, flags }) {
-    const jobs = jobsFlag(flags.jobs as string | undefined);
+    const jobs = parseJobs(flags.jobs as string | undefined);
     const b = await resolveBackup(ctx, positionals[0], { verifiedOnly: false });
     restoreJobs(b.manifest, jobs); // --jobs on a custom-format backup is refused before the server is touched
     const rt = await selectRuntime(ctx);

@@ -2,10 +2,10 @@ import { selectRuntime } from '@dbkit/core/runtime/select';
 import { repairBeforeRestore, restoreBackup } from '@dbkit/core/backup/restore';
 import { resolveBackup } from '@dbkit/core/backup/store';
 import { checkIntegrity } from '@dbkit/core/backup/integrity';
-import { jobsFlag, restoreJobs, restoreJobsFlag } from '@dbkit/core/backup/format';
+import { parseJobs, restoreJobs } from '@dbkit/core/backup/format';
 import { afterForcedReplace, guardProduction } from '@dbkit/core/guard';
 import { safetyBackup, type DestroyOptions } from '@dbkit/core/destroy';
-import { forceProductionFlag, guardOptions, noBackupFlag, type Task } from './task.ts';
+import { forceProductionFlag, guardOptions, noBackupFlag, restoreJobsFlag, type Task } from './task.ts';
 
 export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions }> = {
   name: 'db:restore',
@@ -20,7 +20,7 @@ export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions }
   },
   options: ({ positionals, flags }) => ({
     backup: positionals[0],
-    jobs: jobsFlag(flags.jobs as string | undefined),
+    jobs: parseJobs(flags.jobs as string | undefined),
     opts: guardOptions(flags),
   }),
   async run(ctx, { backup, jobs, opts }) {

@@ -88,3 +88,8 @@ export function maxPositionals(usage = ''): number {
   };
   return alternatives();
 }
+
+/** The --jobs flag of the tasks that restore (db:restore, db:backup:verify). */
+export const restoreJobsFlag: Record<string, Flag> = {
+  jobs: { type: 'string', description: 'dir-format backups: pg_restore processes (default: as many as the dump used)' },
+};

@@ -11,7 +11,7 @@ export interface DumpFormat {
 }
 
 /** `--jobs N`: 1 to MAX_JOBS, or a usage error. */
-export function jobsFlag(raw: string | undefined): number | undefined {
+export function parseJobs(raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const n = jobsOf(raw);
   if (n === undefined)
@@ -35,7 +35,7 @@ export function chosenFormat(
       'use --format custom (one file, the default) or --format dir (a file per table, dumped in parallel with --jobs N)',
     );
   }
-  const n = jobsFlag(jobs);
+  const n = parseJobs(jobs);
   if (n !== undefined && kind === 'custom') {
     throw new UsageError(
       '--jobs goes with --format dir: a custom-format dump is one file written by one process',
@@ -77,8 +77,3 @@ export function restoreArgs(jobs: number, database: string): string[] {
 export function restoreInput(m: Manifest, dir: string): PgToolIo {
   return dumpKind(m) === 'dir' ? { inDir: path.join(dir, DUMP_DIR) } : { in: path.join(dir, DUMP) };
 }
-
-/** The --jobs flag of the tasks that restore (db:restore, db:backup:verify). */
-export const restoreJobsFlag = {
-  jobs: { type: 'string' as const, description: 'dir-format backups: pg_restore processes (default: as many as the dump used)' },
-};
