@@ -234,7 +234,7 @@ main(async () => {
         return r.ms;
       },
       down: async () => {
-        const r = await cli(['db:migrate', 'down', '--all'], p.env, { timeoutMs: 600_000 });
+        const r = await cli(['db:migrate', '--yes', 'down', '--all'], p.env, { timeoutMs: 600_000 });
         oursInside.down.push(inside(r.stdout + r.stderr));
         return r.ms;
       },
@@ -252,7 +252,7 @@ main(async () => {
         const r = await cli(['db:migrate', '--single-transaction'], ours1Env, { timeoutMs: 600_000 });
         return r.ms;
       },
-      down: async () => (await cli(['db:migrate', 'down', '--all', '--single-transaction'], ours1Env, { timeoutMs: 600_000 })).ms,
+      down: async () => (await cli(['db:migrate', '--yes', 'down', '--all', '--single-transaction'], ours1Env, { timeoutMs: 600_000 })).ms,
     },
     {
       short: 'dbmate',

@@ -10,9 +10,14 @@ export const invocation = (name: string) => `pnpm ${PNPM_COMMANDS.has(name) ? 'r
 /** The command that shows our help: the list, or one task's (also for a pass-through task, whose --help is its program's). */
 export const helpCommand = (task?: string) => `${invocation('help')}${task ? ` ${task}` : ''}`;
 
-/** The flag without which a destructive task destroys nothing (db:secrets --force). */
-const onlyWith = (t: Task<unknown>) =>
-  t.destructive && t.destructive !== true && 'withFlag' in t.destructive ? t.destructive.withFlag : undefined;
+/** What makes a destructive task destroy (db:secrets --force, db:migrate down or goto); undefined when it always does. */
+const onlyWith = (t: Task<unknown>) => {
+  const d = t.destructive;
+  if (!d || d === true) return undefined;
+  if ('withFlag' in d) return `--${d.withFlag}`;
+  if ('verbs' in d) return d.verbs.join(' or ');
+  return undefined;
+};
 
 /** Text for one task or all of them, made from the registry: never written by hand. */
 export function helpText(tasks: readonly Task<unknown>[], name?: string): string {
@@ -37,7 +42,7 @@ export function helpText(tasks: readonly Task<unknown>[], name?: string): string
       `${invocation(t.name)}${t.usage ? ` ${t.usage}` : ''}`,
       '',
       t.summary,
-      t.destructive ? `${onlyWith(t) ? `With --${onlyWith(t)}` : 'Destroys data'}: asks first; --yes answers.` : '',
+      t.destructive ? `${onlyWith(t) ? `With ${onlyWith(t)}` : 'Destroys data'}: asks first; --yes answers.` : '',
       '',
       'Flags:',
       ...flags,
@@ -48,7 +53,7 @@ export function helpText(tasks: readonly Task<unknown>[], name?: string): string
   const width = Math.max(...tasks.map((t) => t.name.length)) + 2;
   return [
     `Tasks (pnpm <task> [args]; ${helpCommand('<task>')} for one task's flags):`,
-    ...tasks.map((t) => `  ${t.name.padEnd(width)}${t.summary}${t.destructive ? ` [${onlyWith(t) ? `--${onlyWith(t)} ` : ''}asks]` : ''}`),
+    ...tasks.map((t) => `  ${t.name.padEnd(width)}${t.summary}${t.destructive ? ` [${onlyWith(t) ? `${onlyWith(t)} ` : ''}asks]` : ''}`),
     `  ${'deploy'.padEnd(width)}pnpm run deploy: secrets and TLS -> up -> migrate, via turbo`,
   ].join('\n');
 }

@@ -28,15 +28,19 @@ export interface Task<O = Args> {
   run(ctx: Ctx, opts: O): Promise<number | void>;
 }
 
-/** Always, only with a flag (db:secrets --force), or never with one (db:delete --dry-run). */
-export type Destructive = true | { withFlag: string } | { unlessFlag: string };
+/** Always, only with a flag (db:secrets --force), never with one (db:delete --dry-run), or for some verbs (db:migrate down). */
+export type Destructive = true | { withFlag: string } | { unlessFlag: string } | { verbs: readonly string[] };
 
 /** Whether this run destroys data, and how its messages name it (`db:secrets --force`). */
 export function destroys(task: Task<unknown>, args: Args): { as: string } | undefined {
   const d = task.destructive;
   if (!d) return undefined;
   if (d !== true && 'withFlag' in d) return args.flags[d.withFlag] ? { as: `${task.name} --${d.withFlag}` } : undefined;
-  if (d !== true && args.flags[d.unlessFlag]) return undefined;
+  if (d !== true && 'verbs' in d) {
+    const verb = args.positionals[0];
+    return verb !== undefined && d.verbs.includes(verb) ? { as: `${task.name} ${verb}` } : undefined;
+  }
+  if (d !== true && 'unlessFlag' in d && args.flags[d.unlessFlag]) return undefined;
   return { as: task.name };
 }
 

@@ -22,6 +22,7 @@ const DESTROYING: Record<string, Args> = {
   'db:rollback': { flags: {}, positionals: [] },
   'db:migrate:force': { flags: {}, positionals: ['1'] },
   'db:secrets': { flags: { force: true }, positionals: [] },
+  'db:migrate': { flags: {}, positionals: ['down', '1'] },
 };
 
 /** `task` with a `run` that records its calls and, given `body`, does that with the context. */
@@ -68,6 +69,7 @@ entry('a usage error comes before the refusal: exit 2, and the task does not sta
   const bad: [string, Args][] = [
     ['db:rollback', { flags: {}, positionals: ['two'] }],
     ['db:migrate:force', { flags: {}, positionals: ['x'] }],
+    ['db:migrate', { flags: {}, positionals: ['down', 'two'] }],
     ['db:restore', { flags: { jobs: 'many' }, positionals: [] }],
   ];
   for (const [name, args] of bad) {

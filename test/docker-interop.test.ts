@@ -133,7 +133,7 @@ if (gmFirst) {
 
   gmFirst('golang-migrate rolls back the migration our runner applied, and applies it again', async (ctx) => {
     const p = ctx.p!;
-    await ok(['db:migrate', 'down', '1'], p.env);
+    await ok(['db:migrate', '--yes', 'down', '1'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta']);
     cleanHistory(await status(p), [1, 2], [3, 4]);
@@ -206,7 +206,7 @@ if (oursFirst) {
       const r = await ours(p, { kind: 'up', n: 3 });
       assert.equal([r.from, r.to, r.steps.map((s) => s.version)], [null, 3, [1, 2, 3]]);
       assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
-      const again = await ok(['db:migrate', 'goto', '3'], p.env);
+      const again = await ok(['db:migrate', '--yes', 'goto', '3'], p.env);
       assert.match(output(again), /\bno change\b/);
       await ok(['db:migrate'], p.env);
       assert.equal(await versionRows(p), [{ version: 4, dirty: false }]);
@@ -217,7 +217,7 @@ if (oursFirst) {
 
   oursFirst('golang-migrate rolls back what our runner applied; our runner then golang-migrate apply it again', async (ctx) => {
     const p = ctx.p!;
-    await ok(['db:migrate', 'down', '2'], p.env);
+    await ok(['db:migrate', '--yes', 'down', '2'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta']);
     cleanHistory(await status(p), [1, 2], [3, 4]);
@@ -234,7 +234,7 @@ if (oursFirst) {
     async (ctx) => {
       const p = ctx.p!;
       // Our history holds rows for 1 to 3; golang-migrate rolls back to 1 without knowing of it.
-      await ok(['db:migrate', 'down', '3'], p.env);
+      await ok(['db:migrate', '--yes', 'down', '3'], p.env);
       assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
       await fs.writeFile(path.join(p.migrationsDir, '000002_beta.up.sql'), 'CREATE TABLE beta (id int PRIMARY KEY);\nSELECT 1/0;\n');
       const r = await cli(['db:migrate'], p.env);

@@ -65,17 +65,17 @@ if (moves) {
 
   moves('db:migrate down 2 rolls back the last two and leaves (2, clean)', async (ctx) => {
     const p = ctx.p!;
-    await ok(['db:migrate', 'down', '2'], p.env);
+    await ok(['db:migrate', '--yes', 'down', '2'], p.env);
     assert.equal(await versionRows(p), [{ version: 2, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta']);
   });
 
   moves('db:migrate goto 3 goes up one, and goto 1 goes down two', async (ctx) => {
     const p = ctx.p!;
-    await ok(['db:migrate', 'goto', '3'], p.env);
+    await ok(['db:migrate', '--yes', 'goto', '3'], p.env);
     assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
     assert.equal(await tables(p), ['alpha', 'beta', 'gamma']);
-    await ok(['db:migrate', 'goto', '1'], p.env);
+    await ok(['db:migrate', '--yes', 'goto', '1'], p.env);
     assert.equal(await versionRows(p), [{ version: 1, dirty: false }]);
     assert.equal(await tables(p), ['alpha']);
   });

@@ -47,7 +47,7 @@ if (leaks) {
     const cliRun = (args: string[]) => watch(process.execPath, ['dist/cli.js', ...args], p.env, c.secrets!, { pauseMs: PAUSE_MS });
     c.runs = {};
     c.runs.deploy = await watch('pnpm', ['run', 'deploy'], p.env, c.secrets, { pauseMs: PAUSE_MS });
-    c.runs['db:migrate down 1'] = await cliRun(['db:migrate', 'down', '1']);
+    c.runs['db:migrate down 1'] = await cliRun(['db:migrate', '--yes', 'down', '1']);
     c.runs['db:migrate'] = await cliRun(['db:migrate']);
     c.runs['db:status'] = await cliRun(['db:status']);
     c.runs['db:psql'] = await cliRun(['db:psql', '--', '-A', '-t', '-c', 'SELECT current_user']);

@@ -26,7 +26,7 @@ leaks.after(async (c) => removeProject(c.p));
 leaks('deploy, then migrations down and up: no argv ever holds a password, nor does any output', async (c) => {
   const runs = [
     await watch('pnpm', ['run', 'deploy'], c.p.env, c.secrets),
-    await watch(process.execPath, ['dist/cli.js', 'db:migrate', 'down', '1'], c.p.env, c.secrets),
+    await watch(process.execPath, ['dist/cli.js', 'db:migrate', '--yes', 'down', '1'], c.p.env, c.secrets),
     await watch(process.execPath, ['dist/cli.js', 'db:migrate'], c.p.env, c.secrets),
     await watch(process.execPath, ['dist/cli.js', 'db:secrets:rotate', '--all'], c.p.env, c.secrets),
   ];

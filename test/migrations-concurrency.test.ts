@@ -60,7 +60,7 @@ race(
       oneDidItAllOthersNoChange(await all(p, ['db:migrate']), /^applied 6 migrations /);
       assert.equal(await versionRows(p), [{ version: 6, dirty: false }]);
       assert.equal(await runs(p, 'up'), [round, round, round, round, round], `round ${round}`);
-      oneDidItAllOthersNoChange(await all(p, ['db:migrate', 'down', '--all']), /^rolled back 6 migrations /);
+      oneDidItAllOthersNoChange(await all(p, ['db:migrate', '--yes', 'down', '--all']), /^rolled back 6 migrations /);
       assert.equal(await versionRows(p), []);
       assert.equal(await runs(p, 'down'), [round, round, round, round, round], `round ${round}`);
     }

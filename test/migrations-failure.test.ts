@@ -90,13 +90,13 @@ fail('checks the text of every file it will run before running any, and only tho
   const before = await fs.readFile(down, 'utf8');
   await fs.writeFile(down, '-- to do\n');
   try {
-    const r = await cli(['db:migrate', 'down', '1'], ctx.p!.env);
+    const r = await cli(['db:migrate', '--yes', 'down', '1'], ctx.p!.env);
     assert.is(r.code, 1, output(r));
     assert.match(r.stderr, /nothing was applied:\n\s+000001_accounts\.down\.sql: the file is empty/);
     assert.ok(await tableExists(ctx.p!, 'accounts'), 'rolled back despite the refusal');
     await assertUntouched(ctx.p!);
     // Nothing to run: the bad file is not read, as golang-migrate would not read it.
-    const same = await cli(['db:migrate', 'goto', '1'], ctx.p!.env);
+    const same = await cli(['db:migrate', '--yes', 'goto', '1'], ctx.p!.env);
     assert.is(same.code, 0, output(same));
     assert.match(same.stdout, /^no change$/m);
     const st = await cli(['db:status'], ctx.p!.env);

@@ -135,7 +135,7 @@ rt("keeps golang-migrate's table exactly: version bigint not null primary key, d
 });
 
 rt('runs the PL/pgSQL file inside a transaction and only the CONCURRENTLY file outside, both ways', async (ctx) => {
-  const down = await cli(['db:migrate', 'down', '3', '--json'], ctx.p!.env);
+  const down = await cli(['db:migrate', '--yes', 'down', '3', '--json'], ctx.p!.env);
   assert.is(down.code, 0, output(down));
   const d = JSON.parse(down.stdout);
   assert.equal(
@@ -167,14 +167,14 @@ rt('a second up prints no change and exits 0', async (ctx) => {
 });
 
 rt('refuses to roll back on production without --force-production, and changes nothing', async (ctx) => {
-  const r = await cli(['db:migrate', 'down', '1'], { ...ctx.p!.env, NODE_ENV: 'production' });
+  const r = await cli(['db:migrate', '--yes', 'down', '1'], { ...ctx.p!.env, NODE_ENV: 'production' });
   assert.is(r.code, 1, output(r));
   assert.match(r.stderr, /db:migrate refused: NODE_ENV is production/);
   assert.equal(await versionRows(ctx.p!), [{ version: 5, dirty: false }]);
 });
 
 rt("down --all removes everything the files made and leaves no row, as golang-migrate's nil version", async (ctx) => {
-  const r = await cli(['db:migrate', 'down', '--all'], ctx.p!.env);
+  const r = await cli(['db:migrate', '--yes', 'down', '--all'], ctx.p!.env);
   assert.is(r.code, 0, output(r));
   assert.match(r.stdout, /rolled back 5 migrations .*\(version 5 -> none\)/);
   const empty = await snap(ctx.p!);

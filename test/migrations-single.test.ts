@@ -34,7 +34,7 @@ one('applies every pending file and its bookkeeping, and rolls them all back, in
   for (const t of ['a', 'b', 'c']) assert.ok(await tableExists(p, t), t);
   assert.equal(await versionRows(p), [{ version: 3, dirty: false }]);
   assert.equal(await history(p), [1, 2, 3]);
-  const down = await cli(['db:migrate', 'down', '--all', '--single-transaction'], p.env);
+  const down = await cli(['db:migrate', '--yes', 'down', '--all', '--single-transaction'], p.env);
   assert.is(down.code, 0, output(down));
   for (const t of ['a', 'b', 'c']) assert.not.ok(await tableExists(p, t), t);
   assert.equal(await versionRows(p), []);
@@ -57,7 +57,7 @@ one('a failure in the last file leaves everything as it was before the run: no t
     assert.equal(await history(p), [1]);
   } finally {
     await fs.writeFile(bad, files['000003_c.up.sql']);
-    await cli(['db:migrate', 'down', '--all'], p.env);
+    await cli(['db:migrate', '--yes', 'down', '--all'], p.env);
   }
 });
 

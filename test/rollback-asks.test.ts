@@ -62,6 +62,42 @@ asks('on a terminal a "yes" rolls back N, and the question says how many', async
   assert.not.ok(await hasAccounts(p!), 'rolled back');
 });
 
+asks('db:migrate down and goto ask as db:rollback does: no terminal and no --yes refuses and changes nothing', async ({ p }) => {
+  for (const args of [
+    ['down', '1'],
+    ['down', '--all'],
+    ['goto', '0'],
+  ]) {
+    const r = await cli(['db:migrate', ...args], p!.env);
+    failsClearly(r, new RegExp(`db:migrate ${args[0]} needs confirmation and there is no terminal`), { hint: /--yes/ });
+    await untouched(p!);
+  }
+});
+
+asks('db:migrate down asks once on a terminal, saying what it rolls back; up never asks', async ({ p }) => {
+  const asked: string[] = [];
+  const ctx = testCtx(p!.env, { interactive: true, ask: async (q) => (asked.push(q), false) });
+  const migrate = tasks.find((t) => t.name === 'db:migrate')!;
+  const err = await runTask(migrate, ctx, { flags: {}, positionals: ['down', '1'] }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  assert.instance(err, UserError);
+  assert.equal(asked.length, 1);
+  assert.match(asked[0], /Roll back the last migration\?.*drop tables/);
+  await untouched(p!);
+  await runTask(
+    migrate,
+    testCtx(p!.env, {
+      ask: async () => {
+        assert.unreachable('up asked');
+        return false;
+      },
+    }),
+    { flags: {}, positionals: ['up'] },
+  );
+});
+
 asks('--yes answers: it rolls back without a terminal', async ({ p }) => {
   const r = await cli(['db:rollback', '--yes'], p!.env);
   assert.is(r.code, 0, r.stdout + r.stderr);
