@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { freePort, makeProject, ok, readSecretFile, removeProject, startProject, ROOT, type Project } from './setup/project.ts';
+import { freePort, makeProject, ok, otherCa, readSecretFile, removeProject, startProject, ROOT, type Project } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 
 // The compose `api` service's program (packages/api/server.mjs), run here as its container would
@@ -101,27 +101,8 @@ service('answers other paths with 404', async ({ api }) => {
 });
 
 service("answers 503 when the server's certificate is not signed by its CA, without the password", async ({ p }) => {
-  const other = path.join(p!.dir, 'other-ca');
-  await fs.mkdir(other);
-  const made = spawnSync('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-subj',
-    '/CN=another CA',
-    '-days',
-    '1',
-    '-keyout',
-    path.join(other, 'ca.key'),
-    '-out',
-    path.join(other, 'ca.crt'),
-  ]);
-  assert.is(made.status, 0);
-  const api = await startApi(p!, { DB_CA_FILE: path.join(other, 'ca.crt') });
+  const ca = await otherCa(path.join(p!.dir, 'other-ca'));
+  const api = await startApi(p!, { DB_CA_FILE: ca });
   try {
     const r = await health(api);
     assert.is(r.status, 503);

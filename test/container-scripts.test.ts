@@ -15,6 +15,7 @@ import {
   withStartedProject,
   type CliResult,
   type Project,
+  otherCa,
 } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 
@@ -116,34 +117,6 @@ async function busyboxBin(): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'busybox-'));
   for (const applet of ['sh', 'od', 'tr', 'cat', 'printf']) await fs.symlink(which.stdout.trim(), path.join(dir, applet));
   return dir;
-}
-
-/** A CA that did not sign the server's certificate. */
-async function otherCa(dir: string): Promise<string> {
-  await fs.mkdir(dir, { recursive: true });
-  const r = await run(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-subj',
-      '/CN=another CA',
-      '-days',
-      '1',
-      '-keyout',
-      path.join(dir, 'ca.key'),
-      '-out',
-      path.join(dir, 'ca.crt'),
-    ],
-    {},
-  );
-  assert.is(r.code, 0, r.stderr);
-  return path.join(dir, 'ca.crt');
 }
 
 /** Exactly one line on stderr, naming `what` and saying how to fix it. */

@@ -6,6 +6,7 @@ import { connect } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { appTarget, cli, ok, ownerTarget, readSecretFile, withStartedProject, type Project } from './setup/project.ts';
 import { killAt, type KillPoint } from './setup/interrupt.ts';
+import { everyRoleLogsIn } from './setup/backup.ts';
 import { spawnCli } from './setup/engine.ts';
 
 // db:secrets:rotate killed across its whole run: at even steps over the length of a whole run,
@@ -16,18 +17,6 @@ import { spawnCli } from './setup/engine.ts';
 
 interface Ctx {
   p?: Project;
-}
-
-/** Every role logs in with what its file holds now: app and schema owner over verified TLS, the superuser on the socket. */
-async function everyRoleLogsIn(p: Project): Promise<void> {
-  const su = {
-    host: nativePaths(p.nativeDir).run,
-    port: p.port,
-    database: 'postgres',
-    user: await readSecretFile(p, 'postgres_user'),
-    password: await readSecretFile(p, 'postgres_password'),
-  };
-  for (const t of [await appTarget(p), await ownerTarget(p), su]) await (await connect(t, 5000)).end();
 }
 
 const leftovers = async (p: Project) => (await fs.readdir(p.secretsDir)).filter((f) => /\.(old|new)$/.test(f));

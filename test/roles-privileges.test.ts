@@ -5,6 +5,7 @@ import path from 'node:path';
 import { connect, withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { appTarget, cli, ok, ownerTarget, readSecretFile, run, withStartedProject, type Project } from './setup/project.ts';
+import { superuser } from './setup/backup.ts';
 import { output, query, versionRows } from './setup/engine.ts';
 
 interface Ctx {
@@ -22,17 +23,6 @@ async function loginTo(p: Project, login: 'app' | 'migrate', database: string): 
     (c) => void c.end(),
     (e) => e,
   );
-}
-
-/** The superuser on the server's own socket: for what the test sets up, never for the tool. */
-async function superuser(p: Project, database = 'postgres') {
-  return {
-    host: nativePaths(p.nativeDir).run,
-    port: p.port,
-    database,
-    user: await readSecretFile(p, 'postgres_user'),
-    password: await readSecretFile(p, 'postgres_password'),
-  };
 }
 
 roles("neither login may connect to the server's own databases (postgres, template1), so no temporary tables there", async (ctx) => {
@@ -59,7 +49,7 @@ roles('the application keeps its own database, temporary tables included', async
 
 roles('db:up takes the access away again when someone gives it back', async (ctx) => {
   const p = ctx.p!;
-  await withClient(await superuser(p), (c) => c.query('GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC'));
+  await withClient(await superuser(p, 'postgres'), (c) => c.query('GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC'));
   assert.is(await loginTo(p, 'app', 'postgres'), undefined);
   await ok(['db:up'], p.env);
   assert.is((await loginTo(p, 'app', 'postgres'))?.code, '42501');

@@ -8,6 +8,7 @@ import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { libpqPassword, nodePgPassword, pgSaslprep, tableRanges } from '@dbkit/core/saslprep';
 import * as scram from '@dbkit/core/scram';
 import { appTarget, cli, makeProject, ok, ownerTarget, readSecretFile, removeProject, run, type Project } from './setup/project.ts';
+import { superuser } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 import { output } from './setup/engine.ts';
 
@@ -58,17 +59,6 @@ unit.run();
 
 interface Ctx {
   p?: Project;
-}
-
-/** The superuser on the server's own socket: for what the test asks the server, never for the tool. */
-async function superuser(p: Project) {
-  return {
-    host: nativePaths(p.nativeDir).run,
-    port: p.port,
-    user: await readSecretFile(p, 'postgres_user'),
-    password: await readSecretFile(p, 'postgres_password'),
-    database: 'postgres',
-  };
 }
 
 /** libpq itself (psql) logging in as `login` with verify-full and this password; the password goes in the environment. */
@@ -168,7 +158,7 @@ live("the verifier is the server's own, at every edge of every SASLprep table", 
     strings.add('1' + String.fromCodePoint(c) + '\u00AD');
   }
   const list = [...strings];
-  const verifiers = await withClient(await superuser(p), async (c) => {
+  const verifiers = await withClient(await superuser(p, 'postgres'), async (c) => {
     await c.query(`SET scram_iterations = 1; SET password_encryption = 'scram-sha-256';
       CREATE TEMP TABLE oracle (id int PRIMARY KEY, pw text NOT NULL, v text);
       CREATE ROLE saslprep_oracle NOLOGIN`);

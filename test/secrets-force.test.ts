@@ -18,6 +18,7 @@ import {
   type Project,
 } from './setup/project.ts';
 import { testCtx } from './setup/ctx.ts';
+import { everyRoleLogsIn } from './setup/backup.ts';
 import prompts from 'prompts';
 import { promptsAsk } from '@dbkit/core/confirm';
 
@@ -125,17 +126,6 @@ noCluster.run();
 const cluster = suite<Ctx>('db:secrets --force while a database cluster exists');
 
 withStartedProject(cluster);
-
-async function everyRoleLogsIn(p: Project): Promise<void> {
-  const su = {
-    host: nativePaths(p.nativeDir).run,
-    port: p.port,
-    database: 'postgres',
-    user: await readSecretFile(p, 'postgres_user'),
-    password: await readSecretFile(p, 'postgres_password'),
-  };
-  for (const t of [await appTarget(p), await ownerTarget(p), su]) await (await connect(t, 5000)).end();
-}
 
 cluster(
   'running: even with --yes it refuses, names the roles that exist and the way to change a password, and changes nothing',

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { cli, ownerTarget, readSecretFile, withStartedProject, type Project } from './setup/project.ts';
+import { suQuery } from './setup/backup.ts';
 
 interface Ctx {
   p?: Project;
@@ -19,18 +20,6 @@ async function dbUp(p: Project, env: Record<string, string> = {}): Promise<boole
   const r = await cli(['db:up', '--json'], { ...p.env, ...env });
   assert.is(r.code, 0, r.stdout + r.stderr);
   return JSON.parse(r.stdout.trim().split('\n').pop()!).provisioned;
-}
-
-/** SQL as the superuser on the server's own socket: what the test breaks, never what the tool does. */
-async function asSuperuser(p: Project, sql: string, database = 'postgres'): Promise<unknown[]> {
-  const t = {
-    host: nativePaths(p.nativeDir).run,
-    port: p.port,
-    database,
-    user: await readSecretFile(p, 'postgres_user'),
-    password: await readSecretFile(p, 'postgres_password'),
-  };
-  return withClient(t, async (c) => (await c.query(sql)).rows);
 }
 
 up('a second db:up, and one after db:down, provision nothing and still verify both logins', async ({ p }) => {
@@ -48,9 +37,9 @@ up('a secret file written again (same content) means provisioning runs once more
 
 up("a grant changed behind the tool's back is put back on the next db:up", async ({ p }) => {
   const app = await readSecretFile(p!, 'app_user');
-  await asSuperuser(p!, 'GRANT CONNECT ON DATABASE postgres TO PUBLIC');
+  await suQuery(p!, 'GRANT CONNECT ON DATABASE postgres TO PUBLIC');
   assert.is(await dbUp(p!), true);
-  const rows = await asSuperuser(p!, `SELECT has_database_privilege('${app}', 'postgres', 'CONNECT') AS can`);
+  const rows = await suQuery(p!, `SELECT has_database_privilege('${app}', 'postgres', 'CONNECT') AS can`);
   assert.equal(rows, [{ can: false }]);
   assert.is(await dbUp(p!), false);
 });
@@ -58,13 +47,13 @@ up("a grant changed behind the tool's back is put back on the next db:up", async
 up("default privileges revoked behind the tool's back are put back", async ({ p }) => {
   const owner = await readSecretFile(p!, 'migrate_user');
   const db = await readSecretFile(p!, 'postgres_db');
-  await asSuperuser(
+  await suQuery(
     p!,
     `ALTER DEFAULT PRIVILEGES FOR ROLE "${owner}" IN SCHEMA public REVOKE ALL ON TABLES FROM PUBLIC, "${await readSecretFile(p!, 'app_user')}"`,
     db,
   );
   assert.is(await dbUp(p!), true);
-  const rows = await asSuperuser(
+  const rows = await suQuery(
     p!,
     `SELECT count(*)::int AS n FROM pg_default_acl WHERE defaclrole = '${owner}'::regrole AND defaclobjtype = 'r'`,
     db,
@@ -74,7 +63,7 @@ up("default privileges revoked behind the tool's back are put back", async ({ p 
 
 up("a password changed in the server behind the tool's back is drift, reported even when the fingerprint matched", async ({ p }) => {
   const app = await readSecretFile(p!, 'app_user');
-  await asSuperuser(p!, `ALTER ROLE "${app}" PASSWORD 'changed-behind-the-tools-back'`);
+  await suQuery(p!, `ALTER ROLE "${app}" PASSWORD 'changed-behind-the-tools-back'`);
   const r = await cli(['db:up'], p!.env);
   assert.is(r.code, 1, r.stdout + r.stderr);
   assert.match(r.stderr, /app_password no longer matches the password of role/);

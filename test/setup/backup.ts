@@ -5,9 +5,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
-import { withClient } from '@dbkit/core/pg';
+import { connect, withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { CLI, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './project.ts';
+import { CLI, appTarget, makeProject, ownerTarget, readSecretFile, run, type CliResult, type Project } from './project.ts';
 
 /**
  * Debian's own server and client binaries, whose majors match, so pg_dump can dump the server.
@@ -42,6 +42,11 @@ export async function superuser(p: Project, database?: string) {
     password: await readSecretFile(p, 'postgres_password'),
     database: database ?? (await readSecretFile(p, 'postgres_db')),
   };
+}
+
+/** Every role logs in with what its file holds now: app and schema owner over verified TLS, the superuser on the socket. */
+export async function everyRoleLogsIn(p: Project): Promise<void> {
+  for (const t of [await appTarget(p), await ownerTarget(p), await superuser(p, 'postgres')]) await (await connect(t, 5000)).end();
 }
 
 export async function suQuery(p: Project, sql: string, database?: string): Promise<Record<string, unknown>[]> {

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'uvu';
+import * as assert from 'uvu/assert';
 import type { Target } from '@dbkit/core/pg';
 import { setUp } from './hooks.ts';
 
@@ -180,4 +181,32 @@ export function withStartedProject<T extends { p?: Project }>(
   s.after(async (ctx) => {
     await removeProject(ctx.p);
   });
+}
+
+/** A CA that did not sign the server's certificate. */
+export async function otherCa(dir: string): Promise<string> {
+  await fs.mkdir(dir, { recursive: true });
+  const r = await run(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-subj',
+      '/CN=another CA',
+      '-days',
+      '1',
+      '-keyout',
+      path.join(dir, 'ca.key'),
+      '-out',
+      path.join(dir, 'ca.crt'),
+    ],
+    {},
+  );
+  assert.is(r.code, 0, r.stderr);
+  return path.join(dir, 'ca.crt');
 }
