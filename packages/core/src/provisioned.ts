@@ -20,22 +20,20 @@ const PROVISIONED_SQL = `CREATE TABLE IF NOT EXISTS ${PROVISIONED} (
   at timestamptz NOT NULL DEFAULT now())`;
 
 let code: string | undefined;
-/** The SQL provisioning runs for fixed names, verifiers (random salts) masked: a change to it is a change of input. */
+/** The SQL provisioning runs, rendered for fixed names and a fixed verifier: a change to it is a change of input. */
 function provisioningCode(): string {
   const r: Roles = {
     database: 'd',
-    admin: { user: 'a', password: 'p' },
-    migrator: { user: 'm', password: 'p' },
-    app: { user: 'u', password: 'p' },
+    admin: { user: 'a', password: '' },
+    migrator: { user: 'm', password: '' },
+    app: { user: 'u', password: '' },
   };
-  code ??= [rolesSql(r), serverDatabasesSql(r), createDatabaseSql(r), ownershipSql(r), databaseSql(r)]
-    .join('\n')
-    .replace(/SCRAM-SHA-256\$[^']*/g, '');
+  code ??= [rolesSql(r, () => 'verifier'), serverDatabasesSql(r), createDatabaseSql(r), ownershipSql(r), databaseSql(r)].join('\n');
   return code;
 }
 
 /** Provisioning's inputs: its SQL, the names, and the secret files as they are on disk (never their contents). */
-export async function inputsFingerprint(ctx: Pick<Ctx, 'cfg' | 'fs'>, r: Roles): Promise<string> {
+async function inputsFingerprint(ctx: Pick<Ctx, 'cfg' | 'fs'>, r: Roles): Promise<string> {
   const h = createHash('sha256')
     .update(provisioningCode())
     .update(JSON.stringify([r.database, r.admin.user, r.migrator.user, r.app.user]));
@@ -47,7 +45,7 @@ export async function inputsFingerprint(ctx: Pick<Ctx, 'cfg' | 'fs'>, r: Roles):
 }
 
 /** What provisioning establishes, as the migration role sees it from the application database: a change means drift. */
-export function catalogSql(r: Roles): string {
+function catalogSql(r: Roles): string {
   const names = [TCP_ROLE, r.migrator.user, r.app.user].map(literal).join(', ');
   return `SELECT md5(coalesce(string_agg(x, E'\\n' ORDER BY x), '')) FROM (
   SELECT format('role %s %s %s %s %s %s %s', rolname, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin) FROM pg_roles WHERE rolname IN (${names})
@@ -59,28 +57,24 @@ export function catalogSql(r: Roles): string {
 ) s(x)`;
 }
 
-const seal = (inputs: string, catalog: string) => createHash('sha256').update(`${inputs} ${catalog}`).digest('hex');
+/** The guard's record of the environment, and the table of the seal: the start of both sessions below. */
+const prelude = (ctx: Pick<Ctx, 'cfg'>) => `${recordEnvironmentSql(ctx.cfg.nodeEnv, osUser(ctx.cfg.sudoUser))};\n${PROVISIONED_SQL}`;
 
-/** The migration role's one session: records the environment, and answers whether provisioning has nothing to do. */
+/** This start's seal, computed by the server: the inputs' fingerprint with the catalog's digest. */
+const sealSql = (r: Roles, inputs: string) => `encode(sha256(convert_to(${literal(inputs)} || ' ' || (${catalogSql(r)}), 'UTF8')), 'hex')`;
+
+/** The migration role's one round trip: records the environment, and answers whether provisioning has nothing to do. */
 async function unchanged(ctx: Pick<Ctx, 'cfg'>, r: Roles, migrator: Target, inputs: string): Promise<boolean> {
-  const sql = `${recordEnvironmentSql(ctx.cfg.nodeEnv, osUser(ctx.cfg.sudoUser))};\n${PROVISIONED_SQL};\nSELECT (${catalogSql(r)}), (SELECT fingerprint FROM ${PROVISIONED})`;
-  return withClient({ ...migrator, applicationName: 'pg-deploy up' }, async (c) => {
-    const [catalog, stored] = (await guardBatch(c, sql)).at(-1)!.rows[0] as string[];
-    return stored === seal(inputs, catalog);
-  });
+  const sql = `${prelude(ctx)};\nSELECT ${sealSql(r, inputs)} = (SELECT fingerprint FROM ${PROVISIONED})`;
+  return withClient({ ...migrator, applicationName: 'pg-deploy up' }, async (c) => (await guardBatch(c, sql)).at(-1)!.rows[0][0] === true);
 }
 
-/** After provisioning: the environment, and the fingerprint the next start compares with. */
+/** After provisioning, in one round trip: the environment, and the seal the next start compares with. */
 async function recordProvisioned(ctx: Pick<Ctx, 'cfg'>, r: Roles, migrator: Target, inputs: string): Promise<void> {
-  await withClient({ ...migrator, applicationName: 'pg-deploy up' }, async (c) => {
-    const [catalog] = (
-      await guardBatch(c, `${recordEnvironmentSql(ctx.cfg.nodeEnv, osUser(ctx.cfg.sudoUser))};\n${PROVISIONED_SQL};\n${catalogSql(r)}`)
-    ).at(-1)!.rows[0] as string[];
-    await c.query(
-      `INSERT INTO ${PROVISIONED} (fingerprint) VALUES ($1) ON CONFLICT (only_row) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, at = now()`,
-      [seal(inputs, catalog)],
-    );
-  });
+  const sql = `${prelude(ctx)};
+INSERT INTO ${PROVISIONED} (fingerprint) SELECT ${sealSql(r, inputs)}
+  ON CONFLICT (only_row) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, at = now()`;
+  await withClient({ ...migrator, applicationName: 'pg-deploy up' }, (c) => guardBatch(c, sql));
 }
 
 export interface Settle {

@@ -32,19 +32,22 @@ function verifier(l: Login): string {
   return scramVerifier(l.password);
 }
 
-function createLogin(l: Login): string {
+function createLogin(l: Login, hash: (l: Login) => string): string {
   return `IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${literal(l.user)}) THEN
     CREATE ROLE ${ident(l.user)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
-      PASSWORD ${literal(verifier(l))} IN ROLE ${ident(TCP_ROLE)};
+      PASSWORD ${literal(hash(l))} IN ROLE ${ident(TCP_ROLE)};
   END IF;`;
 }
 
-/** The TCP group and the two logins; existing roles keep their password (a change is drift, reported). */
-export function rolesSql(r: Roles): string {
+/**
+ * The TCP group and the two logins; existing roles keep their password (a change is drift, reported).
+ * `hash` is for provisioned.ts, which renders the SQL without deriving verifiers.
+ */
+export function rolesSql(r: Roles, hash: (l: Login) => string = verifier): string {
   return `DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${literal(TCP_ROLE)}) THEN CREATE ROLE ${ident(TCP_ROLE)} NOLOGIN; END IF;
-  ${createLogin(r.migrator)}
-  ${createLogin(r.app)}
+  ${createLogin(r.migrator, hash)}
+  ${createLogin(r.app, hash)}
 END $$;`;
 }
 
