@@ -4,6 +4,8 @@ import { parseKeep, type BackupKeep } from './backup/retention.ts';
 import { MAX_JOBS, defaultJobs, kindOf, type DumpKind } from './backup/kinds.ts';
 
 export type RuntimeName = 'docker' | 'native';
+/** Where the docker runtime deploys: one host with Compose, or a Swarm stack (real secrets, configs, one-shot migration job). */
+export type TargetName = 'compose' | 'swarm';
 
 export interface ComposeImages {
   db: string;
@@ -24,6 +26,8 @@ export interface Config {
   root: string;
   nodeEnv: string;
   runtime: RuntimeName | 'auto';
+  /** DB_TARGET (or --target): compose (default) or swarm; swarm implies the docker runtime. */
+  target: TargetName;
   /** Host port on 127.0.0.1 (ENV_DB_PORT, as in the guide). */
   port: number;
   tlsHostnames: string[];
@@ -57,6 +61,12 @@ export interface Config {
   shell: string;
   /** Who ran sudo (SUDO_USER), for the audit log. */
   sudoUser?: string;
+  /** The hot standby's host port on 127.0.0.1 (DB_REPLICA_PORT, default ENV_DB_PORT + 1). */
+  replicaPort: number;
+  /** DB_SYNC_REPLICA=on: a commit waits until the standby has it (no committed row lost on failover, slower writes). */
+  syncReplica: boolean;
+  /** Where the server archives its WAL for point-in-time recovery (DB_WAL_ARCHIVE_DIR, default <DB_BACKUP_DIR>/wal). */
+  walArchiveDir: string;
 }
 
 // Names that say "secret" (not a bare KEY or *_KEY_FILE, often a path): .env files are committed plain text.
@@ -116,6 +126,25 @@ export function parseConfig(root: string, env: Record<string, string | undefined
       'set DB_RUNTIME to docker, native or auto (the default)',
     );
   }
+  const target = (env.DB_TARGET || 'compose') as TargetName;
+  if (!['compose', 'swarm'].includes(target)) {
+    throw new UserError(`DB_TARGET=${target} is not one of compose, swarm`, 'set DB_TARGET to compose (the default) or swarm');
+  }
+  if (target === 'swarm' && runtime === 'native') {
+    throw new UserError(
+      'DB_TARGET=swarm needs the docker runtime, and DB_RUNTIME=native',
+      'unset DB_RUNTIME (or set it to docker), or unset DB_TARGET',
+    );
+  }
+  const sync = (env.DB_SYNC_REPLICA || 'off').toLowerCase();
+  if (!['on', 'off'].includes(sync)) {
+    throw new UserError(
+      `DB_SYNC_REPLICA=${env.DB_SYNC_REPLICA} is not on or off`,
+      'set DB_SYNC_REPLICA to on (synchronous commit to the standby) or off (the default)',
+    );
+  }
+  const port = int(env, 'ENV_DB_PORT', 5432, 1, 65535);
+  const backupDir = dir('DB_BACKUP_DIR', 'backups');
   const backupFormat = kindOf(env.DB_BACKUP_FORMAT || 'custom');
   if (!backupFormat) {
     throw new UserError(
@@ -165,14 +194,15 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     root,
     nodeEnv: env.NODE_ENV || 'development',
     runtime,
-    port: int(env, 'ENV_DB_PORT', 5432, 1, 65535),
+    target,
+    port,
     tlsHostnames: hostnames,
     tlsDays: int(env, 'DB_TLS_DAYS', 365, 1, 3650),
     secretsDir: dir('DB_SECRETS_DIR', 'database/infra/secrets'),
     sslDir: dir('DB_SSL_DIR', 'database/infra/ssl'),
     migrationsDir: dir('DB_MIGRATIONS_DIR', 'database/migrations'),
     seedsDir: dir('DB_SEEDS_DIR', 'database/seeds'),
-    backupDir: dir('DB_BACKUP_DIR', 'backups'),
+    backupDir,
     backupKeep: parseKeep(env.DB_BACKUP_KEEP),
     backupFormat,
     backupJobs: int(env, 'DB_BACKUP_JOBS', defaultJobs(), 1, MAX_JOBS),
@@ -193,5 +223,8 @@ export function parseConfig(root: string, env: Record<string, string | undefined
     statementLockRetries: int(env, 'DB_MIGRATE_STATEMENT_LOCK_RETRIES', 3, 0, 100),
     shell: env.SHELL || 'bash',
     sudoUser: env.SUDO_USER || undefined,
+    replicaPort: int(env, 'DB_REPLICA_PORT', port === 65535 ? 65534 : port + 1, 1, 65535),
+    syncReplica: sync === 'on',
+    walArchiveDir: env.DB_WAL_ARCHIVE_DIR ? path.resolve(root, env.DB_WAL_ARCHIVE_DIR) : path.join(backupDir, 'wal'),
   };
 }

