@@ -49,6 +49,27 @@ numbers("the migration statements' lock timeout and retries have defaults and ar
 
 numbers.run();
 
+const beyond = suite('settings beyond one machine (target, replica, WAL archive)');
+
+beyond('defaults: compose, the replica one port above the primary, asynchronous, WAL under the backups', () => {
+  const c = parseConfig(ROOT, { ENV_DB_PORT: '6000', DB_BACKUP_DIR: '/srv/backups' });
+  assert.equal([c.target, c.replicaPort, c.syncReplica, c.walArchiveDir], ['compose', 6001, false, '/srv/backups/wal']);
+  assert.is(parseConfig(ROOT, { ENV_DB_PORT: '65535' }).replicaPort, 65534);
+  const set = parseConfig(ROOT, { DB_TARGET: 'swarm', DB_REPLICA_PORT: '7000', DB_SYNC_REPLICA: 'ON', DB_WAL_ARCHIVE_DIR: 'wal' });
+  assert.equal([set.target, set.replicaPort, set.syncReplica, set.walArchiveDir], ['swarm', 7000, true, `${ROOT}/wal`]);
+});
+
+beyond('a wrong target, a sync flag that is not on/off, or swarm on the native runtime are refused with the fix', () => {
+  assert.match(refusal({ DB_TARGET: 'k8s' }).message, /DB_TARGET=k8s is not one of compose, swarm/);
+  assert.match(refusal({ DB_SYNC_REPLICA: 'yes' }).message, /DB_SYNC_REPLICA=yes is not on or off/);
+  const e = refusal({ DB_TARGET: 'swarm', DB_RUNTIME: 'native' });
+  assert.match(e.message, /DB_TARGET=swarm needs the docker runtime/);
+  assert.match(String(e.hint), /unset DB_RUNTIME/);
+  assert.match(refusal({ DB_REPLICA_PORT: '0' }).message, /DB_REPLICA_PORT=0 is not a whole number from 1 to 65535/);
+});
+
+beyond.run();
+
 const user = suite<{ p?: Project }>('DB_NATIVE_USER', {});
 
 user.after(async (ctx) => removeProject(ctx.p));
