@@ -259,6 +259,17 @@ drill('the fenced old primary does not come back: db:up and db:promote say why',
   assert.match(r.stdout, /the standby too/);
 });
 
+drill('db:delete removes the standby with the rest', async (ctx) => {
+  const p = ctx.p!;
+  await ok(['db:delete', '--yes', '--no-backup', '--force-production'], p.env);
+  await fs.stat(nativeReplicaPaths(p.nativeDir).dir).then(
+    () => assert.unreachable('the standby folder is gone'),
+    () => undefined,
+  );
+  const left = await run('pgrep', ['-f', `postgres -D ${nativeReplicaPaths(p.nativeDir).data}`], {});
+  assert.is(left.stdout.trim(), '', 'no standby process left');
+});
+
 drill.run();
 
 // ---------------------------------------------------------------------------------------------
