@@ -60,7 +60,7 @@ async function stopApi(api: Api | undefined) {
 
 const health = async (api: Api, route = '/health') => {
   const r = await fetch(`http://127.0.0.1:${api.port}${route}`);
-  return { status: r.status, body: (await r.json()) as { status?: string; tls?: boolean; server?: string; error?: string } };
+  return { status: r.status, body: (await r.json()) as { status?: string; tls?: boolean; error?: string } };
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -78,8 +78,8 @@ service.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-service('answers /health with 200 after a verified TLS login as the application role', async ({ api, p }) => {
-  assert.equal(await health(api!), { status: 200, body: { status: 'ok', tls: true, server: `localhost:${p!.port}` } });
+service('answers /health with 200 after a verified TLS login as the application role', async ({ api }) => {
+  assert.equal(await health(api!), { status: 200, body: { status: 'ok', tls: true } });
 });
 
 service('runs as the unprivileged user once it has read the secrets', async ({ api }) => {
