@@ -94,7 +94,8 @@ async function health() {
   const { client, server } = await connectReadWrite();
   try {
     const r = await client.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
-    return { status: 'ok', tls: r.rows[0]?.ssl === true, server };
+    // Which server answered, where there is a choice (a multi-host DB_HOST).
+    return { status: 'ok', tls: r.rows[0]?.ssl === true, ...(db.servers.length > 1 && { server }) };
   } finally {
     await client.end().catch(() => {});
   }
