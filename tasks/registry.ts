@@ -21,6 +21,8 @@ import { task as backup } from './backup.ts';
 import { task as backupVerify } from './backup-verify.ts';
 import { task as restore } from './restore.ts';
 import { task as imagesBuild } from './images-build.ts';
+import { task as replica } from './replica.ts';
+import { task as promote } from './promote.ts';
 
 /** Every task, in the order help lists them. */
 const declared: Task<unknown>[] = [
@@ -42,6 +44,8 @@ const declared: Task<unknown>[] = [
   backup,
   backupVerify,
   restore,
+  replica,
+  promote,
   fresh,
   del,
   imagesBuild,

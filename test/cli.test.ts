@@ -23,6 +23,7 @@ const DESTROYING: Record<string, Args> = {
   'db:migrate:force': { flags: {}, positionals: ['1'] },
   'db:secrets': { flags: { force: true }, positionals: [] },
   'db:migrate': { flags: {}, positionals: ['down', '1'] },
+  'db:promote': { flags: {}, positionals: [] },
 };
 
 /** `task` with a `run` that records its calls and, given `body`, does that with the context. */

@@ -26,14 +26,28 @@ function secret(name) {
   return value;
 }
 
+/**
+ * The servers to try, in order: DB_HOST and DB_PORT take libpq's multi-host form (`a,b` and
+ * `5432,5433`, or one port for every host). node-postgres connects to one host only, so the list and
+ * target_session_attrs=read-write are done here: the first server that is not in recovery wins.
+ */
+function servers() {
+  const hosts = (env.DB_HOST || 'api-db').split(',');
+  const ports = (env.DB_PORT || '5432').split(',').map(Number);
+  if (ports.length !== 1 && ports.length !== hosts.length) {
+    process.stderr.write(`api: DB_PORT lists ${ports.length} ports for ${hosts.length} hosts; give one port, or one per host\n`);
+    process.exit(1);
+  }
+  return hosts.map((host, i) => ({ host, port: ports.length === 1 ? ports[0] : ports[i] }));
+}
+
 const db = {
-  host: env.DB_HOST || 'api-db',
-  port: Number(env.DB_PORT || 5432),
+  servers: servers(),
   user: secret('app_user'),
   password: secret('app_password'),
   database: secret('postgres_db'),
   // verify-full: node checks the chain against our CA and the host name against the subjectAltName.
-  ssl: { ca: fs.readFileSync(env.DB_CA_FILE || path.join(secretsDir, 'ca_crt'), 'utf8'), rejectUnauthorized: true },
+  ca: fs.readFileSync(env.DB_CA_FILE || path.join(secretsDir, 'ca_crt'), 'utf8'),
   connectionTimeoutMillis: 3000,
   application_name: 'api health',
 };
@@ -46,13 +60,42 @@ if (process.getuid?.() === 0 && runAs) {
   process.setuid(runAs);
 }
 
-/** One verified TLS login and a query; the error message never carries the password. */
+/** A verified TLS session with the first server of the list that takes writes (libpq's target_session_attrs=read-write). */
+async function connectReadWrite() {
+  const why = [];
+  for (const { host, port } of db.servers) {
+    const client = new pg.Client({
+      host,
+      port,
+      user: db.user,
+      password: db.password,
+      database: db.database,
+      // verify-full: node checks the chain against our CA and the host name (or IP) against the subjectAltName.
+      ssl: { ca: db.ca, rejectUnauthorized: true, host },
+      connectionTimeoutMillis: db.connectionTimeoutMillis,
+      application_name: db.application_name,
+    });
+    client.on('error', () => {}); // a server that goes away mid-session surfaces in the next query
+    try {
+      await client.connect();
+      const r = await client.query('SELECT pg_is_in_recovery() AS standby');
+      if (!r.rows[0].standby) return { client, server: `${host}:${port}` };
+      why.push(`${host}:${port} is a standby (read-only)`);
+    } catch (e) {
+      why.push(`${host}:${port}: ${e?.message ?? e}`);
+    }
+    await client.end().catch(() => {});
+  }
+  throw new Error(`no server takes writes: ${why.join('; ')}`);
+}
+
+/** One verified TLS login to the server that takes writes, and a query; the error message never carries the password. */
 async function health() {
-  const client = new pg.Client(db);
+  const { client, server } = await connectReadWrite();
   try {
-    await client.connect();
     const r = await client.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
-    return { status: 'ok', tls: r.rows[0]?.ssl === true };
+    // Which server answered, where there is a choice (a multi-host DB_HOST).
+    return { status: 'ok', tls: r.rows[0]?.ssl === true, ...(db.servers.length > 1 && { server }) };
   } finally {
     await client.end().catch(() => {});
   }
@@ -83,5 +126,6 @@ for (const sig of ['SIGTERM', 'SIGINT']) {
 
 server.listen(Number(env.PORT || 8080), env.LISTEN_HOST || '0.0.0.0', () => {
   const a = server.address();
-  process.stdout.write(`api: listening on ${a.address}:${a.port}, database ${db.host}:${db.port} (verify-full TLS)\n`);
+  const list = db.servers.map((x) => `${x.host}:${x.port}`).join(',');
+  process.stdout.write(`api: listening on ${a.address}:${a.port}, database ${list} (verify-full TLS, the first that takes writes)\n`);
 });

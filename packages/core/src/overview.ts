@@ -5,6 +5,7 @@ import { recordedEnvironment } from './environment.ts';
 import { listBackups } from './backup/store.ts';
 import { databaseLeftovers, fileLeftovers, SCRATCH_SQL, type Leftover } from './backup/leftovers.ts';
 import { certificateExpiry, inspectTls, requiredNames } from './tls.ts';
+import { replicaLine, type ReplicaStatus } from './replica.ts';
 
 /** What an operator wants at a glance, beside the migration state db:status already shows. */
 export interface Overview {
@@ -15,6 +16,8 @@ export interface Overview {
   lastBackup?: { name: string; at: string; verified: boolean };
   lastVerifiedBackup?: { name: string; at: string };
   certificate?: { notAfter: string };
+  /** The hot standby (db:replica): running, standby or promoted, and its lag as the primary sees it. */
+  replica?: ReplicaStatus;
   /** What interrupted backups, verifications and restores left, each with the command that removes it. */
   leftovers: Pick<Leftover, 'name' | 'stale' | 'why' | 'fix'>[];
   /** Why a part could not be read, one line each. */
@@ -43,6 +46,12 @@ export async function overview(ctx: Ctx, rt: Runtime): Promise<Overview> {
     } catch (e) {
       o.problems.push(`the server runs but the migration role cannot log in: ${(e as Error).message}`);
     }
+  }
+  if (rt.replica) {
+    o.replica = await rt.replica.status().catch((e: Error) => {
+      o.problems.push(`the standby's state cannot be read: ${e.message}`);
+      return undefined;
+    });
   }
   o.leftovers.unshift(...(await files));
   const backups = await listBackups(ctx);
@@ -75,6 +84,7 @@ export function overviewLines(o: Overview, now: Date): string[] {
         : 'DOWN (pnpm db:up)',
     ),
   );
+  if (o.replica) lines.push(row('replica', replicaLine(o.replica)));
   if (o.environment) lines.push(row('env', o.environment));
   if (o.database)
     lines.push(row('database', `${o.database.name}, ${(o.database.bytes / 1e6).toFixed(1)} MB, ${o.database.connections} connection(s)`));

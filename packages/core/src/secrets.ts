@@ -15,6 +15,8 @@ export const SECRET_NAMES = [
   'app_password',
 ] as const;
 export type SecretName = (typeof SECRET_NAMES)[number];
+/** The streaming replica's login (db:replica makes them when missing); not in SECRET_NAMES, which db:secrets and db:up need. */
+export type ReplicationSecretName = 'replication_user' | 'replication_password';
 
 const DEFAULTS: Partial<Record<SecretName, string>> = {
   postgres_user: 'postgres',
@@ -22,7 +24,7 @@ const DEFAULTS: Partial<Record<SecretName, string>> = {
   migrate_user: 'app_owner',
   app_user: 'app',
 };
-export const isPassword = (n: SecretName) => n.endsWith('_password');
+export const isPassword = (n: SecretName | ReplicationSecretName) => n.endsWith('_password');
 
 /** 32 random bytes, base64url: 43 characters that need no quoting in a URL or a shell. */
 export function newPassword(): string {
@@ -32,7 +34,7 @@ export function newPassword(): string {
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 /** Reads one secret file; missing, empty, readable by others or ending in a newline is refused. */
-export async function readSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName): Promise<string> {
+export async function readSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName | ReplicationSecretName): Promise<string> {
   const file = path.join(ctx.cfg.secretsDir, name);
   const rel = path.relative(ctx.cfg.root, file) || file;
   let st;
@@ -83,7 +85,12 @@ export async function readSecrets(ctx: Pick<Ctx, 'fs' | 'cfg' | 'log'>): Promise
 }
 
 /** Writes a secret through a 0600 temporary file beside it; without `overwrite` an existing file is an error. */
-export async function writeSecret(ctx: Pick<Ctx, 'fs' | 'cfg'>, name: SecretName, value: string, overwrite: boolean): Promise<void> {
+export async function writeSecret(
+  ctx: Pick<Ctx, 'fs' | 'cfg'>,
+  name: SecretName | ReplicationSecretName,
+  value: string,
+  overwrite: boolean,
+): Promise<void> {
   const file = path.join(ctx.cfg.secretsDir, name);
   const tmp = `${file}.${process.pid}.tmp`;
   await ctx.fs.writeFile(tmp, value, { mode: 0o600, flag: 'wx' });

@@ -16,6 +16,7 @@ import { nativeServer } from './native-server.ts';
 import { initdb, installTls, removeStartLeftovers } from './native-cluster.ts';
 import { assertPortFree, takeLock } from './processes.ts';
 import { loginTargets } from './target.ts';
+import { nativeReplica } from './native-replica.ts';
 
 export function nativeRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, fs, log } = ctx;
@@ -33,6 +34,15 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     await server.assertPort();
     return socketAdmin(p.run, cfg.port, await secrets());
   };
+
+  const tools = nativeToolRunner(ctx, p.run, secrets, admin);
+  const replica = nativeReplica(ctx, home, {
+    running: server.running,
+    stop: server.stop,
+    admin,
+    roles: secrets,
+    clientBin: tools.clientBin,
+  });
 
   /** db:up under the lock: folders, the cluster the first time, the certificate, the start, roles and grants, the promise. */
   async function upLocked(r: Roles, s: NativePaths): Promise<{ initialised: boolean; provisioned: boolean }> {
@@ -99,7 +109,8 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     target,
     admin,
     describeData: () => `the native data directory ${p.dir}`,
-    ...nativeToolRunner(ctx, p.run, secrets, admin),
+    ...tools,
+    replica,
     running: server.running,
     hasData: server.hasData,
     async reloadTls() {
@@ -110,6 +121,13 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     restartApp: async () => false, // no application runs under the native runtime
     async up() {
       const r = await secrets();
+      const fenced = await replica.fenced();
+      if (fenced) {
+        throw new UserError(
+          `${home.shown(p.data)} is fenced: ${fenced}`,
+          'keep the promoted server, or rebuild the pair from it as the README says (Failover); never start this one as a primary',
+        );
+      }
       const dir = await home.serverDir();
       // One db:up at a time here: a second waits for the first, then finds the server up.
       const release = await takeLock(ctx, path.join(dir, 'up.lock'), 'another db:up', cfg.upTimeoutMs);
@@ -121,12 +139,11 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     },
     async down() {
       const st = await server.state();
-      if (!st.up) {
-        if (st.stale) await server.removeStalePid(st.stale);
-        return { wasRunning: false };
-      }
-      await server.stop();
-      return { wasRunning: true };
+      // The primary first: its fast shutdown sends the standby every last WAL record.
+      if (st.up) await server.stop();
+      else if (st.stale) await server.removeStalePid(st.stale);
+      const standby = await replica.stop();
+      return { wasRunning: st.up || standby, ...(standby && { standby }) };
     },
     async logs(follow) {
       await fs.stat(p.log).catch((e: NodeJS.ErrnoException) => {
@@ -143,6 +160,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     },
     async destroy() {
       if ((await server.state()).up) await server.stop();
+      await replica.stop();
       // A link to the server's own folder: that folder goes too.
       const real = await fs.realpath(p.dir).catch(() => p.dir);
       if (real !== p.dir) await fs.rm(real, { recursive: true, force: true });

@@ -5,6 +5,7 @@ import type { PgTool, PgToolIo } from './tools.ts';
 import type { RunResult } from '../exec.ts';
 import type { Command } from '../migrations/plan.ts';
 import type { MigrateOptions, MigrateResult } from '../migrations/runner.ts';
+import type { Replica } from '../replica.ts';
 
 export type LoginName = 'app' | 'migrator';
 
@@ -20,8 +21,8 @@ export interface Runtime {
   readonly label: RuntimeName;
   /** Starts the server (initialising it the first time), provisions it if anything changed, and returns once both logins succeed over TLS. */
   up(): Promise<{ initialised: boolean; provisioned: boolean }>;
-  /** Stops the server; already stopped is not an error. */
-  down(): Promise<{ wasRunning: boolean }>;
+  /** Stops the server (and a standby: `standby` says it ran); already stopped is not an error. */
+  down(): Promise<{ wasRunning: boolean; standby?: boolean }>;
   /** Whether the server runs now. */
   running(): Promise<boolean>;
   logs(follow: boolean): Promise<void>;
@@ -49,6 +50,8 @@ export interface Runtime {
   migrate(cmd: Command, opts?: Pick<MigrateOptions, 'singleTransaction'>): Promise<MigrateResult | undefined>;
   /** What `destroy` would remove, for confirmations and --dry-run. */
   describeData(): string;
+  /** The hot standby (db:replica, db:promote), where this runtime has one. */
+  replica?: Replica;
 }
 
 /** Where the host reaches the server, and the address the certificate names (`localhost` may resolve to ::1 first). */
