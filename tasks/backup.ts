@@ -8,7 +8,8 @@ import { physicalFlag, type Task } from './task.ts';
 
 export const task: Task = {
   name: 'db:backup',
-  summary: 'Back up the database (pg_dump -Fc, or -Fd with --format dir) and the roles into DB_BACKUP_DIR, then apply DB_BACKUP_KEEP.',
+  summary:
+    'Back up the database (pg_dump -Fc, or -Fd with --format dir) and the roles, or the whole cluster (--physical: pg_basebackup), into DB_BACKUP_DIR, then apply DB_BACKUP_KEEP.',
   flags: {
     format: {
       type: 'string',

@@ -31,7 +31,8 @@ function recoveryTarget({ positionals, flags }: Args): RecoveryTarget | undefine
 
 export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions; target?: RecoveryTarget }> = {
   name: 'db:restore',
-  summary: 'Replace the database with a backup (default: the newest verified); a safety backup is taken first.',
+  summary:
+    'Replace the database with a backup (default: the newest verified), or the whole cluster with a base backup replayed to --to-time/--to-lsn; a safety backup is taken first.',
   usage: '[BACKUP]',
   destructive: true,
   flags: {

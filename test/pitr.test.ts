@@ -4,10 +4,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { appTarget, cli, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import { backupProject, fillShop, ownerQuery, suQuery } from './setup/backup.ts';
 import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
+import { appTarget, cli, ok, removeProject, run, ROOT, startProject, type Project } from './setup/project.ts';
+import os from 'node:os';
+import { checkArchive, parseSegment, parseTime, segmentName } from '@dbkit/core/backup/wal';
 
 // Point-in-time recovery on the native server (Debian's binaries, so pg_basebackup matches it):
 // WAL archiving, db:backup --physical, db:restore --to-time / --to-lsn, and their refusals.
@@ -186,3 +188,68 @@ pitr('retention: DB_BACKUP_KEEP (one a day) removes older base backups and the W
 });
 
 pitr.run();
+
+// ---------------------------------------------------------------------------------------------
+const script = suite('wal-archive.sh copies a segment atomically and never overwrites one');
+const SCRIPT = path.join(ROOT, 'database/infra/scripts/wal-archive.sh');
+
+script('it keeps nothing until the archive folder exists, then copies; the same bytes again succeed, other bytes fail', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-walarchive-'));
+  try {
+    const seg = path.join(dir, 'seg');
+    await fs.writeFile(seg, 'one');
+    const archive = path.join(dir, 'archive');
+    const name = '000000010000000000000003';
+    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'not armed: success, nothing kept');
+    assert.not.ok(await fs.stat(archive).catch(() => undefined));
+    await fs.mkdir(archive);
+    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0);
+    assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one');
+    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'a retry with the same bytes');
+    await fs.writeFile(seg, 'two');
+    const r = await run('sh', [SCRIPT, archive, seg, name], {});
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /refusing to overwrite/);
+    assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one', 'the archived segment is untouched');
+    assert.equal(await fs.readdir(archive), [name], 'no temporary file left');
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+script.run();
+
+// ---------------------------------------------------------------------------------------------
+const names = suite('WAL names, targets and the archive check');
+
+names("segment names are PostgreSQL's, both ways", () => {
+  const seg = 16 * 1024 * 1024;
+  assert.is(segmentName(1, 0x1ffn, seg), '0000000100000001000000FF');
+  assert.equal(parseSegment('0000000200000001000000FF', seg), { timeline: 2, segno: 0x1ffn });
+  assert.is(parseSegment('00000002.history', seg), undefined);
+});
+
+names('a time without a zone is UTC; nonsense and impossible dates are refused', () => {
+  const t = parseTime('2026-12-01 14:03:07.123456');
+  assert.is(t.kind === 'time' && t.at.toISOString(), '2026-12-01T14:03:07.123Z');
+  assert.is(t.text, '2026-12-01 14:03:07.123456+00:00');
+  const z = parseTime('2026-12-01T15:03:07+0100');
+  assert.is(z.kind === 'time' && z.at.toISOString(), '2026-12-01T14:03:07.000Z');
+  assert.throws(() => parseTime('yesterday'), /--to-time must be/);
+  assert.throws(() => parseTime('2026-02-30 10:00'), /--to-time must be/);
+});
+
+names('a gap anywhere from the base backup to the newest segment is named; so is an archive that ends before the target', () => {
+  const seg = 16 * 1024 * 1024;
+  const at = (n: number, ms: number) => ({ name: segmentName(1, BigInt(n), seg), timeline: 1, segno: BigInt(n), archivedAt: new Date(ms) });
+  const target = { kind: 'time' as const, at: new Date(1500), text: '' };
+  assert.is(checkArchive([at(3, 1000), at(4, 2000)], { segno: 3n, timeline: 1 }, target, seg, 'wal').count, 2);
+  assert.throws(
+    () => checkArchive([at(3, 1000), at(5, 2000)], { segno: 3n, timeline: 1 }, target, seg, 'wal'),
+    /missing segment 000000010000000000000004/,
+  );
+  assert.throws(() => checkArchive([at(3, 1000)], { segno: 3n, timeline: 1 }, target, seg, 'wal'), /ends with .* before/);
+  assert.throws(() => checkArchive([], { segno: 3n, timeline: 1 }, target, seg, 'wal'), /ends before the base backup starts/);
+});
+
+names.run();

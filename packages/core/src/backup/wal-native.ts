@@ -1,9 +1,21 @@
 import path from 'node:path';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { SERVER_HOMES, type NativeHome, type NativePaths } from '../runtime/native-home.ts';
 import { ARCHIVE_SCRIPT } from './wal.ts';
+
+/** The archive script of this installation of the tool (dist/cli.js's checkout), not of the project it serves. */
+export function archiveScript(): string {
+  const rel = path.join('database/infra/scripts', ARCHIVE_SCRIPT);
+  for (let d = path.dirname(fileURLToPath(import.meta.url)); ; d = path.dirname(d)) {
+    if (existsSync(path.join(d, rel))) return path.join(d, rel);
+    if (d === path.dirname(d))
+      throw new UserError(`${rel} is missing from this checkout of pg-deploy`, 'restore it: git checkout -- ' + rel);
+  }
+}
 
 /** Single-quotes a word for the shell PostgreSQL runs archive_command and restore_command in. */
 export const shWord = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -37,7 +49,7 @@ export function nativeArchive(ctx: Ctx, home: NativeHome) {
   async function serverOptions(s: NativePaths): Promise<[string, string][]> {
     const script = path.join(s.dir, ARCHIVE_SCRIPT);
     const tmp = `${script}.${process.pid}.tmp`;
-    await fs.copyFile(path.join(cfg.root, 'database/infra/scripts', ARCHIVE_SCRIPT), tmp);
+    await fs.copyFile(archiveScript(), tmp);
     await fs.chmod(tmp, 0o755);
     await fs.rename(tmp, script);
     return [

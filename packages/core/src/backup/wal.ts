@@ -72,7 +72,11 @@ export function parseTime(raw: string): RecoveryTarget {
   const zone =
     !m?.[3] || /^(z|utc)$/i.test(m[3]) ? '+00:00' : /^[+-]\d{2}$/.test(m[3]) ? `${m[3]}:00` : m[3].replace(/^([+-]\d{2})(\d{2})$/, '$1:$2');
   const at = m ? new Date(`${m[1]}T${m[2]}${zone}`) : undefined;
-  if (!m || !at || Number.isNaN(at.getTime())) {
+  // Date rolls 2026-02-30 over to March: the calendar date must be one.
+  const [y, mo, d] = (m?.[1] ?? '0-0-0').split('-').map(Number);
+  const real = new Date(Date.UTC(y, mo - 1, d));
+  const calendar = real.getUTCFullYear() === y && real.getUTCMonth() === mo - 1 && real.getUTCDate() === d;
+  if (!m || !at || Number.isNaN(at.getTime()) || !calendar) {
     throw new UsageError(
       `--to-time must be a date and time such as "2026-12-01 14:03:07" (UTC) or "2026-12-01T15:03:07+01:00", not "${raw}"`,
       'give the moment to go back to; without a zone it is UTC, as the server logs',
