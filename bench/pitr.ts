@@ -108,6 +108,7 @@ main(async () => {
     const stop = () =>
       timed(path.join(bin, 'pg_ctl'), ['-D', data, 'stop', '-m', 'immediate', '-w'], { as: su, cwd: dir, timeoutMs: 60_000 });
     onCleanup(`remove ${dir}`, async () => {
+      if (!existsSync(dir)) return; // the round removed it itself
       await stop();
       await fs.rm(dir, { recursive: true, force: true });
     });
