@@ -97,3 +97,20 @@ export function maxPositionals(usage = ''): number {
 export const restoreJobsFlag: Record<string, Flag> = {
   jobs: { type: 'string', description: 'dir-format backups: pg_restore processes (default: as many as the dump used)' },
 };
+
+/** db:restore's point-in-time flags: replay the WAL archive onto a base backup (db:backup --physical). */
+export const pitrFlags: Record<string, Flag> = {
+  'to-time': {
+    type: 'string',
+    description: 'point-in-time recovery to this moment ("2026-12-01 14:03:07", UTC without a zone) from a base backup and the WAL archive',
+  },
+  'to-lsn': { type: 'string', description: 'point-in-time recovery to this WAL location (e.g. 0/3000060)' },
+};
+
+/** db:backup --physical. */
+export const physicalFlag: Record<string, Flag> = {
+  physical: {
+    type: 'boolean',
+    description: 'a base backup of the whole cluster (pg_basebackup) for point-in-time recovery; arms WAL archiving',
+  },
+};

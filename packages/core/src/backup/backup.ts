@@ -38,7 +38,7 @@ export interface BackupOptions {
 }
 
 /** Creates DB_BACKUP_DIR, 0700 (backups hold every row), or says why it cannot be written. */
-async function ensureBackupDir(ctx: Pick<Ctx, 'cfg' | 'fs'>): Promise<void> {
+export async function ensureBackupDir(ctx: Pick<Ctx, 'cfg' | 'fs'>): Promise<void> {
   const dir = ctx.cfg.backupDir;
   try {
     await ctx.fs.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -226,7 +226,7 @@ async function sealDump(ctx: Pick<Ctx, 'fs'>, tmp: string, format: DumpFormat): 
   return { kind: 'dir', file: DUMP_DIR, bytes: sums.reduce((n, f) => n + f.bytes, 0), jobs: format.jobs, files: sums };
 }
 
-async function syncDir(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<void> {
+export async function syncDir(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<void> {
   const fh = await ctx.fs.open(dir, 'r').catch(() => undefined); // best effort: the files themselves are flushed
   if (!fh) return;
   await fh.sync().catch(() => {}); // some file systems refuse fsync on a directory

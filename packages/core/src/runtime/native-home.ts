@@ -162,7 +162,7 @@ export function nativeHome(ctx: Ctx) {
     return dir;
   }
 
-  return { p, sp, shown, serverUser, own, serverDir, bin, serverConfig };
+  return { p, sp, shown, serverUser, own, serverCan, serverDir, bin, serverConfig };
 }
 
 export type NativeHome = ReturnType<typeof nativeHome>;

@@ -3,6 +3,7 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { NativeHome, NativePaths } from './native-home.ts';
 import { readPidFile, whoIs } from './processes.ts';
+import { nativeArchive } from '../backup/wal-native.ts';
 
 /** Single-quotes a value for the shell line pg_ctl builds from `-o`. */
 function shq(s: string): string {
@@ -60,6 +61,8 @@ export function nativeServer(ctx: Ctx, home: NativeHome) {
       ['listen_addresses', '127.0.0.1'], // the native server is for this machine only
       ['port', String(cfg.port)],
       ['unix_socket_directories', s.run],
+      // WAL archiving for point-in-time recovery: the archive's path is this runtime's (backup/wal-native.ts).
+      ...(await nativeArchive(ctx, home).serverOptions(s)),
     ]
       .map(([k, v]) => `-c ${shq(`${k}=${v}`)}`)
       .join(' ');

@@ -1,0 +1,255 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { withClient } from '@dbkit/core/pg';
+import { nativePaths } from '@dbkit/core/runtime/native-home';
+import { backupProject, fillShop, ownerQuery, suQuery } from './setup/backup.ts';
+import { failsClearly } from './setup/assert.ts';
+import { setUp } from './setup/hooks.ts';
+import { appTarget, cli, ok, removeProject, run, ROOT, startProject, type Project } from './setup/project.ts';
+import os from 'node:os';
+import { checkArchive, parseSegment, parseTime, segmentName } from '@dbkit/core/backup/wal';
+
+// Point-in-time recovery on the native server (Debian's binaries, so pg_basebackup matches it):
+// WAL archiving, db:backup --physical, db:restore --to-time / --to-lsn, and their refusals.
+
+interface Ctx {
+  p?: Project;
+  base?: string;
+  target?: string;
+  before?: string;
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** What was committed before t1, as the application sees it over verified TLS: every order line, summed. */
+async function orderLines(p: Project): Promise<string> {
+  return withClient(await appTarget(p), async (c) => {
+    const r = await c.query(`SELECT count(*) || ':' || md5(string_agg(x::text, '|' ORDER BY x::text)) AS s FROM order_lines x`);
+    return String(r.rows[0].s);
+  });
+}
+
+const t1Rows = async (p: Project, tag: string) =>
+  Number((await ownerQuery(p, 'SELECT count(*)::int AS n FROM notes WHERE body = $1', [tag]))[0].n);
+
+/** Segments in the WAL archive (the folder DB_WAL_ARCHIVE_DIR names, or links to). */
+async function archived(p: Project): Promise<string[]> {
+  const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
+  return (await fs.readdir(dir)).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+}
+
+/** An identity of the data directory: replaced, it changes. */
+async function dataId(p: Project): Promise<string> {
+  const data = await fs.realpath(nativePaths(p.nativeDir).data);
+  const st = await fs.stat(path.join(data, 'PG_VERSION'));
+  return `${data}:${st.ino}`;
+}
+
+/** A few finished segments with writes in them. */
+async function writeSegments(p: Project, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await ownerQuery(p, `INSERT INTO notes (body) SELECT 'filler' FROM generate_series(1, 100)`);
+    await suQuery(p, 'SELECT pg_switch_wal()');
+  }
+}
+
+const pitr = suite<Ctx>('point-in-time recovery replays the WAL archive onto a base backup');
+
+setUp(pitr, async (ctx) => {
+  ctx.p = await backupProject();
+  await startProject(ctx.p, { migrate: [] });
+  await fillShop(ctx.p);
+});
+
+pitr.after(async (ctx) => {
+  // As root the archive is the server user's folder outside the project (wal-native.ts), linked from it.
+  const archive = ctx.p && (await fs.realpath(path.join(ctx.p.env.DB_BACKUP_DIR, 'wal')).catch(() => undefined));
+  await removeProject(ctx.p);
+  if (archive) await fs.rm(archive, { recursive: true, force: true });
+});
+
+pitr('bad targets are refused with one clear line before anything is touched', async (ctx) => {
+  const p = ctx.p!;
+  const id = await dataId(p);
+  failsClearly(await cli(['db:restore', '--to-time', 'last tuesday', '--yes'], p.env), /--to-time must be a date and time/, { code: 2 });
+  failsClearly(await cli(['db:restore', '--to-time', '2026-13-45 25:00:00', '--yes'], p.env), /--to-time must be a date and time/, {
+    code: 2,
+  });
+  failsClearly(await cli(['db:restore', '--to-lsn', 'zz/1', '--yes'], p.env), /--to-lsn must be a WAL location/, { code: 2 });
+  failsClearly(await cli(['db:restore', '--to-lsn', '0/1', '--to-time', '2026-01-01 00:00', '--yes'], p.env), /give one/, { code: 2 });
+  failsClearly(await cli(['db:restore', '--to-time', '2026-01-01 00:00:00', '--yes'], p.env), /no base backup in/, {
+    hint: /db:backup --physical/,
+  });
+  assert.is(await dataId(p), id, 'the data directory is the same');
+});
+
+pitr('db:backup --physical writes a tar base backup with both manifests, private, and arms the WAL archive', async (ctx) => {
+  const p = ctx.p!;
+  const r = await ok(['db:backup', '--physical', '--json'], p.env);
+  const out = JSON.parse(r.stdout);
+  ctx.base = out.name;
+  assert.match(out.name, /^app-\d{8}T\d{6}Z-physical$/);
+  assert.match(out.startLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
+  const dir = out.backup as string;
+  assert.is((await fs.stat(dir)).mode & 0o777, 0o700);
+  for (const f of ['base.tar', 'pg_wal.tar', 'backup_manifest', 'manifest.json'])
+    assert.is((await fs.stat(path.join(dir, f))).mode & 0o777, 0o600, f);
+  const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
+  assert.is(m.kind, 'physical');
+  assert.is(m.timeline, 1);
+  assert.ok(
+    JSON.parse(await fs.readFile(path.join(dir, 'backup_manifest'), 'utf8')).Files.some(
+      (f: { Checksum?: string; 'Checksum-Algorithm'?: string }) => f['Checksum-Algorithm'] === 'SHA256',
+    ),
+  );
+  // The archive is armed: a finished segment lands in it, and the copy is the server user's.
+  await writeSegments(p, 1);
+  for (let i = 0; i < 100 && !(await archived(p)).length; i++) await pause(100);
+  assert.ok((await archived(p)).length > 0, 'a segment was archived');
+  // A logical db:restore does not take it for one of its backups.
+  failsClearly(await cli(['db:restore', '--yes'], p.env), /no backup in/);
+});
+
+pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time between', async (ctx) => {
+  const p = ctx.p!;
+  ctx.before = await orderLines(p);
+  await pause(1100);
+  await ownerQuery(p, `INSERT INTO notes (body) SELECT 'inserted at t1' FROM generate_series(1, 5)`); // t1
+  await pause(1100);
+  ctx.target = String((await suQuery(p, `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS t`))[0].t);
+  await pause(1100);
+  await ownerQuery(p, `DELETE FROM notes WHERE body = 'inserted at t1'`); // t2, and a bad DELETE beside it
+  await ownerQuery(p, `DELETE FROM order_lines`);
+  await writeSegments(p, 3);
+  assert.is(await t1Rows(p, 'inserted at t1'), 0);
+
+  // A segment missing from the middle of the archive: refused, with nothing touched.
+  const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
+  const segs = await archived(p);
+  const gone = segs[Math.floor(segs.length / 2)];
+  assert.ok(segs.indexOf(gone) < segs.length - 1, 'the gap is inside the archive');
+  const id = await dataId(p);
+  await fs.rename(path.join(dir, gone), path.join(p.dir, gone));
+  const refused = await cli(['db:restore', '--to-time', ctx.target, '--yes'], p.env);
+  failsClearly(refused, new RegExp(`missing segment ${gone}`));
+  assert.is(await dataId(p), id, 'the data directory is the same');
+  assert.is(await t1Rows(p, 'inserted at t1'), 0, 'the server still runs, with its data as it was');
+  assert.equal(
+    (await fs.readdir(path.dirname(await fs.realpath(nativePaths(p.nativeDir).data)))).filter((n) => n.startsWith('data.')),
+    [],
+  );
+  await fs.rename(path.join(p.dir, gone), path.join(dir, gone));
+
+  // A target before the oldest base backup.
+  failsClearly(await cli(['db:restore', '--to-time', '2001-02-03 04:05:06', '--yes'], p.env), /before the oldest base backup/);
+
+  const r = await ok(['db:restore', '--to-time', ctx.target, '--yes', '--json'], p.env);
+  const out = JSON.parse(r.stdout);
+  assert.is(out.base, ctx.base);
+  assert.match(out.stopped, /recovery stopping before commit/);
+  assert.is(out.timeline, 2);
+  assert.is(await t1Rows(p, 'inserted at t1'), 5, 'the rows of t1 are back');
+  assert.is(await orderLines(p), ctx.before, 'everything committed before t1 is there');
+  assert.not.equal(await dataId(p), id, 'the data directory was replaced');
+  assert.equal(
+    (await fs.readdir(path.dirname(await fs.realpath(nativePaths(p.nativeDir).data)))).filter((n) => n.startsWith('data.')),
+    [],
+    'the old one is gone once recovery succeeded',
+  );
+  // The recovery settings were for that start only.
+  const auto = await suQuery(p, `SELECT name FROM pg_file_settings WHERE name LIKE 'recovery_target%' OR name = 'restore_command'`);
+  assert.equal(auto, []);
+});
+
+pitr('--to-lsn stops at a WAL location, on the new timeline, from a base backup taken after the first recovery', async (ctx) => {
+  const p = ctx.p!;
+  await ok(['db:backup', '--physical'], p.env);
+  await ownerQuery(p, `INSERT INTO notes (body) VALUES ('before the lsn')`);
+  const lsn = String((await suQuery(p, 'SELECT pg_current_wal_lsn()::text AS l'))[0].l);
+  await ownerQuery(p, `INSERT INTO notes (body) VALUES ('after the lsn')`);
+  const r = await ok(['db:restore', '--to-lsn', lsn, '--yes', '--json'], p.env);
+  assert.is(JSON.parse(r.stdout).timeline, 3);
+  assert.is(await t1Rows(p, 'before the lsn'), 1);
+  assert.is(await t1Rows(p, 'after the lsn'), 0);
+});
+
+pitr('retention: DB_BACKUP_KEEP (one a day) removes older base backups and the WAL before the oldest kept one', async (ctx) => {
+  const p = ctx.p!;
+  const r = await ok(['db:backup', '--physical', '--json'], { ...p.env, DB_BACKUP_KEEP: '1/0/0' });
+  const out = JSON.parse(r.stdout);
+  assert.ok(out.removed.length >= 1, 'the older base backup of the day is removed');
+  assert.ok(out.removedWal > 0, 'and the WAL before the kept one');
+  const names = (await fs.readdir(p.env.DB_BACKUP_DIR)).filter((n) => n.endsWith('-physical') || /-physical-\d+$/.test(n));
+  assert.equal(names, [out.name]);
+  const startSeg = BigInt(`0x${out.startLsn.split('/')[0]}`) * 256n + BigInt(`0x${out.startLsn.split('/')[1]}`) / 0x1000000n;
+  for (const s of await archived(p)) assert.ok(BigInt(`0x${s.slice(8, 16)}`) * 256n + BigInt(`0x${s.slice(16)}`) >= startSeg, `${s} kept`);
+});
+
+pitr.run();
+
+// ---------------------------------------------------------------------------------------------
+const script = suite('wal-archive.sh copies a segment atomically and never overwrites one');
+const SCRIPT = path.join(ROOT, 'database/infra/scripts/wal-archive.sh');
+
+script('it keeps nothing until the archive folder exists, then copies; the same bytes again succeed, other bytes fail', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-walarchive-'));
+  try {
+    const seg = path.join(dir, 'seg');
+    await fs.writeFile(seg, 'one');
+    const archive = path.join(dir, 'archive');
+    const name = '000000010000000000000003';
+    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'not armed: success, nothing kept');
+    assert.not.ok(await fs.stat(archive).catch(() => undefined));
+    await fs.mkdir(archive);
+    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0);
+    assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one');
+    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'a retry with the same bytes');
+    await fs.writeFile(seg, 'two');
+    const r = await run('sh', [SCRIPT, archive, seg, name], {});
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /refusing to overwrite/);
+    assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one', 'the archived segment is untouched');
+    assert.equal(await fs.readdir(archive), [name], 'no temporary file left');
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+script.run();
+
+// ---------------------------------------------------------------------------------------------
+const names = suite('WAL names, targets and the archive check');
+
+names("segment names are PostgreSQL's, both ways", () => {
+  const seg = 16 * 1024 * 1024;
+  assert.is(segmentName(1, 0x1ffn, seg), '0000000100000001000000FF');
+  assert.equal(parseSegment('0000000200000001000000FF', seg), { timeline: 2, segno: 0x1ffn });
+  assert.is(parseSegment('00000002.history', seg), undefined);
+});
+
+names('a time without a zone is UTC; nonsense and impossible dates are refused', () => {
+  const t = parseTime('2026-12-01 14:03:07.123456');
+  assert.is(t.kind === 'time' && t.at.toISOString(), '2026-12-01T14:03:07.123Z');
+  assert.is(t.text, '2026-12-01 14:03:07.123456+00:00');
+  const z = parseTime('2026-12-01T15:03:07+0100');
+  assert.is(z.kind === 'time' && z.at.toISOString(), '2026-12-01T14:03:07.000Z');
+  assert.throws(() => parseTime('yesterday'), /--to-time must be/);
+  assert.throws(() => parseTime('2026-02-30 10:00'), /--to-time must be/);
+});
+
+names('a gap anywhere from the base backup to the newest segment is named; so is an archive that ends before the target', () => {
+  const seg = 16 * 1024 * 1024;
+  const at = (n: number, ms: number) => ({ name: segmentName(1, BigInt(n), seg), timeline: 1, segno: BigInt(n), archivedAt: new Date(ms) });
+  const target = { kind: 'time' as const, at: new Date(1500), text: '' };
+  assert.is(checkArchive([at(3, 1000), at(4, 2000)], { segno: 3n, timeline: 1 }, target, seg, 'wal').count, 2);
+  assert.throws(
+    () => checkArchive([at(3, 1000), at(5, 2000)], { segno: 3n, timeline: 1 }, target, seg, 'wal'),
+    /missing segment 000000010000000000000004/,
+  );
+  assert.throws(() => checkArchive([at(3, 1000)], { segno: 3n, timeline: 1 }, target, seg, 'wal'), /ends with .* before/);
+  assert.throws(() => checkArchive([], { segno: 3n, timeline: 1 }, target, seg, 'wal'), /ends before the base backup starts/);
+});
+
+names.run();
