@@ -23,6 +23,7 @@ import { literal } from '../pg.ts';
 import type { NativeHome } from './native-home.ts';
 import { assertPortFree, readPidFile, takeLock, whoIs } from './processes.ts';
 import { LOOPBACK } from './runtime.ts';
+import { startOptions } from './native-server.ts';
 
 /** The standby's files, in the server's folder beside the primary's: its own data directory, socket, log and passfile. */
 export function nativeReplicaPaths(dir: string) {
@@ -38,9 +39,6 @@ export function nativeReplicaPaths(dir: string) {
 
 /** In the old primary's data directory once db:promote promoted the standby: db:up refuses to start it. */
 export const FENCE_FILE = 'pg-deploy.fenced';
-
-/** Single-quotes a value for the shell line pg_ctl builds from `-o` (as native-server.ts does). */
-const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** What the standby needs of the primary's runtime. */
 export interface PrimaryHandle {
@@ -110,21 +108,9 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
   async function start(): Promise<void> {
     const s = await home.sp();
     const r = await srp();
-    const conf = await home.serverConfig(s.dir);
     await fs.mkdir(r.run, { recursive: true, mode: 0o700 });
     await home.own(r.run);
-    // The primary's configuration, certificate and key; its own port and socket. hot_standby is on by default.
-    const opts = [
-      ['config_file', path.join(conf, 'postgresql.conf')],
-      ['hba_file', path.join(conf, 'pg_hba.conf')],
-      ['ssl_cert_file', path.join(s.tls, 'server.crt')],
-      ['ssl_key_file', path.join(s.tls, 'server.key')],
-      ['listen_addresses', LOOPBACK],
-      ['port', String(cfg.replicaPort)],
-      ['unix_socket_directories', r.run],
-    ]
-      .map(([k, v]) => `-c ${shq(`${k}=${v}`)}`)
-      .join(' ');
+    const opts = await startOptions(ctx, home, s, { port: cfg.replicaPort, socketDir: r.run });
     log.step(`starting the standby on ${where}`);
     await pgCtl(['start', '-W', '-l', r.log, '-o', opts]);
   }
@@ -137,7 +123,10 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
     return fatal.length ? fatal.slice(-2).join(' | ') : undefined;
   }
 
-  /** Until the primary sees the standby streaming (or the standby died, which its log explains). */
+  /**
+   * Until the primary sees the standby streaming, and with DB_SYNC_REPLICA=on as its synchronous standby
+   * (each walsender rereads the setting after the reload, a moment later), or the standby died, which its log explains.
+   */
   async function waitStreaming(logFrom: number): Promise<void> {
     const su = await primary.admin();
     let seen = '';
@@ -148,9 +137,9 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
       async () => {
         const why = await failed(logFrom);
         if (why) throw new UserError(`the standby failed to start: ${why}`, `see ${home.shown(rp.log)}`);
-        const rows = await su.query(`SELECT state FROM pg_stat_replication WHERE application_name = ${literal(STANDBY_NAME)}`);
-        seen = rows[0]?.[0] ?? 'not connected';
-        return seen === 'streaming';
+        const rows = await su.query(`SELECT state, sync_state FROM pg_stat_replication WHERE application_name = ${literal(STANDBY_NAME)}`);
+        seen = rows[0] ? rows[0].join(', ') : 'not connected';
+        return rows[0]?.[0] === 'streaming' && (!cfg.syncReplica || rows[0][1] === 'sync');
       },
       () => `the standby did not stream within ${cfg.upTimeoutMs / 1000}s (last state: ${seen}); see ${home.shown(rp.log)}`,
       50,
@@ -273,17 +262,17 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
         const su = await primary.admin();
         let action: EnsureReplicaResult['action'] = 'running';
         let createdSecrets: EnsureReplicaResult['createdSecrets'] = [];
+        const from = await logSize();
         if (!(await state()).up) {
           await assertPortFreeForStandby();
           if (!built) {
             createdSecrets = await build(su);
             action = 'built';
           } else action = 'started';
-          const from = await logSize();
           await start();
-          await waitStreaming(from);
         }
         const syncChanged = await applySync(su, cfg.syncReplica);
+        if (action !== 'running' || syncChanged) await waitStreaming(from);
         return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await status() };
       } finally {
         await release();

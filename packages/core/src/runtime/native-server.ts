@@ -4,10 +4,32 @@ import { UserError } from '../errors.ts';
 import type { NativeHome, NativePaths } from './native-home.ts';
 import { readPidFile, whoIs } from './processes.ts';
 import { nativeArchive } from '../backup/wal-native.ts';
+import { LOOPBACK } from './runtime.ts';
 
 /** Single-quotes a value for the shell line pg_ctl builds from `-o`. */
 function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * pg_ctl's `-o` line for a server of this home: the shared configuration, certificate and key, WAL
+ * archiving, on loopback at `port` with its socket in `socketDir`. The primary and the standby differ only there.
+ */
+export async function startOptions(ctx: Ctx, home: NativeHome, s: NativePaths, at: { port: number; socketDir: string }): Promise<string> {
+  const conf = await home.serverConfig(s.dir);
+  return [
+    ['config_file', path.join(conf, 'postgresql.conf')],
+    ['hba_file', path.join(conf, 'pg_hba.conf')],
+    ['ssl_cert_file', path.join(s.tls, 'server.crt')],
+    ['ssl_key_file', path.join(s.tls, 'server.key')],
+    ['listen_addresses', LOOPBACK], // the native server is for this machine only
+    ['port', String(at.port)],
+    ['unix_socket_directories', at.socketDir],
+    // WAL archiving for point-in-time recovery (backup/wal-native.ts); a standby archives once promoted.
+    ...(await nativeArchive(ctx, home).serverOptions(s)),
+  ]
+    .map(([k, v]) => `-c ${shq(`${k}=${v}`)}`)
+    .join(' ');
 }
 
 /** The native server's process: its state from the pid file, its start and stop through pg_ctl, its log. */
@@ -52,21 +74,7 @@ export function nativeServer(ctx: Ctx, home: NativeHome) {
   }
 
   async function start(s: NativePaths): Promise<void> {
-    const conf = await home.serverConfig(s.dir);
-    const opts = [
-      ['config_file', path.join(conf, 'postgresql.conf')],
-      ['hba_file', path.join(conf, 'pg_hba.conf')],
-      ['ssl_cert_file', path.join(s.tls, 'server.crt')],
-      ['ssl_key_file', path.join(s.tls, 'server.key')],
-      ['listen_addresses', '127.0.0.1'], // the native server is for this machine only
-      ['port', String(cfg.port)],
-      ['unix_socket_directories', s.run],
-      // WAL archiving for point-in-time recovery: the archive's path is this runtime's (backup/wal-native.ts).
-      ...(await nativeArchive(ctx, home).serverOptions(s)),
-    ]
-      .map(([k, v]) => `-c ${shq(`${k}=${v}`)}`)
-      .join(' ');
-    await pgCtl(['start', '-W', '-l', s.log, '-o', opts]);
+    await pgCtl(['start', '-W', '-l', s.log, '-o', await startOptions(ctx, home, s, { port: cfg.port, socketDir: s.run })]);
   }
 
   const stop = () => pgCtl(['stop', '-m', 'fast', '-w', '-t', '60']);
