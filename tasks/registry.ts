@@ -21,6 +21,7 @@ import { task as backup } from './backup.ts';
 import { task as backupVerify } from './backup-verify.ts';
 import { task as restore } from './restore.ts';
 import { task as imagesBuild } from './images-build.ts';
+import { task as stackGenerate } from './stack-generate.ts';
 
 /** Every task, in the order help lists them. */
 const declared: Task<unknown>[] = [
@@ -45,6 +46,7 @@ const declared: Task<unknown>[] = [
   fresh,
   del,
   imagesBuild,
+  stackGenerate,
   helpTask(() => tasks),
 ];
 
