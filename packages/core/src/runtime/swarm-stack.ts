@@ -141,7 +141,10 @@ export function toStack(model: Json): Json {
     }
     if (svc.healthcheck) out.healthcheck = svc.healthcheck;
     if (svc.stop_grace_period) out.stop_grace_period = svc.stop_grace_period;
-    const deploy: Json = {};
+    // DNS round-robin, not a virtual IP: the name resolves to the task itself. IPVS's virtual IPs
+    // drop idle connections after 15 minutes (a pooled PostgreSQL session) and need kernel modules
+    // some hosts lack (here: "no route to host"); host-mode ports need no virtual IP.
+    const deploy: Json = { endpoint_mode: 'dnsrr' };
     if (svc.restart === 'no') {
       // A one-shot job. Replicas 0: deployed as a template, run by the tool with the words it is
       // given (pnpm db:migrate), which waits for its exit status.
@@ -211,6 +214,8 @@ const HEADER = `# GENERATED from infra/docker-compose.yml by \`pnpm stack:genera
 # - db-migrate is a replicated-job with 0 replicas: a template the tool runs once per pnpm db:migrate.
 # - The data volume and the migrations folder are on one node: those services are pinned to the
 #   node labelled pg-deploy.<stack>.data=true.
+# - endpoint_mode dnsrr: a service's name resolves to its task, with no IPVS virtual IP (which drops
+#   idle pooled connections after 15 minutes).
 # - Published ports are in host mode and bind every interface of that node (Swarm cannot bind
 #   127.0.0.1): firewall them. pg_hba.conf admits TLS logins only.
 # - Modes are decimal: 256 is 0400, 292 is 0444, 365 is 0555.
