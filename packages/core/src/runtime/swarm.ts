@@ -46,7 +46,10 @@ interface Versioned {
 /** `docker` argument arrays of the swarm target, as data. */
 export const swarm = {
   state: () => ['info', '--format', '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeID}}'],
-  deploy: (file: string, stack: string) => ['stack', 'deploy', '--resolve-image', 'never', '--detach=false', '--quiet', '-c', file, stack],
+  // Detached: the tool waits for api-db itself. `--detach=false` fails the deploy while any service
+  // is unstable, and the example api is until the roles it logs in as are provisioned (after this).
+  deploy: (file: string, stack: string) => ['stack', 'deploy', '--resolve-image', 'never', '--detach=true', '--quiet', '-c', file, stack],
+  updateState: (service: string) => ['service', 'inspect', '--format', '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}', service],
   config: (file: string) => ['stack', 'config', '-c', file],
   remove: (stack: string) => ['stack', 'rm', '--detach=false', stack],
   services: (stack: string) => ['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`],
@@ -254,6 +257,17 @@ export function swarmRuntime(ctx: Ctx): Runtime {
           timeoutMs,
           failure: { message: `docker stack deploy of ${stack} failed`, hint: `see: pnpm db:logs, and docker stack ps ${stack}` },
         });
+      }
+      if (!same && now[DB_SERVICE]) {
+        // An update of api-db (stop-first): the healthy container to talk to is its successor's.
+        await waitFor(
+          ctx,
+          `updating ${DB_SERVICE}`,
+          cfg.upTimeoutMs + 60_000,
+          async () => !['updating', 'rollback_started'].includes((await ask(swarm.updateState(svc(DB_SERVICE)))).stdout.trim()),
+          () => `the update of ${svc(DB_SERVICE)} did not finish; see: docker service ps ${svc(DB_SERVICE)}`,
+          500,
+        );
       }
       await pruneObjects(objects);
       return { changed: !same };
