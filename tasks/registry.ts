@@ -23,6 +23,7 @@ import { task as restore } from './restore.ts';
 import { task as imagesBuild } from './images-build.ts';
 import { task as replica } from './replica.ts';
 import { task as promote } from './promote.ts';
+import { task as stackGenerate } from './stack-generate.ts';
 
 /** Every task, in the order help lists them. */
 const declared: Task<unknown>[] = [
@@ -49,6 +50,7 @@ const declared: Task<unknown>[] = [
   fresh,
   del,
   imagesBuild,
+  stackGenerate,
   helpTask(() => tasks),
 ];
 

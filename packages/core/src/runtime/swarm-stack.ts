@@ -1,0 +1,262 @@
+import path from 'node:path';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+
+/**
+ * infra/docker-stack.yml is derived from infra/docker-compose.yml, never written by hand: Compose
+ * normalises the file (`docker compose config --format json`: long-form volumes, ports, secrets),
+ * and toStack() turns that model into what `docker stack deploy` accepts. `pnpm stack:generate`
+ * writes it; test/swarm-stack.test.ts regenerates it and fails when the two differ.
+ *
+ * Variables stay variables: Compose is run with a sentinel for each `${VAR:-default}` of the file
+ * (a path-like one, or a number for ports), and every sentinel is put back as `${VAR:-default}`,
+ * which `docker stack deploy` interpolates in turn. (`config --no-interpolate` cannot be used: it
+ * fails on `${DB_MIGRATIONS_DIR:-...}:/migrations:ro`, "too many colons".)
+ */
+
+export const STACK_FILE = 'infra/docker-stack.yml';
+
+/** The node label that pins the data (and the services that bind host paths) to one node. */
+export const dataLabel = (stack: string) => `pg-deploy.${stack}.data`;
+/** What a Swarm object made by the tool carries, so that old versions are found and removed. */
+export const LABEL_STACK = 'pg-deploy.stack';
+export const LABEL_NAME = 'pg-deploy.name';
+/** On every service: the fingerprint of what was deployed, so that a deploy with nothing new changes nothing. */
+export const LABEL_SPEC = 'pg-deploy.spec';
+
+/** The variables the tool sets for `docker stack deploy`; each one fails the deploy, with this message, when unset. */
+const BY_TOOL = 'set by pnpm db:up with DB_TARGET=swarm';
+const envName = (kind: string, name: string) => `PGDEPLOY_${kind}_${name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+export const secretVar = (name: string) => envName('SECRET', name);
+export const configVar = (name: string) => envName('CONFIG', name);
+export const imageVar = (service: string) => envName('IMAGE', service);
+export const replicasVar = (service: string) => `ENV_${service.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_REPLICAS`;
+export const STACK_VAR = 'PGDEPLOY_STACK';
+export const SPEC_VAR = 'PGDEPLOY_SPEC';
+const required = (v: string) => `\${${v}:?${BY_TOOL}}`;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- Compose's model, read field by field
+type Json = any;
+
+export interface Variable {
+  name: string;
+  /** The text after `:-`, or undefined for a bare `${VAR}`. */
+  fallback?: string;
+}
+
+/** The `${VAR}` and `${VAR:-default}` of a compose file, each once. */
+export function variablesOf(text: string): Variable[] {
+  const out = new Map<string, Variable>();
+  for (const m of text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g)) {
+    if (!out.has(m[1])) out.set(m[1], { name: m[1], fallback: m[2] });
+  }
+  return [...out.values()];
+}
+
+/** A value Compose accepts where the variable stands: a number for a port, an absolute-looking path otherwise. */
+function sentinels(vars: Variable[]): Map<string, { value: string; text: string }> {
+  const s = new Map<string, { value: string; text: string }>();
+  vars.forEach((v, i) => {
+    const text = v.fallback === undefined ? `\${${v.name}}` : `\${${v.name}:-${v.fallback}}`;
+    s.set(v.name, { value: /PORT$/.test(v.name) ? String(64000 + i) : `/@@${v.name}@@`, text });
+  });
+  return s;
+}
+
+/** Puts `${VAR:-default}` back wherever Compose left a sentinel. */
+function restore(value: Json, s: Map<string, { value: string; text: string }>): Json {
+  if (typeof value === 'string') {
+    for (const { value: sv, text } of s.values()) {
+      if (/^\d+$/.test(sv)) {
+        if (value === sv) return text;
+      } else value = value.split(sv).join(text);
+    }
+    return value;
+  }
+  if (Array.isArray(value)) return value.map((v) => restore(v, s));
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, restore(v, s)]));
+  return value;
+}
+
+/** A bind-mounted file of the repository (not a variable's path): it becomes a Swarm config. */
+const isRepoFile = (m: Json) => m.type === 'bind' && typeof m.source === 'string' && !m.source.includes('@@') && /\.\w+$/.test(m.source);
+/** `../database/infra/config/pg_hba.conf` is the config `pg_hba_conf`. */
+export const configName = (source: string) => path.basename(source).replace(/[^A-Za-z0-9]/g, '_');
+
+/** The Swarm configs of a Compose model: name -> the file (relative to infra/, as Compose wrote it). */
+export function configsOf(model: Json): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const svc of Object.values<Json>(model.services ?? {}))
+    for (const m of svc.volumes ?? []) if (isRepoFile(m)) out.set(configName(m.source), m.source);
+  return out;
+}
+
+/** The stack for `docker stack deploy`, from Compose's model of infra/docker-compose.yml (sentinels already restored). */
+export function toStack(model: Json): Json {
+  const services: Json = {};
+  const named = new Set(Object.keys(model.volumes ?? {}));
+  for (const [name, svc] of Object.entries<Json>(model.services ?? {})) {
+    const out: Json = {};
+    // A service without an image of its own (built by Compose) runs the image the tool builds and tags.
+    out.image = svc.image ?? required(imageVar(name));
+    if (svc.entrypoint) out.entrypoint = svc.entrypoint;
+    if (svc.command) out.command = svc.command;
+    if (svc.environment) out.environment = svc.environment;
+    const volumes: Json[] = [];
+    const configs: Json[] = [];
+    let nodeLocal = false;
+    for (const m of svc.volumes ?? []) {
+      if (m.type === 'volume' && named.has(m.source)) {
+        nodeLocal = true;
+        volumes.push({ type: 'volume', source: m.source, target: m.target });
+      } else if (isRepoFile(m)) {
+        // Scripts executable, everything read-only, root's (the images' entrypoints run as root).
+        configs.push({ source: configName(m.source), target: m.target, uid: '0', gid: '0', mode: /\.sh$/.test(m.source) ? 0o555 : 0o444 });
+      } else if (m.type === 'bind') {
+        // A host directory (the migrations): it exists only on this node.
+        nodeLocal = true;
+        volumes.push({ type: 'bind', source: m.source, target: m.target, read_only: Boolean(m.read_only) });
+      } else volumes.push(m);
+    }
+    // Swarm has no shm_size: a tmpfs of that size on /dev/shm instead.
+    if (svc.shm_size) volumes.push({ type: 'tmpfs', target: '/dev/shm', tmpfs: { size: Number(svc.shm_size) } });
+    if (volumes.length) out.volumes = volumes;
+    if (configs.length) out.configs = configs;
+    if (svc.secrets) {
+      // In memory (tmpfs), root's only: every reader runs as root (the images' entrypoints, docker exec).
+      out.secrets = svc.secrets.map((s: Json) => ({
+        source: s.source,
+        target: path.basename(s.target ?? s.source),
+        uid: '0',
+        gid: '0',
+        mode: 0o400,
+      }));
+    }
+    if (svc.ports) {
+      // Swarm cannot bind one address: `host_ip` is refused by the stack schema of Docker 26.1, and
+      // both modes listen on every interface. `host` mode (not the ingress mesh) publishes the port on
+      // the one node that runs the task, never on every node of the swarm; pg_hba.conf admits TLS only.
+      // Firewall the port, or set the engine's default bind address ("ip": "127.0.0.1" in daemon.json).
+      out.ports = svc.ports.map((p: Json) => ({ target: p.target, published: p.published, protocol: p.protocol ?? 'tcp', mode: 'host' }));
+    }
+    if (svc.healthcheck) out.healthcheck = svc.healthcheck;
+    if (svc.stop_grace_period) out.stop_grace_period = svc.stop_grace_period;
+    // DNS round-robin, not a virtual IP: the name resolves to the task itself. IPVS's virtual IPs
+    // drop idle connections after 15 minutes (a pooled PostgreSQL session) and need kernel modules
+    // some hosts lack (here: "no route to host"); host-mode ports need no virtual IP.
+    const deploy: Json = { endpoint_mode: 'dnsrr' };
+    if (svc.restart === 'no') {
+      // A one-shot job. Replicas 0: deployed as a template, run by the tool with the words it is
+      // given (pnpm db:migrate), which waits for its exit status.
+      deploy.mode = 'replicated-job';
+      deploy.replicas = 0;
+      deploy.restart_policy = { condition: 'none' };
+    } else {
+      // A Compose profile (optional, off by default) is a service scaled to 0 unless ENV_<NAME>_REPLICAS says otherwise.
+      if (svc.profiles?.length) deploy.replicas = `\${${replicasVar(name)}:-0}`;
+      deploy.restart_policy = { condition: 'any' };
+      // The data volume's server is stopped before its successor starts; a stateless service keeps running until its successor does.
+      deploy.update_config = { order: nodeLocal ? 'stop-first' : 'start-first' };
+    }
+    // The volume (and a host directory) lives on one node: the service runs there and only there.
+    if (nodeLocal) deploy.placement = { constraints: [`node.labels.${dataLabel(`\${${STACK_VAR}:?${BY_TOOL}}`)} == true`] };
+    deploy.labels = { [LABEL_SPEC]: required(SPEC_VAR) };
+    out.deploy = deploy;
+    services[name] = out;
+  }
+  const external = (names: string[], v: (n: string) => string) =>
+    Object.fromEntries(names.sort().map((n) => [n, { external: true, name: required(v(n)) }]));
+  return {
+    services,
+    volumes: Object.fromEntries([...named].map((v) => [v, {}])),
+    secrets: external(Object.keys(model.secrets ?? {}), secretVar),
+    configs: external([...configsOf(model).keys()], configVar),
+  };
+}
+
+/**
+ * Compose's model of the compose file. Without `env`, with sentinels in place of the variables
+ * (for the generator); with `env`, interpolated as the tasks run it (for the runtime: the secrets'
+ * absolute paths).
+ */
+export async function composeModel(
+  ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>,
+  env?: Record<string, string>,
+): Promise<{ model: Json; text: string }> {
+  const file = ctx.cfg.composeFile;
+  const text = await ctx.fs.readFile(file, 'utf8');
+  const s = sentinels(variablesOf(text));
+  const vars = env ?? Object.fromEntries([...s].map(([k, v]) => [k, v.value]));
+  const r = await ctx.exec('docker', ['compose', '-f', file, '--profile', '*', 'config', '--no-path-resolution', '--format', 'json'], {
+    cwd: ctx.cfg.root,
+    env: { ...Object.fromEntries([...s.keys()].map((k) => [k, undefined])), ...vars },
+    failure: {
+      message: `docker compose could not read ${path.relative(ctx.cfg.root, file)}`,
+      hint: 'check it with: docker compose -f infra/docker-compose.yml config',
+    },
+  });
+  const model = JSON.parse(r.stdout);
+  return { model: env ? model : restore(model, s), text };
+}
+
+const HEADER = `# GENERATED from infra/docker-compose.yml by \`pnpm stack:generate\`: do not edit (test/swarm-stack.test.ts
+# fails when the two differ). \`pnpm run deploy\` with DB_TARGET=swarm deploys it with \`docker stack deploy\`.
+#
+# What differs from Compose, and why:
+# - Secrets are external Swarm secrets, named by the tool after a keyed hash of their content
+#   (PGDEPLOY_SECRET_*): in memory (tmpfs) in the task, encrypted in the Raft log, immutable. A new
+#   content is a new secret; the services move to it, then the old one is removed.
+# - The files Compose bind-mounts from the repository (postgresql.conf, pg_hba.conf, the scripts)
+#   are Swarm configs (PGDEPLOY_CONFIG_*), versioned the same way.
+# - depends_on, restart, build, profiles and container_name do not exist in a stack: the tool orders
+#   the steps (api-db healthy, roles provisioned, then the migration job), a profile's service is
+#   scaled to 0 (ENV_<NAME>_REPLICAS), and a built service runs the image the tool tags.
+# - db-migrate is a replicated-job with 0 replicas: a template the tool runs once per pnpm db:migrate.
+# - The data volume and the migrations folder are on one node: those services are pinned to the
+#   node labelled pg-deploy.<stack>.data=true.
+# - endpoint_mode dnsrr: a service's name resolves to its task, with no IPVS virtual IP (which drops
+#   idle pooled connections after 15 minutes).
+# - Published ports are in host mode and bind every interface of that node (Swarm cannot bind
+#   127.0.0.1): firewall them. pg_hba.conf admits TLS logins only.
+# - Modes are decimal: 256 is 0400, 292 is 0444, 365 is 0555.
+`;
+
+/** YAML for a JSON-like value: block style, every string double-quoted (a JSON string is a YAML one). */
+export function toYaml(value: Json, indent = ''): string {
+  const key = (k: string) => (/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(k) ? k : JSON.stringify(k));
+  const scalar = (v: Json) => (typeof v === 'string' ? JSON.stringify(v) : v === null ? 'null' : String(v));
+  const isBlock = (v: Json) => v !== null && typeof v === 'object' && Object.keys(v).length > 0;
+  const empty = (v: Json) => (Array.isArray(v) ? '[]' : '{}');
+  if (Array.isArray(value)) {
+    return value
+      .map((v) => {
+        if (!isBlock(v)) return `${indent}- ${v !== null && typeof v === 'object' ? empty(v) : scalar(v)}\n`;
+        const inner = toYaml(v, `${indent}  `);
+        return `${indent}- ${inner.slice(indent.length + 2)}`;
+      })
+      .join('');
+  }
+  return Object.entries(value)
+    .map(([k, v]) => {
+      if (isBlock(v)) return `${indent}${key(k)}:\n${toYaml(v, `${indent}  `)}`;
+      return `${indent}${key(k)}: ${v !== null && typeof v === 'object' ? empty(v) : scalar(v)}\n`;
+    })
+    .join('');
+}
+
+/** The text of infra/docker-stack.yml, from the compose file as it is now. */
+export async function renderStack(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>): Promise<string> {
+  const { model } = await composeModel(ctx);
+  return `${HEADER}\n${toYaml(toStack(model))}`;
+}
+
+/** Writes infra/docker-stack.yml, or (check) says whether it is current. */
+export async function generateStack(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>, check: boolean): Promise<{ file: string; changed: boolean }> {
+  const file = path.join(ctx.cfg.root, STACK_FILE);
+  const want = await renderStack(ctx);
+  const have = await ctx.fs.readFile(file, 'utf8').catch(() => '');
+  if (have === want) return { file, changed: false };
+  if (check) throw new UserError(`${STACK_FILE} is not what infra/docker-compose.yml gives`, 'regenerate it: pnpm stack:generate');
+  await ctx.fs.writeFile(file, want);
+  return { file, changed: true };
+}
