@@ -69,8 +69,11 @@ as_postgres() {
 #    the replication login as a password file in PASS_DIR, 0600, owned by postgres; the password
 #    goes from its secret file through sed, never through argv
 write_passfile() {
-	read_secret replication_user >/dev/null
-	read_secret replication_password >/dev/null
+	for secret in replication_user replication_password; do
+		if [ ! -s "$SECRETS_DIR/$secret" ]; then
+			die "secret $SECRETS_DIR/$secret is missing or empty; pnpm db:replica makes it, then recreates the container"
+		fi
+	done
 	install -d -m 700 -o postgres -g postgres "$PASS_DIR"
 	tmp="$PASS_DIR/.replication.pgpass.$$"
 	{
