@@ -95,8 +95,32 @@ policy('has no obsolete version key and names its project', ({ doc }) => {
   assert.is(doc.name, 'pg-deploy');
 });
 
-policy('defines the three services of the guide', ({ doc }) => {
-  assert.equal(Object.keys(doc.services).sort(), ['api', 'api-db', 'db-migrate']);
+policy('defines the three services of the guide, and the standby', ({ doc }) => {
+  assert.equal(Object.keys(doc.services).sort(), ['api', 'api-db', 'api-db-replica', 'db-migrate']);
+});
+
+policy('keeps the standby behind the replica profile, on its own volume and a loopback port, with the replication secrets', ({ doc }) => {
+  const r = doc.services['api-db-replica'];
+  assert.equal(r.profiles, ['replica']);
+  assert.is(r.image, doc.services['api-db'].image);
+  assert.ok(doc.volumes && 'pg_replica_data' in doc.volumes);
+  assert.ok(r.volumes!.includes('pg_replica_data:/var/lib/postgresql/data'));
+  assert.equal(r.ports, ['127.0.0.1:${DB_REPLICA_PORT:-5433}:5432']);
+  assert.equal(envOf(r), { PGDATA: envOf(doc.services['api-db']).PGDATA });
+  for (const n of ['replication_user', 'replication_password', 'server_key', 'server_crt', 'ca_crt'])
+    assert.ok(secretNames(r).includes(n), n);
+  // The password file's tmpfs; no service but the standby gets the replication password.
+  assert.equal((r as { tmpfs?: string[] }).tmpfs, ['/run/pgdeploy']);
+  for (const [name, s] of Object.entries(doc.services))
+    if (name !== 'api-db-replica') assert.not.ok(secretNames(s).includes('replication_password'), name);
+  const targets = new Set(binds(r).map((m) => m.target));
+  for (const t of [
+    (r.entrypoint as string[])[0],
+    '/usr/local/bin/db-start',
+    r.healthcheck!.test[1],
+    compose.replicaAdminSql('f', 'postgres').find((a) => a.startsWith('/usr/local/bin/'))!,
+  ])
+    assert.ok(targets.has(t), `${t} is mounted in api-db-replica`);
 });
 
 policy('gives every service an image or a build, so Compose accepts the file', ({ doc }) => {
@@ -323,9 +347,11 @@ files.after(async (ctx) => {
   await removeProject(ctx.p);
 });
 
-files('exist for every secret, with the folders the tasks hand Compose', async ({ p, doc }) => {
+files("exist for every secret but the standby's, with the folders the tasks hand Compose", async ({ p, doc }) => {
   const env = { DB_SECRETS_DIR: p!.secretsDir, DB_SSL_DIR: p!.sslDir };
   for (const [name, s] of Object.entries(doc!.secrets)) {
+    // pnpm db:replica makes these; only the replica profile's service mounts them.
+    if (name.startsWith('replication_')) continue;
     const file = path.resolve(INFRA, interpolate(s.file, env));
     const st = await fs.stat(file).catch(() => undefined);
     assert.ok(st && st.size > 0, `secret ${name}: ${file} is missing or empty`);

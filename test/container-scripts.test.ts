@@ -139,7 +139,7 @@ async function secretsWith(p: Project, changes: { [name: string]: string | null 
   return dir;
 }
 
-const SCRIPT_NAMES = ['start.sh', 'healthcheck.sh', 'run-migration.sh', 'psql.sh', 'admin-sql.sh', 'db-secrets.sh'];
+const SCRIPT_NAMES = ['start.sh', 'healthcheck.sh', 'run-migration.sh', 'psql.sh', 'admin-sql.sh', 'db-secrets.sh', 'replica-start.sh'];
 
 // ---------------------------------------------------------------------------------------------
 const lint = suite('the container scripts under shellcheck');
@@ -637,3 +637,149 @@ start('refuses to run as another user than root, with one line and the fix', asy
 });
 
 start.run();
+
+// ---------------------------------------------------------------------------------------------
+interface ReplicaCtx {
+  dir?: string;
+  bin?: string;
+  secrets?: string;
+  postgres?: { uid: number; gid: number };
+}
+
+const replicaStart = suite<ReplicaCtx>(
+  'replica-start.sh (the api-db-replica entrypoint), run as root beside a stub db-start, with a stub pg_basebackup',
+);
+
+// A password with the characters a libpq password file escapes.
+const REPL_PASSWORD = 'pa:ss\\word';
+
+setUp(replicaStart, async (ctx) => {
+  ctx.dir = await fs.mkdtemp(path.join(os.tmpdir(), 'db-replica-start-'));
+  await fs.chmod(ctx.dir, 0o755);
+  // The mounted layout: the script beside db-secrets.sh and db-start (a stub recording its arguments).
+  ctx.bin = path.join(ctx.dir, 'bin');
+  await fs.mkdir(ctx.bin, { mode: 0o755 });
+  await fs.copyFile(script('replica-start.sh'), path.join(ctx.bin, 'db-replica-start'));
+  await fs.copyFile(script('db-secrets.sh'), path.join(ctx.bin, 'db-secrets.sh'));
+  await fs.writeFile(path.join(ctx.bin, 'db-start'), `#!/bin/sh\nprintf '%s\\n' "$*" >>"${ctx.dir}/db-start.calls"\n`, { mode: 0o755 });
+  // pg_basebackup, run as postgres: a data directory with a primary's postgresql.auto.conf, and what it was given.
+  await fs.writeFile(
+    path.join(ctx.bin, 'pg_basebackup'),
+    `#!/bin/sh
+for a; do case "$a" in --pgdata=*) d="\${a#--pgdata=}" ;; esac; done
+[ -z "\${FAIL_BASEBACKUP:-}" ] || { echo 'pg_basebackup: error: could not connect' >&2; exit 1; }
+echo 16 >"$d/PG_VERSION"
+printf "synchronous_standby_names = 'pgdeploy_standby'\\nwork_mem = '8MB'\\n" >"$d/postgresql.auto.conf"
+printf '%s\\n' "$@" >"$d/argv"
+env >"$d/env"
+id -un >"$d/user"
+`,
+    { mode: 0o755 },
+  );
+  ctx.secrets = path.join(ctx.dir, 'secrets');
+  await fs.mkdir(ctx.secrets, { mode: 0o700 });
+  await fs.writeFile(path.join(ctx.secrets, 'replication_user'), 'pgdeploy_replicator', { mode: 0o600 });
+  await fs.writeFile(path.join(ctx.secrets, 'replication_password'), REPL_PASSWORD, { mode: 0o600 });
+  const id = async (flag: string) => Number((await run('id', [flag, 'postgres'], {})).stdout.trim());
+  ctx.postgres = { uid: await id('-u'), gid: await id('-g') };
+});
+
+replicaStart.after(async (ctx) => {
+  if (ctx.dir) await fs.rm(ctx.dir, { recursive: true, force: true });
+});
+
+/** Runs the entrypoint on a fresh volume (or `volume`), its TLS step and server start being the db-start stub. */
+async function replicaEntrypoint(ctx: ReplicaCtx, volume: string, env: { [k: string]: string } = {}, args: string[] = []) {
+  await fs.mkdir(volume, { recursive: true, mode: 0o755 });
+  return run('sh', [path.join(ctx.bin!, 'db-replica-start'), ...args], {
+    ...NO_PG,
+    PATH: `${ctx.bin}:${process.env.PATH}`,
+    SECRETS_DIR: ctx.secrets!,
+    PASS_DIR: path.join(volume, 'tmpfs'),
+    PGDATA: path.join(volume, 'pgdata'),
+    PGPASSWORD: 'from-the-image-environment',
+    ...env,
+  });
+}
+
+replicaStart(
+  'on an empty PGDATA: a base backup as postgres over verify-full through the slot, then standby.signal and primary_conninfo',
+  async (ctx) => {
+    const vol = path.join(ctx.dir!, 'fresh');
+    const r = await replicaEntrypoint(ctx, vol, {}, ['-c', 'log_statement=ddl']);
+    assert.is(r.code, 0, r.stderr);
+    const data = path.join(vol, 'pgdata');
+    const argv = (await fs.readFile(path.join(data, 'argv'), 'utf8')).trim().split('\n');
+    assert.is(await fs.readFile(path.join(data, 'user'), 'utf8'), 'postgres\n', 'pg_basebackup runs as postgres');
+    assert.ok(
+      argv.includes('--slot=pgdeploy_standby') && argv.includes('--wal-method=stream') && argv.includes('--no-password'),
+      argv.join(' '),
+    );
+    const dbname = argv.find((a) => a.startsWith('--dbname='))!;
+    assert.match(
+      dbname,
+      /host='api-db' port=5432 user='pgdeploy_replicator' passfile='[^']+\/tmpfs\/replication\.pgpass' sslmode=verify-full sslrootcert='\/etc\/postgresql\/tls\/ca\.crt'/,
+    );
+    const env = await fs.readFile(path.join(data, 'env'), 'utf8');
+    assert.not.match(env, /^PGPASSWORD=/m, 'no PGPASSWORD from the environment');
+    for (const text of [argv.join('\n'), env, r.stdout, r.stderr])
+      assert.not.ok(text.includes(REPL_PASSWORD), 'the password in no argv, environment or output');
+    const auto = await fs.readFile(path.join(data, 'postgresql.auto.conf'), 'utf8');
+    assert.not.match(auto, /synchronous_standby_names/, "the primary's synchronous_standby_names is dropped");
+    assert.match(auto, /^work_mem = '8MB'$/m, 'the rest is kept');
+    assert.match(auto, /^primary_conninfo = 'host=''api-db'' .*passfile=.*sslmode=verify-full.*application_name=pgdeploy_standby'$/m);
+    assert.match(auto, /^primary_slot_name = 'pgdeploy_standby'$/m);
+    for (const f of ['standby.signal', 'postgresql.auto.conf', '.']) {
+      const st = await fs.stat(path.join(data, f));
+      assert.equal([st.uid, st.mode & 0o077], [ctx.postgres!.uid, 0], `${f}: the server's, private`);
+    }
+    const pass = path.join(vol, 'tmpfs', 'replication.pgpass');
+    const st = await fs.stat(pass);
+    assert.equal([st.uid, st.mode & 0o777], [ctx.postgres!.uid, 0o600]);
+    assert.is(await fs.readFile(pass, 'utf8'), '*:*:*:pgdeploy_replicator:pa\\:ss\\\\word\n', 'escaped as libpq reads it');
+    await fs.stat(path.join(vol, 'pgdata.basebackup')).then(
+      () => assert.unreachable('no work folder left'),
+      () => undefined,
+    );
+    const calls = (await fs.readFile(path.join(ctx.dir!, 'db-start.calls'), 'utf8')).trim().split('\n');
+    assert.equal(calls.slice(-2), ['--install-tls-only', '-c log_statement=ddl'], 'TLS first, then the server as api-db starts it');
+  },
+);
+
+replicaStart(
+  'on a built PGDATA: no base backup, a fresh password file, the server started (a promoted standby stays a primary)',
+  async (ctx) => {
+    const vol = path.join(ctx.dir!, 'built');
+    await fs.mkdir(path.join(vol, 'pgdata'), { recursive: true });
+    await fs.writeFile(path.join(vol, 'pgdata', 'PG_VERSION'), '16\n');
+    const r = await replicaEntrypoint(ctx, vol);
+    assert.is(r.code, 0, r.stderr);
+    assert.equal((await fs.readdir(path.join(vol, 'pgdata'))).sort(), ['PG_VERSION'], 'nothing added, no standby.signal');
+    assert.is((await fs.stat(path.join(vol, 'tmpfs', 'replication.pgpass'))).mode & 0o777, 0o600);
+  },
+);
+
+replicaStart('a failed base backup leaves no data directory and says what to do, and starts nothing', async (ctx) => {
+  const vol = path.join(ctx.dir!, 'failing');
+  await fs.rm(path.join(ctx.dir!, 'db-start.calls'), { force: true });
+  const r = await replicaEntrypoint(ctx, vol, { FAIL_BASEBACKUP: '1' });
+  assert.is.not(r.code, 0);
+  assert.match(r.stderr, /db-replica-start: pg_basebackup from api-db failed .*pnpm db:replica/);
+  assert.equal((await fs.readdir(vol)).sort(), ['tmpfs'], 'no pgdata, no work folder');
+  assert.equal((await fs.readFile(path.join(ctx.dir!, 'db-start.calls'), 'utf8')).trim(), '--install-tls-only', 'no server started');
+});
+
+replicaStart('refuses a missing replication secret with one line naming it, and starts nothing', async (ctx) => {
+  const secrets = path.join(ctx.dir!, 'no-password');
+  await fs.mkdir(secrets, { mode: 0o700 });
+  await fs.copyFile(path.join(ctx.secrets!, 'replication_user'), path.join(secrets, 'replication_user'));
+  await fs.rm(path.join(ctx.dir!, 'db-start.calls'), { force: true });
+  const r = await replicaEntrypoint(ctx, path.join(ctx.dir!, 'nosecret'), { SECRETS_DIR: secrets });
+  oneLine(r, /replication_password is missing or empty/, /pnpm db:replica makes it/);
+  await fs.stat(path.join(ctx.dir!, 'nosecret', 'pgdata')).then(
+    () => assert.unreachable('no data directory'),
+    () => undefined,
+  );
+});
+
+replicaStart.run();

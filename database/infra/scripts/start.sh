@@ -40,4 +40,10 @@ if [ "${1:-}" = '--install-tls-only' ]; then
 	exit 0
 fi
 
+# pnpm db:promote fenced this cluster when it promoted the standby: two primaries must never take writes.
+if [ -n "${PGDATA:-}" ] && [ -e "$PGDATA/pg-deploy.fenced" ]; then
+	printf >&2 'db-start: %s is fenced: %s; keep the promoted server, or rebuild the pair as the README says (Failover)\n' "$PGDATA" "$(head -n 1 "$PGDATA/pg-deploy.fenced")"
+	exit 1
+fi
+
 exec docker-entrypoint.sh postgres -c config_file=/etc/postgresql/postgresql.conf "$@"

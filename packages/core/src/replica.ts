@@ -177,7 +177,8 @@ export function standbyAutoConf(copied: string, primary: string): string {
  * committed row lost on failover; writes wait while the standby is down); off resets it.
  */
 export async function applySync(admin: Admin, on: boolean): Promise<boolean> {
-  const [[now]] = await admin.query('SHOW synchronous_standby_names');
+  // The docker admin path prints an empty value as an empty line, which it drops: no row means ''.
+  const now = (await admin.query('SHOW synchronous_standby_names'))[0]?.[0] ?? '';
   const want = on ? STANDBY_NAME : '';
   if (now === want) return false;
   await admin.query(

@@ -14,6 +14,7 @@ import { loadMigrations } from '../migrations/files.ts';
 import { migrateArgs } from '../migrations/command.ts';
 import { compose, composeEnv, DB_SERVICE, engine } from './compose.ts';
 import { loginTargets } from './target.ts';
+import { dockerReplica } from './docker-replica.ts';
 
 export function dockerRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, log } = ctx;
@@ -35,6 +36,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
   });
   const running = async () => (await ask('docker', compose.ps(file))).stdout.trim() !== '';
+  const replica = dockerReplica(ctx, env, { running, admin });
   /** The last output of api-db's healthcheck, on one line ('' when there is none). */
   const lastHealthOutput = async (): Promise<string> => {
     const id = (await ask('docker', compose.ps(file))).stdout.trim().split('\n')[0];
@@ -59,6 +61,20 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       return new UserError(
         `port ${cfg.port} on 127.0.0.1 is taken by another process`,
         'stop that process, or set ENV_DB_PORT to a free port in .env.local',
+      );
+    }
+    // start.sh refuses a cluster db:promote fenced, and says so in the log.
+    const fenced = (await ask('docker', compose.lastLogs(file, DB_SERVICE, 20))).stdout
+      .split('\n')
+      .map((l) => /db-start: (.* is fenced: .*?);/.exec(l)?.[1])
+      .filter(Boolean)
+      .pop();
+    if (fenced) {
+      // Deliberately stopped, or the restart policy would keep trying it.
+      await ask('docker', compose.stopPrimary(file));
+      return new UserError(
+        `${DB_SERVICE}: ${fenced}`,
+        'keep the promoted server, or rebuild the pair from it as the README says (Failover); never start this one as a primary',
       );
     }
     // `container ... is unhealthy`, or `application not healthy after 15s` once --wait-timeout passed.
@@ -109,6 +125,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
   }
   return {
     label: 'docker',
+    replica,
     target,
     admin,
     running,
@@ -169,8 +186,9 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     },
     async down() {
       const was = await running();
+      const standby = (await ask('docker', compose.replicaPs(file))).stdout.trim() !== '';
       await docker(compose.down(file));
-      return { wasRunning: was };
+      return { wasRunning: was || standby, ...(standby && { standby }) };
     },
     async logs(follow) {
       await docker(compose.logs(file, follow), true);
