@@ -51,6 +51,37 @@ export const compose = {
   // A file secret is a bind mount resolved when the container is made: recreate it to read the new file.
   recreateApp: (file: string) => [...compose.base(file), 'up', '--detach', '--no-deps', '--force-recreate', 'api'],
   migrate: (file: string, args: readonly string[]) => [...compose.base(file), 'run', '--rm', '--no-deps', MIGRATE_SERVICE, ...args],
+  // Point-in-time recovery (docker-pitr.ts): api-db stopped and started alone, its whole state, its log since a moment.
+  stop: (file: string) => [...compose.base(file), 'stop', DB_SERVICE],
+  startOnly: (file: string) => [...compose.base(file), 'up', '--detach', '--no-deps', DB_SERVICE],
+  psAll: (file: string) => [...compose.base(file), 'ps', '--all', '--quiet', DB_SERVICE],
+  logsSince: (file: string, since: string) => [...compose.base(file), 'logs', '--no-log-prefix', '--since', since, DB_SERVICE],
+  // A root sh script in api-db while it runs, or in a one-off container of it (its volumes, no ports, removed after).
+  execScript: (file: string, script: string, name: string, args: readonly string[]) => [
+    ...compose.base(file),
+    'exec',
+    '--no-TTY',
+    DB_SERVICE,
+    'sh',
+    '-c',
+    script,
+    name,
+    ...args,
+  ],
+  runScript: (file: string, script: string, name: string, args: readonly string[]) => [
+    ...compose.base(file),
+    'run',
+    '--rm',
+    '--no-deps',
+    '--no-TTY',
+    '--entrypoint',
+    'sh',
+    DB_SERVICE,
+    '-c',
+    script,
+    name,
+    ...args,
+  ],
   // The healthcheck's recent outputs, for the message when `up --wait` gives up.
   health: (containerId: string) => ['inspect', '--format', '{{json .State.Health}}', containerId],
 };

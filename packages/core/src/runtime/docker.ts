@@ -14,6 +14,7 @@ import { loadMigrations } from '../migrations/files.ts';
 import { migrateArgs } from '../migrations/command.ts';
 import { compose, composeEnv, DB_SERVICE, engine } from './compose.ts';
 import { loginTargets } from './target.ts';
+import { dockerPitr } from './docker-pitr.ts';
 
 export function dockerRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, log } = ctx;
@@ -112,6 +113,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     target,
     admin,
     running,
+    pitr: dockerPitr(ctx, running),
     async reloadTls() {
       await docker(compose.installTls(file)); // start.sh installs the renewed key inside the container
       await (await admin()).query('SELECT pg_reload_conf()');
