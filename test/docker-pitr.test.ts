@@ -181,5 +181,28 @@ if (pitr) {
     assert.match(await inDb(p, `ls ${ARCHIVE}/wal`), /00000002\.history/);
   });
 
+  pitr('a recovery that fails once api-db replays puts the old data back and starts it again', async (ctx) => {
+    const p = ctx.p!;
+    await owner(p, `INSERT INTO notes (body) VALUES ('kept through a failed recovery')`);
+    // A target in the current segment, near its end: db:restore archives that segment (a commit, then a
+    // switch), so the checks pass, but no record reaches the target: the server stops with a FATAL.
+    const [[lsn]] = await su(p, 'SELECT pg_current_wal_lsn()::text');
+    const [hi, lo] = lsn.split('/').map((h) => BigInt(`0x${h}`));
+    const seg = 16n * 1024n * 1024n;
+    const target = (((hi << 32n) | lo) / seg + 1n) * seg - 4096n;
+    const text = `${(target >> 32n).toString(16).toUpperCase()}/${(target & 0xffffffffn).toString(16).toUpperCase()}`;
+    const id = await dataId(p);
+    const beside = await besideData(p);
+    const r = await cli(['db:restore', '--to-lsn', text, '--yes'], p.env);
+    const said = failsClearly(
+      r,
+      /the recovery failed: .*FATAL: +recovery ended before configured recovery target was reached; the data directory is back as it was/,
+    );
+    assert.not.match(said.error, /\x1b/, 'no terminal escapes from compose logs');
+    assert.is(await dataId(p), id, 'the same data directory');
+    assert.is(await besideData(p), beside, 'nothing left aside');
+    assert.is(await rowsOf(p, 'kept through a failed recovery'), 1, 'api-db runs again, with its data, over TLS');
+  });
+
   pitr.run();
 }

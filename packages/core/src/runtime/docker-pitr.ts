@@ -138,7 +138,8 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
         const [status, n] = (await ask(['inspect', '--format', '{{.State.Status}} {{.RestartCount}}', id])).stdout.trim().split(' ');
         return [status ?? '', Number(n) || 0];
       };
-      const logSince = async () => (since ? (await ask(compose.logsSince(file, since))).stdout : '');
+      // Compose writes an erase-line escape before each line, even to a pipe.
+      const logSince = async () => (since ? (await ask(compose.logsSince(file, since))).stdout.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '') : '');
       const stop = async () => {
         const r = await ask(compose.stop(file));
         if (r.code !== 0) throw new UserError(`could not stop ${DB_SERVICE}: ${r.stderr.trim().split('\n').pop()}`, 'see: pnpm db:logs');
