@@ -247,6 +247,8 @@ export function serverOptions(p: Project): string {
     ['listen_addresses', '127.0.0.1'],
     ['port', String(p.port)],
     ['unix_socket_directories', path.join(p.nativeDir, 'run')],
+    // postgresql.conf's archive_command is the container's: the raw baseline archives nothing.
+    ['archive_mode', 'off'],
   ]
     .map(([k, v]) => `-c ${q(`${k}=${v}`)}`)
     .join(' ');

@@ -11,8 +11,8 @@ import { treeBytes, whileRunning } from './progress.ts';
 import { retained } from './retention.ts';
 import { ifMissing, MANIFEST, PARTIAL_PREFIX, REMOVING_PREFIX, shown, stamp, writeAtomic, type FileSum } from './store.ts';
 import { dumpHint, runTool } from './tool.ts';
-import { parseLsn, pruneArchive, segmentName, segmentOf } from './wal.ts';
-import { archiveFor } from './pitr-runtime.ts';
+import { parseLsn, prunable, segmentName, segmentOf } from './wal.ts';
+import { pitrOf } from './pitr-runtime.ts';
 
 // A physical backup is one directory in DB_BACKUP_DIR, as a logical one is, with pg_basebackup's tar
 // files and its backup_manifest, and our manifest.json (kind "physical": the logical backups' code
@@ -83,7 +83,7 @@ export async function createPhysicalBackup(ctx: Ctx, rt: Runtime): Promise<Physi
   const t0 = performance.now();
   const roles = await readSecrets(ctx);
   if (!(await rt.running())) throw new UserError('PostgreSQL is not running, so no backup can be taken', 'start it: pnpm db:up');
-  const archive = archiveFor(ctx, rt);
+  const { archive } = pitrOf(rt);
   await ensureBackupDir(ctx);
   const admin = await rt.admin();
   const [settings] = await admin.query(
@@ -96,7 +96,6 @@ export async function createPhysicalBackup(ctx: Ctx, rt: Runtime): Promise<Physi
   const where = await archive.arm();
   const at = ctx.clock();
   const tmp = path.join(ctx.cfg.backupDir, `${PARTIAL_PREFIX}${stamp(at)}-${process.pid}-${randomBytes(3).toString('hex')}`);
-  await ctx.fs.mkdir(tmp, { mode: 0o700 });
   try {
     ctx.log.step(`taking a base backup of the whole cluster (pg_basebackup, tar, WAL streamed) into ${shown(ctx, ctx.cfg.backupDir)}`);
     await whileRunning(
@@ -105,17 +104,9 @@ export async function createPhysicalBackup(ctx: Ctx, rt: Runtime): Promise<Physi
       runTool(
         rt,
         'pg_basebackup',
-        [
-          '-D',
-          tmp,
-          '--format=tar',
-          '--wal-method=stream',
-          '--checkpoint=fast',
-          '--manifest-checksums=SHA256',
-          '--label=pg-deploy',
-          '--no-password',
-        ],
-        {},
+        // The tool makes `tmp` (0700): natively with --pgdata, in a container as a tar unpacked here.
+        ['--format=tar', '--wal-method=stream', '--checkpoint=fast', '--manifest-checksums=SHA256', '--label=pg-deploy', '--no-password'],
+        { outDir: tmp },
         (r) => ({ message: `pg_basebackup failed (exit ${r.code})`, hint: dumpHint(r.stderr) }),
       ),
       () => treeBytes(ctx, tmp),
@@ -201,11 +192,13 @@ export async function applyPhysicalRetention(ctx: Ctx, rt: Runtime): Promise<{ r
   const oldest = all.filter((b) => kept.has(b)).pop();
   if (!oldest) return { removed, segments: 0 };
   const m = oldest.manifest;
-  const segments = await pruneArchive(
-    ctx,
-    await archiveFor(ctx, rt).location(),
+  const { archive } = pitrOf(rt);
+  const { names, segments } = prunable(
+    await archive.files(),
     segmentOf(parseLsn(m.startLsn), m.segmentBytes),
     m.segmentBytes,
+    ctx.clock().getTime(),
   );
+  if (names.length) await archive.remove(names);
   return { removed, segments };
 }

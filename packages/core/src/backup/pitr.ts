@@ -1,10 +1,9 @@
-import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { waitFor } from '../wait.ts';
-import { checkPhysical, listPhysical, BASE_TAR, WAL_TAR, type PhysicalBackup } from './physical.ts';
-import { archiveFor, pitrHost } from './pitr-runtime.ts';
+import { checkPhysical, listPhysical, type PhysicalBackup } from './physical.ts';
+import { pitrOf } from './pitr-runtime.ts';
 import { shown } from './store.ts';
 import { archivedSegments, checkArchive, formatLsn, parseLsn, segmentOf, targetText, type RecoveryTarget } from './wal.ts';
 
@@ -44,14 +43,14 @@ export interface RecoveryPlan {
  */
 export async function planRecovery(ctx: Ctx, rt: Runtime, target: RecoveryTarget): Promise<RecoveryPlan> {
   const base = await pickBase(ctx, target);
-  const archive = archiveFor(ctx, rt);
-  const dir = await archive.location();
+  const { archive } = pitrOf(rt);
   if (await rt.running()) await archiveUpToNow(ctx, rt);
   const m = base.manifest;
-  const segments = await archivedSegments(ctx, dir, m.segmentBytes);
+  const segments = archivedSegments(await archive.files(), m.segmentBytes);
   const start = { segno: segmentOf(parseLsn(m.startLsn), m.segmentBytes), timeline: m.timeline };
-  const { count } = checkArchive(segments, start, target, m.segmentBytes, shown(ctx, ctx.cfg.walArchiveDir));
-  return { base, archive: dir, segments: count };
+  const where = await archive.where();
+  const { count } = checkArchive(segments, start, target, m.segmentBytes, where);
+  return { base, archive: where, segments: count };
 }
 
 async function archiveUpToNow(ctx: Ctx, rt: Runtime): Promise<void> {
@@ -92,48 +91,27 @@ export interface RecoveryResult {
  */
 export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, target: RecoveryTarget): Promise<RecoveryResult> {
   const t0 = performance.now();
-  const { fs, log } = ctx;
-  const host = pitrHost(ctx, rt);
-  const s = await host.paths();
+  const { log } = ctx;
+  const pitr = pitrOf(rt);
+  const swap = pitr.swap();
   const wasRunning = await rt.running();
   if (wasRunning) {
     log.step('stopping PostgreSQL');
-    await host.server.stop();
+    await swap.stop();
   }
-  const aside = host.aside(s);
-  await fs.rm(aside, { recursive: true, force: true }); // only ours: the name holds this process's pid
-  const hadData = await fs.stat(s.data).then(
-    () => true,
-    () => false,
-  );
-  if (hadData) await fs.rename(s.data, aside);
-  const logFrom = (await fs.stat(host.logFile).catch(() => ({ size: 0 }))).size;
+  const hadData = await swap.setAside();
   try {
     log.step(`restoring the base backup ${plan.base.manifest.name}`);
-    await fs.mkdir(s.data, { mode: 0o700 });
-    const tar = (file: string, into: string) =>
-      ctx.exec('tar', ['-xf', path.join(plan.base.dir, file), '-C', into], { failure: { message: `could not extract ${file}` } });
-    await tar(BASE_TAR, s.data);
-    await fs.mkdir(path.join(s.data, 'pg_wal'), { recursive: true, mode: 0o700 });
-    await tar(WAL_TAR, path.join(s.data, 'pg_wal'));
     // For this start only: recovery.signal goes when recovery ends, and the settings are reset below.
     // postgresql.auto.conf's quoting: a value in single quotes, a quote inside doubled.
     const conf = (v: string) => `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
-    const settings = [
-      `restore_command = ${conf(await archiveFor(ctx, rt).restoreCommand())}`,
+    await swap.restore(plan.base, [
+      `restore_command = ${conf(await pitr.archive.restoreCommand())}`,
       target.kind === 'time' ? `recovery_target_time = ${conf(target.text)}` : `recovery_target_lsn = ${conf(formatLsn(target.lsn))}`,
       `recovery_target_action = 'promote'`,
-    ];
-    await fs.appendFile(
-      path.join(s.data, 'postgresql.auto.conf'),
-      `\n# pg-deploy db:restore (point-in-time recovery)\n${settings.join('\n')}\n`,
-    );
-    await fs.writeFile(path.join(s.data, 'recovery.signal'), '');
-    await host.ownTree(s.data);
-    await fs.chmod(s.data, 0o700);
+    ]);
     log.step(`replaying ${plan.segments} archived WAL segment(s) to ${targetText(target)}`);
-    await host.server.start(s);
-    const started = ctx.clock().getTime();
+    await swap.start();
     const admin = await rt.admin();
     await waitFor(
       ctx,
@@ -144,8 +122,8 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
           const [[inRecovery]] = await admin.query('SELECT pg_is_in_recovery()::text');
           return inRecovery === 'false';
         } catch (e) {
-          const failed = await host.server.failedToStart(logFrom, ctx.clock().getTime() - started);
-          if (failed) throw new UserError(`the recovery failed: ${failed}`, `see ${host.logFile}`);
+          const failed = await swap.failed();
+          if (failed) throw new UserError(`the recovery failed: ${failed}`, swap.logHint);
           void e; // starting up, or not yet consistent: asked again
           return false;
         }
@@ -158,7 +136,7 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
     const [[lsn, checkpointTimeline]] = await admin.query(
       'SELECT pg_current_wal_lsn()::text, timeline_id::text FROM pg_control_checkpoint()',
     );
-    const text = (await fs.readFile(host.logFile).catch(() => Buffer.alloc(0))).subarray(logFrom).toString('utf8');
+    const text = await swap.log();
     // The end-of-recovery checkpoint may not have run yet: the log names the new timeline at once.
     const timeline = /selected new timeline ID: (\d+)/.exec(text)?.[1] ?? checkpointTimeline;
     const stopped =
@@ -167,7 +145,7 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
       'the end of the archived WAL';
     log.step('provisioning and checking the logins');
     await rt.up();
-    await fs.rm(aside, { recursive: true, force: true });
+    await swap.dropAside();
     return {
       base: plan.base.manifest.name,
       target: targetText(target),
@@ -179,9 +157,7 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
     };
   } catch (e) {
     log.warn('the recovery failed: putting the data directory back as it was');
-    if (await rt.running()) await host.server.stop().catch(() => {}); // the error below is the one to report
-    await fs.rm(s.data, { recursive: true, force: true });
-    if (hadData) await fs.rename(aside, s.data);
+    await swap.putBack(hadData);
     if (wasRunning) await rt.up().catch((err: Error) => log.warn(`could not start it again: ${err.message}; run pnpm db:up`));
     if (e instanceof UserError) throw new UserError(`${e.message}; the data directory is back as it was`, e.hint);
     throw e;

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { SERVER_HOMES, type NativeHome, type NativePaths } from '../runtime/native-home.ts';
-import { ARCHIVE_SCRIPT } from './wal.ts';
+import { ARCHIVE_SCRIPT, listArchiveDir } from './wal.ts';
+import type { WalArchive } from './pitr-runtime.ts';
 
 /** The archive script of this installation of the tool (dist/cli.js's checkout), not of the project it serves. */
 export function archiveScript(): string {
@@ -82,10 +83,21 @@ export function nativeArchive(ctx: Ctx, home: NativeHome) {
   /** The restore_command of a recovery from this archive. */
   const restoreCommand = async () => `cp ${shWord(await location())}/%f %p`;
 
-  return { location, serverOptions, arm, restoreCommand };
-}
+  /** What db:backup --physical and db:restore read and prune. */
+  const archive: WalArchive = {
+    where: async () => home.shown(want),
+    check: async (settings) => assertArchiving(settings, await location()),
+    arm,
+    files: async () => listArchiveDir(ctx, await location()),
+    async remove(names) {
+      const dir = await location();
+      for (const n of names) await fs.rm(path.join(dir, n), { force: true });
+    },
+    restoreCommand,
+  };
 
-export type NativeArchive = ReturnType<typeof nativeArchive>;
+  return { location, serverOptions, arm, restoreCommand, archive };
+}
 
 /** The running server must archive where we look: a server started before archiving existed needs a restart. */
 export function assertArchiving(settings: { archive_mode: string; archive_command: string }, dir: string): void {

@@ -49,14 +49,28 @@ export interface ArchivedSegment {
   archivedAt: Date;
 }
 
-/** The segments in the archive folder, oldest first; a missing folder holds none. */
-export async function archivedSegments(ctx: Pick<Ctx, 'fs'>, dir: string, segBytes: number): Promise<ArchivedSegment[]> {
-  const out: ArchivedSegment[] = [];
+/** A file in the WAL archive, as a runtime lists it: its name and when it was last written. */
+export interface ArchiveFile {
+  name: string;
+  mtimeMs: number;
+}
+
+/** The files in a host folder; a missing folder holds none. */
+export async function listArchiveDir(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<ArchiveFile[]> {
+  const out: ArchiveFile[] = [];
   for (const name of await ctx.fs.readdir(dir).catch(() => [] as string[])) {
-    const seg = parseSegment(name, segBytes);
-    if (!seg) continue;
     const st = await ctx.fs.stat(path.join(dir, name)).catch(() => undefined); // removed since the listing
-    if (st) out.push({ name, ...seg, archivedAt: st.mtime });
+    if (st) out.push({ name, mtimeMs: st.mtimeMs });
+  }
+  return out;
+}
+
+/** The segments among the archive's files, oldest first. */
+export function archivedSegments(files: readonly ArchiveFile[], segBytes: number): ArchivedSegment[] {
+  const out: ArchivedSegment[] = [];
+  for (const f of files) {
+    const seg = parseSegment(f.name, segBytes);
+    if (seg) out.push({ name: f.name, ...seg, archivedAt: new Date(f.mtimeMs) });
   }
   return out.sort((a, b) => (a.segno === b.segno ? a.timeline - b.timeline : a.segno < b.segno ? -1 : 1));
 }
@@ -125,25 +139,28 @@ export function checkArchive(
 }
 
 /**
- * Removes the archived files older than segment `keepFrom` (the oldest kept base backup's start):
- * segments, `.backup` labels and `.partial` files of lower numbers; history files always stay
- * (they are tiny and every later timeline needs them). Also a copy the script never finished.
+ * The archived files older than segment `keepFrom` (the oldest kept base backup's start): segments,
+ * `.backup` labels and `.partial` files of lower numbers; history files always stay (they are tiny
+ * and every later timeline needs them). Also a copy the script never finished, once it is clearly
+ * abandoned (the script removes its own on exit). `segments` counts the first kind.
  */
-export async function pruneArchive(ctx: Pick<Ctx, 'fs'>, dir: string, keepFrom: bigint, segBytes: number): Promise<number> {
-  let n = 0;
-  const hourAgo = Date.now() - 3_600_000;
-  for (const name of await ctx.fs.readdir(dir).catch(() => [] as string[])) {
-    const file = path.join(dir, name);
+export function prunable(
+  files: readonly ArchiveFile[],
+  keepFrom: bigint,
+  segBytes: number,
+  nowMs: number,
+): { names: string[]; segments: number } {
+  const names: string[] = [];
+  let segments = 0;
+  for (const { name, mtimeMs } of files) {
     if (/^\..*\.\d+\.tmp$/.test(name)) {
-      // The script's temporary copy: removed once it is clearly abandoned (the script removes its own on exit).
-      const st = await ctx.fs.stat(file).catch(() => undefined);
-      if (st && st.mtimeMs < hourAgo) await ctx.fs.rm(file, { force: true });
+      if (mtimeMs < nowMs - 3_600_000) names.push(name);
       continue;
     }
     const seg = parseSegment(name.slice(0, 24), segBytes);
     if (!seg || name.endsWith('.history') || seg.segno >= keepFrom) continue;
-    await ctx.fs.rm(file, { force: true });
-    n++;
+    names.push(name);
+    segments++;
   }
-  return n;
+  return { names, segments };
 }

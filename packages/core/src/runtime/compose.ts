@@ -84,24 +84,41 @@ export const compose = {
     database,
   ],
   // A deliberate stop: the restart policy (unless-stopped) leaves it down, a pending restart after a crash included.
-  stopPrimary: (file: string) => [...compose.base(file), 'stop', DB_SERVICE],
-  // The fence, in the old primary's data directory, written by a one-off container of api-db as the server's user.
-  fence: (file: string, text: string) => [
+  stop: (file: string) => [...compose.base(file), 'stop', DB_SERVICE],
+  // Point-in-time recovery (docker-pitr.ts): api-db started alone, its whole state, its log since a moment.
+  startOnly: (file: string) => [...compose.base(file), 'up', '--detach', '--no-deps', DB_SERVICE],
+  psAll: (file: string) => [...compose.base(file), 'ps', '--all', '--quiet', DB_SERVICE],
+  logsSince: (file: string, since: string) => [...compose.base(file), 'logs', '--no-log-prefix', '--since', since, DB_SERVICE],
+  // A root sh script in api-db while it runs, or in a one-off container of it (its volumes, no ports, removed after).
+  execScript: (file: string, script: string, name: string, args: readonly string[]) => [
+    ...compose.base(file),
+    'exec',
+    '--no-TTY',
+    DB_SERVICE,
+    'sh',
+    '-c',
+    script,
+    name,
+    ...args,
+  ],
+  runScript: (file: string, script: string, name: string, args: readonly string[], user?: string) => [
     ...compose.base(file),
     'run',
     '--rm',
     '--no-deps',
     '--no-TTY',
-    '--user',
-    'postgres',
+    ...(user ? ['--user', user] : []),
     '--entrypoint',
-    '/bin/sh',
+    'sh',
     DB_SERVICE,
     '-c',
-    `printf '%s\\n' "$1" >"$PGDATA/${FENCE_FILE}"`,
-    'db-fence',
-    text,
+    script,
+    name,
+    ...args,
   ],
+  // The fence, in the old primary's data directory, written by a one-off container of api-db as the server's user.
+  fence: (file: string, text: string) =>
+    compose.runScript(file, `printf '%s\\n' "$1" >"$PGDATA/${FENCE_FILE}"`, 'db-fence', [text], 'postgres'),
   // The healthcheck's recent outputs, for the message when `up --wait` gives up.
   health: (containerId: string) => ['inspect', '--format', '{{json .State.Health}}', containerId],
 };

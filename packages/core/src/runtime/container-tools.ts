@@ -19,7 +19,7 @@ export const CONTAINER_TOOL_SCRIPT = ['set -eu', ...CONTAINER_LOGIN, 'exec "$@"'
 /**
  * `db-pg-dir dump|restore TOOL ARGS...` (POSIX sh and tar): a directory-format dump travels as a tar
  * on the standard streams, staged in a private temporary directory the EXIT trap removes.
- *   dump:    TOOL --file=TMP/dump ARGS, then, only once it exited 0, the tar on stdout (no pipe).
+ *   dump:    TOOL --file=TMP/dump ARGS (pg_basebackup: --pgdata), then, only once it exited 0, the tar on stdout (no pipe).
  *   restore: the tar on stdin into TMP, then TOOL ARGS TMP.
  */
 export const CONTAINER_DIR_SCRIPT = [
@@ -35,7 +35,8 @@ export const CONTAINER_DIR_SCRIPT = [
   "trap 'exit 143' TERM",
   'case "$way" in',
   '  dump)',
-  '    "$tool" --file="$d/dump" "$@" || exit $?',
+  '    case "$tool" in pg_basebackup) out=--pgdata ;; *) out=--file ;; esac',
+  '    "$tool" "$out=$d/dump" "$@" || exit $?',
   '    tar -c -f - -C "$d/dump" . || exit $?',
   '    ;;',
   '  restore)',

@@ -192,7 +192,7 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Do
       // Always: after a crash the restart policy may be about to bring the old primary back. A deliberate
       // stop cancels that, and a fast shutdown of a running one sends the standby every last WAL record.
       log.step(`stopping the old primary (${DB_SERVICE})`);
-      await docker(compose.stopPrimary(file), { message: `docker compose stop ${DB_SERVICE} failed`, hint: 'see the message' });
+      await docker(compose.stop(file), { message: `docker compose stop ${DB_SERVICE} failed`, hint: 'see the message' });
       log.step('fencing the old primary');
       await docker(
         compose.fence(

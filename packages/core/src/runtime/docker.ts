@@ -15,6 +15,7 @@ import { migrateArgs } from '../migrations/command.ts';
 import { compose, composeEnv, DB_SERVICE, engine } from './compose.ts';
 import { loginTargets } from './target.ts';
 import { dockerReplica } from './docker-replica.ts';
+import { dockerPitr } from './docker-pitr.ts';
 
 export function dockerRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, log } = ctx;
@@ -71,7 +72,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       .pop();
     if (fenced) {
       // Deliberately stopped, or the restart policy would keep trying it.
-      await ask('docker', compose.stopPrimary(file));
+      await ask('docker', compose.stop(file));
       return new UserError(
         `${DB_SERVICE}: ${fenced}`,
         'keep the promoted server, or rebuild the pair from it as the README says (Failover); never start this one as a primary',
@@ -129,6 +130,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     target,
     admin,
     running,
+    pitr: dockerPitr(ctx, running),
     async reloadTls() {
       await docker(compose.installTls(file)); // start.sh installs the renewed key inside the container
       await (await admin()).query('SELECT pg_reload_conf()');

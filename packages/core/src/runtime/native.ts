@@ -17,6 +17,7 @@ import { initdb, installTls, removeStartLeftovers } from './native-cluster.ts';
 import { assertPortFree, takeLock } from './processes.ts';
 import { loginTargets } from './target.ts';
 import { nativeReplica } from './native-replica.ts';
+import { nativePitr } from './native-pitr.ts';
 
 export function nativeRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, fs, log } = ctx;
@@ -111,6 +112,7 @@ export function nativeRuntime(ctx: Ctx): Runtime {
     describeData: () => `the native data directory ${p.dir}`,
     ...tools,
     replica,
+    pitr: nativePitr(ctx, home, server),
     running: server.running,
     hasData: server.hasData,
     async reloadTls() {

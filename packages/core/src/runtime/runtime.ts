@@ -6,6 +6,7 @@ import type { RunResult } from '../exec.ts';
 import type { Command } from '../migrations/plan.ts';
 import type { MigrateOptions, MigrateResult } from '../migrations/runner.ts';
 import type { Replica } from '../replica.ts';
+import type { Pitr } from '../backup/pitr-runtime.ts';
 
 export type LoginName = 'app' | 'migrator';
 
@@ -52,6 +53,8 @@ export interface Runtime {
   describeData(): string;
   /** The hot standby (db:replica, db:promote), where this runtime has one. */
   replica?: Replica;
+  /** WAL archiving, base backups and point-in-time recovery (db:backup --physical, db:restore --to-time), where this runtime has them. */
+  pitr?: Pitr;
 }
 
 /** Where the host reaches the server, and the address the certificate names (`localhost` may resolve to ::1 first). */

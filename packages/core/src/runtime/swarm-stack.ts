@@ -91,6 +91,22 @@ export function configsOf(model: Json): Map<string, string> {
   return out;
 }
 
+/**
+ * The model without the Compose standby (the `replica` profile: db:replica on docker) and the
+ * secrets and volumes only it uses. The standby is not built for Swarm; a stack that named its
+ * secrets would need replication_* files every deploy, though no standby runs.
+ */
+export function withoutStandby(model: Json): Json {
+  const services = Object.fromEntries(
+    Object.entries<Json>(model.services ?? {}).filter(([, svc]) => !(svc.profiles ?? []).includes('replica')),
+  );
+  const used = (pick: (svc: Json) => string[]) => new Set(Object.values<Json>(services).flatMap(pick));
+  const secrets = used((svc) => (svc.secrets ?? []).map((x: Json) => x.source));
+  const volumes = used((svc) => (svc.volumes ?? []).filter((m: Json) => m.type === 'volume').map((m: Json) => m.source));
+  const keep = (o: Json | undefined, names: Set<string>) => Object.fromEntries(Object.entries<Json>(o ?? {}).filter(([k]) => names.has(k)));
+  return { ...model, services, secrets: keep(model.secrets, secrets), volumes: keep(model.volumes, volumes) };
+}
+
 /** The stack for `docker stack deploy`, from Compose's model of infra/docker-compose.yml (sentinels already restored). */
 export function toStack(model: Json): Json {
   const services: Json = {};
@@ -195,7 +211,7 @@ export async function composeModel(
       hint: 'check it with: docker compose -f infra/docker-compose.yml config',
     },
   });
-  const model = JSON.parse(r.stdout);
+  const model = withoutStandby(JSON.parse(r.stdout));
   return { model: env ? model : restore(model, s), text };
 }
 

@@ -10,6 +10,9 @@ import type { RunResult } from '../exec.ts';
 /** The client programs backups use. Each runs as the superuser on the server's Unix socket. */
 export type PgTool = 'pg_dump' | 'pg_dumpall' | 'pg_restore' | 'pg_basebackup';
 
+/** The option that names a tool's output file or directory. */
+export const outputOption = (tool: PgTool): string => (tool === 'pg_basebackup' ? '--pgdata' : '--file');
+
 /** Host files for a tool's stdout or stdin; for directory-format dumps, the directory pg_dump makes or pg_restore reads. */
 export interface PgToolIo {
   out?: string;
@@ -201,12 +204,12 @@ export function nativeToolRunner(
   const pgTool = async (tool: PgTool, args: readonly string[], io: PgToolIo = {}): Promise<RunResult> => {
     const tools = await find();
     const r = await roles();
-    // pg_dump's --file names a file or a directory alike, and pg_restore reads either from its argument.
+    // pg_dump's --file names a file or a directory alike (pg_basebackup's is --pgdata), and pg_restore reads either from its argument.
     const out = io.out ?? io.outDir;
     const input = io.in ?? io.inDir;
     let run = {
       cmd: tools.dir ? path.join(tools.dir, tool) : tool,
-      args: [...args, ...(out ? [`--file=${out}`] : []), ...(input ? [input] : [])],
+      args: [...args, ...(out ? [`${outputOption(tool)}=${out}`] : []), ...(input ? [input] : [])],
     };
     if (tool === 'pg_restore' && tools.newer && input) {
       if (!said)
