@@ -78,8 +78,10 @@ if (s) {
     const id = await taskContainer(p!.name, 'api-db');
     assert.ok(id, 'api-db runs');
     const mounts = (await docker(['exec', id, 'cat', '/proc/mounts'])).stdout;
-    for (const name of ['postgres_password', 'app_password', 'server_key'])
+    for (const name of ['postgres_password', 'server_key'])
       assert.match(mounts, new RegExp(`^tmpfs /run/secrets/${name} tmpfs ro`, 'm'), mounts);
+    // Not the app's password: db:psql hands it over per call (a new version would restart the database).
+    assert.not.match(mounts, /app_password/);
     // In-memory too in the api's task.
     const api = await until('the api task', 60_000, () => taskContainer(p!.name, 'api'));
     assert.match((await docker(['exec', api, 'cat', '/proc/mounts'])).stdout, /^tmpfs \/run\/secrets\/app_password tmpfs/m);
@@ -185,6 +187,13 @@ if (s) {
       assert.not.match((await docker(['exec', dbBefore, 'ls', '/run/secrets'])).stdout, /app_password/);
       const doctor = await cli(['db:doctor', '--json'], p!.env);
       assert.is(doctor.code, 0, doctor.stdout + doctor.stderr);
+      const report = JSON.parse(doctor.stdout) as { ok: boolean; checks: { name: string; status: string }[] };
+      assert.ok(report.ok);
+      assert.equal(
+        report.checks.filter((c) => c.status !== 'ok').map((c) => `${c.name}: ${c.status}`),
+        [],
+        doctor.stdout,
+      );
     },
   );
 

@@ -98,6 +98,7 @@ export const swarm = {
   logs: (service: string, follow: boolean) => ['service', 'logs', ...(follow ? ['--follow'] : []), '--tail', '100', service],
   jobLogs: (service: string) => ['service', 'logs', '--raw', service],
   removeService: (service: string) => ['service', 'rm', service],
+  networks: (stack: string) => ['network', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`],
   volume: (stack: string) => [
     'volume',
     'ls',
@@ -388,6 +389,22 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     return id;
   }
 
+  /**
+   * `docker stack rm`, then waits for its network to go: the engine removes it after the command
+   * returns, and a deploy meanwhile fails ("network <stack>_default not found").
+   */
+  async function removeStack(): Promise<void> {
+    await ask(swarm.remove(stack)); // not deployed: nothing to remove, not an error
+    await waitFor(
+      ctx,
+      `removing stack ${stack}`,
+      60_000,
+      async () => !(await ask(swarm.networks(stack))).stdout.trim(),
+      () => `the network of stack ${stack} is still there; see: docker network ls --filter label=com.docker.stack.namespace=${stack}`,
+      250,
+    );
+  }
+
   const admin = async (): Promise<Admin> => ({
     async query(sql, database = 'postgres') {
       const id = await ready();
@@ -525,7 +542,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     },
     async down() {
       const was = await running();
-      await ask(swarm.remove(stack)); // not deployed: nothing to remove, not an error
+      await removeStack();
       return { wasRunning: was };
     },
     async logs(follow) {
@@ -551,7 +568,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       ).code;
     },
     async destroy() {
-      await ask(swarm.remove(stack));
+      await removeStack();
       // The volume is freed once the task's container is gone.
       const volume = `${stack}_${DATA_VOLUME}`;
       await waitFor(
