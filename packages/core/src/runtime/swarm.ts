@@ -361,6 +361,10 @@ export function swarmRuntime(ctx: Ctx): Runtime {
         }
       }
       await pruneObjects(objects);
+      // The api's images of older inputs; one a container still uses is refused, and removed by a later run.
+      const appImage = env[imageVar(APP_SERVICE)];
+      for (const ref of (await ask(swarm.images(`${stack}-${APP_SERVICE}`))).stdout.split('\n'))
+        if (ref && ref !== appImage) await ask(['image', 'rm', ref]);
       return { changed: !same };
     })().catch((e: unknown) => {
       converged = undefined;
