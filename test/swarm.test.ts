@@ -31,7 +31,12 @@ if (s) {
   s.after(async (ctx) => {
     if (ctx.started) await leaveSwarm();
     if (ctx.p) {
-      await docker(['volume', 'rm', '--force', `${ctx.p.name}_pg_data`], { nothrow: true });
+      // Once the tasks' containers are gone (leaving the swarm removes them a moment later).
+      for (const volume of [`${ctx.p.name}_pg_data`, `x${ctx.p.name}_pg_data`])
+        await until(`removing ${volume}`, 60_000, async () => {
+          await docker(['volume', 'rm', '--force', volume], { nothrow: true });
+          return !(await docker(['volume', 'ls', '--quiet', '--filter', `name=^${volume}$`])).stdout.trim();
+        }).catch(() => undefined);
       const images = (await docker(['image', 'ls', '--quiet', '--filter', `reference=${ctx.p.name}-api`], { nothrow: true })).stdout;
       for (const id of new Set(images.split('\n').filter(Boolean))) await docker(['image', 'rm', '--force', id], { nothrow: true });
       await fs.rm(ctx.p.dir, { recursive: true, force: true });
