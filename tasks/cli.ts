@@ -16,7 +16,32 @@ import { helpCommand } from './help.ts';
 const COMMON = {
   help: { type: 'boolean', short: 'h' },
   verbose: { type: 'boolean' },
+  // DB_TARGET for this run (it wins over the environment and the .env files).
+  target: { type: 'string' },
 } as const;
+
+const TARGETS = ['compose', 'swarm'];
+
+/**
+ * A pass-through task's --target, only in first place (`pnpm db:psql --target swarm -c ...`): every
+ * argument after it is its program's.
+ */
+function leadingTarget(rest: string[]): { target?: string; rest: string[] } {
+  if (rest[0] === '--target') {
+    if (rest.length < 2) throw new UsageError('--target needs a value: compose or swarm', 'e.g. --target swarm');
+    return { target: rest[1], rest: rest.slice(2) };
+  }
+  if (rest[0]?.startsWith('--target=')) return { target: rest[0].slice('--target='.length), rest: rest.slice(1) };
+  return { rest };
+}
+
+/** The --target value, checked: a wrong one is a usage error before anything runs. */
+function checkTarget(value: string | boolean | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !TARGETS.includes(value))
+    throw new UsageError(`--target ${JSON.stringify(value)} is not one of ${TARGETS.join(', ')}`, 'use --target compose or --target swarm');
+  return value;
+}
 
 /** Our flags, strictly: an unknown one, or more positionals than the task's `usage` shows, is a usage error. */
 function parse(task: Task<unknown>, rest: string[]): Args {
@@ -76,8 +101,10 @@ export async function main(argv: string[], realEnv: Record<string, string | unde
     const [name, ...rest] = argv;
     const task = tasks.find((t) => t.name === (name ?? 'help'));
     if (!task) throw new UsageError(`unknown task "${name}"`, `the tasks: ${helpCommand()}`);
-    const { flags, positionals } = task.passThrough ? passThrough(rest) : parse(task, rest);
+    const leading = task.passThrough ? leadingTarget(rest) : { rest };
+    const { flags, positionals } = task.passThrough ? passThrough(leading.rest) : parse(task, rest);
     verbose = Boolean(flags.verbose);
+    const target = checkTarget(task.passThrough ? leading.target : flags.target);
     if (flags.help) {
       const { helpText } = await import('./help.ts');
       sink.out(helpText(tasks, task.name) + '\n');
@@ -85,7 +112,7 @@ export async function main(argv: string[], realEnv: Record<string, string | unde
     }
     // dist/cli.js and tasks/cli.ts both sit one level below the project root.
     const root = realEnv.DB_PROJECT_ROOT || path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-    const env = await loadEnv(root, realEnv);
+    const env = await loadEnv(root, target ? { ...realEnv, DB_TARGET: target } : realEnv);
     const cfg = parseConfig(root, env);
     log = createLog(sink, { json: Boolean(flags.json) });
     const ctx: Omit<Ctx, 'confirm'> = {

@@ -24,7 +24,11 @@ export function helpText(tasks: readonly Task<unknown>[], name?: string): string
   if (name) {
     const t = tasks.find((x) => x.name === name || x.name === `db:${name}`);
     if (!t) throw new UsageError(`no task named "${name}"`, `the tasks: ${helpCommand()}`);
-    const all: Record<string, Flag> = { ...t.flags, help: { type: 'boolean', short: 'h', description: 'show this help' } };
+    const all: Record<string, Flag> = {
+      ...t.flags,
+      target: { type: 'string', description: 'compose or swarm: DB_TARGET for this run' },
+      help: { type: 'boolean', short: 'h', description: 'show this help' },
+    };
     const flags = Object.entries(all).map(
       ([k, f]) => `  --${k}${f.type === 'string' ? ' <value>' : ''}${f.short ? `, -${f.short}` : ''}`.padEnd(24) + f.description,
     );
@@ -36,6 +40,7 @@ export function helpText(tasks: readonly Task<unknown>[], name?: string): string
         '',
         'Every argument after the task name, --help included, passes through untouched (one leading -- is',
         `dropped), and the exit status is the program's. This help: ${helpCommand(t.name)}`,
+        'Only in first place, --target compose|swarm sets DB_TARGET for this run.',
       ].join('\n');
     }
     return [

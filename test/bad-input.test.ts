@@ -95,6 +95,26 @@ usage('a bad setting names the variable', async () => {
   );
 });
 
+usage('--target with a value other than compose or swarm is a usage error: exit 2, one error line, nothing run', async () => {
+  for (const args of [
+    ['db:status', '--target', 'kubernetes'],
+    ['db:status', '--target=Swarm'],
+    ['db:psql', '--target', 'nomad', '-c', 'SELECT 1'],
+  ]) {
+    const r = await cli(args, { DB_RUNTIME: 'native' });
+    failsClearly(r, /--target "(kubernetes|Swarm|nomad)" is not one of compose, swarm/, { code: 2 });
+    assert.match(r.stderr, /^hint: use --target compose or --target swarm$/m);
+  }
+});
+
+usage('--target wins over DB_TARGET for one run', async () => {
+  // swarm with DB_RUNTIME=native is refused by the configuration: proof that --target set DB_TARGET.
+  failsClearly(await cli(['db:status', '--target', 'swarm'], { DB_RUNTIME: 'native' }), /DB_TARGET=swarm needs the docker runtime/);
+  failsClearly(await cli(['db:status'], { DB_RUNTIME: 'native', DB_TARGET: 'nomad' }), /DB_TARGET=nomad is not one of/);
+  const r = await cli(['db:status', '--target', 'compose'], { DB_RUNTIME: 'native', DB_TARGET: 'nomad' });
+  assert.not.match(r.stderr, /DB_TARGET=nomad/, r.stderr);
+});
+
 usage('help lists every task from the registry', async () => {
   const r = await ok(['help'], {});
   for (const t of [

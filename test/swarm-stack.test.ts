@@ -4,6 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { engineSuite } from './setup/docker.ts';
 import { cli, ROOT, run } from './setup/project.ts';
+import { composeModel } from '@dbkit/core/runtime/swarm-stack';
+import { builtImage } from '@dbkit/core/runtime/swarm';
+import { zxExec } from '@dbkit/core/exec';
+import type { Ctx } from '@dbkit/core/context';
 
 // infra/docker-stack.yml is generated from infra/docker-compose.yml: this file regenerates it and
 // fails when the committed one differs, so the two can never drift. Compose normalises the file,
@@ -66,6 +70,51 @@ if (s) {
     const cfg = await run('docker', ['stack', 'config', '-c', 'infra/docker-stack.yml'], varsFor(stack));
     assert.is(cfg.code, 0, cfg.stderr);
     assert.match(cfg.stdout, /tmpfs/);
+  });
+
+  s('api-db holds no app_password, and the api publishes its port through api-publish, which holds no secret', async () => {
+    const stack = await fs.readFile(path.join(ROOT, 'infra/docker-stack.yml'), 'utf8');
+    const cfg = await run('docker', ['stack', 'config', '-c', 'infra/docker-stack.yml'], varsFor(stack));
+    assert.is(cfg.code, 0, cfg.stderr);
+    const block = (name: string) => new RegExp(`^  ${name}:\\n((?:    .*\\n|\\n)*)`, 'm').exec(cfg.stdout)?.[1] ?? '';
+    assert.ok(block('api-db'), cfg.stdout);
+    assert.not.match(block('api-db'), /app_password/);
+    assert.match(block('api-db'), /app_user/);
+    assert.match(block('api'), /app_password/);
+    assert.not.match(block('api'), /published/);
+    assert.match(block('api'), /order: start-first/);
+    assert.match(block('api-publish'), /published: "?8080/);
+    assert.match(block('api-publish'), /mode: host/);
+    assert.not.match(block('api-publish'), /secrets:/);
+  });
+
+  s("the api's image tag is the hash of its build inputs: the same files give the same tag, a changed file another", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-image-'));
+    try {
+      for (const d of ['infra', 'database/infra/config', 'database/infra/scripts', 'packages/api'])
+        await fs.cp(path.join(ROOT, d), path.join(dir, d), { recursive: true });
+      const ctx = {
+        exec: zxExec({ ...process.env }),
+        fs,
+        cfg: { root: dir, composeFile: path.join(dir, 'infra/docker-compose.yml') },
+      } as unknown as Ctx;
+      const tag = async () => {
+        const { model } = await composeModel(ctx);
+        return (await builtImage(ctx, model, 'demo', 'api'))?.tag;
+      };
+      const first = await tag();
+      assert.match(first!, /^demo-api:[0-9a-f]{12}$/);
+      assert.is(await tag(), first);
+      await fs.appendFile(path.join(dir, 'packages/api/dist/server.mjs'), '\n// changed\n');
+      const changed = await tag();
+      assert.match(changed!, /^demo-api:[0-9a-f]{12}$/);
+      assert.is.not(changed, first);
+      // A service Compose does not build has no such image.
+      const { model } = await composeModel(ctx);
+      assert.is(await builtImage(ctx, model, 'demo', 'api-db'), undefined);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   s.run();

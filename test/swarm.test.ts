@@ -1,8 +1,9 @@
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
-import { docker, engineSuite, makeDockerProject, cli, ok, until, type DockerProject } from './setup/docker.ts';
-import { freePort, readSecretFile } from './setup/project.ts';
+import { docker, engineSuite, IMAGES_ENV, makeDockerProject, cli, ok, until, type DockerProject } from './setup/docker.ts';
+import { freePort, readSecretFile, run } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 import { leaveSwarm, serviceVersions, startSwarm, swarmState, taskContainer } from './setup/swarm.ts';
 
@@ -30,16 +31,19 @@ if (s) {
   s.after(async (ctx) => {
     if (ctx.started) await leaveSwarm();
     if (ctx.p) {
-      await docker(['volume', 'rm', '--force', `${ctx.p.name}_pg_data`], { nothrow: true });
-      await docker(['image', 'rm', '--force', `${ctx.p.name}-api`], { nothrow: true });
+      // Once the tasks' containers are gone (leaving the swarm removes them a moment later).
+      for (const volume of [`${ctx.p.name}_pg_data`, `x${ctx.p.name}_pg_data`])
+        await until(`removing ${volume}`, 60_000, async () => {
+          await docker(['volume', 'rm', '--force', volume], { nothrow: true });
+          return !(await docker(['volume', 'ls', '--quiet', '--filter', `name=^${volume}$`])).stdout.trim();
+        }).catch(() => undefined);
+      const images = (await docker(['image', 'ls', '--quiet', '--filter', `reference=${ctx.p.name}-api`], { nothrow: true })).stdout;
+      for (const id of new Set(images.split('\n').filter(Boolean))) await docker(['image', 'rm', '--force', id], { nothrow: true });
       await fs.rm(ctx.p.dir, { recursive: true, force: true });
     }
   });
 
-  const health = async (port: number) => {
-    const r = await fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined);
-    return r?.ok === true;
-  };
+  const health = async (port: number) => (await get(port)).ok;
 
   s('without a swarm, db:up is one error line with the hint docker swarm init, and nothing is deployed', async ({ p }) => {
     const r = await cli(['db:up'], p!.env);
@@ -61,15 +65,28 @@ if (s) {
     const st = await ok(['db:status', '--json'], p.env);
     assert.is(JSON.parse(st.stdout).pending?.length ?? 0, 0, st.stdout);
     // The one-shot job is gone; the stack's three services stay.
-    assert.equal(Object.keys(await serviceVersions(p.name)).sort(), [`${p.name}_api`, `${p.name}_api-db`, `${p.name}_db-migrate`]);
+    assert.equal(Object.keys(await serviceVersions(p.name)).sort(), [
+      `${p.name}_api`,
+      `${p.name}_api-db`,
+      `${p.name}_api-publish`,
+      `${p.name}_db-migrate`,
+    ]);
+    // The api runs the image built from packages/api, tagged and labelled with the hash of its inputs.
+    const image = JSON.parse((await docker(['service', 'inspect', `${p.name}_api`])).stdout)[0].Spec.TaskTemplate.ContainerSpec.Image;
+    const [, tag] = /^[^:]+:([0-9a-f]{12})$/.exec(image) ?? [];
+    assert.ok(tag, image);
+    const label = (await docker(['image', 'inspect', '--format', '{{index .Config.Labels "org.pg-deploy.inputs"}}', image])).stdout.trim();
+    assert.is(label.slice(0, 12), tag);
   });
 
   s('the secrets are tmpfs in the task, and no password is in docker service inspect or docker inspect', async ({ p }) => {
     const id = await taskContainer(p!.name, 'api-db');
     assert.ok(id, 'api-db runs');
     const mounts = (await docker(['exec', id, 'cat', '/proc/mounts'])).stdout;
-    for (const name of ['postgres_password', 'app_password', 'server_key'])
+    for (const name of ['postgres_password', 'server_key'])
       assert.match(mounts, new RegExp(`^tmpfs /run/secrets/${name} tmpfs ro`, 'm'), mounts);
+    // Not the app's password: db:psql hands it over per call (a new version would restart the database).
+    assert.not.match(mounts, /app_password/);
     // In-memory too in the api's task.
     const api = await until('the api task', 60_000, () => taskContainer(p!.name, 'api'));
     assert.match((await docker(['exec', api, 'cat', '/proc/mounts'])).stdout, /^tmpfs \/run\/secrets\/app_password tmpfs/m);
@@ -101,27 +118,108 @@ if (s) {
   });
 
   s(
-    'rotating the app password moves the services to a new secret while the app stays up, and removes the old one',
+    'rotating the app password updates only the api, start-first: not one request fails, and the old secret is removed',
     async ({ p, apiPort }) => {
       await until('the api healthy', 90_000, () => health(apiPort!));
       const secretNames = async () =>
         (await docker(['secret', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter((n) => n.includes('_app_password_'));
       const [old] = await secretNames();
-      const r = await ok(['db:secrets:rotate', 'app'], p!.env);
-      assert.not.ok(r.stdout.includes(await readSecretFile(p!, 'app_password')));
-      const now = await secretNames();
-      assert.is(now.length, 1, now.join(' '));
-      assert.is.not(now[0], old);
-      const apiSpec = JSON.parse((await docker(['service', 'inspect', `${p!.name}_api`])).stdout)[0].Spec.TaskTemplate.ContainerSpec
-        .Secrets;
-      assert.ok(apiSpec.some((x: { SecretName: string }) => x.SecretName === now[0]));
-      // The new task logs in with the new password.
-      await until('the api healthy on the new secret', 90_000, () => health(apiPort!));
-      await ok(['db:psql', '-c', 'SELECT 1'], p!.env);
-      const doctor = await cli(['db:doctor'], p!.env);
-      assert.ok(doctor.code === 0 || /warn/i.test(doctor.stdout + doctor.stderr), doctor.stdout + doctor.stderr);
+      const dbBefore = await taskContainer(p!.name, 'api-db');
+      const publishBefore = await taskContainer(p!.name, 'api-publish');
+      const apiBefore = await taskContainer(p!.name, 'api');
+      assert.ok(dbBefore && publishBefore && apiBefore);
+      // /health, one request after the other on a new connection each, from before the rotation until
+      // the api runs on the new secret: every answer is counted.
+      const served = { ok: 0, failed: [] as string[] };
+      let polling = true;
+      const poller = (async () => {
+        while (polling) {
+          const r = await get(apiPort!);
+          if (r.ok) served.ok++;
+          else served.failed.push(r.why);
+        }
+      })();
+      try {
+        const r = await ok(['db:secrets:rotate', 'app'], p!.env);
+        const password = await readSecretFile(p!, 'app_password');
+        assert.not.ok(r.stdout.includes(password) || r.stderr.includes(password));
+        assert.match(r.stdout, /recreated the api service/);
+        const now = await secretNames();
+        assert.is(now.length, 1, now.join(' '));
+        assert.is.not(now[0], old);
+        // The tool returned once the api's update finished: its one running task holds the new secret.
+        const apiAfter = await taskContainer(p!.name, 'api');
+        assert.is.not(apiAfter, apiBefore);
+        const mounted = JSON.parse((await docker(['inspect', apiAfter])).stdout)[0].Config.Labels['com.docker.swarm.task.id'];
+        const task = JSON.parse((await docker(['inspect', mounted])).stdout)[0];
+        assert.ok(task.Spec.ContainerSpec.Secrets.some((x: { SecretName: string }) => x.SecretName === now[0]));
+        // A few more answers from the new task alone.
+        const more = served.ok + 20;
+        await until('20 more answers', 60_000, async () => served.ok >= more || served.failed.length > 0);
+      } finally {
+        polling = false;
+        await poller;
+      }
+      process.stderr.write(`rotation of app: ${served.ok} /health requests served, ${served.failed.length} failed\n`);
+      assert.equal(served.failed, [], `failed requests during the rotation: ${served.failed.slice(0, 5).join('; ')}`);
+      assert.ok(served.ok > 20, String(served.ok));
+      // Only the api was updated: the database and the publisher run the same containers.
+      assert.is(await taskContainer(p!.name, 'api-db'), dbBefore);
+      assert.is(await taskContainer(p!.name, 'api-publish'), publishBefore);
+      // db:psql logs in with the new password, handed to docker exec in the environment: in no inspect output.
+      const q = await ok(['db:psql', '-At', '-c', 'SELECT current_user'], p!.env);
+      assert.is(q.stdout.trim(), (await readSecretFile(p!, 'app_user')).trim());
+      const password = await readSecretFile(p!, 'app_password');
+      const ids = (await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
+        .split('\n')
+        .filter(Boolean);
+      const containers = (await docker(['ps', '--all', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
+        .split('\n')
+        .filter(Boolean);
+      const execs: string[] = JSON.parse((await docker(['inspect', dbBefore])).stdout)[0].ExecIDs ?? [];
+      const seen = [
+        (await docker(['service', 'inspect', ...ids])).stdout,
+        (await docker(['inspect', ...containers])).stdout,
+        // The exec instances of db:psql too (the engine's API: the CLI has no command for them).
+        ...(await Promise.all(
+          execs.map(
+            async (e) => (await run('curl', ['-sS', '--unix-socket', '/var/run/docker.sock', `http://docker/exec/${e}/json`], {})).stdout,
+          ),
+        )),
+      ].join('\n');
+      assert.not.ok(seen.includes(password), 'the app password appears in docker inspect output');
+      // The database holds no app_password any more.
+      assert.not.match((await docker(['exec', dbBefore, 'ls', '/run/secrets'])).stdout, /app_password/);
+      const doctor = await cli(['db:doctor', '--json'], p!.env);
+      assert.is(doctor.code, 0, doctor.stdout + doctor.stderr);
+      const report = JSON.parse(doctor.stdout) as { ok: boolean; checks: { name: string; status: string }[] };
+      assert.ok(report.ok);
+      assert.equal(
+        report.checks.filter((c) => c.status !== 'ok').map((c) => `${c.name}: ${c.status}`),
+        [],
+        doctor.stdout,
+      );
     },
   );
+
+  s('db:backup takes a logical backup of the stack, verified by a restore, and it is listed in the backup folder', async ({ p }) => {
+    await ok(['db:psql', '-c', "INSERT INTO accounts (email) VALUES ('kept@example.com')"], p!.env);
+    const r = JSON.parse((await ok(['db:backup', '--verify', '--json'], p!.env)).stdout);
+    assert.ok(r.verified, JSON.stringify(r));
+    const listed = await fs.readdir(p!.env.DB_BACKUP_DIR!);
+    assert.ok(listed.includes(r.name), listed.join(' '));
+    const manifest = JSON.parse(await fs.readFile(path.join(r.backup, 'manifest.json'), 'utf8'));
+    assert.is(manifest.data['table public.accounts'], '1', JSON.stringify(manifest.data));
+  });
+
+  s('db:down removes the stack and keeps its volume: db:up again finds the rows', async ({ p }) => {
+    await ok(['db:down'], p!.env);
+    assert.is((await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout.trim(), '');
+    assert.is((await docker(['volume', 'ls', '--quiet', '--filter', `name=^${p!.name}_pg_data$`])).stdout.trim(), `${p!.name}_pg_data`);
+    await ok(['db:up'], p!.env);
+    const q = await ok(['db:psql', '-At', '-c', 'SELECT email FROM accounts'], p!.env);
+    assert.is(q.stdout.trim(), 'kept@example.com');
+  });
 
   s('a failing migration fails db:migrate with one error line and a non-zero exit', async ({ p }) => {
     await fs.writeFile(path.join(p!.migrationsDir, '000002_broken.up.sql'), 'SELECT * FROM no_such_table;\n');
@@ -133,5 +231,59 @@ if (s) {
     assert.match(r.stderr, /no_such_table/);
   });
 
+  s('db:delete --yes removes the stack, its volume, secrets and configs, and nothing of another stack', async ({ p }) => {
+    // Another stack's objects, under a name that contains this one's.
+    const other = `x${p!.name}`;
+    await docker(['volume', 'create', '--label', `com.docker.stack.namespace=${other}`, `${other}_pg_data`]);
+    await docker(['secret', 'create', '--label', `pg-deploy.stack=${other}`, `${other}_app_password_0`, '-'], { input: 'x' });
+    await docker(['config', 'create', '--label', `pg-deploy.stack=${other}`, `${other}_pg_hba_conf_0`, '-'], { input: 'x' });
+    await docker([
+      'service',
+      'create',
+      '--detach',
+      '--quiet',
+      '--name',
+      `${other}_idle`,
+      '--label',
+      `com.docker.stack.namespace=${other}`,
+      IMAGES_ENV.NODE_IMAGE,
+      'node',
+      '-e',
+      'setInterval(() => {}, 1 << 30)',
+    ]);
+    try {
+      const objects = async (stack: string) =>
+        [
+          (await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`])).stdout,
+          (await docker(['volume', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`])).stdout,
+          (await docker(['secret', 'ls', '--quiet', '--filter', `label=pg-deploy.stack=${stack}`])).stdout,
+          (await docker(['config', 'ls', '--quiet', '--filter', `label=pg-deploy.stack=${stack}`])).stdout,
+        ].map((o) => o.split('\n').filter(Boolean).length);
+      const before = await objects(other);
+      assert.equal(before, [1, 1, 1, 1]);
+      assert.ok((await objects(p!.name)).every((n) => n > 0));
+      await ok(['db:delete', '--yes'], p!.env);
+      assert.equal(await objects(p!.name), [0, 0, 0, 0]);
+      assert.is((await docker(['node', 'ls', '--quiet', '--filter', `node.label=pg-deploy.${p!.name}.data=true`])).stdout.trim(), '');
+      assert.equal(await objects(other), before);
+    } finally {
+      await docker(['service', 'rm', `${other}_idle`], { nothrow: true });
+    }
+  });
+
   s.run();
+}
+
+/** GET /health on a new connection (no keep-alive), with a 5 s limit; the reason when it is not a 200. */
+function get(port: number): Promise<{ ok: boolean; why: string }> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/health', agent: false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ ok: res.statusCode === 200, why: `${res.statusCode} ${body.trim()}` }));
+      res.on('error', (e) => resolve({ ok: false, why: e.message }));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 5 s')));
+    req.on('error', (e) => resolve({ ok: false, why: e.message }));
+  });
 }

@@ -1,5 +1,9 @@
-// A minimal example application for the compose `api` service. GET /health logs in to the database
-// as the application role over verify-full TLS and answers 200 only if that worked.
+// A minimal example application for the compose `api` service. GET /health queries the database as
+// the application role over a verify-full TLS session and answers 200 only if that worked. The
+// session is kept between requests, as an application's pool keeps its own, and a new login is made
+// only when it is gone: a session outlives a password rotation (ALTER ROLE changes only later
+// logins), so the old task keeps answering until its successor, started with the new password,
+// replaces it.
 // The credentials come from the secret files, never from the environment or argv, so neither
 // `docker inspect` nor /proc/<pid>/cmdline shows them.
 import fs from 'node:fs';
@@ -73,6 +77,8 @@ async function connectReadWrite() {
       // verify-full: node checks the chain against our CA and the host name (or IP) against the subjectAltName.
       ssl: { ca: db.ca, rejectUnauthorized: true, host },
       connectionTimeoutMillis: db.connectionTimeoutMillis,
+      // A kept session whose server went silent fails the request instead of hanging it.
+      query_timeout: 5000,
       application_name: db.application_name,
     });
     client.on('error', () => {}); // a server that goes away mid-session surfaces in the next query
@@ -89,16 +95,35 @@ async function connectReadWrite() {
   throw new Error(`no server takes writes: ${why.join('; ')}`);
 }
 
-/** One verified TLS login to the server that takes writes, and a query; the error message never carries the password. */
-async function health() {
-  const { client, server } = await connectReadWrite();
-  try {
-    const r = await client.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
-    // Which server answered, where there is a choice (a multi-host DB_HOST).
-    return { status: 'ok', tls: r.rows[0]?.ssl === true, ...(db.servers.length > 1 && { server }) };
-  } finally {
-    await client.end().catch(() => {});
+/** The kept session (a promise, so that concurrent requests share one login). */
+let kept;
+
+/** The kept session while it works and its server takes writes; else a new login (connectReadWrite). */
+async function session() {
+  const mine = kept;
+  if (mine) {
+    const s = await mine.catch(() => undefined);
+    const standby = await s?.client.query('SELECT pg_is_in_recovery() AS standby').then(
+      (r) => r.rows[0].standby,
+      () => undefined, // gone (a restarted or stopped server): log in again
+    );
+    if (standby === false) return s;
+    if (kept === mine) kept = undefined;
+    s?.client.end().catch(() => {});
   }
+  const now = (kept ??= connectReadWrite());
+  return now.catch((e) => {
+    if (kept === now) kept = undefined;
+    throw e;
+  });
+}
+
+/** A query over a verified TLS session with the server that takes writes; the error message never carries the password. */
+async function health() {
+  const { client, server } = await session();
+  const r = await client.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+  // Which server answered, where there is a choice (a multi-host DB_HOST).
+  return { status: 'ok', tls: r.rows[0]?.ssl === true, ...(db.servers.length > 1 && { server }) };
 }
 
 const server = http.createServer(async (req, res) => {

@@ -83,11 +83,35 @@ const isRepoFile = (m: Json) => m.type === 'bind' && typeof m.source === 'string
 /** `../database/infra/config/pg_hba.conf` is the config `pg_hba_conf`. */
 export const configName = (source: string) => path.basename(source).replace(/[^A-Za-z0-9]/g, '_');
 
+/**
+ * The secrets a service holds under Compose but not in the stack, where a new version of a secret is
+ * a new task: api-db holds app_password only for db-psql, to which the swarm runtime hands the
+ * password with `docker exec -e PGPASSWORD` instead. So rotating the app's password updates the app,
+ * never the database.
+ */
+export const EXEC_ONLY_SECRETS: Readonly<Record<string, readonly string[]>> = { 'api-db': ['app_password'] };
+
+/** The process that holds the published port of a service updated start-first (publish.mjs says why), in the Node image. */
+export const PUBLISH_SCRIPT = './swarm/publish.mjs';
+const PUBLISH_IMAGE = '${NODE_IMAGE:-node:20-alpine}'; // as infra/docker-compose.yml builds the api on
+export const publisherName = (service: string) => `${service}-publish`;
+
+/** A long-running service without a volume or a host directory: updated start-first, its successor healthy before it stops. */
+const isStateless = (svc: Json, named: Set<string>) =>
+  svc.restart !== 'no' &&
+  !(svc.volumes ?? []).some((m: Json) => (m.type === 'volume' && named.has(m.source)) || (m.type === 'bind' && !isRepoFile(m)));
+/** The services whose published ports a publisher holds. */
+const published = (model: Json) => {
+  const named = new Set(Object.keys(model.volumes ?? {}));
+  return Object.entries<Json>(model.services ?? {}).filter(([, svc]) => svc.ports?.length && isStateless(svc, named));
+};
+
 /** The Swarm configs of a Compose model: name -> the file (relative to infra/, as Compose wrote it). */
 export function configsOf(model: Json): Map<string, string> {
   const out = new Map<string, string>();
   for (const svc of Object.values<Json>(model.services ?? {}))
     for (const m of svc.volumes ?? []) if (isRepoFile(m)) out.set(configName(m.source), m.source);
+  if (published(model).length) out.set(configName(PUBLISH_SCRIPT), PUBLISH_SCRIPT);
   return out;
 }
 
@@ -140,15 +164,18 @@ export function toStack(model: Json): Json {
     if (configs.length) out.configs = configs;
     if (svc.secrets) {
       // In memory (tmpfs), root's only: every reader runs as root (the images' entrypoints, docker exec).
-      out.secrets = svc.secrets.map((s: Json) => ({
-        source: s.source,
-        target: path.basename(s.target ?? s.source),
-        uid: '0',
-        gid: '0',
-        mode: 0o400,
-      }));
+      out.secrets = svc.secrets
+        .filter((s: Json) => !EXEC_ONLY_SECRETS[name]?.includes(s.source))
+        .map((s: Json) => ({
+          source: s.source,
+          target: path.basename(s.target ?? s.source),
+          uid: '0',
+          gid: '0',
+          mode: 0o400,
+        }));
     }
-    if (svc.ports) {
+    const publisher = svc.ports?.length && isStateless(svc, named);
+    if (svc.ports && !publisher) {
       // Swarm cannot bind one address: `host_ip` is refused by the stack schema of Docker 26.1, and
       // both modes listen on every interface. `host` mode (not the ingress mesh) publishes the port on
       // the one node that runs the task, never on every node of the swarm; pg_hba.conf admits TLS only.
@@ -179,6 +206,28 @@ export function toStack(model: Json): Json {
     deploy.labels = { [LABEL_SPEC]: required(SPEC_VAR) };
     out.deploy = deploy;
     services[name] = out;
+    if (publisher) {
+      // Its ports are held by a publisher in front of it: a host-mode port of its own would stop its
+      // start-first update (the successor waits for the port its predecessor holds, for ever), and the
+      // ingress mesh that would share the port needs IPVS, which some hosts (this one) lack.
+      const ports = svc.ports.map((p: Json) => ({ target: p.target, published: p.published, protocol: p.protocol ?? 'tcp', mode: 'host' }));
+      services[publisherName(name)] = {
+        image: PUBLISH_IMAGE,
+        command: ['node', '/usr/local/lib/publish.mjs', name, ...svc.ports.map((p: Json) => String(p.target))],
+        configs: [{ source: configName(PUBLISH_SCRIPT), target: '/usr/local/lib/publish.mjs', uid: '0', gid: '0', mode: 0o444 }],
+        ports,
+        deploy: {
+          endpoint_mode: 'dnsrr',
+          // As many as the service (0 while its profile is off), one per node: each holds the node's port.
+          ...(deploy.replicas !== undefined && { replicas: deploy.replicas }),
+          placement: { max_replicas_per_node: 1 },
+          restart_policy: { condition: 'any' },
+          // Its port cannot be held by two tasks: the old one stops first (it changes only with publish.mjs).
+          update_config: { order: 'stop-first' },
+          labels: deploy.labels,
+        },
+      };
+    }
   }
   const external = (names: string[], v: (n: string) => string) =>
     Object.fromEntries(names.sort().map((n) => [n, { external: true, name: required(v(n)) }]));
@@ -234,6 +283,11 @@ const HEADER = `# GENERATED from infra/docker-compose.yml by \`pnpm stack:genera
 #   idle pooled connections after 15 minutes).
 # - Published ports are in host mode and bind every interface of that node (Swarm cannot bind
 #   127.0.0.1): firewall them. pg_hba.conf admits TLS logins only.
+# - A stateless service (the api) is updated start-first: its successor is healthy before it stops.
+#   Its port is held by <name>-publish (infra/swarm/publish.mjs), which forwards each connection to
+#   a healthy task: a host-mode port of its own would stop the update for ever.
+# - api-db has no app_password: pnpm db:psql hands it to docker exec in the environment, so rotating
+#   the app's password updates the api only (the superuser's still restarts api-db).
 # - Modes are decimal: 256 is 0400, 292 is 0444, 365 is 0555.
 `;
 

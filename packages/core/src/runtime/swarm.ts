@@ -15,6 +15,7 @@ import { migrateArgs } from '../migrations/command.ts';
 import { composeEnv, DATA_VOLUME, DB_SERVICE, MIGRATE_SERVICE } from './compose.ts';
 import { loginTargets } from './target.ts';
 import { tlsFiles } from '../tls.ts';
+import { INPUTS_LABEL } from '../images.ts';
 import {
   composeModel,
   configsOf,
@@ -49,7 +50,13 @@ export const swarm = {
   // Detached: the tool waits for api-db itself. `--detach=false` fails the deploy while any service
   // is unstable, and the example api is until the roles it logs in as are provisioned (after this).
   deploy: (file: string, stack: string) => ['stack', 'deploy', '--resolve-image', 'never', '--detach=true', '--quiet', '-c', file, stack],
-  updateState: (service: string) => ['service', 'inspect', '--format', '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}', service],
+  updateState: (service: string) => [
+    'service',
+    'inspect',
+    '--format',
+    '{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{json .UpdateStatus.StartedAt}}{{end}}',
+    service,
+  ],
   config: (file: string) => ['stack', 'config', '-c', file],
   remove: (stack: string) => ['stack', 'rm', '--detach=false', stack],
   services: (stack: string) => ['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`],
@@ -91,6 +98,7 @@ export const swarm = {
   logs: (service: string, follow: boolean) => ['service', 'logs', ...(follow ? ['--follow'] : []), '--tail', '100', service],
   jobLogs: (service: string) => ['service', 'logs', '--raw', service],
   removeService: (service: string) => ['service', 'rm', service],
+  networks: (stack: string) => ['network', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`],
   volume: (stack: string) => [
     'volume',
     'ls',
@@ -100,8 +108,45 @@ export const swarm = {
     '--filter',
     `name=${stack}_${DATA_VOLUME}`,
   ],
-  imageExists: (image: string) => ['image', 'inspect', '--format', '{{.Id}}', image],
+  images: (repository: string) => ['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', '--filter', `reference=${repository}`],
 };
+
+/**
+ * The image `docker stack deploy` runs for a service Compose builds (the example api): tagged with
+ * the hash of what it is built from (every file of the build context, the build arguments, the base
+ * image's id), so that a change to packages/api is a new tag, which updates the service, and the
+ * same files are the same tag, which changes nothing. `inputs` goes on the image as a label, as the
+ * stand-ins carry theirs (images.ts).
+ */
+export async function builtImage(
+  ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>,
+  model: Json,
+  stack: string,
+  service: string,
+): Promise<{ tag: string; inputs: string; context: string; build: Json } | undefined> {
+  const build = model.services?.[service]?.build;
+  if (!build) return undefined;
+  const context = path.resolve(path.dirname(ctx.cfg.composeFile), build.context ?? '.');
+  const h = createHash('sha256');
+  const files = (await ctx.fs.readdir(context, { recursive: true, withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(context, path.join(e.parentPath ?? e.path, e.name)))
+    .sort();
+  for (const f of files)
+    h.update(f)
+      .update('\0')
+      .update(await ctx.fs.readFile(path.join(context, f)))
+      .update('\0');
+  const args: Record<string, string> = build.args ?? {};
+  h.update(JSON.stringify([build.dockerfile ?? 'Dockerfile', Object.entries(args).sort()]));
+  // The base image's id: a rebuilt NODE_IMAGE under the same name is a new input too.
+  for (const image of Object.values(args).filter((v) => typeof v === 'string' && v)) {
+    const r = await ctx.exec('docker', ['image', 'inspect', '--format', '{{.Id}}', image], { nothrow: true });
+    h.update(r.code === 0 ? r.stdout.trim() : '').update('\0');
+  }
+  const inputs = h.digest('hex');
+  return { tag: `${stack}-${service}:${inputs.slice(0, 12)}`, inputs, context, build };
+}
 
 /** `docker service create` arguments for a one-shot run of the stack's job template (its deployed spec), with these arguments. */
 export function jobArgs(spec: Json, name: string, stack: string, args: readonly string[]): string[] {
@@ -157,6 +202,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
   /** The secrets and configs the stack needs now, each named after a keyed hash of its content. */
   async function wanted(): Promise<{ objects: Versioned[]; env: Record<string, string> }> {
     const { model } = await composeModel(ctx, baseEnv);
+    const app = await ensureAppImage(model);
     // Keyed by the server's private key: a name tells nothing about a password, even a guessable one.
     const key = await ctx.fs.readFile(tlsFiles(cfg.sslDir).serverKey).catch(() => {
       throw new UserError(`no TLS key in ${cfg.sslDir}`, 'create the certificates: pnpm db:secure');
@@ -171,7 +217,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       ...[...configsOf(model)].map(([name, f]) => ({ kind: 'config' as const, name, file: path.resolve(infra, f) })),
     ];
     const objects: Versioned[] = [];
-    const env: Record<string, string> = { ...baseEnv, [STACK_VAR]: stack, [imageVar(APP_SERVICE)]: `${stack}-${APP_SERVICE}` };
+    const env: Record<string, string> = { ...baseEnv, [STACK_VAR]: stack, [imageVar(APP_SERVICE)]: app ?? `${stack}-${APP_SERVICE}` };
     for (const o of list) {
       const content = await ctx.fs.readFile(o.file).catch(() => {
         throw new UserError(
@@ -185,6 +231,36 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       env[o.kind === 'secret' ? secretVar(o.name) : configVar(o.name)] = swarmName;
     }
     return { objects, env };
+  }
+
+  /**
+   * Stack deploy ignores `build`: the example service's image is built here, as Compose would build
+   * it, when no image records its current inputs (builtImage). Returns its tag.
+   */
+  async function ensureAppImage(model: Json): Promise<string | undefined> {
+    const want = await builtImage(ctx, model, stack, APP_SERVICE);
+    if (!want) return undefined;
+    const have = await ask(['image', 'inspect', '--format', `{{index .Config.Labels "${INPUTS_LABEL}"}}`, want.tag]);
+    if (have.code === 0 && have.stdout.trim() === want.inputs) return want.tag;
+    log.step(`building the ${APP_SERVICE} image ${want.tag}`);
+    const args = Object.entries<string>(want.build.args ?? {}).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]);
+    await docker(
+      [
+        'build',
+        '--quiet',
+        '--label',
+        `${INPUTS_LABEL}=${want.inputs}`,
+        ...args,
+        '--file',
+        path.resolve(want.context, want.build.dockerfile ?? 'Dockerfile'),
+        '--tag',
+        want.tag,
+        want.context,
+      ],
+      { message: `could not build the ${APP_SERVICE} image from ${path.relative(cfg.root, want.context) || want.context}` },
+      { ...baseEnv, DOCKER_BUILDKIT: '0' }, // the classic builder, as images.ts: no buildx plugin is needed
+    );
+    return want.tag;
   }
 
   /** Creates the versions that do not exist yet; contents go in on stdin. */
@@ -258,18 +334,37 @@ export function swarmRuntime(ctx: Ctx): Runtime {
           failure: { message: `docker stack deploy of ${stack} failed`, hint: `see: pnpm db:logs, and docker stack ps ${stack}` },
         });
       }
-      if (!same && now[DB_SERVICE]) {
-        // An update of api-db (stop-first): the healthy container to talk to is its successor's.
-        await waitFor(
-          ctx,
-          `updating ${DB_SERVICE}`,
-          cfg.upTimeoutMs + 60_000,
-          async () => !['updating', 'rollback_started'].includes((await ask(swarm.updateState(svc(DB_SERVICE)))).stdout.trim()),
-          () => `the update of ${svc(DB_SERVICE)} did not finish; see: docker service ps ${svc(DB_SERVICE)}`,
-          500,
-        );
+      if (!same) {
+        // The updates it started: api-db's (stop-first: the healthy container to talk to is its
+        // successor's), the api's (start-first: its successor healthy, then the old task stopped).
+        for (const name of Object.keys(now).filter((n) => now[n].Spec.Mode?.Replicated)) {
+          // An update this deploy started has a new start time (a label alone starts none).
+          const before = JSON.stringify(now[name].UpdateStatus?.StartedAt ?? null);
+          let state = '';
+          let started = '';
+          await waitFor(
+            ctx,
+            `updating ${name}`,
+            cfg.upTimeoutMs + 60_000,
+            async () => {
+              [state = '', started = ''] = (await ask(swarm.updateState(svc(name)))).stdout.trim().split('|');
+              return !['updating', 'rollback_started'].includes(state);
+            },
+            () => `the update of ${svc(name)} did not finish; see: docker service ps ${svc(name)}`,
+            500,
+          );
+          if (started !== before && ['paused', 'rollback_paused', 'rollback_completed'].includes(state))
+            throw new UserError(
+              `the update of ${svc(name)} stopped (${state.replace('_', ' ')}): its new task did not become healthy`,
+              `see: docker service ps --no-trunc ${svc(name)}, and pnpm db:logs`,
+            );
+        }
       }
       await pruneObjects(objects);
+      // The api's images of older inputs; one a container still uses is refused, and removed by a later run.
+      const appImage = env[imageVar(APP_SERVICE)];
+      for (const ref of (await ask(swarm.images(`${stack}-${APP_SERVICE}`))).stdout.split('\n'))
+        if (ref && ref !== appImage) await ask(['image', 'rm', ref]);
       return { changed: !same };
     })().catch((e: unknown) => {
       converged = undefined;
@@ -296,6 +391,22 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       500,
     );
     return id;
+  }
+
+  /**
+   * `docker stack rm`, then waits for its network to go: the engine removes it after the command
+   * returns, and a deploy meanwhile fails ("network <stack>_default not found").
+   */
+  async function removeStack(): Promise<void> {
+    await ask(swarm.remove(stack)); // not deployed: nothing to remove, not an error
+    await waitFor(
+      ctx,
+      `removing stack ${stack}`,
+      60_000,
+      async () => !(await ask(swarm.networks(stack))).stdout.trim(),
+      () => `the network of stack ${stack} is still there; see: docker network ls --filter label=com.docker.stack.namespace=${stack}`,
+      250,
+    );
   }
 
   const admin = async (): Promise<Admin> => ({
@@ -400,18 +511,6 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       await swarmNode();
       log.step(`deploying stack ${stack} on Docker Swarm (${DB_SERVICE} on port ${cfg.port}, every interface of this node)`);
       await pinData();
-      // Stack deploy ignores `build`: the example service's image is built as Compose builds it, when missing.
-      const appImage = `${stack}-${APP_SERVICE}`;
-      if ((await ask(swarm.imageExists(appImage))).code !== 0) {
-        await docker(
-          ['compose', '-f', cfg.composeFile, '--profile', 'app', 'build', APP_SERVICE],
-          { message: `could not build the ${APP_SERVICE} image` },
-          {
-            ...baseEnv,
-            COMPOSE_PROJECT_NAME: stack,
-          },
-        );
-      }
       await converge();
       await ready();
       const s = await secrets();
@@ -447,7 +546,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     },
     async down() {
       const was = await running();
-      await ask(swarm.remove(stack)); // not deployed: nothing to remove, not an error
+      await removeStack();
       return { wasRunning: was };
     },
     async logs(follow) {
@@ -461,15 +560,19 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     },
     async psql(args, io) {
       const id = await ready();
+      // api-db holds no app_password on Swarm (EXEC_ONLY_SECRETS): `-e PGPASSWORD` without a value
+      // makes the docker CLI take it from its own environment, so argv names only the variable.
+      const { app } = await secrets();
       return (
-        await exec('docker', ['exec', '-i', ...(io.stdinIsTty ? ['-t'] : []), id, '/usr/local/bin/db-psql', ...args], {
+        await exec('docker', ['exec', '-i', ...(io.stdinIsTty ? ['-t'] : []), '-e', 'PGPASSWORD', id, '/usr/local/bin/db-psql', ...args], {
           interactive: true,
           nothrow: true,
+          env: { PGPASSWORD: app.password },
         })
       ).code;
     },
     async destroy() {
-      await ask(swarm.remove(stack));
+      await removeStack();
       // The volume is freed once the task's container is gone.
       const volume = `${stack}_${DATA_VOLUME}`;
       await waitFor(
