@@ -1,5 +1,14 @@
 import * as assert from 'uvu/assert';
+import fs from 'node:fs/promises';
 import type { CliResult } from './project.ts';
+
+/** `file` does not exist: `what` names it in the failure. */
+export async function assertAbsent(file: string, what: string): Promise<void> {
+  await fs.stat(file).then(
+    () => assert.unreachable(what),
+    () => undefined,
+  );
+}
 
 /** What a clear failure shows besides its error line. */
 export interface ClearFailure {
