@@ -8,6 +8,7 @@ import path from 'node:path';
 import { ROOT, cli, makeProject, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import { backupDirState, ownerQuery, suQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
+import { rejection } from './setup/assert.ts';
 import { testCtx } from './setup/ctx.ts';
 import { fetchWheel } from '@dbkit/core/images';
 import { findClientTools, nativeToolRunner } from '@dbkit/core/runtime/tools';
@@ -246,46 +247,33 @@ tools('with only client tools newer than pg-deploy knows (18), it refuses before
 tools.run();
 
 // ---------------------------------------------------------------------------------------------
-// Which program a failure names: the one the task runs (db:replica runs pg_basebackup, not pg_dump).
-// Only the fake tools are reachable: PATH is an empty folder, and the install roots name only theirs.
+// A failure names the program the task runs (db:replica's pg_basebackup, not pg_dump). PATH is the
+// suite's folder (only folders in it) and the install roots name only the fake tools', so nothing else is found.
 
-const names = suite<{ tmp?: string; empty?: string }>('a missing or too old client program is named as the task needs it');
+const names = suite<{ tmp?: string }>('a missing or too old client program is named as the task needs it');
 
 setUp(names, async (ctx) => {
   ctx.tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-names-'));
-  ctx.empty = path.join(ctx.tmp, 'empty');
-  await fs.mkdir(ctx.empty);
 });
 
 names.after(async (ctx) => {
   if (ctx.tmp) await fs.rm(ctx.tmp, { recursive: true, force: true });
 });
 
-/** The error `p` rejects with, as the CLI prints it (message, hint); fails the test if `p` resolves. */
-async function failure(p: Promise<unknown>, what: string): Promise<{ message: string; hint: string }> {
-  const e = await p.then(
-    () => undefined,
-    (e: Error & { hint?: string }) => e,
-  );
-  assert.ok(e, what);
-  return { message: e!.message, hint: e!.hint ?? '' };
-}
-
-/** findClientTools' failure for a PostgreSQL 16 server, with an empty PATH and `roots` to search. */
-const findFails = (empty: string, roots: string[], program?: string) =>
-  failure(findClientTools(testCtx({ PATH: empty }), 16, roots, program), 'it found tools');
+/** findClientTools' failure for a PostgreSQL 16 server, with `tmp` for PATH and `roots` to search. */
+const findFails = (tmp: string, roots: string[], program?: string) =>
+  rejection(findClientTools(testCtx({ PATH: tmp }), 16, roots, program), 'it found tools');
 
 names('with no client tools at all, pg_basebackup is the one missing, and postgresql-client-16 the fix', async (ctx) => {
-  const e = await findFails(ctx.empty!, [], 'pg_basebackup');
+  const e = await findFails(ctx.tmp!, [], 'pg_basebackup');
   assert.match(e.message, /^no pg_basebackup found for the PostgreSQL 16 server \(looked in PG_BIN_DIR, /);
   assert.match(e.hint, /^install postgresql-client-16 /);
-  // pg_dump's own search says pg_dump, as before.
-  assert.match((await findFails(ctx.empty!, [])).message, /^no pg_dump found for the PostgreSQL 16 server /);
+  assert.match((await findFails(ctx.tmp!, [])).message, /^no pg_dump found for the PostgreSQL 16 server /);
 });
 
 names('with only 15 installed, pg_basebackup 15 is named as too old for the 16 server', async (ctx) => {
   const dir = await fakeTools(ctx.tmp!, 15, [...TOOLS, 'pg_basebackup']);
-  const e = await findFails(ctx.empty!, [path.join(ctx.tmp!, 'fake*')], 'pg_basebackup');
+  const e = await findFails(ctx.tmp!, [path.join(ctx.tmp!, 'fake*')], 'pg_basebackup');
   assert.is(e.message, 'pg_basebackup 15 cannot work with a PostgreSQL 16 server: install postgresql-client-16, or set PG_BIN_DIR');
   assert.match(
     e.hint,
@@ -297,16 +285,15 @@ names("the native runtime's clientBin('pg_basebackup') names pg_basebackup, neve
   // A server of a major no installed client has (99): whatever this machine has installed is too old.
   const login = { user: 'u', password: 'p' };
   const runner = nativeToolRunner(
-    testCtx({ PATH: ctx.empty! }),
+    testCtx({ PATH: ctx.tmp! }),
     ctx.tmp!,
     async () => ({ database: 'd', admin: login, migrator: login, app: login }),
     async () => ({ query: async () => [['990000']] }),
   );
-  const f = await failure(runner.clientBin('pg_basebackup'), 'it found a pg_basebackup for PostgreSQL 99');
-  const e = `${f.message}\n${f.hint}`;
-  assert.match(e, /^(no pg_basebackup found|pg_basebackup \d+ cannot work with) .*PostgreSQL 99 server/);
-  assert.match(e, /postgresql-client-99/);
-  assert.not.match(e, /pg_dump/);
+  const { message, hint } = await rejection(runner.clientBin('pg_basebackup'), 'it found a pg_basebackup for PostgreSQL 99');
+  assert.match(message, /^(no pg_basebackup found|pg_basebackup \d+ cannot work with) .*PostgreSQL 99 server/);
+  assert.match(hint, /postgresql-client-99/);
+  assert.not.match(`${message}\n${hint}`, /pg_dump/);
 });
 
 names.run();

@@ -10,6 +10,16 @@ export async function assertAbsent(file: string, what: string): Promise<void> {
   );
 }
 
+/** The error `p` rejects with, as the CLI prints it (message, hint); fails the test if `p` resolves. */
+export async function rejection(p: Promise<unknown>, what: string): Promise<{ message: string; hint: string }> {
+  const e = await p.then(
+    () => undefined,
+    (e: Error & { hint?: string }) => e,
+  );
+  assert.ok(e, what);
+  return { message: e!.message, hint: e!.hint ?? '' };
+}
+
 /** What a clear failure shows besides its error line. */
 export interface ClearFailure {
   /** What the hint line (the first, if there are several) matches. */
