@@ -8,6 +8,7 @@ import { backupProject, fillShop, ownerQuery, suQuery } from './setup/backup.ts'
 import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 import { appTarget, cli, ok, removeProject, run, ROOT, startProject, type Project } from './setup/project.ts';
+import { until } from './setup/engine.ts';
 import os from 'node:os';
 import { checkArchive, parseSegment, parseTime, segmentName } from '@dbkit/core/backup/wal';
 
@@ -112,6 +113,55 @@ pitr('db:backup --physical writes a tar base backup with both manifests, private
   failsClearly(await cli(['db:restore', '--yes'], p.env), /no backup in/);
 });
 
+/** db:doctor's WAL archiving check, and its exit code. */
+async function archivingCheck(p: Project): Promise<{ code: number; status: string; detail: string }> {
+  const r = await cli(['db:doctor', '--json'], p.env);
+  const c = (JSON.parse(r.stdout).checks as { name: string; status: string; detail: string }[]).find((x) => x.name === 'WAL archiving');
+  assert.ok(c, r.stdout);
+  return { code: r.code, status: c.status, detail: c.detail };
+}
+
+pitr(
+  'armed, a missing archive folder stops archiving loudly: the segment stays in pg_wal, db:doctor fails; back, it is archived',
+  async (ctx) => {
+    const p = ctx.p!;
+    const data = await fs.realpath(nativePaths(p.nativeDir).data);
+    assert.ok(await fs.stat(path.join(data, 'pg-deploy.wal-armed')), 'db:backup --physical armed the cluster');
+    const base = path.join(p.env.DB_BACKUP_DIR, ctx.base!, 'base.tar');
+    assert.match((await run('tar', ['-tf', base], {})).stdout, /^(\.\/)?pg-deploy\.wal-armed$/m, 'and the base backup holds the mark');
+    const healthy = await archivingCheck(p);
+    assert.is(healthy.status, 'ok', healthy.detail);
+    assert.match(healthy.detail, /^armed, into .*; newest archived segment [0-9A-F]{24}, \d+ min old/);
+
+    const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
+    const failures = async () => Number((await suQuery(p, 'SELECT failed_count::int AS n FROM pg_stat_archiver'))[0].n);
+    const before = await failures();
+    await fs.rename(dir, `${dir}.unmounted`);
+    try {
+      await writeSegments(p, 1);
+      await until('the archiver to fail', 30_000, async () => (await failures()) > before);
+      const wal = String((await suQuery(p, 'SELECT last_failed_wal AS wal FROM pg_stat_archiver'))[0].wal);
+      const inPgWal = (await suQuery(p, 'SELECT name FROM pg_ls_waldir()')).map((r) => r.name);
+      assert.ok(inPgWal.includes(wal), `${wal} is kept in pg_wal`);
+      assert.not.ok(await fs.stat(dir).catch(() => undefined), 'the script made no folder in its place');
+      assert.match(
+        await fs.readFile(nativePaths(p.nativeDir).log, 'utf8'),
+        /wal-archive: the archive folder .* is missing, but this cluster's archive is armed/,
+      );
+      const failing = await archivingCheck(p);
+      assert.is(failing.status, 'fail', failing.detail);
+      assert.match(failing.detail, new RegExp(`^archiving fails: ${wal} failed .* wait in pg_wal, which grows`));
+      assert.is(failing.code, 1, 'db:doctor exits non-zero');
+    } finally {
+      await fs.rename(`${dir}.unmounted`, dir);
+    }
+    const wal = String((await suQuery(p, 'SELECT last_failed_wal AS wal FROM pg_stat_archiver'))[0].wal);
+    await writeSegments(p, 1); // a new segment wakes the archiver, which retries the kept one first
+    await until(`${wal} to reach the archive`, 30_000, async () => (await archived(p)).includes(wal));
+    assert.is((await archivingCheck(p)).status, 'ok');
+  },
+);
+
 pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time between', async (ctx) => {
   const p = ctx.p!;
   ctx.before = await orderLines(p);
@@ -193,6 +243,9 @@ pitr.run();
 const script = suite('wal-archive.sh copies a segment atomically and never overwrites one');
 const SCRIPT = path.join(ROOT, 'database/infra/scripts/wal-archive.sh');
 
+/** The script as PostgreSQL runs it: in the data directory (`data`). */
+const archiveRun = (data: string, archive: string, seg: string, name: string) => run('sh', [SCRIPT, archive, seg, name], {}, { cwd: data });
+
 script('it keeps nothing until the archive folder exists, then copies; the same bytes again succeed, other bytes fail', async () => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-walarchive-'));
   try {
@@ -200,18 +253,45 @@ script('it keeps nothing until the archive folder exists, then copies; the same 
     await fs.writeFile(seg, 'one');
     const archive = path.join(dir, 'archive');
     const name = '000000010000000000000003';
-    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'not armed: success, nothing kept');
+    const run = (a: string, s: string, n: string) => archiveRun(dir, a, s, n); // a data directory without the armed file
+    assert.is((await run(archive, seg, name)).code, 0, 'not armed: success, nothing kept');
     assert.not.ok(await fs.stat(archive).catch(() => undefined));
     await fs.mkdir(archive);
-    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0);
+    assert.is((await run(archive, seg, name)).code, 0);
     assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one');
-    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'a retry with the same bytes');
+    assert.is((await run(archive, seg, name)).code, 0, 'a retry with the same bytes');
     await fs.writeFile(seg, 'two');
-    const r = await run('sh', [SCRIPT, archive, seg, name], {});
+    const r = await run(archive, seg, name);
     assert.is(r.code, 1);
     assert.match(r.stderr, /refusing to overwrite/);
     assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one', 'the archived segment is untouched');
     assert.equal(await fs.readdir(archive), [name], 'no temporary file left');
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+script('once armed (its file in the data directory), a missing archive folder fails and keeps the segment, saying why', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-walarchive-'));
+  try {
+    const data = path.join(dir, 'data');
+    await fs.mkdir(data);
+    await fs.writeFile(path.join(data, 'pg-deploy.wal-armed'), 'armed\n');
+    const seg = path.join(data, 'seg');
+    await fs.writeFile(seg, 'one');
+    const archive = path.join(dir, 'unmounted', 'wal');
+    const name = '000000010000000000000004';
+    const r = await archiveRun(data, archive, seg, name);
+    assert.is(r.code, 1, 'a failure: PostgreSQL keeps the segment and retries');
+    assert.match(r.stderr, /^wal-archive: the archive folder .*unmounted\/wal is missing, but this cluster's archive is armed/);
+    assert.match(r.stderr, /000000010000000000000004 is kept in pg_wal and retried/);
+    assert.is(r.stderr.trim().split('\n').length, 1, 'one line in the server log');
+    assert.is(await fs.readFile(seg, 'utf8'), 'one', 'the segment is untouched');
+    assert.not.ok(await fs.stat(path.join(dir, 'unmounted')).catch(() => undefined), 'nothing made in its place');
+    // The folder back (mounted again): the retry archives it.
+    await fs.mkdir(archive, { recursive: true });
+    assert.is((await archiveRun(data, archive, seg, name)).code, 0);
+    assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one');
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

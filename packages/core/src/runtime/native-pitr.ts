@@ -3,6 +3,7 @@ import type { Ctx } from '../context.ts';
 import type { DataSwap, Pitr } from '../backup/pitr-runtime.ts';
 import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
 import { nativeArchive } from '../backup/wal-native.ts';
+import { ARMED_FILE } from '../backup/wal.ts';
 import type { NativeHome, NativePaths } from './native-home.ts';
 import type { nativeServer } from './native-server.ts';
 
@@ -48,6 +49,10 @@ export function nativePitr(ctx: Ctx, home: NativeHome, server: ReturnType<typeof
             `\n# pg-deploy db:restore (point-in-time recovery)\n${settings.join('\n')}\n`,
           );
           await fs.writeFile(path.join(data, 'recovery.signal'), '');
+          // Recovered from the archive, it archives into it: armed, even from a base backup taken before the file existed.
+          const armed = path.join(data, ARMED_FILE);
+          if (!(await fs.stat(armed).catch(() => undefined)))
+            await fs.writeFile(armed, 'armed by a point-in-time recovery\n', { mode: 0o600 });
           await ownTree(data);
           await fs.chmod(data, 0o700);
         },
