@@ -77,6 +77,8 @@ export const DOCKER_PITR_SCRIPTS = {
     'chown -R postgres:postgres -- "$d"',
     'chmod 700 -- "$d"',
   ].join('\n'),
+  /** ASIDE: prints `yes` if it exists. */
+  has: ['set -eu', 'if [ -d "$1" ]; then echo yes; fi'].join('\n'),
   /** ASIDE: removes it. */
   drop: ['set -eu', 'rm -rf -- "$1"'].join('\n'),
   /** DATA ASIDE had|none: removes DATA, and puts ASIDE back in its place if there was data. */
@@ -146,8 +148,8 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
 
   return {
     archive,
-    swap(): DataSwap {
-      const aside = `${DATA_DIR}.before-pitr-${process.pid}`;
+    swap(pid = process.pid): DataSwap {
+      const aside = `${DATA_DIR}.before-pitr-${pid}`;
       let since = '';
       let restarts = 0;
       const containerId = async () => (await ask(compose.psAll(file))).stdout.trim().split('\n')[0] ?? '';
@@ -191,6 +193,7 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
         async dropAside() {
           await inDb('drop', [aside]);
         },
+        hasAside: async () => (await inDb('has', [aside])).includes('yes'),
         async putBack(hadData) {
           await stop().catch(() => {}); // the recovery's own error is the one to report; `back` fails too if it still runs
           await inDb('back', [DATA_DIR, aside, hadData ? 'had' : 'none'], { oneOff: true });

@@ -12,10 +12,10 @@ export function nativePitr(ctx: Ctx, home: NativeHome, server: ReturnType<typeof
   const { fs } = ctx;
   return {
     archive: nativeArchive(ctx, home).archive,
-    swap(): DataSwap {
+    swap(pid = process.pid): DataSwap {
       let s: NativePaths | undefined;
       const paths = async () => (s ??= await home.sp());
-      const aside = async () => path.join((await paths()).dir, `data.before-pitr-${process.pid}`);
+      const aside = async () => path.join((await paths()).dir, `data.before-pitr-${pid}`);
       let logFrom = 0;
       let startedAt = 0;
       /** Makes `dir` the server user's, all of it (tar as root keeps the archive's owners). */
@@ -65,6 +65,11 @@ export function nativePitr(ctx: Ctx, home: NativeHome, server: ReturnType<typeof
         log: async () => (await fs.readFile(home.p.log).catch(() => Buffer.alloc(0))).subarray(logFrom).toString('utf8'),
         logHint: `see ${home.p.log}`,
         dropAside: async () => fs.rm(await aside(), { recursive: true, force: true }),
+        hasAside: async () =>
+          fs.stat(await aside()).then(
+            () => true,
+            () => false,
+          ),
         async putBack(hadData) {
           if (await server.running()) await server.stop().catch(() => {}); // the recovery's own error is the one to report
           const { data } = await paths();
