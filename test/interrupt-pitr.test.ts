@@ -43,23 +43,29 @@ async function aside(p: Project): Promise<string[]> {
 }
 
 const said = (stderr: string, re: RegExp) => stderr.split('\n').filter((l) => re.test(l));
+
+/** The restore killed once it prints `line`, with the old data left aside; then `next`, which must succeed: its one line about the repair. */
+async function killThen(p: Project, args: string[], line: RegExp, next: string[]): Promise<string> {
+  const r = await killAt(args, p.env, { line, afterMs: 0, label: `at ${line}` });
+  assert.ok(r.killed, `killed before it finished: ${r.stderr}`);
+  assert.is((await aside(p)).length, 1, 'the old data waits aside');
+  const n = await cli(next, p.env);
+  assert.is(n.code, 0, n.stderr);
+  const lines = said(n.stderr, /interrupted db:restore/);
+  assert.is(lines.length, 1, n.stderr);
+  assert.equal(await aside(p), [], 'nothing left aside');
+  return lines[0];
+}
 const restoreArgs = (ctx: Ctx) => ['db:restore', '--to-lsn', ctx.lsn!, '--yes', '--no-backup'];
 
 s('killed while WAL replays: db:up puts the old data directory back, in one line', async (ctx) => {
   const p = ctx.p!;
   const id = await dataId(p);
-  const r = await killAt(restoreArgs(ctx), p.env, { line: /replaying \d+ archived WAL segment/, afterMs: 0, label: 'at "replaying"' });
-  assert.ok(r.killed, `killed before it finished: ${r.stderr}`);
-  assert.is((await aside(p)).length, 1, 'the old data waits aside');
-  const up = await cli(['db:up'], p.env);
-  assert.is(up.code, 0, up.stderr);
-  const lines = said(up.stderr, /interrupted db:restore/);
-  assert.is(lines.length, 1, up.stderr);
+  const line = await killThen(p, restoreArgs(ctx), /replaying \d+ archived WAL segment/, ['db:up']);
   assert.match(
-    lines[0],
+    line,
     /rolled back an interrupted db:restore to .* \(pid \d+, from app-.*-physical\): its recovery had not completed; the data directory is back/,
   );
-  assert.equal(await aside(p), [], 'nothing left aside');
   assert.is(await dataId(p), id, 'the same data directory as before the restore');
   assert.is(await countNotes(p, 'after the lsn'), 1, 'with what was written after the target');
   const again = await cli(['db:up'], p.env);
@@ -68,13 +74,10 @@ s('killed while WAL replays: db:up puts the old data directory back, in one line
 
 s('killed while it restores the base backup: the next db:restore rolls it back in one line, then recovers', async (ctx) => {
   const p = ctx.p!;
-  const r = await killAt(restoreArgs(ctx), p.env, { line: /restoring the base backup/, afterMs: 0, label: 'at "restoring"' });
-  assert.ok(r.killed, `killed before it finished: ${r.stderr}`);
-  assert.is((await aside(p)).length, 1, 'the old data waits aside');
-  const next = await cli([...restoreArgs(ctx), '--json'], p.env);
-  assert.is(next.code, 0, next.stderr);
-  assert.is(said(next.stderr, /rolled back an interrupted db:restore/).length, 1, next.stderr);
-  assert.equal(await aside(p), []);
+  assert.match(
+    await killThen(p, restoreArgs(ctx), /restoring the base backup/, restoreArgs(ctx)),
+    /^.*rolled back an interrupted db:restore/,
+  );
   assert.is(await countNotes(p, 'before the lsn'), 1);
   assert.is(await countNotes(p, 'after the lsn'), 0, 'recovered to the target');
   await ownerQuery(p, `INSERT INTO notes (body) VALUES ('after the lsn')`); // as the next test expects it
@@ -83,18 +86,10 @@ s('killed while it restores the base backup: the next db:restore rolls it back i
 s('killed once the recovery completed (while it provisions): db:up finishes it, keeping the recovered data, in one line', async (ctx) => {
   const p = ctx.p!;
   const id = await dataId(p);
-  const r = await killAt(restoreArgs(ctx), p.env, { line: /provisioning and checking the logins/, afterMs: 0, label: 'at "provisioning"' });
-  assert.ok(r.killed, `killed before it finished: ${r.stderr}`);
-  assert.is((await aside(p)).length, 1, 'the old data waits aside');
-  const up = await cli(['db:up'], p.env);
-  assert.is(up.code, 0, up.stderr);
-  const lines = said(up.stderr, /interrupted db:restore/);
-  assert.is(lines.length, 1, up.stderr);
   assert.match(
-    lines[0],
+    await killThen(p, restoreArgs(ctx), /provisioning and checking the logins/, ['db:up']),
     /finished an interrupted db:restore .*: its recovery had completed; the old data directory it had set aside is removed/,
   );
-  assert.equal(await aside(p), []);
   assert.is.not(await dataId(p), id, 'the recovered data directory stays');
   assert.is(await countNotes(p, 'after the lsn'), 0, 'as recovered to the target');
   assert.is(await countNotes(p, 'before the lsn'), 1);

@@ -2,13 +2,13 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { backupProject, fillShop, ownerQuery, suQuery } from './setup/backup.ts';
 import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
-import { appTarget, cli, ok, removeProject, run, ROOT, startProject, type Project } from './setup/project.ts';
+import { cli, ok, removeProject, run, ROOT, startProject, type Project } from './setup/project.ts';
 import { until } from './setup/engine.ts';
+import { countNotes, dataId, insertThenDelete, pause, physicalBackup, tableDigest, writeSegments } from './setup/pitr.ts';
 import os from 'node:os';
 import { checkArchive, parseSegment, parseTime, segmentName } from '@dbkit/core/backup/wal';
 
@@ -22,38 +22,10 @@ interface Ctx {
   before?: string;
 }
 
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** What was committed before t1, as the application sees it over verified TLS: every order line, summed. */
-async function orderLines(p: Project): Promise<string> {
-  return withClient(await appTarget(p), async (c) => {
-    const r = await c.query(`SELECT count(*) || ':' || md5(string_agg(x::text, '|' ORDER BY x::text)) AS s FROM order_lines x`);
-    return String(r.rows[0].s);
-  });
-}
-
-const t1Rows = async (p: Project, tag: string) =>
-  Number((await ownerQuery(p, 'SELECT count(*)::int AS n FROM notes WHERE body = $1', [tag]))[0].n);
-
 /** Segments in the WAL archive (the folder DB_WAL_ARCHIVE_DIR names, or links to). */
 async function archived(p: Project): Promise<string[]> {
   const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
   return (await fs.readdir(dir)).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
-}
-
-/** An identity of the data directory: replaced, it changes. */
-async function dataId(p: Project): Promise<string> {
-  const data = await fs.realpath(nativePaths(p.nativeDir).data);
-  const st = await fs.stat(path.join(data, 'PG_VERSION'));
-  return `${data}:${st.ino}`;
-}
-
-/** A few finished segments with writes in them. */
-async function writeSegments(p: Project, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) {
-    await ownerQuery(p, `INSERT INTO notes (body) SELECT 'filler' FROM generate_series(1, 100)`);
-    await suQuery(p, 'SELECT pg_switch_wal()');
-  }
 }
 
 const pitr = suite<Ctx>('point-in-time recovery replays the WAL archive onto a base backup');
@@ -91,15 +63,9 @@ pitr('db:backup --physical writes a tar base backup with both manifests, private
   const r = await ok(['db:backup', '--physical', '--json'], p.env);
   const out = JSON.parse(r.stdout);
   ctx.base = out.name;
-  assert.match(out.name, /^app-\d{8}T\d{6}Z-physical$/);
   assert.match(out.startLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
   const dir = out.backup as string;
-  assert.is((await fs.stat(dir)).mode & 0o777, 0o700);
-  for (const f of ['base.tar', 'pg_wal.tar', 'backup_manifest', 'manifest.json'])
-    assert.is((await fs.stat(path.join(dir, f))).mode & 0o777, 0o600, f);
-  const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
-  assert.is(m.kind, 'physical');
-  assert.is(m.timeline, 1);
+  assert.is((await physicalBackup(out)).runtime, 'native');
   assert.ok(
     JSON.parse(await fs.readFile(path.join(dir, 'backup_manifest'), 'utf8')).Files.some(
       (f: { Checksum?: string; 'Checksum-Algorithm'?: string }) => f['Checksum-Algorithm'] === 'SHA256',
@@ -164,16 +130,7 @@ pitr(
 
 pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time between', async (ctx) => {
   const p = ctx.p!;
-  ctx.before = await orderLines(p);
-  await pause(1100);
-  await ownerQuery(p, `INSERT INTO notes (body) SELECT 'inserted at t1' FROM generate_series(1, 5)`); // t1
-  await pause(1100);
-  ctx.target = String((await suQuery(p, `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS t`))[0].t);
-  await pause(1100);
-  await ownerQuery(p, `DELETE FROM notes WHERE body = 'inserted at t1'`); // t2, and a bad DELETE beside it
-  await ownerQuery(p, `DELETE FROM order_lines`);
-  await writeSegments(p, 3);
-  assert.is(await t1Rows(p, 'inserted at t1'), 0);
+  ({ before: ctx.before, target: ctx.target } = await insertThenDelete(p, 'order_lines'));
 
   // A segment missing from the middle of the archive: refused, with nothing touched.
   const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
@@ -185,7 +142,7 @@ pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time b
   const refused = await cli(['db:restore', '--to-time', ctx.target, '--yes'], p.env);
   failsClearly(refused, new RegExp(`missing segment ${gone}`));
   assert.is(await dataId(p), id, 'the data directory is the same');
-  assert.is(await t1Rows(p, 'inserted at t1'), 0, 'the server still runs, with its data as it was');
+  assert.is(await countNotes(p, 'inserted at t1'), 0, 'the server still runs, with its data as it was');
   assert.equal(
     (await fs.readdir(path.dirname(await fs.realpath(nativePaths(p.nativeDir).data)))).filter((n) => n.startsWith('data.')),
     [],
@@ -200,8 +157,8 @@ pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time b
   assert.is(out.base, ctx.base);
   assert.match(out.stopped, /recovery stopping before commit/);
   assert.is(out.timeline, 2);
-  assert.is(await t1Rows(p, 'inserted at t1'), 5, 'the rows of t1 are back');
-  assert.is(await orderLines(p), ctx.before, 'everything committed before t1 is there');
+  assert.is(await countNotes(p, 'inserted at t1'), 5, 'the rows of t1 are back');
+  assert.is(await tableDigest(p, 'order_lines'), ctx.before, 'everything committed before t1 is there');
   assert.not.equal(await dataId(p), id, 'the data directory was replaced');
   assert.equal(
     (await fs.readdir(path.dirname(await fs.realpath(nativePaths(p.nativeDir).data)))).filter((n) => n.startsWith('data.')),
@@ -221,8 +178,8 @@ pitr('--to-lsn stops at a WAL location, on the new timeline, from a base backup 
   await ownerQuery(p, `INSERT INTO notes (body) VALUES ('after the lsn')`);
   const r = await ok(['db:restore', '--to-lsn', lsn, '--yes', '--json'], p.env);
   assert.is(JSON.parse(r.stdout).timeline, 3);
-  assert.is(await t1Rows(p, 'before the lsn'), 1);
-  assert.is(await t1Rows(p, 'after the lsn'), 0);
+  assert.is(await countNotes(p, 'before the lsn'), 1);
+  assert.is(await countNotes(p, 'after the lsn'), 0);
 });
 
 pitr('retention: DB_BACKUP_KEEP (one a day) removes older base backups and the WAL before the oldest kept one', async (ctx) => {
