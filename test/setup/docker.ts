@@ -86,6 +86,13 @@ export function compose(p: DockerProject, args: string[], opts: { input?: string
   return run('docker', ['compose', '-f', COMPOSE_FILE, ...args], composeVars(p), opts);
 }
 
+/** A root shell command in api-db (`docker compose exec`); its stdout, trimmed. Throws with its stderr when it fails. */
+export async function dbShell(p: DockerProject, script: string): Promise<string> {
+  const r = await compose(p, ['exec', '--no-TTY', 'api-db', 'sh', '-c', script]);
+  if (r.code !== 0) throw new Error(`${script} in api-db failed (exit ${r.code}): ${r.stderr}`);
+  return r.stdout.trim();
+}
+
 /** What infra/docker-compose.yml interpolates for this project (the standby's port where the project sets one). */
 export function composeVars(p: DockerProject): Record<string, string> {
   return {

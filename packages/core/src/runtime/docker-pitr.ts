@@ -5,7 +5,7 @@ import type { RunResult } from '../exec.ts';
 import type { DataSwap, Pitr, WalArchive } from '../backup/pitr-runtime.ts';
 import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
 import { shWord } from '../backup/wal-native.ts';
-import type { ArchiveFile } from '../backup/wal.ts';
+import { ARMED_FILE, armedText, type ArchiveFile } from '../backup/wal.ts';
 import { compose, composeEnv, DB_SERVICE } from './compose.ts';
 import { hostRedirect } from './container-tools.ts';
 
@@ -38,8 +38,25 @@ export const DOCKER_PITR_SCRIPTS = {
   ].join('\n'),
   /** ARCHIVE_DIR NAMES...: removes these files from it. */
   remove: ['set -eu', 'cd "$1"', 'shift', 'rm -f -- "$@"'].join('\n'),
-  /** ARCHIVE_DIR: makes it, the server's, 0700; prints `made` if it was not there. */
-  arm: ['set -eu', 'if [ ! -d "$1" ]; then', '  install -d -m 700 -o postgres -g postgres "$1"', '  echo made', 'fi'].join('\n'),
+  /**
+   * ARCHIVE_DIR [PGDATA TEXT]: makes it, the server's, 0700; prints `made` if it was not there. With
+   * PGDATA, also writes TEXT into its ARMED_FILE (the server's, 0600) unless there is one.
+   */
+  arm: [
+    'set -eu',
+    'if [ ! -d "$1" ]; then',
+    '  install -d -m 700 -o postgres -g postgres "$1"',
+    '  echo made',
+    'fi',
+    '[ -n "${2:-}" ] || exit 0 # an older caller: the folder only',
+    `f="$2/${ARMED_FILE}"`,
+    'if [ ! -e "$f" ]; then',
+    `  printf '%s' "$3" > "$f.tmp"`,
+    '  chown postgres:postgres "$f.tmp"',
+    '  chmod 600 "$f.tmp"',
+    '  mv -f "$f.tmp" "$f"',
+    'fi',
+  ].join('\n'),
   /** DATA ASIDE: removes an earlier ASIDE of ours, moves DATA there; prints `had` if there was data. */
   aside: ['set -eu', 'rm -rf -- "$2"', 'if [ -d "$1" ]; then', '  mv -- "$1" "$2"', '  echo had', 'fi'].join('\n'),
   /** DATA, the base tar on stdin: a new data directory with its content. */
@@ -55,9 +72,13 @@ export const DOCKER_PITR_SCRIPTS = {
     `printf '\\n# pg-deploy db:restore (point-in-time recovery)\\n' >> "$d/postgresql.auto.conf"`,
     `printf '%s\\n' "$@" >> "$d/postgresql.auto.conf"`,
     ': > "$d/recovery.signal"',
+    // Recovered from the archive, it archives into it: armed, even from a base backup taken before the file existed.
+    `[ -e "$d/${ARMED_FILE}" ] || printf 'armed by a point-in-time recovery\\n' > "$d/${ARMED_FILE}"`,
     'chown -R postgres:postgres -- "$d"',
     'chmod 700 -- "$d"',
   ].join('\n'),
+  /** ASIDE: prints `yes` if it exists. */
+  has: ['set -eu', 'if [ -d "$1" ]; then echo yes; fi'].join('\n'),
   /** ASIDE: removes it. */
   drop: ['set -eu', 'rm -rf -- "$1"'].join('\n'),
   /** DATA ASIDE had|none: removes DATA, and puts ASIDE back in its place if there was data. */
@@ -106,7 +127,8 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
       }
     },
     async arm() {
-      if ((await inDb('arm', [ARCHIVE_DIR])).includes('made'))
+      const text = armedText(`${ARCHIVE_DIR} (the volume pg_wal_archive)`, ctx.clock());
+      if ((await inDb('arm', [ARCHIVE_DIR, DATA_DIR, text])).includes('made'))
         ctx.log.info(`WAL archiving armed: segments go to ${await archive.where()} from now on`);
       return archive.where();
     },
@@ -126,8 +148,8 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
 
   return {
     archive,
-    swap(): DataSwap {
-      const aside = `${DATA_DIR}.before-pitr-${process.pid}`;
+    swap(pid = process.pid): DataSwap {
+      const aside = `${DATA_DIR}.before-pitr-${pid}`;
       let since = '';
       let restarts = 0;
       const containerId = async () => (await ask(compose.psAll(file))).stdout.trim().split('\n')[0] ?? '';
@@ -171,6 +193,7 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
         async dropAside() {
           await inDb('drop', [aside]);
         },
+        hasAside: async () => (await inDb('has', [aside])).includes('yes'),
         async putBack(hadData) {
           await stop().catch(() => {}); // the recovery's own error is the one to report; `back` fails too if it still runs
           await inDb('back', [DATA_DIR, aside, hadData ? 'had' : 'none'], { oneOff: true });
