@@ -230,6 +230,18 @@ if (drill) {
     assert.match((await ok(['db:status'], p.env)).stdout, /^replica +.* PROMOTED/m);
   });
 
+  drill('the promoted standby runs the shared archive_command: a finished segment is archived, none fails', async (ctx) => {
+    const p = ctx.p!;
+    await suSql(p, 'api-db-replica', 'SELECT pg_switch_wal()');
+    let seen: string[] = [];
+    // The archiver takes the finished segment within moments; failures would count up meanwhile.
+    await until('the archiver has handled the switched segment', 30_000, async () => {
+      [seen] = await suSql(p, 'api-db-replica', "SELECT archived_count, failed_count, coalesce(last_failed_wal, '') FROM pg_stat_archiver");
+      return Number(seen[0]) > 0 || Number(seen[1]) > 0;
+    });
+    assert.equal(seen.slice(1), ['0', ''], `the promoted standby's archive_command failed: ${seen.join(', ')}`);
+  });
+
   drill('a libpq multi-host string with target_session_attrs=read-write reaches the promoted server', async (ctx) => {
     const p = ctx.p!;
     const conn = [
