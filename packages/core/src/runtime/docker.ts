@@ -17,6 +17,11 @@ import { loginTargets } from './target.ts';
 import { dockerReplica } from './docker-replica.ts';
 import { dockerPitr } from './docker-pitr.ts';
 
+/** psql's words when the server runs but turns sessions away (starting, shutting down, in recovery without hot standby). */
+const turnedAway = (e: unknown) =>
+  e instanceof CommandError &&
+  /the database system is (starting up|shutting down|not accepting connections|in recovery mode)/.test(e.stderr);
+
 export function dockerRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, log } = ctx;
   const file = cfg.composeFile;
@@ -177,12 +182,33 @@ export function dockerRuntime(ctx: Ctx): Runtime {
           () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`,
         );
       };
-      const { provisioned } = await settle(ctx, s, {
-        admin,
-        app: t,
-        migrator: await target('migrator'),
-        appLogin,
-        say: (l) => log.warn(l),
+      const startedAt = ctx.clock().getTime();
+      const migrator = await target('migrator');
+      const settled = () => settle(ctx, s, { admin, app: t, migrator, appLogin, say: (l) => log.warn(l) });
+      const { provisioned } = await settled().catch(async (e: unknown) => {
+        // Compose saw a passing check, yet the server turns sessions away (restarting, or in recovery):
+        // a health state from around a restart. Wait out DB_UP_TIMEOUT for it, as `up --wait` would have.
+        if (!turnedAway(e)) throw e;
+        let said = '';
+        await waitFor(
+          ctx,
+          `waiting for ${DB_SERVICE} to accept connections`,
+          Math.max(0, cfg.upTimeoutMs - (ctx.clock().getTime() - startedAt)),
+          async () => {
+            const ready = await (await admin()).query('SELECT 1').then(
+              () => true,
+              (err: unknown) => {
+                if (!turnedAway(err)) throw err;
+                return false;
+              },
+            );
+            if (!ready) said = await lastHealthOutput();
+            return ready;
+          },
+          () => `${DB_SERVICE} is unhealthy after ${timeoutS}s (DB_UP_TIMEOUT)${said ? `; its healthcheck says: ${said}` : ''}`,
+          250,
+        );
+        return settled();
       });
       return { initialised: false, provisioned };
     },
