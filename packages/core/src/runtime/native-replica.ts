@@ -122,6 +122,8 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
     const s = await home.sp();
     const r = await srp();
     const u = await home.serverUser();
+    // Found first: without a usable pg_basebackup, nothing (secret files, role, folders) is made.
+    const basebackup = await primary.clientBin('pg_basebackup');
     const { login, created } = await replicationLogin(ctx);
     for (const d of [r.dir, r.run]) {
       await fs.mkdir(d, { recursive: true, mode: 0o700 });
@@ -141,7 +143,7 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
     log.step(`taking a base backup of the primary over verified TLS as ${login.user}`);
     try {
       await exec(
-        await primary.clientBin('pg_basebackup'),
+        basebackup,
         [
           `--pgdata=${fresh}`,
           `--dbname=${conninfo({ host: LOOPBACK, port: cfg.port, user: login.user, passfile: r.passfile, sslmode: 'verify-full', sslrootcert: caFile, application_name: 'pgdeploy_basebackup' })}`,
