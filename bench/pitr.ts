@@ -79,6 +79,13 @@ main(async () => {
   const walMb = (lsnBytes(targetLsn) - lsnBytes(base.startLsn)) / 1e6;
   await new Promise((r) => setTimeout(r, 1100));
   await must(path.join(bin, 'pgbench'), ['-N', '-c', '2', '-T', '2', '--no-vacuum'], { env }); // after the target
+  // Both sides replay from the archive: the segment holding the target (and the load after it) must be there.
+  const switched = String((await adminQuery(p, c, 'SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0].w);
+  for (;;) {
+    const done = (await adminQuery(p, c, "SELECT coalesce(last_archived_wal, '') AS w FROM pg_stat_archiver")).rows[0].w;
+    if (String(done) >= switched) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 
   const baseDir = base.backup as string;
   const archive = await fs.realpath(path.join(backups, 'wal'));
