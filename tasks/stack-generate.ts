@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { generateStack } from '@dbkit/core/runtime/swarm-stack';
+import { generateStack } from '@dbkit/core/runtime/swarm-stack-file';
 import type { Task } from './task.ts';
 
 export const task: Task = {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { engineSuite } from './setup/docker.ts';
 import { cli, ROOT, run } from './setup/project.ts';
 import { composeModel } from '@dbkit/core/runtime/swarm-stack';
-import { builtImage } from '@dbkit/core/runtime/swarm';
+import { builtImage } from '@dbkit/core/runtime/swarm-image';
 import { zxExec } from '@dbkit/core/exec';
 import type { Ctx } from '@dbkit/core/context';
 
