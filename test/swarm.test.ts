@@ -11,6 +11,9 @@ import { leaveSwarm, serviceVersions, startSwarm, swarmState, taskContainer } fr
 // (docker swarm leave --force) even on failure. An engine already in a swarm fails the suite: it is
 // never touched. The stack has its own name, volume and free ports.
 
+const ARCHIVE = '/var/lib/postgresql/archive';
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 interface Ctx {
   p?: DockerProject;
   started?: boolean;
@@ -32,7 +35,7 @@ if (s) {
     if (ctx.started) await leaveSwarm();
     if (ctx.p) {
       // Once the tasks' containers are gone (leaving the swarm removes them a moment later).
-      for (const volume of [`${ctx.p.name}_pg_data`, `x${ctx.p.name}_pg_data`])
+      for (const volume of [`${ctx.p.name}_pg_data`, `${ctx.p.name}_pg_wal_archive`, `x${ctx.p.name}_pg_data`])
         await until(`removing ${volume}`, 60_000, async () => {
           await docker(['volume', 'rm', '--force', volume], { nothrow: true });
           return !(await docker(['volume', 'ls', '--quiet', '--filter', `name=^${volume}$`])).stdout.trim();
@@ -211,6 +214,50 @@ if (s) {
     const manifest = JSON.parse(await fs.readFile(path.join(r.backup, 'manifest.json'), 'utf8'));
     assert.is(manifest.data['table public.accounts'], '1', JSON.stringify(manifest.data));
   });
+
+  s(
+    'db:backup --physical, then db:restore --to-time: rows inserted at t1 and deleted at t2 are back, api-db running again',
+    async ({ p }) => {
+      const env = p!.env;
+      const sql = async (q: string) => (await ok(['db:psql', '-At', '-c', q], env)).stdout.trim();
+      const inDb = async (script: string) =>
+        (await docker(['exec', await taskContainer(p!.name, 'api-db'), 'sh', '-c', script])).stdout.trim();
+      const base = JSON.parse((await ok(['db:backup', '--physical', '--json'], env)).stdout);
+      assert.match(base.name, /-physical$/);
+      // The archive volume of the stack is armed: the server's, private.
+      assert.is(await inDb(`stat -c '%U %a' ${ARCHIVE}/wal`), 'postgres 700');
+      await pause(1100);
+      await sql(`INSERT INTO accounts (email) SELECT 't1-' || i || '@example.com' FROM generate_series(1, 5) i`); // t1
+      await pause(1100);
+      const target = await sql(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')`);
+      await pause(1100);
+      await sql(`DELETE FROM accounts WHERE email LIKE 't1-%'`); // t2
+      assert.is(await sql(`SELECT count(*) FROM accounts WHERE email LIKE 't1-%'`), '0');
+      const dbBefore = await taskContainer(p!.name, 'api-db');
+      const beside = await inDb('ls -A /var/lib/postgresql/data');
+
+      const r = await ok(['db:restore', '--to-time', target, '--yes', '--json'], env);
+      const out = JSON.parse(r.stdout);
+      process.stderr.write(`swarm point-in-time recovery: ${out.segments} segment(s), ${out.ms} ms (db:restore's own figure)\n`);
+      assert.is(out.base, base.name);
+      assert.match(out.stopped, /recovery stopping before commit/);
+      assert.is(out.timeline, 2);
+      assert.is(await sql(`SELECT count(*) FROM accounts WHERE email LIKE 't1-%'`), '5', 'the rows of t1 are back');
+      assert.is(await sql(`SELECT count(*) FROM accounts WHERE email = 'kept@example.com'`), '1', 'and what was before');
+      // api-db was scaled to 0 and back to 1: a new task, on the recovered data, with nothing left aside.
+      assert.is.not(await taskContainer(p!.name, 'api-db'), dbBefore);
+      const spec = JSON.parse((await docker(['service', 'inspect', `${p!.name}_api-db`])).stdout)[0].Spec;
+      assert.is(spec.Mode.Replicated.Replicas, 1);
+      assert.is(await inDb('ls -A /var/lib/postgresql/data'), beside, 'the set-aside data is gone');
+      assert.is(await inDb('test -e "$PGDATA/recovery.signal" && echo yes || echo no'), 'no');
+      // The new timeline archives into the same volume.
+      await until('the history file of timeline 2 archived', 30_000, async () =>
+        (await inDb(`ls ${ARCHIVE}/wal`)).includes('00000002.history'),
+      );
+      // No password in what the restore printed.
+      for (const f of ['postgres_password', 'app_password']) assert.not.ok((r.stdout + r.stderr).includes(await readSecretFile(p!, f)), f);
+    },
+  );
 
   s('db:down removes the stack and keeps its volume: db:up again finds the rows', async ({ p }) => {
     await ok(['db:down'], p!.env);

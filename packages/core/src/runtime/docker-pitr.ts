@@ -64,10 +64,51 @@ export const DOCKER_PITR_SCRIPTS = {
   back: ['set -eu', 'rm -rf -- "$1"', 'if [ "$3" = had ]; then mv -- "$2" "$1"; fi'].join('\n'),
 };
 
-type ScriptName = keyof typeof DOCKER_PITR_SCRIPTS;
+export type ScriptName = keyof typeof DOCKER_PITR_SCRIPTS;
 
 /** FATAL lines of a failed start, without those of the tool's own connection attempts while it started. */
-const NOISE = /not yet accepting connections|is starting up|is shutting down|in recovery mode|password authentication|pg_hba\.conf/;
+export const NOISE = /not yet accepting connections|is starting up|is shutting down|in recovery mode|password authentication|pg_hba\.conf/;
+
+/**
+ * The archive volume's `wal/` folder, read and pruned through the scripts above, run in api-db (or a
+ * one-off container of it) by `run`: the compose runtime's and the Swarm target's alike.
+ */
+export function volumeArchive(
+  ctx: Pick<Ctx, 'log'>,
+  run: (name: ScriptName, args: readonly string[]) => Promise<string>,
+  at: { where: string; file: string; hint: string },
+): WalArchive {
+  const archive: WalArchive = {
+    where: async () => at.where,
+    async check(settings) {
+      if (settings.archive_mode === 'off' || !settings.archive_command.includes(shWord(ARCHIVE_DIR))) {
+        throw new UserError(
+          settings.archive_mode === 'off'
+            ? `${DB_SERVICE} does not archive its WAL (archive_mode is off: its container predates archiving)`
+            : `${DB_SERVICE} archives elsewhere than ${ARCHIVE_DIR} (its archive_command is not the one of ${at.file})`,
+          at.hint,
+        );
+      }
+    },
+    async arm() {
+      if ((await run('arm', [ARCHIVE_DIR])).includes('made')) ctx.log.info(`WAL archiving armed: segments go to ${at.where} from now on`);
+      return at.where;
+    },
+    async files() {
+      const out: ArchiveFile[] = [];
+      for (const line of (await run('list', [ARCHIVE_DIR])).split('\n')) {
+        const m = /^(\d+(?:\.\d+)?) (.+)$/.exec(line);
+        if (m) out.push({ name: m[2], mtimeMs: Math.round(Number(m[1]) * 1000) });
+      }
+      return out;
+    },
+    async remove(names) {
+      if (names.length) await run('remove', [ARCHIVE_DIR, ...names]);
+    },
+    restoreCommand: async () => `cp ${shWord(ARCHIVE_DIR)}/%f %p`,
+  };
+  return archive;
+}
 
 export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
   const { cfg, exec } = ctx;
@@ -93,36 +134,11 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
     return out.stdout;
   }
 
-  const archive: WalArchive = {
-    where: async () => `${ARCHIVE_DIR} in the volume pg_wal_archive of ${cfg.composeProject}`,
-    async check(settings) {
-      if (settings.archive_mode === 'off' || !settings.archive_command.includes(shWord(ARCHIVE_DIR))) {
-        throw new UserError(
-          settings.archive_mode === 'off'
-            ? `${DB_SERVICE} does not archive its WAL (archive_mode is off: its container predates archiving)`
-            : `${DB_SERVICE} archives elsewhere than ${ARCHIVE_DIR} (its archive_command is not the one of ${path.basename(file)})`,
-          'recreate it with the current compose file: pnpm db:down && pnpm db:up',
-        );
-      }
-    },
-    async arm() {
-      if ((await inDb('arm', [ARCHIVE_DIR])).includes('made'))
-        ctx.log.info(`WAL archiving armed: segments go to ${await archive.where()} from now on`);
-      return archive.where();
-    },
-    async files() {
-      const out: ArchiveFile[] = [];
-      for (const line of (await inDb('list', [ARCHIVE_DIR])).split('\n')) {
-        const m = /^(\d+(?:\.\d+)?) (.+)$/.exec(line);
-        if (m) out.push({ name: m[2], mtimeMs: Math.round(Number(m[1]) * 1000) });
-      }
-      return out;
-    },
-    async remove(names) {
-      if (names.length) await inDb('remove', [ARCHIVE_DIR, ...names]);
-    },
-    restoreCommand: async () => `cp ${shWord(ARCHIVE_DIR)}/%f %p`,
-  };
+  const archive = volumeArchive(ctx, (name, args) => inDb(name, args), {
+    where: `${ARCHIVE_DIR} in the volume pg_wal_archive of ${cfg.composeProject}`,
+    file: path.basename(file),
+    hint: 'recreate it with the current compose file: pnpm db:down && pnpm db:up',
+  });
 
   return {
     archive,

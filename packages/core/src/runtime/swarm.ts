@@ -12,11 +12,12 @@ import { swarmExec, type ExecState } from './swarm-exec.ts';
 import { APP_SERVICE } from './swarm-image.ts';
 import { runJob } from './swarm-job.ts';
 import { pruneObjects } from './swarm-objects.ts';
+import { swarmPitr } from './swarm-pitr.ts';
 
 // DB_TARGET=swarm, in parts: swarm-stack.ts (the stack file from the compose file), swarm-commands.ts
 // (the `docker` arguments), swarm-objects.ts (versioned secrets and configs), swarm-image.ts (the
 // api's image), swarm-deploy.ts (deploy and wait), swarm-exec.ts (docker exec into api-db),
-// swarm-job.ts (the migration job).
+// swarm-job.ts (the migration job), swarm-pitr.ts (WAL archive, point-in-time recovery).
 
 /**
  * DB_TARGET=swarm: the stack of infra/docker-stack.yml on this engine's swarm, named
@@ -37,6 +38,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     target: logins.target,
     admin,
     running,
+    pitr: swarmPitr(ctx, st, state),
     async reloadTls() {
       // A Swarm secret cannot change: the new key and certificate are new versions, and api-db is
       // updated to them (a restart, stop-first, of a few seconds; open sessions do not survive).
@@ -47,7 +49,8 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       const app = (await st.deployed())[APP_SERVICE];
       return r.changed && Boolean(app?.Spec.Mode?.Replicated?.Replicas);
     },
-    describeData: () => `the Swarm stack ${stack}: its volume ${stack}_${DATA_VOLUME} (all database data), secrets and configs`,
+    describeData: () =>
+      `the Swarm stack ${stack}: its volumes ${stack}_${DATA_VOLUME} (all database data) and ${stack}_pg_wal_archive (the WAL archive), secrets and configs`,
     prepareTools: async () => {},
     pgTool,
     async up() {
@@ -56,6 +59,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       log.step(`deploying stack ${stack} on Docker Swarm (${DB_SERVICE} on port ${cfg.port}, every interface of this node)`);
       await st.pinData();
       await st.converge();
+      await st.startDb(); // a recovery that stopped api-db (scaled to 0) and did not start it again
       state.recovering = false;
       await st.ready();
       const { provisioned } = await provisionOverTls(ctx, logins, admin, DB_SERVICE);
@@ -73,14 +77,18 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     psql,
     async destroy() {
       await st.removeStack();
-      // The volume is freed once the task's container is gone.
-      const volume = `${stack}_${DATA_VOLUME}`;
+      // The volumes (the data's, the WAL archive's) are freed once the tasks' containers are gone.
+      let left: string[] = [];
       await waitFor(
         ctx,
-        `removing ${volume}`,
+        `removing the volumes of ${stack}`,
         60_000,
-        async () => (await ask(['volume', 'rm', '--force', volume])).code === 0 && !(await ask(swarm.volume(stack))).stdout.trim(),
-        () => `could not remove the volume ${volume}; see: docker volume inspect ${volume}`,
+        async () => {
+          const volumes = async () => (await ask(swarm.volumes(stack))).stdout.split('\n').filter(Boolean);
+          for (const v of await volumes()) await ask(['volume', 'rm', '--force', v]); // in use: refused, tried again
+          return (left = await volumes()).length === 0;
+        },
+        () => `could not remove the volumes ${left.join(', ')}; see: docker volume inspect ${left.join(' ')}`,
         500,
       );
       await pruneObjects(ctx, stack, [], st.env);

@@ -1,0 +1,146 @@
+import path from 'node:path';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import type { DataSwap, Pitr } from '../backup/pitr-runtime.ts';
+import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
+import { DATA_VOLUME, DB_SERVICE } from './compose.ts';
+import { hostRedirect } from './container-tools.ts';
+import { ARCHIVE_MOUNT, DATA_DIR, DOCKER_PITR_SCRIPTS, NOISE, volumeArchive, type ScriptName } from './docker-pitr.ts';
+import { swarm } from './swarm-commands.ts';
+import type { SwarmStack } from './swarm-deploy.ts';
+import type { ExecState } from './swarm-exec.ts';
+import { STACK_FILE } from './swarm-stack.ts';
+
+// Point-in-time recovery of the stack's api-db, as docker-pitr.ts does it for Compose, with its
+// scripts and paths (the stack mounts the same volumes and the wal-archive script, as a config):
+// the archive is the `wal/` folder of the stack's pg_wal_archive volume, the data the pg_data
+// volume's `pgdata/`. While api-db runs, the scripts run in its task container (docker exec);
+// while it is scaled to 0, in a one-off `docker run --rm` of its image on the volume, with no
+// network. Host files travel on stdin.
+//
+// Swarm, unlike Compose, replaces a task whose healthcheck fails: a recovering api-db is healthy
+// (pg_isready) from the moment it is consistent, which is the end of the base backup's own WAL;
+// the replay after that runs as a hot standby that answers. The healthcheck's start_period (60s)
+// bounds only the part before.
+
+/** The volume each script works on, and where the one-off container mounts it. */
+const ARCHIVE_SCRIPTS: readonly ScriptName[] = ['list', 'remove', 'arm'];
+const ARCHIVE_VOLUME = 'pg_wal_archive';
+const DATA_MOUNT = path.dirname(DATA_DIR);
+
+export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
+  const { cfg, exec } = ctx;
+  const { stack, svc, ask } = st;
+
+  /** The one-off container's volume for this script: made with the stack's label if missing (data), or none to work on (archive: ''). */
+  async function volumeFor(name: ScriptName): Promise<{ volume: string; mount: string } | undefined> {
+    const archive = ARCHIVE_SCRIPTS.includes(name);
+    const volume = `${stack}_${archive ? ARCHIVE_VOLUME : DATA_VOLUME}`;
+    const mount = archive ? ARCHIVE_MOUNT : DATA_MOUNT;
+    if ((await ask(['volume', 'inspect', '--format', '{{.Name}}', volume])).code === 0) return { volume, mount };
+    if (archive) return undefined; // never deployed, or deleted: no archive to read or prune
+    await st.docker(['volume', 'create', '--label', `com.docker.stack.namespace=${stack}`, volume], {
+      message: `could not create the volume ${volume}`,
+    });
+    return { volume, mount };
+  }
+
+  /** The image api-db runs (the deployed one, without the digest the engine pinned), else DB_IMAGE. */
+  const image = async () =>
+    ((await st.deployed())[DB_SERVICE]?.Spec.TaskTemplate.ContainerSpec.Image as string | undefined)?.replace(/@sha256:.*$/, '') ??
+    cfg.images.db;
+
+  /** SCRIPT as root in api-db's running container, else (or with oneOff) in a one-off container on its volume, a host file on stdin. */
+  async function inDb(name: ScriptName, args: readonly string[], opts: { input?: string; oneOff?: boolean } = {}): Promise<string> {
+    const id = opts.oneOff ? '' : await st.container(false);
+    const script = ['sh', '-c', DOCKER_PITR_SCRIPTS[name], `db-pitr-${name}`, ...args];
+    let dockerArgs: string[];
+    if (id) dockerArgs = ['exec', '-i', id, ...script];
+    else {
+      const v = await volumeFor(name);
+      if (!v) return '';
+      const [, ...rest] = script;
+      dockerArgs = ['run', '--rm', '-i', '--network', 'none', '--label', `pg-deploy.stack=${stack}`, '--entrypoint', 'sh'];
+      dockerArgs.push('--mount', `type=volume,source=${v.volume},target=${v.mount}`, await image(), ...rest);
+    }
+    const r = hostRedirect(dockerArgs, opts.input ? { in: opts.input } : {});
+    const out = await exec(r.cmd, r.args, { cwd: cfg.root, env: st.env, nothrow: true });
+    if (out.code !== 0) {
+      const last = out.stderr.trim().split('\n').pop() ?? '';
+      throw new UserError(
+        `${ARCHIVE_SCRIPTS.includes(name) ? 'the WAL archive' : 'the data volume'}: ${name} in ${DB_SERVICE} failed (exit ${out.code})${last ? `: ${last}` : ''}`,
+        'is the Docker engine up, with room in its volumes? see the message above',
+      );
+    }
+    return out.stdout;
+  }
+
+  const archive = volumeArchive(ctx, (name, args) => inDb(name, args), {
+    where: `${path.posix.join(ARCHIVE_MOUNT, 'wal')} in the volume ${stack}_${ARCHIVE_VOLUME}`,
+    file: STACK_FILE,
+    hint: 'redeploy it with the current files: pnpm db:down && pnpm db:up',
+  });
+
+  return {
+    archive,
+    swap(): DataSwap {
+      const aside = `${DATA_DIR}.before-pitr-${process.pid}`;
+      let since = '';
+      let before = new Set<string>();
+      /** api-db's containers on this node: id -> state (running, exited, ...). */
+      const containers = async () =>
+        new Map(
+          (await ask(swarm.allContainers(stack, DB_SERVICE))).stdout
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => l.split(' ') as [string, string]),
+        );
+      const logSince = async () => {
+        if (!since) return '';
+        const r = await ask(swarm.logsSince(svc(DB_SERVICE), since));
+        return `${r.stdout}${r.stderr}`;
+      };
+      const stop = async () => {
+        await st.converge(); // a deploy later in this run would scale api-db back up under the file work
+        await st.stopDb();
+      };
+      return {
+        stop,
+        setAside: async () => (await inDb('aside', [DATA_DIR, aside], { oneOff: true })).includes('had'),
+        async restore(base, settings) {
+          await inDb('base', [DATA_DIR], { input: path.join(base.dir, BASE_TAR), oneOff: true });
+          await inDb('wal', [DATA_DIR, ...settings], { input: path.join(base.dir, WAL_TAR), oneOff: true });
+        },
+        async start() {
+          before = new Set((await containers()).keys());
+          since = new Date(ctx.clock().getTime() - 1000).toISOString();
+          state.recovering = true;
+          if (!(await st.deployed())[DB_SERVICE]) {
+            // Not deployed (pnpm db:down): the stack comes up on the recovered data.
+            await st.pinData();
+            await st.converge();
+          } else await st.startDb();
+        },
+        async failed() {
+          const ended = [...(await containers())].filter(([id, s]) => !before.has(id) && s !== 'running' && s !== 'created');
+          if (!ended.length) return undefined;
+          const fatal = (await logSince())
+            .split('\n')
+            .filter((l) => /\b(FATAL|PANIC)\b/.test(l) && !NOISE.test(l))
+            .map((l) => l.trim());
+          return fatal.slice(-2).join(' | ') || `${DB_SERVICE}'s task ${ended[0][1]} (${ended.length} time(s))`;
+        },
+        log: logSince,
+        logHint: 'see: pnpm db:logs',
+        async dropAside() {
+          await inDb('drop', [aside]);
+        },
+        async putBack(hadData) {
+          state.recovering = false;
+          await st.stopDb().catch(() => {}); // the recovery's own error is the one to report; `back` fails too if it still runs
+          await inDb('back', [DATA_DIR, aside, hadData ? 'had' : 'none'], { oneOff: true });
+        },
+      };
+    },
+  };
+}
