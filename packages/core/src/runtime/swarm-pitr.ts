@@ -1,11 +1,19 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
-import { UserError } from '../errors.ts';
 import type { DataSwap, Pitr } from '../backup/pitr-runtime.ts';
-import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
 import { DATA_VOLUME, DB_SERVICE } from './compose.ts';
 import { hostRedirect } from './container-tools.ts';
-import { ARCHIVE_MOUNT, DATA_DIR, DOCKER_PITR_SCRIPTS, NOISE, volumeArchive, type ScriptName } from './docker-pitr.ts';
+import {
+  ARCHIVE_MOUNT,
+  dataSteps,
+  DATA_DIR,
+  DOCKER_PITR_SCRIPTS,
+  fatalOf,
+  scriptOutput,
+  volumeArchive,
+  type ScriptName,
+  type ScriptRun,
+} from './docker-pitr.ts';
 import { swarm } from './swarm-commands.ts';
 import type { SwarmStack } from './swarm-deploy.ts';
 import type { ExecState } from './swarm-exec.ts';
@@ -51,7 +59,7 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
     cfg.images.db;
 
   /** SCRIPT as root in api-db's running container, else (or with oneOff) in a one-off container on its volume, a host file on stdin. */
-  async function inDb(name: ScriptName, args: readonly string[], opts: { input?: string; oneOff?: boolean } = {}): Promise<string> {
+  const inDb: ScriptRun = async (name, args, opts = {}) => {
     const id = opts.oneOff ? '' : await st.container(false);
     const script = ['sh', '-c', DOCKER_PITR_SCRIPTS[name], `db-pitr-${name}`, ...args];
     let dockerArgs: string[];
@@ -64,18 +72,10 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
       dockerArgs.push('--mount', `type=volume,source=${v.volume},target=${v.mount}`, await image(), ...rest);
     }
     const r = hostRedirect(dockerArgs, opts.input ? { in: opts.input } : {});
-    const out = await exec(r.cmd, r.args, { cwd: cfg.root, env: st.env, nothrow: true });
-    if (out.code !== 0) {
-      const last = out.stderr.trim().split('\n').pop() ?? '';
-      throw new UserError(
-        `${ARCHIVE_SCRIPTS.includes(name) ? 'the WAL archive' : 'the data volume'}: ${name} in ${DB_SERVICE} failed (exit ${out.code})${last ? `: ${last}` : ''}`,
-        'is the Docker engine up, with room in its volumes? see the message above',
-      );
-    }
-    return out.stdout;
-  }
+    return scriptOutput(name, await exec(r.cmd, r.args, { cwd: cfg.root, env: st.env, nothrow: true }));
+  };
 
-  const archive = volumeArchive(ctx, (name, args) => inDb(name, args), {
+  const archive = volumeArchive(ctx, inDb, {
     where: `${path.posix.join(ARCHIVE_MOUNT, 'wal')} in the volume ${stack}_${ARCHIVE_VOLUME}`,
     file: STACK_FILE,
     hint: 'redeploy it with the current files: pnpm db:down && pnpm db:up',
@@ -84,7 +84,7 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
   return {
     archive,
     swap(): DataSwap {
-      const aside = `${DATA_DIR}.before-pitr-${process.pid}`;
+      const steps = dataSteps(inDb, `${DATA_DIR}.before-pitr-${process.pid}`);
       let since = '';
       let before = new Set<string>();
       /** api-db's containers on this node: id -> state (running, exited, ...). */
@@ -106,11 +106,7 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
       };
       return {
         stop,
-        setAside: async () => (await inDb('aside', [DATA_DIR, aside], { oneOff: true })).includes('had'),
-        async restore(base, settings) {
-          await inDb('base', [DATA_DIR], { input: path.join(base.dir, BASE_TAR), oneOff: true });
-          await inDb('wal', [DATA_DIR, ...settings], { input: path.join(base.dir, WAL_TAR), oneOff: true });
-        },
+        ...steps,
         async start() {
           before = new Set((await containers()).keys());
           since = new Date(ctx.clock().getTime() - 1000).toISOString();
@@ -124,21 +120,14 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
         async failed() {
           const ended = [...(await containers())].filter(([id, s]) => !before.has(id) && s !== 'running' && s !== 'created');
           if (!ended.length) return undefined;
-          const fatal = (await logSince())
-            .split('\n')
-            .filter((l) => /\b(FATAL|PANIC)\b/.test(l) && !NOISE.test(l))
-            .map((l) => l.trim());
-          return fatal.slice(-2).join(' | ') || `${DB_SERVICE}'s task ${ended[0][1]} (${ended.length} time(s))`;
+          return fatalOf(await logSince()) || `${DB_SERVICE}'s task ${ended[0][1]} (${ended.length} time(s))`;
         },
         log: logSince,
         logHint: 'see: pnpm db:logs',
-        async dropAside() {
-          await inDb('drop', [aside]);
-        },
         async putBack(hadData) {
           state.recovering = false;
           await st.stopDb().catch(() => {}); // the recovery's own error is the one to report; `back` fails too if it still runs
-          await inDb('back', [DATA_DIR, aside, hadData ? 'had' : 'none'], { oneOff: true });
+          await steps.back(hadData);
         },
       };
     },
