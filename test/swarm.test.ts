@@ -5,6 +5,7 @@ import path from 'node:path';
 import { docker, engineSuite, IMAGES_ENV, makeDockerProject, cli, ok, until, type DockerProject } from './setup/docker.ts';
 import { freePort, readSecretFile, run } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
+import { failsClearly } from './setup/assert.ts';
 import { leaveSwarm, serviceVersions, startSwarm, swarmState, taskContainer } from './setup/swarm.ts';
 
 // DB_TARGET=swarm on a single-node swarm this file starts (docker swarm init on loopback) and leaves
@@ -235,6 +236,20 @@ if (s) {
       assert.is(await sql(`SELECT count(*) FROM accounts WHERE email LIKE 't1-%'`), '0');
       const dbBefore = await taskContainer(p!.name, 'api-db');
       const beside = await inDb('ls -A /var/lib/postgresql/data');
+
+      // A segment missing from the middle of the archive volume: refused, with nothing touched.
+      const segments = await until('a segment archived', 30_000, async () => {
+        const names = (await inDb(`ls -A ${ARCHIVE}/wal`)).split('\n').filter((n) => /^[0-9A-F]{24}$/.test(n));
+        return names.length > 0 && names;
+      });
+      const gone = segments.sort()[Math.floor(segments.length / 2)];
+      await inDb(`mv ${ARCHIVE}/wal/${gone} ${ARCHIVE}/held-${gone}`);
+      failsClearly(await cli(['db:restore', '--to-time', target, '--yes'], env), new RegExp(`missing segment ${gone}`), {
+        hint: /db:backup --physical/,
+      });
+      assert.is(await taskContainer(p!.name, 'api-db'), dbBefore, 'api-db was not stopped');
+      assert.is(await inDb('ls -A /var/lib/postgresql/data'), beside, 'nothing was set aside');
+      await inDb(`mv ${ARCHIVE}/held-${gone} ${ARCHIVE}/wal/${gone}`);
 
       const r = await ok(['db:restore', '--to-time', target, '--yes', '--json'], env);
       const out = JSON.parse(r.stdout);
