@@ -275,12 +275,14 @@ if (s) {
   );
 
   s('db:down removes the stack and keeps its volume: db:up again finds the rows', async ({ p }) => {
+    const emails = async () => (await ok(['db:psql', '-At', '-c', 'SELECT email FROM accounts ORDER BY email'], p!.env)).stdout.trim();
+    const before = await emails();
+    assert.match(before, /^kept@example\.com$/m);
     await ok(['db:down'], p!.env);
     assert.is((await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout.trim(), '');
     assert.is((await docker(['volume', 'ls', '--quiet', '--filter', `name=^${p!.name}_pg_data$`])).stdout.trim(), `${p!.name}_pg_data`);
     await ok(['db:up'], p!.env);
-    const q = await ok(['db:psql', '-At', '-c', 'SELECT email FROM accounts'], p!.env);
-    assert.is(q.stdout.trim(), 'kept@example.com');
+    assert.is(await emails(), before);
   });
 
   s('a failing migration fails db:migrate with one error line and a non-zero exit', async ({ p }) => {
