@@ -88,6 +88,19 @@ if (s) {
     assert.not.match(block('api-publish'), /secrets:/);
   });
 
+  s('the standby is a file of its own: the main stack names no replication secret, the standby file loads with its tmpfs', async () => {
+    const stack = await fs.readFile(path.join(ROOT, 'infra/docker-stack.yml'), 'utf8');
+    assert.not.match(stack, /replication_|api-db-replica|pg_replica_data/);
+    const standby = await fs.readFile(path.join(ROOT, 'infra/docker-stack.replica.yml'), 'utf8');
+    const cfg = await run('docker', ['stack', 'config', '-c', 'infra/docker-stack.replica.yml'], varsFor(standby));
+    assert.is(cfg.code, 0, cfg.stderr);
+    assert.equal([...cfg.stdout.matchAll(/^  ([a-z-]+):\n/gm)].map((m) => m[1])[0], 'api-db-replica');
+    assert.match(cfg.stdout, /target: \/run\/pgdeploy/);
+    assert.match(cfg.stdout, /replication_password/);
+    assert.match(cfg.stdout, /published: "?\d+/);
+    assert.match(standby, /node\.labels\.pg-deploy\.\$\{PGDEPLOY_STACK/);
+  });
+
   s("the api's image tag is the hash of its build inputs: the same files give the same tag, a changed file another", async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-image-'));
     try {

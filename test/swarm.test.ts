@@ -28,7 +28,14 @@ if (s) {
       throw new Error('this Docker engine is already in a swarm; the Swarm tests never touch one they did not start');
     ctx.apiPort = await freePort();
     ctx.p = await makeDockerProject();
-    ctx.p.env = { ...ctx.p.env, DB_TARGET: 'swarm', ENV_API_PORT: String(ctx.apiPort), ENV_API_REPLICAS: '1', DB_UP_TIMEOUT: '90' };
+    ctx.p.env = {
+      ...ctx.p.env,
+      DB_TARGET: 'swarm',
+      ENV_API_PORT: String(ctx.apiPort),
+      ENV_API_REPLICAS: '1',
+      DB_REPLICA_PORT: String(await freePort()),
+      DB_UP_TIMEOUT: '90',
+    };
     await ok(['db:secrets'], ctx.p.env);
     await ok(['db:secure'], ctx.p.env);
   });
@@ -36,7 +43,9 @@ if (s) {
     if (ctx.started) await leaveSwarm();
     if (ctx.p) {
       // Once the tasks' containers are gone (leaving the swarm removes them a moment later).
-      for (const volume of [`${ctx.p.name}_pg_data`, `${ctx.p.name}_pg_wal_archive`, `x${ctx.p.name}_pg_data`])
+      for (const volume of ['pg_data', 'pg_wal_archive', 'pg_replica_data']
+        .map((v) => `${ctx.p!.name}_${v}`)
+        .concat(`x${ctx.p.name}_pg_data`))
         await until(`removing ${volume}`, 60_000, async () => {
           await docker(['volume', 'rm', '--force', volume], { nothrow: true });
           return !(await docker(['volume', 'ls', '--quiet', '--filter', `name=^${volume}$`])).stdout.trim();
@@ -295,6 +304,52 @@ if (s) {
     assert.match(r.stderr, /no_such_table/);
   });
 
+  s(
+    'db:replica deploys the standby into the stack, streaming, api-db untouched; db:promote fences api-db, and db:up refuses it',
+    async ({ p }) => {
+      const env = p!.env;
+      const replicationSecrets = async () =>
+        (await docker(['secret', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter((n) => n.includes('_replication_'));
+      // Every deploy so far ran without the replication secrets: none exists, and no standby.
+      assert.equal(await replicationSecrets(), []);
+      assert.not.ok(Object.keys(await serviceVersions(p!.name)).includes(`${p!.name}_api-db-replica`));
+      const dbBefore = await taskContainer(p!.name, 'api-db');
+      const r = await ok(['db:replica', '--json'], env);
+      const out = JSON.parse(r.stdout);
+      assert.is(out.action, 'built', r.stdout);
+      assert.is(out.status.role, 'standby', r.stdout);
+      assert.is(out.status.state, 'streaming', r.stdout);
+      assert.is((await replicationSecrets()).length, 2);
+      assert.is(await taskContainer(p!.name, 'api-db'), dbBefore, 'api-db was not restarted');
+      const password = await readSecretFile(p!, 'replication_password');
+      assert.not.ok((r.stdout + r.stderr).includes(password));
+      // A row written on the primary is on the standby, read on its own socket.
+      await ok(['db:psql', '-c', "INSERT INTO accounts (email) VALUES ('replicated@example.com')"], env);
+      const standby = await taskContainer(p!.name, 'api-db-replica');
+      await until('the row on the standby', 30_000, async () => {
+        const q = await docker(['exec', '-i', standby, '/usr/local/bin/db-admin-sql', 'app'], {
+          input: "SELECT count(*) FROM accounts WHERE email = 'replicated@example.com'",
+        });
+        return q.stdout.trim() === '1';
+      });
+      // db:up again changes neither: the standby's file is deployed on its own.
+      const versions = await serviceVersions(p!.name);
+      await ok(['db:up'], env);
+      assert.equal(await serviceVersions(p!.name), versions);
+      assert.is(await taskContainer(p!.name, 'api-db-replica'), standby);
+
+      const pr = await ok(['db:promote', '--yes'], env);
+      assert.match(pr.stdout, /promoted the standby/);
+      assert.is(await taskContainer(p!.name, 'api-db'), '', 'the old primary is stopped');
+      const w = await docker(['exec', '-i', standby, '/usr/local/bin/db-admin-sql', 'app'], {
+        input: "INSERT INTO accounts (email) VALUES ('after-promote@example.com') RETURNING email",
+      });
+      assert.is(w.stdout.trim(), 'after-promote@example.com', 'the promoted standby takes writes');
+      failsClearly(await cli(['db:up'], env), /api-db: its data directory is fenced: the standby on .* was promoted/, { hint: /Failover/ });
+      assert.is(await taskContainer(p!.name, 'api-db'), '', 'and it stays stopped');
+    },
+  );
+
   s('db:delete --yes removes the stack, its volume, secrets and configs, and nothing of another stack', async ({ p }) => {
     // Another stack's objects, under a name that contains this one's.
     const other = `x${p!.name}`;
@@ -326,7 +381,8 @@ if (s) {
       const before = await objects(other);
       assert.equal(before, [1, 1, 1, 1]);
       assert.ok((await objects(p!.name)).every((n) => n > 0));
-      await ok(['db:delete', '--yes'], p!.env);
+      // api-db is stopped (db:promote fenced it above): no safety backup can be taken.
+      await ok(['db:delete', '--yes', '--no-backup', '--force-production'], p!.env);
       assert.equal(await objects(p!.name), [0, 0, 0, 0]);
       assert.is((await docker(['node', 'ls', '--quiet', '--filter', `node.label=pg-deploy.${p!.name}.data=true`])).stdout.trim(), '');
       assert.equal(await objects(other), before);

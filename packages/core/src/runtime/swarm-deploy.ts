@@ -4,7 +4,7 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { RunResult } from '../exec.ts';
 import { waitFor } from '../wait.ts';
-import { composeEnv, DB_SERVICE } from './compose.ts';
+import { composeEnv, DB_SERVICE, REPLICA_SERVICE } from './compose.ts';
 import { imageVar, LABEL_SPEC, SPEC_VAR, STACK_FILE } from './swarm-stack.ts';
 import { swarm } from './swarm-commands.ts';
 import { APP_SERVICE, pruneAppImages } from './swarm-image.ts';
@@ -135,7 +135,8 @@ export function swarmStack(ctx: Ctx): SwarmStack {
       });
       const spec = createHash('sha256').update(rendered.stdout).digest('hex').slice(0, 16);
       const now = await deployed();
-      const names = Object.keys(now);
+      // The standby is deployed from its own file (swarm-replica.ts): its fingerprint is that file's.
+      const names = Object.keys(now).filter((n) => n !== REPLICA_SERVICE);
       const same = names.length > 0 && names.every((n) => now[n].Spec.Labels?.[LABEL_SPEC] === spec) && now[DB_SERVICE];
       if (!same) {
         await exec('docker', swarm.deploy(stackFile, stack), {

@@ -14,17 +14,20 @@ import { APP_SERVICE, ensureAppImage } from './swarm-image.ts';
 type Json = any;
 
 /**
- * The secrets and configs the stack needs now, each named after a keyed hash of its content, and the
- * variables `docker stack deploy` interpolates (their names, the api's image, the stack's name).
+ * The secrets and configs the stack (or its standby: infra/docker-stack.replica.yml) needs now, each
+ * named after a keyed hash of its content, and the variables `docker stack deploy` interpolates
+ * (their names, the api's image, the stack's name).
  */
 export async function wantedObjects(
   ctx: Ctx,
   stack: string,
   baseEnv: Record<string, string>,
+  part: 'stack' | 'standby' = 'stack',
 ): Promise<{ objects: Versioned[]; env: Record<string, string> }> {
   const { cfg } = ctx;
-  const { model } = await composeModel(ctx, baseEnv);
-  const app = await ensureAppImage(ctx, model, stack, baseEnv);
+  const models = await composeModel(ctx, baseEnv);
+  const model = part === 'stack' ? models.model : models.standby;
+  const app = part === 'stack' ? await ensureAppImage(ctx, model, stack, baseEnv) : undefined;
   // Keyed by the server's private key: a name tells nothing about a password, even a guessable one.
   const key = await ctx.fs.readFile(tlsFiles(cfg.sslDir).serverKey).catch(() => {
     throw new UserError(`no TLS key in ${cfg.sslDir}`, 'create the certificates: pnpm db:secure');
@@ -44,7 +47,11 @@ export async function wantedObjects(
     const content = await ctx.fs.readFile(o.file).catch(() => {
       throw new UserError(
         `${o.file} is missing`,
-        o.kind === 'secret' ? 'create it: pnpm db:secrets and pnpm db:secure' : 'restore it from git',
+        o.kind === 'config'
+          ? 'restore it from git'
+          : o.name.startsWith('replication_')
+            ? 'pnpm db:replica makes it'
+            : 'create it: pnpm db:secrets and pnpm db:secure',
       );
     });
     const hash = createHmac('sha256', key).update(`${o.kind}\0${o.name}\0`).update(content).digest('hex').slice(0, 12);

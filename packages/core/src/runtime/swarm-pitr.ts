@@ -16,6 +16,7 @@ import {
 } from './docker-pitr.ts';
 import { swarm } from './swarm-commands.ts';
 import type { SwarmStack } from './swarm-deploy.ts';
+import { oneOffArgs } from './swarm-oneoff.ts';
 import type { ExecState } from './swarm-exec.ts';
 import { STACK_FILE } from './swarm-stack.ts';
 
@@ -31,7 +32,7 @@ import { STACK_FILE } from './swarm-stack.ts';
 // the replay after that runs as a hot standby that answers. The healthcheck's start_period (60s)
 // bounds only the part before.
 
-/** The volume each script works on, and where the one-off container mounts it. */
+/** The scripts that work on the archive volume (the others: the data volume), and where a one-off container mounts each. */
 const ARCHIVE_SCRIPTS: readonly ScriptName[] = ['list', 'remove', 'arm'];
 const ARCHIVE_VOLUME = 'pg_wal_archive';
 const DATA_MOUNT = path.dirname(DATA_DIR);
@@ -40,37 +41,22 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
   const { cfg, exec } = ctx;
   const { stack, svc, ask } = st;
 
-  /** The one-off container's volume for this script: made with the stack's label if missing (data), or none to work on (archive: ''). */
-  async function volumeFor(name: ScriptName): Promise<{ volume: string; mount: string } | undefined> {
-    const archive = ARCHIVE_SCRIPTS.includes(name);
-    const volume = `${stack}_${archive ? ARCHIVE_VOLUME : DATA_VOLUME}`;
-    const mount = archive ? ARCHIVE_MOUNT : DATA_MOUNT;
-    if ((await ask(['volume', 'inspect', '--format', '{{.Name}}', volume])).code === 0) return { volume, mount };
-    if (archive) return undefined; // never deployed, or deleted: no archive to read or prune
-    await st.docker(['volume', 'create', '--label', `com.docker.stack.namespace=${stack}`, volume], {
-      message: `could not create the volume ${volume}`,
-    });
-    return { volume, mount };
-  }
-
-  /** The image api-db runs (the deployed one, without the digest the engine pinned), else DB_IMAGE. */
-  const image = async () =>
-    ((await st.deployed())[DB_SERVICE]?.Spec.TaskTemplate.ContainerSpec.Image as string | undefined)?.replace(/@sha256:.*$/, '') ??
-    cfg.images.db;
-
   /** SCRIPT as root in api-db's running container, else (or with oneOff) in a one-off container on its volume, a host file on stdin. */
   const inDb: ScriptRun = async (name, args, opts = {}) => {
     const id = opts.oneOff ? '' : await st.container(false);
-    const script = ['sh', '-c', DOCKER_PITR_SCRIPTS[name], `db-pitr-${name}`, ...args];
-    let dockerArgs: string[];
-    if (id) dockerArgs = ['exec', '-i', id, ...script];
-    else {
-      const v = await volumeFor(name);
-      if (!v) return '';
-      const [, ...rest] = script;
-      dockerArgs = ['run', '--rm', '-i', '--network', 'none', '--label', `pg-deploy.stack=${stack}`, '--entrypoint', 'sh'];
-      dockerArgs.push('--mount', `type=volume,source=${v.volume},target=${v.mount}`, await image(), ...rest);
-    }
+    const archive = ARCHIVE_SCRIPTS.includes(name);
+    const dockerArgs = id
+      ? ['exec', '-i', id, 'sh', '-c', DOCKER_PITR_SCRIPTS[name], `db-pitr-${name}`, ...args]
+      : await oneOffArgs(
+          ctx,
+          st,
+          // No archive volume (never deployed, or deleted): nothing to read or prune.
+          { volume: archive ? ARCHIVE_VOLUME : DATA_VOLUME, mount: archive ? ARCHIVE_MOUNT : DATA_MOUNT, create: !archive },
+          DOCKER_PITR_SCRIPTS[name],
+          `db-pitr-${name}`,
+          args,
+        );
+    if (!dockerArgs) return '';
     const r = hostRedirect(dockerArgs, opts.input ? { in: opts.input } : {});
     return scriptOutput(name, await exec(r.cmd, r.args, { cwd: cfg.root, env: st.env, nothrow: true }));
   };

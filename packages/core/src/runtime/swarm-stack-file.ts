@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
-import { composeModel, STACK_FILE, toStack } from './swarm-stack.ts';
+import { composeModel, STACK_FILE, STANDBY_STACK_FILE, toStack } from './swarm-stack.ts';
 
 // The text of infra/docker-stack.yml (pnpm stack:generate [--check]): swarm-stack.ts's stack, as YAML
 // under a header that says what differs from Compose.
@@ -59,19 +59,34 @@ export function toYaml(value: Json, indent = ''): string {
     .join('');
 }
 
-/** The text of infra/docker-stack.yml, from the compose file as it is now. */
-export async function renderStack(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>): Promise<string> {
-  const { model } = await composeModel(ctx);
-  return `${HEADER}\n${toYaml(toStack(model))}`;
+const STANDBY_HEADER = `# GENERATED from infra/docker-compose.yml by \`pnpm stack:generate\`: do not edit (test/swarm-stack.test.ts
+# fails when the two differ). The hot standby (the Compose service api-db-replica, profile replica) on
+# DB_TARGET=swarm: \`pnpm db:replica\` deploys it into the stack of infra/docker-stack.yml (same name,
+# without --prune, so nothing else changes), only once it is asked for: a deploy that never ran
+# db:replica needs no replication_* secret. It differs from Compose as infra/docker-stack.yml says;
+# its tmpfs (the replication password file) is a tmpfs mount.
+`;
+
+/** The texts of infra/docker-stack.yml and infra/docker-stack.replica.yml, from the compose file as it is now. */
+export async function renderStacks(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>): Promise<Record<string, string>> {
+  const { model, standby } = await composeModel(ctx);
+  return {
+    [STACK_FILE]: `${HEADER}\n${toYaml(toStack(model))}`,
+    [STANDBY_STACK_FILE]: `${STANDBY_HEADER}\n${toYaml(toStack(standby))}`,
+  };
 }
 
-/** Writes infra/docker-stack.yml, or (check) says whether it is current. */
-export async function generateStack(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>, check: boolean): Promise<{ file: string; changed: boolean }> {
-  const file = path.join(ctx.cfg.root, STACK_FILE);
-  const want = await renderStack(ctx);
-  const have = await ctx.fs.readFile(file, 'utf8').catch(() => '');
-  if (have === want) return { file, changed: false };
-  if (check) throw new UserError(`${STACK_FILE} is not what infra/docker-compose.yml gives`, 'regenerate it: pnpm stack:generate');
-  await ctx.fs.writeFile(file, want);
-  return { file, changed: true };
+/** Writes the stack files, or (check) says whether they are current. */
+export async function generateStack(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>, check: boolean): Promise<{ files: string[]; changed: boolean }> {
+  const changed: string[] = [];
+  const all = Object.entries(await renderStacks(ctx));
+  for (const [rel, want] of all) {
+    const file = path.join(ctx.cfg.root, rel);
+    const have = await ctx.fs.readFile(file, 'utf8').catch(() => '');
+    if (have === want) continue;
+    if (check) throw new UserError(`${rel} is not what infra/docker-compose.yml gives`, 'regenerate it: pnpm stack:generate');
+    await ctx.fs.writeFile(file, want);
+    changed.push(file);
+  }
+  return { files: changed.length ? changed : all.map(([rel]) => path.join(ctx.cfg.root, rel)), changed: changed.length > 0 };
 }

@@ -114,21 +114,30 @@ export function configsOf(model: Json): Map<string, string> {
   return out;
 }
 
-/**
- * The model without the Compose standby (the `replica` profile: db:replica on docker) and the
- * secrets and volumes only it uses. The standby is not built for Swarm; a stack that named its
- * secrets would need replication_* files every deploy, though no standby runs.
- */
-export function withoutStandby(model: Json): Json {
-  const services = Object.fromEntries(
-    Object.entries<Json>(model.services ?? {}).filter(([, svc]) => !(svc.profiles ?? []).includes('replica')),
-  );
+export const STANDBY_STACK_FILE = 'infra/docker-stack.replica.yml';
+
+/** The model with only the services picked, and the secrets and volumes they use. */
+function onlyServices(model: Json, pick: (svc: Json) => boolean): Json {
+  const services = Object.fromEntries(Object.entries<Json>(model.services ?? {}).filter(([, svc]) => pick(svc)));
   const used = (pick: (svc: Json) => string[]) => new Set(Object.values<Json>(services).flatMap(pick));
   const secrets = used((svc) => (svc.secrets ?? []).map((x: Json) => x.source));
   const volumes = used((svc) => (svc.volumes ?? []).filter((m: Json) => m.type === 'volume').map((m: Json) => m.source));
   const keep = (o: Json | undefined, names: Set<string>) => Object.fromEntries(Object.entries<Json>(o ?? {}).filter(([k]) => names.has(k)));
   return { ...model, services, secrets: keep(model.secrets, secrets), volumes: keep(model.volumes, volumes) };
 }
+
+const isStandby = (svc: Json) => (svc.profiles ?? []).includes('replica');
+/**
+ * The model without the Compose standby (the `replica` profile) and the secrets and volumes only it
+ * uses: infra/docker-stack.yml. A stack that named the replication secrets would need their files
+ * at every deploy, though no standby runs.
+ */
+export const withoutStandby = (model: Json): Json => onlyServices(model, (svc) => !isStandby(svc));
+/**
+ * The standby alone, with the secrets and volumes it uses: infra/docker-stack.replica.yml, which
+ * pnpm db:replica deploys into the same stack (no --prune: the other services stay as they are).
+ */
+export const standbyOnly = (model: Json): Json => onlyServices(model, isStandby);
 
 /** The stack for `docker stack deploy`, from Compose's model of infra/docker-compose.yml (sentinels already restored). */
 export function toStack(model: Json): Json {
@@ -159,6 +168,7 @@ export function toStack(model: Json): Json {
     }
     // Swarm has no shm_size: a tmpfs of that size on /dev/shm instead.
     if (svc.shm_size) volumes.push({ type: 'tmpfs', target: '/dev/shm', tmpfs: { size: Number(svc.shm_size) } });
+    for (const t of svc.tmpfs ?? []) volumes.push({ type: 'tmpfs', target: t });
     if (volumes.length) out.volumes = volumes;
     if (configs.length) out.configs = configs;
     if (svc.secrets) {
@@ -246,7 +256,7 @@ export function toStack(model: Json): Json {
 export async function composeModel(
   ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>,
   env?: Record<string, string>,
-): Promise<{ model: Json; text: string }> {
+): Promise<{ model: Json; standby: Json; text: string }> {
   const file = ctx.cfg.composeFile;
   const text = await ctx.fs.readFile(file, 'utf8');
   const s = sentinels(variablesOf(text));
@@ -259,6 +269,6 @@ export async function composeModel(
       hint: 'check it with: docker compose -f infra/docker-compose.yml config',
     },
   });
-  const model = withoutStandby(JSON.parse(r.stdout));
-  return { model: env ? model : restore(model, s), text };
+  const full = env ? JSON.parse(r.stdout) : restore(JSON.parse(r.stdout), s);
+  return { model: withoutStandby(full), standby: standbyOnly(full), text };
 }

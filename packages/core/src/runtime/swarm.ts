@@ -4,7 +4,7 @@ import { waitFor } from '../wait.ts';
 import type { Runtime } from './runtime.ts';
 import { loadMigrations } from '../migrations/files.ts';
 import { migrateArgs } from '../migrations/command.ts';
-import { DATA_VOLUME, DB_SERVICE, MIGRATE_SERVICE, refuseSingleTransaction } from './compose.ts';
+import { DATA_VOLUME, DB_SERVICE, MIGRATE_SERVICE, REPLICA_SERVICE, refuseSingleTransaction } from './compose.ts';
 import { loginTargets, provisionOverTls } from './target.ts';
 import { swarm } from './swarm-commands.ts';
 import { swarmStack } from './swarm-deploy.ts';
@@ -13,11 +13,13 @@ import { APP_SERVICE } from './swarm-image.ts';
 import { runJob } from './swarm-job.ts';
 import { pruneObjects } from './swarm-objects.ts';
 import { swarmPitr } from './swarm-pitr.ts';
+import { fencedText, swarmReplica } from './swarm-replica.ts';
 
 // DB_TARGET=swarm, in parts: swarm-stack.ts (the stack file from the compose file), swarm-commands.ts
 // (the `docker` arguments), swarm-objects.ts (versioned secrets and configs), swarm-image.ts (the
 // api's image), swarm-deploy.ts (deploy and wait), swarm-exec.ts (docker exec into api-db),
-// swarm-job.ts (the migration job), swarm-pitr.ts (WAL archive, point-in-time recovery).
+// swarm-job.ts (the migration job), swarm-oneoff.ts (a container on a volume), swarm-pitr.ts (WAL
+// archive, point-in-time recovery), swarm-replica.ts (the standby).
 
 /**
  * DB_TARGET=swarm: the stack of infra/docker-stack.yml on this engine's swarm, named
@@ -39,6 +41,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     admin,
     running,
     pitr: swarmPitr(ctx, st, state),
+    replica: swarmReplica(ctx, st, { running, admin }),
     async reloadTls() {
       // A Swarm secret cannot change: the new key and certificate are new versions, and api-db is
       // updated to them (a restart, stop-first, of a few seconds; open sessions do not survive).
@@ -50,7 +53,7 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       return r.changed && Boolean(app?.Spec.Mode?.Replicated?.Replicas);
     },
     describeData: () =>
-      `the Swarm stack ${stack}: its volumes ${stack}_${DATA_VOLUME} (all database data) and ${stack}_pg_wal_archive (the WAL archive), secrets and configs`,
+      `the Swarm stack ${stack}: its volumes ${stack}_${DATA_VOLUME} (all database data), ${stack}_pg_wal_archive (the WAL archive) and the standby's, secrets and configs`,
     prepareTools: async () => {},
     pgTool,
     async up() {
@@ -58,6 +61,13 @@ export function swarmRuntime(ctx: Ctx): Runtime {
       await st.swarmNode();
       log.step(`deploying stack ${stack} on Docker Swarm (${DB_SERVICE} on port ${cfg.port}, every interface of this node)`);
       await st.pinData();
+      // db:promote fenced the old primary: it must never take writes beside the promoted standby.
+      const fenced = (await running()) ? '' : await fencedText(ctx, st);
+      if (fenced)
+        throw new UserError(
+          `${DB_SERVICE}: its data directory is fenced: ${fenced}`,
+          'keep the promoted server, or rebuild the pair from it as the README says (Failover); never start this one as a primary',
+        );
       await st.converge();
       await st.startDb(); // a recovery that stopped api-db (scaled to 0) and did not start it again
       state.recovering = false;
@@ -67,8 +77,9 @@ export function swarmRuntime(ctx: Ctx): Runtime {
     },
     async down() {
       const was = await running();
+      const standby = (await ask(swarm.container(stack, REPLICA_SERVICE, false))).stdout.trim() !== '';
       await st.removeStack();
-      return { wasRunning: was };
+      return { wasRunning: was || standby, ...(standby && { standby }) };
     },
     async logs(follow) {
       await exec('docker', swarm.logs(svc(DB_SERVICE), follow), { cwd: cfg.root, interactive: true, nothrow: true });
