@@ -6,7 +6,7 @@ import { docker, engineSuite, IMAGES_ENV, makeDockerProject, cli, ok, until, typ
 import { freePort, readSecretFile, run } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
 import { failsClearly } from './setup/assert.ts';
-import { leaveSwarm, serviceVersions, startSwarm, swarmState, taskContainer } from './setup/swarm.ts';
+import { leaveSwarm, serviceVersions, stackInspect, startSwarm, swarmState, taskContainer } from './setup/swarm.ts';
 
 // DB_TARGET=swarm on a single-node swarm this file starts (docker swarm init on loopback) and leaves
 // (docker swarm leave --force) even on failure. An engine already in a swarm fails the suite: it is
@@ -103,18 +103,8 @@ if (s) {
     // In-memory too in the api's task.
     const api = await until('the api task', 60_000, () => taskContainer(p!.name, 'api'));
     assert.match((await docker(['exec', api, 'cat', '/proc/mounts'])).stdout, /^tmpfs \/run\/secrets\/app_password tmpfs/m);
-    const ids = (await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-      .split('\n')
-      .filter(Boolean);
-    const containers = (await docker(['ps', '--all', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-      .split('\n')
-      .filter(Boolean);
     const secrets = (await docker(['secret', 'ls', '--quiet'])).stdout.split('\n').filter(Boolean);
-    const seen = [
-      (await docker(['service', 'inspect', ...ids])).stdout,
-      (await docker(['inspect', ...containers])).stdout,
-      (await docker(['secret', 'inspect', ...secrets])).stdout,
-    ].join('\n');
+    const seen = [await stackInspect(p!.name), (await docker(['secret', 'inspect', ...secrets])).stdout].join('\n');
     for (const f of ['postgres_password', 'app_password', 'migrate_password']) {
       const pw = await readSecretFile(p!, f);
       assert.ok(pw.length >= 16);
@@ -183,16 +173,9 @@ if (s) {
       const q = await ok(['db:psql', '-At', '-c', 'SELECT current_user'], p!.env);
       assert.is(q.stdout.trim(), (await readSecretFile(p!, 'app_user')).trim());
       const password = await readSecretFile(p!, 'app_password');
-      const ids = (await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-        .split('\n')
-        .filter(Boolean);
-      const containers = (await docker(['ps', '--all', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-        .split('\n')
-        .filter(Boolean);
       const execs: string[] = JSON.parse((await docker(['inspect', dbBefore])).stdout)[0].ExecIDs ?? [];
       const seen = [
-        (await docker(['service', 'inspect', ...ids])).stdout,
-        (await docker(['inspect', ...containers])).stdout,
+        await stackInspect(p!.name),
         // The exec instances of db:psql too (the engine's API: the CLI has no command for them).
         ...(await Promise.all(
           execs.map(
@@ -323,6 +306,7 @@ if (s) {
       assert.is(await taskContainer(p!.name, 'api-db'), dbBefore, 'api-db was not restarted');
       const password = await readSecretFile(p!, 'replication_password');
       assert.not.ok((r.stdout + r.stderr).includes(password));
+      assert.not.ok((await stackInspect(p!.name)).includes(password), 'the replication password appears in docker inspect output');
       // A row written on the primary is on the standby, read on its own socket.
       await ok(['db:psql', '-c', "INSERT INTO accounts (email) VALUES ('replicated@example.com')"], env);
       const standby = await taskContainer(p!.name, 'api-db-replica');

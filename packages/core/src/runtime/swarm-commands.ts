@@ -64,14 +64,15 @@ export const swarm = {
   jobLogs: (service: string) => ['service', 'logs', '--raw', service],
   removeService: (service: string) => ['service', 'rm', service],
   networks: (stack: string) => ['network', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`],
-  volume: (stack: string) => [
+  // One volume of the stack (default: the data's), by its label and name.
+  volume: (stack: string, name: string = DATA_VOLUME) => [
     'volume',
     'ls',
     '--quiet',
     '--filter',
     `label=com.docker.stack.namespace=${stack}`,
     '--filter',
-    `name=${stack}_${DATA_VOLUME}`,
+    `name=${stack}_${name}`,
   ],
   // Every volume of the stack (the data's, the WAL archive's), for db:delete.
   volumes: (stack: string) => ['volume', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`],

@@ -39,8 +39,8 @@ export interface SwarmStack {
   ready(): Promise<string>;
   /** `docker stack rm`, and its network gone. */
   removeStack(): Promise<void>;
-  /** Scales api-db to 0 and waits until its container has stopped. */
-  stopDb(): Promise<void>;
+  /** Scales a service (api-db, the standby) to 0 and waits until its container has stopped. */
+  scaleDown(service: string): Promise<void>;
   /** Scales api-db back to one task where something (a recovery) left it at 0; says whether it did. */
   startDb(): Promise<boolean>;
 }
@@ -184,14 +184,14 @@ export function swarmStack(ctx: Ctx): SwarmStack {
     );
   }
 
-  async function stopDb(): Promise<void> {
-    await docker(swarm.scale(svc(DB_SERVICE), 0), { message: `could not stop ${svc(DB_SERVICE)}`, hint: 'see: pnpm db:logs' });
+  async function scaleDown(service: string): Promise<void> {
+    await docker(swarm.scale(svc(service), 0), { message: `could not stop ${svc(service)}`, hint: 'see: pnpm db:logs' });
     await waitFor(
       ctx,
-      `stopping ${DB_SERVICE}`,
+      `stopping ${service}`,
       120_000, // its stop_grace_period is 30s
-      async () => (await container(false)) === '',
-      () => `${svc(DB_SERVICE)} still runs; see: docker service ps ${svc(DB_SERVICE)}`,
+      async () => (await ask(swarm.container(stack, service, false))).stdout.trim() === '',
+      () => `${svc(service)} still runs; see: docker service ps ${svc(service)}`,
       250,
     );
   }
@@ -216,7 +216,7 @@ export function swarmStack(ctx: Ctx): SwarmStack {
     container,
     ready,
     removeStack,
-    stopDb,
+    scaleDown,
     startDb,
   };
 }

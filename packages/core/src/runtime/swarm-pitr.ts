@@ -88,7 +88,7 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
       };
       const stop = async () => {
         await st.converge(); // a deploy later in this run would scale api-db back up under the file work
-        await st.stopDb();
+        await st.scaleDown(DB_SERVICE);
       };
       return {
         stop,
@@ -112,7 +112,7 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
         logHint: 'see: pnpm db:logs',
         async putBack(hadData) {
           state.recovering = false;
-          await st.stopDb().catch(() => {}); // the recovery's own error is the one to report; `back` fails too if it still runs
+          await st.scaleDown(DB_SERVICE).catch(() => {}); // the recovery's own error is the one to report; `back` fails too if it still runs
           await steps.back(hadData);
         },
       };

@@ -96,18 +96,6 @@ export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: { running(): Pro
     );
   }
 
-  async function stop(): Promise<void> {
-    await st.docker(swarm.scale(svc(REPLICA_SERVICE), 0), { message: `could not stop ${svc(REPLICA_SERVICE)}`, hint: logHint });
-    await waitFor(
-      ctx,
-      `stopping ${REPLICA_SERVICE}`,
-      120_000, // its stop_grace_period is 30s
-      async () => (await container(false)) === '',
-      () => `${svc(REPLICA_SERVICE)} still runs; see: docker service ps ${svc(REPLICA_SERVICE)}`,
-      250,
-    );
-  }
-
   return containerStandby(ctx, {
     where,
     logHint,
@@ -115,20 +103,12 @@ export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: { running(): Pro
     admin,
     running: async () => (await container(false)) !== '',
     built: async () => {
-      const r = await ask([
-        'volume',
-        'ls',
-        '--quiet',
-        '--filter',
-        `label=com.docker.stack.namespace=${stack}`,
-        '--filter',
-        `name=${stack}_${REPLICA_VOLUME}`,
-      ]);
+      const r = await ask(swarm.volume(stack, REPLICA_VOLUME));
       return r.code !== 0 || r.stdout.trim() !== '';
     },
     start,
-    stop,
-    stopPrimary: () => st.stopDb(),
+    stop: () => st.scaleDown(REPLICA_SERVICE),
+    stopPrimary: () => st.scaleDown(DB_SERVICE),
     async fence(text) {
       const script = `printf '%s\\n' "$1" >"$2/${FENCE_FILE}"`;
       const args = await oneOffArgs(
