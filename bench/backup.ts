@@ -14,26 +14,22 @@
  * The server runs on Debian's binaries (pg_dump refuses a newer server, and the embedded server ships
  * no client tools); its major is discovered under /usr/lib/postgresql. Everything is removed on exit.
  */
-import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {
-  CLI,
   cli,
-  creds,
-  fmtMs,
-  libpqEnv,
+  debianBin,
   machine,
   main,
-  makeProject,
+  MEDIAN_HEADER,
   median,
+  medianRow,
   must,
-  onCleanup,
+  pgbenchProject,
   printTable,
   progress,
   ratio,
   repeat,
-  timed,
   type Creds,
   type Project,
 } from './lib.ts';
@@ -43,39 +39,23 @@ const SCALE = Number(process.env.BENCH_SCALE || 10);
 const JOBS = Number(process.env.BENCH_JOBS || 2);
 const DIR = process.env.BENCH_DIR !== '0';
 
-function debianBin(): string {
-  const root = '/usr/lib/postgresql';
-  const majors = (existsSync(root) ? readdirSync(root) : [])
-    .filter((d) => /^\d+$/.test(d) && existsSync(path.join(root, d, 'bin/pg_dump')))
-    .map(Number)
-    .sort((a, b) => b - a);
-  if (!majors.length) throw new Error('no PostgreSQL binaries under /usr/lib/postgresql');
-  return path.join(root, String(majors[0]), 'bin');
-}
-
 /** The superuser on the socket, for the raw tools: what our task runs them as. */
 function suEnv(p: Project, c: Creds): Record<string, string> {
   return { PGHOST: path.join(p.nativeDir, 'run'), PGPORT: String(p.port), PGUSER: c.admin.user, PGPASSWORD: c.admin.password };
 }
 
 main(async () => {
-  const bin = debianBin();
+  const bin = debianBin(['pg_dump']);
   process.stdout.write(`bench/backup.ts: ${machine()}\nthis run's server and client tools: ${bin} (overrides the line above)\n`);
-  const p = await makeProject('backup');
-  const backups = path.join(p.dir, 'backups');
+  const { p, c } = await pgbenchProject('backup', {
+    bin,
+    scale: SCALE,
+    // Retention would remove earlier rounds' backups: keep them all for the run.
+    env: (p) => ({ DB_BACKUP_DIR: path.join(p.dir, 'backups'), DB_BACKUP_KEEP: '1000/0/0' }),
+  });
+  const backups = p.env.DB_BACKUP_DIR;
   const raw = path.join(p.dir, 'raw');
   await fs.mkdir(raw);
-  // Retention would remove earlier rounds' backups: keep them all for the run.
-  Object.assign(p.env, { PG_BIN_DIR: bin, DB_BACKUP_DIR: backups, DB_BACKUP_KEEP: '1000/0/0' });
-  // lib's cleanup stops servers with its own pg_ctl; this one runs on Debian's, so stop it the task's way first.
-  onCleanup('stop the Debian-binaries server', async () => {
-    await timed(process.execPath, [CLI, 'db:down'], { env: p.env, timeoutMs: 60_000 });
-  });
-  progress('set-up: secrets, certificates, server, migrations');
-  for (const t of ['db:secrets', 'db:secure', 'db:up', 'db:migrate']) await cli([t], p.env);
-  const c = await creds(p);
-  progress(`set-up: pgbench -i -s ${SCALE}`);
-  await must(path.join(bin, 'pgbench'), ['-i', '-s', String(SCALE), '--quiet'], { env: libpqEnv(p, c, c.migrator), timeoutMs: 600_000 });
   const su = suEnv(p, c);
 
   const ours: number[] = [];
@@ -164,30 +144,23 @@ main(async () => {
     });
   }
 
-  const row = (label: string, xs: number[], base: number[]) => [
-    label,
-    fmtMs(median(xs)),
-    fmtMs(Math.min(...xs)),
-    fmtMs(Math.max(...xs)),
-    ratio(median(xs), median(base)),
-  ];
   printTable(
     `backup and restore of pgbench -s ${SCALE} in the application database, ${N} rounds, alternating (ratio vs the raw tool above it)`,
-    ['', 'median', 'min', 'max', 'ratio'],
+    MEDIAN_HEADER,
     [
-      row('raw pg_dump -Fc (baseline)', theirs, theirs),
-      row('node dist/cli.js db:backup', ours, theirs),
-      row("  inside the task (the manifest's ms: no node start-up, no retention)", oursInside, theirs),
-      row('  raw pg_dump -Fc + pg_dumpall --roles-only, sha256sum, sync', careful, theirs),
-      row('raw createdb + pg_restore (baseline)', theirsR, theirsR),
-      row('node dist/cli.js db:restore --yes --no-backup', oursR, theirsR),
-      row('node dist/cli.js db:backup:verify (no raw twin)', verify, theirsR),
+      medianRow('raw pg_dump -Fc (baseline)', theirs, theirs),
+      medianRow('node dist/cli.js db:backup', ours, theirs),
+      medianRow("  inside the task (the manifest's ms: no node start-up, no retention)", oursInside, theirs),
+      medianRow('  raw pg_dump -Fc + pg_dumpall --roles-only, sha256sum, sync', careful, theirs),
+      medianRow('raw createdb + pg_restore (baseline)', theirsR, theirsR),
+      medianRow('node dist/cli.js db:restore --yes --no-backup', oursR, theirsR),
+      medianRow('node dist/cli.js db:backup:verify (no raw twin)', verify, theirsR),
       ...(DIR
         ? [
-            row(`raw pg_dump -Fd -j ${JOBS} (baseline)`, dirRaw, dirRaw),
-            row(`node dist/cli.js db:backup --format dir --jobs ${JOBS}`, dirOurs, dirRaw),
-            row(`raw createdb + pg_restore -j ${JOBS} (baseline)`, dirRestoreRaw, dirRestoreRaw),
-            row(`node dist/cli.js db:restore --jobs ${JOBS} --yes --no-backup`, dirRestoreOurs, dirRestoreRaw),
+            medianRow(`raw pg_dump -Fd -j ${JOBS} (baseline)`, dirRaw, dirRaw),
+            medianRow(`node dist/cli.js db:backup --format dir --jobs ${JOBS}`, dirOurs, dirRaw),
+            medianRow(`raw createdb + pg_restore -j ${JOBS} (baseline)`, dirRestoreRaw, dirRestoreRaw),
+            medianRow(`node dist/cli.js db:restore --jobs ${JOBS} --yes --no-backup`, dirRestoreOurs, dirRestoreRaw),
           ]
         : []),
     ],

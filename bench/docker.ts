@@ -35,12 +35,12 @@ import {
   fmtMs,
   machine,
   main,
-  median,
+  MEDIAN_HEADER,
+  medianRow,
   must,
   onCleanup,
   printTable,
   progress,
-  ratio,
   timed,
 } from './lib.ts';
 import { COMPOSE_FILE, IMAGES_ENV, composeVars, makeDockerProject, type DockerProject } from '../test/setup/docker.ts';
@@ -52,12 +52,6 @@ const TURBO = path.join(ROOT, 'node_modules/.bin/turbo');
 const TURBO_ENV = { TURBO_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '1', TURBO_NO_UPDATE_NOTIFIER: '1', npm_config_update_notifier: 'false' };
 const STEPS = ['db:secrets', 'db:secure', 'db:up', 'db:migrate', 'db:status'];
 
-const stats = (xs: number[]) => ({ med: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
-const row = (label: string, xs: number[], base: number[]) => {
-  const s = stats(xs);
-  return [label, fmtMs(s.med), fmtMs(s.min), fmtMs(s.max), ratio(s.med, median(base))];
-};
-const HEADER = ['', 'median', 'min', 'max', 'ratio'];
 /** Round i runs the contenders starting from the i-th, so none is always first after a teardown. */
 const rotate = <T>(xs: T[], i: number) => xs.map((_, k) => xs[(k + i) % xs.length]);
 
@@ -365,19 +359,23 @@ async function partA(): Promise<void> {
   const notes = compareStates(states);
   printTable(
     `(a) deploy from nothing on the docker runtime (N=${N}, from process start; each on a new Compose project: network, volume, initdb in the container)`,
-    HEADER,
+    MEDIAN_HEADER,
     [
-      row('raw: compose up -d --wait, psql provisioning, compose run --rm db-migrate up (baseline; secrets+certs made before)', raw, raw),
-      row('turbo run deploy (node_modules/.bin/turbo)', turbo, raw),
-      row('CLI steps in sequence (node dist/cli.js ...)', steps, raw),
-      ...STEPS.map((s) => row(`  ${s}`, stepMs[s], raw)),
-      ...(upInside.length ? [row('    db:up, its own "in N ms" (compose up, provisioning, TLS logins)', upInside, raw)] : []),
-      row('  raw: docker compose up -d --wait api-db', rawParts.up, raw),
-      row('  raw: psql provisioning in the container', rawParts.provision, raw),
-      row('  raw: docker compose run --rm db-migrate up', rawParts.migrate, raw),
-      row('raw, the migration as the tool runs it: run --rm --no-deps db-migrate up', rawNoDeps, raw),
-      row('  its docker compose run --rm --no-deps db-migrate up', rawNoDepsMigrate, raw),
-      row(
+      medianRow(
+        'raw: compose up -d --wait, psql provisioning, compose run --rm db-migrate up (baseline; secrets+certs made before)',
+        raw,
+        raw,
+      ),
+      medianRow('turbo run deploy (node_modules/.bin/turbo)', turbo, raw),
+      medianRow('CLI steps in sequence (node dist/cli.js ...)', steps, raw),
+      ...STEPS.map((s) => medianRow(`  ${s}`, stepMs[s], raw)),
+      ...(upInside.length ? [medianRow('    db:up, its own "in N ms" (compose up, provisioning, TLS logins)', upInside, raw)] : []),
+      medianRow('  raw: docker compose up -d --wait api-db', rawParts.up, raw),
+      medianRow('  raw: psql provisioning in the container', rawParts.provision, raw),
+      medianRow('  raw: docker compose run --rm db-migrate up', rawParts.migrate, raw),
+      medianRow('raw, the migration as the tool runs it: run --rm --no-deps db-migrate up', rawNoDeps, raw),
+      medianRow('  its docker compose run --rm --no-deps db-migrate up', rawNoDepsMigrate, raw),
+      medianRow(
         "CLI db:up + db:migrate (the raw twin's steps)",
         stepMs['db:up'].map((x, k) => x + stepMs['db:migrate'][k]),
         raw,
@@ -447,16 +445,16 @@ async function partB(p: DockerProject): Promise<void> {
   ];
   for (let i = 0; i < N; i++) for (const [, run] of rotate(contenders, i)) await run();
   compareStates(states);
-  printTable(`(b) second deploy: everything made, api-db running (N=${N})`, HEADER, [
-    row('raw: compose up -d --wait api-db, compose run --rm db-migrate up (baseline)', raw, raw),
-    row('turbo run deploy', turbo, raw),
-    row('CLI steps in sequence', steps, raw),
-    ...STEPS.map((s) => row(`  ${s}`, stepMs[s], raw)),
-    row('  raw: docker compose up -d --wait api-db (already up)', rawParts.up, raw),
-    row('  raw: docker compose run --rm db-migrate up (no change)', rawParts.migrate, raw),
-    row('raw, the migration as the tool runs it: run --rm --no-deps db-migrate up', rawNoDeps, raw),
-    row('  its docker compose run --rm --no-deps db-migrate up (no change)', rawNoDepsMigrate, raw),
-    row(
+  printTable(`(b) second deploy: everything made, api-db running (N=${N})`, MEDIAN_HEADER, [
+    medianRow('raw: compose up -d --wait api-db, compose run --rm db-migrate up (baseline)', raw, raw),
+    medianRow('turbo run deploy', turbo, raw),
+    medianRow('CLI steps in sequence', steps, raw),
+    ...STEPS.map((s) => medianRow(`  ${s}`, stepMs[s], raw)),
+    medianRow('  raw: docker compose up -d --wait api-db (already up)', rawParts.up, raw),
+    medianRow('  raw: docker compose run --rm db-migrate up (no change)', rawParts.migrate, raw),
+    medianRow('raw, the migration as the tool runs it: run --rm --no-deps db-migrate up', rawNoDeps, raw),
+    medianRow('  its docker compose run --rm --no-deps db-migrate up (no change)', rawNoDepsMigrate, raw),
+    medianRow(
       "CLI db:up + db:migrate (the raw twin's steps)",
       stepMs['db:up'].map((x, k) => x + stepMs['db:migrate'][k]),
       raw,
@@ -501,13 +499,13 @@ async function partC(p: DockerProject): Promise<void> {
   }
   printTable(
     `(c) start an existing volume with the stack stopped (db:down before each) until the first verified TLS query answers (N=${UP_N})`,
-    HEADER,
+    MEDIAN_HEADER,
     [
-      row('docker compose up -d --wait api-db + first TLS query (baseline)', raw, raw),
-      row('node dist/cli.js db:up + first TLS query', ours, raw),
-      row('docker compose up -d (no --wait) + TLS login polled every 20 ms (floor)', floor, raw),
-      row('  db:up process alone', oursProc, raw),
-      row('  docker compose up -d --wait process alone', rawProc, raw),
+      medianRow('docker compose up -d --wait api-db + first TLS query (baseline)', raw, raw),
+      medianRow('node dist/cli.js db:up + first TLS query', ours, raw),
+      medianRow('docker compose up -d (no --wait) + TLS login polled every 20 ms (floor)', floor, raw),
+      medianRow('  db:up process alone', oursProc, raw),
+      medianRow('  docker compose up -d --wait process alone', rawProc, raw),
     ],
   );
 }

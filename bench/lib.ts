@@ -14,8 +14,9 @@ import pg from 'pg';
 import { serverBinDir } from '@dbkit/core/pgbin';
 import { connect as coreConnect } from '@dbkit/core/pg';
 import { freePort, makeProject as makeTestProject, type Project } from '../test/setup/project.ts';
+import { debianBin } from '../test/setup/backup.ts';
 
-export { freePort, type Project };
+export { debianBin, freePort, type Project };
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The CLI as built (`node build.mjs`); see `snapshotCli`. */
@@ -202,6 +203,34 @@ export async function removeProject(p: Project): Promise<void> {
   await fs.rm(p.dir, { recursive: true, force: true });
 }
 
+/**
+ * A project whose server runs on `bin` (Debian's binaries, whose client tools match it), deployed as
+ * a user does (secrets, certificates, server, migrations), with pgbench's tables at `scale` made by
+ * the migration role over verified TLS, so it owns them as it owns what migrations make. `env` is
+ * added before the first task. Its cleanup stops the servers the task's way (stopServer knows only
+ * the embedded pg_ctl), the standby too, then runs `afterDown`.
+ */
+export async function pgbenchProject(
+  label: string,
+  o: { bin: string; scale: number; env?: (p: Project) => Record<string, string>; afterDown?: (p: Project) => Promise<void> },
+): Promise<{ p: Project; c: Creds }> {
+  const p = await makeProject(label);
+  Object.assign(p.env, { PG_BIN_DIR: o.bin, ...o.env?.(p) });
+  onCleanup(`stop ${label}'s servers`, async () => {
+    await timed(NODE, [CLI, 'db:down'], { env: p.env, timeoutMs: 60_000 });
+    await o.afterDown?.(p);
+  });
+  progress('set-up: secrets, certificates, server, migrations');
+  for (const t of ['db:secrets', 'db:secure', 'db:up', 'db:migrate']) await cli([t], p.env);
+  const c = await creds(p);
+  progress(`set-up: pgbench -i -s ${o.scale}`);
+  await must(path.join(o.bin, 'pgbench'), ['-i', '-s', String(o.scale), '--quiet'], {
+    env: libpqEnv(p, c, c.migrator),
+    timeoutMs: 600_000,
+  });
+  return { p, c };
+}
+
 export async function writeFiles(dir: string, files: Record<string, string>): Promise<void> {
   await fs.mkdir(dir, { recursive: true });
   await Promise.all(Object.entries(files).map(([name, sql]) => fs.writeFile(path.join(dir, name), sql)));
@@ -323,8 +352,8 @@ export async function query(p: Project, c: Creds, login: Login, sql: string, dat
   }
 }
 
-/** The superuser over the server's Unix socket (the native runtime's socket directory), for set-up only. */
-export async function adminQuery(p: Project, c: Creds, sql: string, database = 'postgres'): Promise<pg.QueryResult> {
+/** The superuser over the server's Unix socket (the native runtime's socket directory), for set-up and sampling only. */
+export async function adminClient(p: Project, c: Creds, database = 'postgres'): Promise<pg.Client> {
   const client = new pg.Client({
     host: path.join(p.nativeDir, 'run'),
     port: p.port,
@@ -334,6 +363,11 @@ export async function adminQuery(p: Project, c: Creds, sql: string, database = '
   });
   client.on('error', () => {});
   await client.connect();
+  return client;
+}
+
+export async function adminQuery(p: Project, c: Creds, sql: string, database = 'postgres'): Promise<pg.QueryResult> {
+  const client = await adminClient(p, c, database);
   try {
     return await client.query(sql);
   } finally {
@@ -365,6 +399,14 @@ export function fmtMs(ms: number): string {
 
 export function ratio(x: number, base: number): string {
   return `${(x / base).toFixed(2)}x`;
+}
+
+/** The header of a `medianRow` table. */
+export const MEDIAN_HEADER = ['', 'median', 'min', 'max', 'ratio'];
+
+/** A table row: median, min and max of `xs`, and the ratio of its median to `base`'s. */
+export function medianRow(label: string, xs: number[], base: number[]): string[] {
+  return [label, fmtMs(median(xs)), fmtMs(Math.min(...xs)), fmtMs(Math.max(...xs)), ratio(median(xs), median(base))];
 }
 
 /** Repeats `fn` n times (after `warmup` unmeasured runs) and returns every measurement. */

@@ -13,44 +13,33 @@
  * default 200; BENCH_SCALE, default 5). Debian's server and client binaries (pg_basebackup must match
  * the server); everything is removed on exit, the WAL archive too.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {
-  CLI,
   adminQuery,
   cli,
-  creds,
+  debianBin,
   fmtMs,
+  freePort,
   libpqEnv,
   machine,
   main,
-  makeProject,
-  median,
+  MEDIAN_HEADER,
+  medianRow,
   must,
   onCleanup,
+  pgbenchProject,
   printTable,
   progress,
-  ratio,
   repeat,
   serverUser,
   timed,
-  freePort,
 } from './lib.ts';
 
 const N = Number(process.env.BENCH_N || 1);
 const WAL_MB = Number(process.env.BENCH_WAL_MB || 200);
 const SCALE = Number(process.env.BENCH_SCALE || 5);
-
-function debianBin(): string {
-  const root = '/usr/lib/postgresql';
-  const majors = (existsSync(root) ? readdirSync(root) : [])
-    .filter((d) => /^\d+$/.test(d) && existsSync(path.join(root, d, 'bin/pg_basebackup')) && existsSync(path.join(root, d, 'bin/postgres')))
-    .map(Number)
-    .sort((a, b) => b - a);
-  if (!majors.length) throw new Error('no PostgreSQL binaries under /usr/lib/postgresql');
-  return path.join(root, String(majors[0]), 'bin');
-}
 
 const lsnBytes = (lsn: string) => {
   const [hi, lo] = lsn.split('/');
@@ -58,22 +47,21 @@ const lsnBytes = (lsn: string) => {
 };
 
 main(async () => {
-  const bin = debianBin();
+  const bin = debianBin(['pg_basebackup', 'postgres']);
   process.stdout.write(`bench/pitr.ts: ${machine()}\nthis run's server and client tools: ${bin} (overrides the line above)\n`);
-  const p = await makeProject('pitr');
-  const backups = path.join(p.dir, 'backups');
-  Object.assign(p.env, { PG_BIN_DIR: bin, DB_BACKUP_DIR: backups, DB_BACKUP_KEEP: '1000/0/0' });
-  onCleanup('stop the Debian-binaries server and remove the WAL archive', async () => {
-    await timed(process.execPath, [CLI, 'db:down'], { env: p.env, timeoutMs: 60_000 });
-    const archive = await fs.realpath(path.join(backups, 'wal')).catch(() => undefined); // never armed
-    if (archive) await fs.rm(archive, { recursive: true, force: true });
+  const backupsOf = (p: { dir: string }) => path.join(p.dir, 'backups');
+  const { p, c } = await pgbenchProject('pitr', {
+    bin,
+    scale: SCALE,
+    env: (p) => ({ DB_BACKUP_DIR: backupsOf(p), DB_BACKUP_KEEP: '1000/0/0' }),
+    // backups/wal may be a link to an archive outside the project's folder (the server user cannot reach it): gone once the server is down.
+    afterDown: async (p) => {
+      const archive = await fs.realpath(path.join(backupsOf(p), 'wal')).catch(() => undefined); // never armed
+      if (archive) await fs.rm(archive, { recursive: true, force: true });
+    },
   });
-  progress('set-up: secrets, certificates, server, migrations');
-  for (const t of ['db:secrets', 'db:secure', 'db:up', 'db:migrate']) await cli([t], p.env);
-  const c = await creds(p);
+  const backups = backupsOf(p);
   const env = libpqEnv(p, c, c.migrator);
-  progress(`set-up: pgbench -i -s ${SCALE}`);
-  await must(path.join(bin, 'pgbench'), ['-i', '-s', String(SCALE), '--quiet'], { env, timeoutMs: 600_000 });
   progress('base backup: db:backup --physical');
   const base = JSON.parse((await cli(['db:backup', '--physical', '--json'], p.env, { timeoutMs: 600_000 })).stdout);
   const baseMs = base.ms as number;
@@ -151,20 +139,13 @@ main(async () => {
     return r.ms;
   });
 
-  const row = (label: string, xs: number[], base: number[]) => [
-    label,
-    fmtMs(median(xs)),
-    fmtMs(Math.min(...xs)),
-    fmtMs(Math.max(...xs)),
-    ratio(median(xs), median(base)),
-  ];
   printTable(
     `point-in-time recovery over ${walMb.toFixed(0)} MB of WAL (pgbench -s ${SCALE}, base backup ${(base.bytes / 1e6).toFixed(0)} MB), ${N} round(s) each`,
-    ['', 'median', 'min', 'max', 'ratio'],
+    MEDIAN_HEADER,
     [
-      row('raw: tar x2 + chown + recovery settings + pg_ctl start + poll (baseline)', raw, raw),
-      row(`node dist/cli.js db:restore --to-time ... --yes --no-backup`, ours, raw),
-      row('  inside the task (its ms: no node start-up; archive flush, checks, stop, provisioning)', oursInside, raw),
+      medianRow('raw: tar x2 + chown + recovery settings + pg_ctl start + poll (baseline)', raw, raw),
+      medianRow(`node dist/cli.js db:restore --to-time ... --yes --no-backup`, ours, raw),
+      medianRow('  inside the task (its ms: no node start-up; archive flush, checks, stop, provisioning)', oursInside, raw),
     ],
   );
   process.stdout.write(

@@ -16,23 +16,20 @@
  * BENCH_RATE, default 2000). The servers run on Debian's binaries (the embedded server ships no
  * pg_basebackup); the major is discovered under /usr/lib/postgresql. Everything is removed on exit.
  */
-import { existsSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {
-  CLI,
+  adminClient,
   cli,
   connect,
-  creds,
+  debianBin,
   fmtMs,
   freePort,
   libpqEnv,
   machine,
   main,
-  makeProject,
   median,
-  must,
-  onCleanup,
+  pgbenchProject,
   printTable,
   progress,
   ratio,
@@ -45,16 +42,7 @@ const N = Number(process.env.BENCH_N || 3);
 const SECONDS = Number(process.env.BENCH_SECONDS || 5);
 const RATE = Number(process.env.BENCH_RATE || 2000);
 
-function debianBin(): string {
-  const root = '/usr/lib/postgresql';
-  const majors = (existsSync(root) ? readdirSync(root) : [])
-    .filter((d) => /^\d+$/.test(d) && existsSync(path.join(root, d, 'bin/pg_basebackup')))
-    .map(Number)
-    .sort((a, b) => b - a);
-  if (!majors.length) throw new Error('no PostgreSQL binaries under /usr/lib/postgresql');
-  return path.join(root, String(majors[0]), 'bin');
-}
-const BIN = debianBin();
+const BIN = debianBin(['pg_basebackup']);
 
 interface Pair {
   p: Project;
@@ -64,16 +52,8 @@ interface Pair {
 
 /** A project on Debian's binaries, migrated, with pgbench's tables (scale 1) and a `marks` table. */
 async function pair(label: string, env: Record<string, string> = {}): Promise<Pair> {
-  const p = await makeProject(label);
   const replicaPort = await freePort();
-  Object.assign(p.env, { PG_BIN_DIR: BIN, DB_REPLICA_PORT: String(replicaPort), ...env });
-  // lib's cleanup stops servers with its own pg_ctl; these run on Debian's: the task's way first (the standby too).
-  onCleanup(`stop ${label}'s servers`, async () => {
-    await timed(process.execPath, [CLI, 'db:down'], { env: p.env, timeoutMs: 60_000 });
-  });
-  for (const t of ['db:secrets', 'db:secure', 'db:up', 'db:migrate']) await cli([t], p.env);
-  const c = await creds(p);
-  await must(path.join(BIN, 'pgbench'), ['-i', '-s', '1', '--quiet'], { env: libpqEnv(p, c, c.migrator) });
+  const { p, c } = await pgbenchProject(label, { bin: BIN, scale: 1, env: () => ({ DB_REPLICA_PORT: String(replicaPort), ...env }) });
   const m = await connect(p, c, c.migrator);
   await m.query('CREATE TABLE marks (id bigint PRIMARY KEY)');
   await m.end();
@@ -91,18 +71,7 @@ async function pgbench(x: Pair, seconds: number, rate?: number): Promise<{ tps: 
 
 /** Samples the standby's lag on the primary every 100 ms until `until` settles. */
 async function sampleLag(x: Pair, until: Promise<unknown>): Promise<{ bytes: number[]; seconds: number[] }> {
-  const su = await import('pg').then(
-    ({ default: pg }) =>
-      new pg.Client({
-        host: path.join(x.p.nativeDir, 'run'),
-        port: x.p.port,
-        user: x.c.admin.user,
-        password: x.c.admin.password,
-        database: 'postgres',
-      }),
-  );
-  su.on('error', () => {});
-  await su.connect();
+  const su = await adminClient(x.p, x.c);
   const bytes: number[] = [];
   const seconds: number[] = [];
   let done = false;
@@ -165,7 +134,6 @@ async function failover(mode: 'async' | 'sync', round: number) {
 
 main(async () => {
   process.stdout.write(`bench/replica.ts: ${machine()}\nthis run's server and client tools: ${BIN} (overrides the line above)\n`);
-  progress('set-up: a primary with pgbench -s 1');
   const x = await pair('lag');
 
   progress(`write cost: pgbench -N unthrottled, ${SECONDS}s, no standby`);

@@ -5,7 +5,7 @@ import { checkIntegrity } from '@dbkit/core/backup/integrity';
 import { parseJobs, restoreJobs } from '@dbkit/core/backup/format';
 import { afterForcedReplace, guardProduction } from '@dbkit/core/guard';
 import { safetyBackup, type DestroyOptions } from '@dbkit/core/destroy';
-import { planRecovery, recoverTo } from '@dbkit/core/backup/pitr';
+import { planRecovery, recoverTo, repairInterruptedRecovery } from '@dbkit/core/backup/pitr';
 import { parseLsn, parseTime, type RecoveryTarget } from '@dbkit/core/backup/wal';
 import { guardWithoutDatabase } from '@dbkit/core/guard';
 import { UsageError } from '@dbkit/core/errors';
@@ -51,6 +51,7 @@ export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions; 
   async run(ctx, { backup, jobs, opts, target }) {
     if (target) {
       const rt = await selectRuntime(ctx);
+      await repairInterruptedRecovery(ctx, rt); // a killed db:restore --to-time: finished, or the old data put back
       // Everything is checked (base backup, checksums, every archived segment) before anything is asked.
       const plan = await planRecovery(ctx, rt, target);
       const question = `Replace the whole cluster with ${plan.base.manifest.name} replayed to ${target.text}?`;
@@ -70,6 +71,7 @@ export const task: Task<{ backup?: string; jobs?: number; opts: DestroyOptions; 
     const checked = await checkIntegrity(ctx, b); // a damaged file is refused before anything is asked or changed
     const rt = await selectRuntime(ctx);
     // The guard, the safety backup and the restore all connect: put right what a killed restore left first.
+    await repairInterruptedRecovery(ctx, rt);
     await repairBeforeRestore(ctx, rt);
     const audit = await guardProduction(
       ctx,

@@ -1,5 +1,6 @@
 import { selectRuntime } from '@dbkit/core/runtime/select';
 import { preflight } from '@dbkit/core/preflight';
+import { repairInterruptedRecovery } from '@dbkit/core/backup/pitr';
 import type { Task } from './task.ts';
 
 export const task: Task = {
@@ -10,6 +11,7 @@ export const task: Task = {
     await preflight(ctx);
     const rt = await selectRuntime(ctx);
     const t0 = ctx.clock().getTime();
+    await repairInterruptedRecovery(ctx, rt); // a killed db:restore --to-time: finished, or the old data put back
     const r = await rt.up(); // also records the environment, and repairs what an interrupted db:restore left
     const ms = ctx.clock().getTime() - t0;
     ctx.log.result(

@@ -8,8 +8,10 @@ import path from 'node:path';
 import { ROOT, cli, makeProject, ok, removeProject, startProject, type Project } from './setup/project.ts';
 import { backupDirState, ownerQuery, suQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
+import { rejection } from './setup/assert.ts';
 import { testCtx } from './setup/ctx.ts';
 import { fetchWheel } from '@dbkit/core/images';
+import { findClientTools, nativeToolRunner } from '@dbkit/core/runtime/tools';
 
 // The native runtime's client tools against the embedded PostgreSQL 16 server, with real tools of
 // three majors side by side: Debian 12's 15 (on PATH and behind pg_config), PostgreSQL 16.2 from
@@ -93,11 +95,11 @@ async function pgConfigFor(into: string, bindir: string): Promise<string> {
   return dir;
 }
 
-/** Client tools that say they are PostgreSQL `major` and do nothing else. */
-async function fakeTools(into: string, major: number): Promise<string> {
+/** Client tools (`tools`, TOOLS unless said) that say they are PostgreSQL `major` and do nothing else. */
+async function fakeTools(into: string, major: number, tools: readonly string[] = TOOLS): Promise<string> {
   const dir = path.join(into, `fake${major}`);
   await fs.mkdir(dir);
-  for (const t of TOOLS) {
+  for (const t of tools) {
     await fs.writeFile(
       path.join(dir, t),
       `#!/bin/sh\n[ "$1" = --version ] && echo "${t} (PostgreSQL) ${major}.1" && exit 0\necho "${t}: fake, never to be run" >&2\nexit 3\n`,
@@ -243,3 +245,55 @@ tools('with only client tools newer than pg-deploy knows (18), it refuses before
 });
 
 tools.run();
+
+// ---------------------------------------------------------------------------------------------
+// A failure names the program the task runs (db:replica's pg_basebackup, not pg_dump). PATH is the
+// suite's folder (only folders in it) and the install roots name only the fake tools', so nothing else is found.
+
+const names = suite<{ tmp?: string }>('a missing or too old client program is named as the task needs it');
+
+setUp(names, async (ctx) => {
+  ctx.tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-names-'));
+});
+
+names.after(async (ctx) => {
+  if (ctx.tmp) await fs.rm(ctx.tmp, { recursive: true, force: true });
+});
+
+/** findClientTools' failure for a PostgreSQL 16 server, with `tmp` for PATH and `roots` to search. */
+const findFails = (tmp: string, roots: string[], program?: string) =>
+  rejection(findClientTools(testCtx({ PATH: tmp }), 16, roots, program), 'it found tools');
+
+names('with no client tools at all, pg_basebackup is the one missing, and postgresql-client-16 the fix', async (ctx) => {
+  const e = await findFails(ctx.tmp!, [], 'pg_basebackup');
+  assert.match(e.message, /^no pg_basebackup found for the PostgreSQL 16 server \(looked in PG_BIN_DIR, /);
+  assert.match(e.hint, /^install postgresql-client-16 /);
+  assert.match((await findFails(ctx.tmp!, [])).message, /^no pg_dump found for the PostgreSQL 16 server /);
+});
+
+names('with only 15 installed, pg_basebackup 15 is named as too old for the 16 server', async (ctx) => {
+  const dir = await fakeTools(ctx.tmp!, 15, [...TOOLS, 'pg_basebackup']);
+  const e = await findFails(ctx.tmp!, [path.join(ctx.tmp!, 'fake*')], 'pg_basebackup');
+  assert.is(e.message, 'pg_basebackup 15 cannot work with a PostgreSQL 16 server: install postgresql-client-16, or set PG_BIN_DIR');
+  assert.match(
+    e.hint,
+    new RegExp(`^pg_basebackup refuses a newer server; the newest found was ${dir}/pg_basebackup\\. Install postgresql-client-16`),
+  );
+});
+
+names("the native runtime's clientBin('pg_basebackup') names pg_basebackup, never pg_dump, when none fits the server", async (ctx) => {
+  // A server of a major no installed client has (99): whatever this machine has installed is too old.
+  const login = { user: 'u', password: 'p' };
+  const runner = nativeToolRunner(
+    testCtx({ PATH: ctx.tmp! }),
+    ctx.tmp!,
+    async () => ({ database: 'd', admin: login, migrator: login, app: login }),
+    async () => ({ query: async () => [['990000']] }),
+  );
+  const { message, hint } = await rejection(runner.clientBin('pg_basebackup'), 'it found a pg_basebackup for PostgreSQL 99');
+  assert.match(message, /^(no pg_basebackup found|pg_basebackup \d+ cannot work with) .*PostgreSQL 99 server/);
+  assert.match(hint, /postgresql-client-99/);
+  assert.not.match(`${message}\n${hint}`, /pg_dump/);
+});
+
+names.run();

@@ -3,10 +3,10 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { withClient } from '@dbkit/core/pg';
-import { appTarget, ownerTarget, readSecretFile } from './setup/project.ts';
+import { appTarget, readSecretFile } from './setup/project.ts';
 import {
   cli,
-  compose,
+  dbShell,
   engineSuite,
   makeDockerProject,
   ok,
@@ -14,7 +14,7 @@ import {
   startDockerProject,
   type DockerProject,
 } from './setup/docker.ts';
-import { backupDirState } from './setup/backup.ts';
+import { backupDirState, ownerQuery } from './setup/backup.ts';
 import { setUp } from './setup/hooks.ts';
 
 // Backups through the real api-db container: pg_dump, pg_dumpall and pg_restore run inside it (its
@@ -34,10 +34,6 @@ interface Ctx {
 type Snapshot = Record<string, { n: number; sum: string }>;
 
 const TABLES = ['accounts', 'orders', 'notes'];
-
-async function ownerQuery(p: DockerProject, sql: string): Promise<Record<string, unknown>[]> {
-  return withClient(await ownerTarget(p), async (c) => (await c.query(sql)).rows);
-}
 
 /** Row count and content digest of each table, and the sequence, as the application role reads them. */
 async function snapshot(p: DockerProject): Promise<Snapshot> {
@@ -72,11 +68,7 @@ async function assertPrivate(dir: string): Promise<number> {
 }
 
 /** The container's temporary directory, as its scripts' mktemp sees it. */
-async function containerTmp(p: DockerProject): Promise<string> {
-  const r = await compose(p, ['exec', '--no-TTY', 'api-db', 'sh', '-c', 'ls -A "${TMPDIR:-/tmp}"']);
-  assert.is(r.code, 0, r.stderr);
-  return r.stdout;
-}
+const containerTmp = (p: DockerProject) => dbShell(p, 'ls -A "${TMPDIR:-/tmp}"');
 
 const scratchDatabases = async (p: DockerProject) =>
   (await ownerQuery(p, "SELECT datname FROM pg_database WHERE datname LIKE 'pgdeploy\\_%' ORDER BY 1")).map((r) => r.datname);

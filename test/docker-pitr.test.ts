@@ -1,20 +1,9 @@
 import * as assert from 'uvu/assert';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { withClient } from '@dbkit/core/pg';
 import { failsClearly } from './setup/assert.ts';
-import { appTarget, ownerTarget } from './setup/project.ts';
-import {
-  cli,
-  compose,
-  engineSuite,
-  makeDockerProject,
-  ok,
-  removeDockerProject,
-  startDockerProject,
-  type DockerProject,
-} from './setup/docker.ts';
+import { ownerQuery } from './setup/backup.ts';
+import { cli, compose, dbShell, engineSuite, ok, withStartedDockerProject, type DockerProject } from './setup/docker.ts';
 import { setUp } from './setup/hooks.ts';
+import { countNotes, insertThenDelete, pause, physicalBackup, tableDigest, writeSegments } from './setup/pitr.ts';
 
 // Point-in-time recovery on the Compose runtime, through the real api-db container: WAL archived into
 // the pg_wal_archive volume, db:backup --physical (pg_basebackup inside api-db), db:restore --to-time
@@ -29,14 +18,7 @@ interface Ctx {
 }
 
 const ARCHIVE = '/var/lib/postgresql/archive';
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A root shell command in api-db, failing the test when it fails. */
-async function inDb(p: DockerProject, script: string): Promise<string> {
-  const r = await compose(p, ['exec', '--no-TTY', 'api-db', 'sh', '-c', script]);
-  assert.is(r.code, 0, `${script}: ${r.stderr}`);
-  return r.stdout.trim();
-}
+const inDb = dbShell;
 
 /** SQL as the superuser on api-db's socket (db-admin-sql: the password stays in the container); rows of fields. */
 async function su(p: DockerProject, sql: string): Promise<string[][]> {
@@ -47,21 +29,6 @@ async function su(p: DockerProject, sql: string): Promise<string[][]> {
     .filter(Boolean)
     .map((l) => l.split('\x1f'));
 }
-
-async function owner(p: DockerProject, sql: string, params: unknown[] = []): Promise<Record<string, unknown>[]> {
-  return withClient(await ownerTarget(p), async (c) => (await c.query(sql, params)).rows);
-}
-
-/** Every order, as the application sees it over verified TLS. */
-async function orders(p: DockerProject): Promise<string> {
-  return withClient(await appTarget(p), async (c) => {
-    const r = await c.query(`SELECT count(*) || ':' || md5(string_agg(x::text, '|' ORDER BY x::text)) AS s FROM orders x`);
-    return String(r.rows[0].s);
-  });
-}
-
-const rowsOf = async (p: DockerProject, tag: string) =>
-  Number((await owner(p, 'SELECT count(*)::int AS n FROM notes WHERE body = $1', [tag]))[0].n);
 
 /** The segments in the archive volume. */
 const archived = async (p: DockerProject) =>
@@ -74,22 +41,17 @@ const archived = async (p: DockerProject) =>
 const dataId = (p: DockerProject) => inDb(p, 'stat -c %i "$PGDATA/PG_VERSION"');
 /** What lies beside PGDATA in the data volume (a recovery's set-aside copy would). */
 const besideData = (p: DockerProject) => inDb(p, 'ls -A /var/lib/postgresql/data');
-
-async function writeSegments(p: DockerProject, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) {
-    await owner(p, `INSERT INTO notes (body) SELECT 'filler' FROM generate_series(1, 100)`);
-    await su(p, 'SELECT pg_switch_wal()');
-  }
-}
+/** Finished segments with writes in them, switched by the superuser in api-db. */
+const writeSegs = (p: DockerProject, n: number) => writeSegments(p, n, (sql) => su(p, sql));
 
 const pitr = engineSuite<Ctx>('point-in-time recovery on docker replays the archive volume onto a base backup');
 
 if (pitr) {
+  withStartedDockerProject(pitr); // after it: down --volumes, the archive volume with the data's
   setUp(pitr, async (ctx) => {
-    ctx.p = await makeDockerProject();
-    await startDockerProject(ctx.p, { migrate: true });
-    await owner(
-      ctx.p,
+    await ok(['db:migrate'], ctx.p!.env);
+    await ownerQuery(
+      ctx.p!,
       `CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts(id), total numeric(10,2) NOT NULL);
        CREATE TABLE notes (id serial PRIMARY KEY, body text);
        INSERT INTO accounts (email) SELECT 'p' || i || '@example.com' FROM generate_series(1, 200) i;
@@ -97,16 +59,12 @@ if (pitr) {
     );
   });
 
-  pitr.after(async (ctx) => {
-    await removeDockerProject(ctx.p); // down --volumes: the archive volume goes with the data's
-  });
-
   pitr('before the first base backup the archive keeps nothing: segments are recycled, none piles up', async (ctx) => {
     const p = ctx.p!;
     const [[mode, command]] = await su(p, `SELECT current_setting('archive_mode'), current_setting('archive_command')`);
     assert.is(mode, 'on');
     assert.match(command, /db-wal-archive '\/var\/lib\/postgresql\/archive\/wal' %p %f/);
-    await writeSegments(p, 2);
+    await writeSegs(p, 2);
     let done = 0;
     for (let i = 0; i < 100 && done < 2; i++, await pause(100))
       done = Number((await su(p, 'SELECT archived_count FROM pg_stat_archiver'))[0][0]);
@@ -121,17 +79,9 @@ if (pitr) {
     const p = ctx.p!;
     const out = JSON.parse((await ok(['db:backup', '--physical', '--json'], p.env)).stdout);
     ctx.base = out.name;
-    assert.match(out.name, /^app-\d{8}T\d{6}Z-physical$/);
-    const dir = out.backup as string;
-    assert.is((await fs.stat(dir)).mode & 0o777, 0o700);
-    for (const f of ['base.tar', 'pg_wal.tar', 'backup_manifest', 'manifest.json'])
-      assert.is((await fs.stat(path.join(dir, f))).mode & 0o777, 0o600, f);
-    const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
-    assert.is(m.kind, 'physical');
-    assert.is(m.runtime, 'docker');
-    assert.is(m.timeline, 1);
+    assert.is((await physicalBackup(out)).runtime, 'docker');
     assert.is(await inDb(p, `stat -c '%U %a' ${ARCHIVE}/wal`), 'postgres 700');
-    await writeSegments(p, 1);
+    await writeSegs(p, 1);
     for (let i = 0; i < 100 && !(await archived(p)).length; i++) await pause(100);
     assert.ok((await archived(p)).length > 0, 'a segment was archived');
     assert.is(await inDb(p, 'ls -A "${TMPDIR:-/tmp}"'), '', "the container's temporary copy is gone");
@@ -139,16 +89,7 @@ if (pitr) {
 
   pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time between; a gap is refused first', async (ctx) => {
     const p = ctx.p!;
-    ctx.before = await orders(p);
-    await pause(1100);
-    await owner(p, `INSERT INTO notes (body) SELECT 'inserted at t1' FROM generate_series(1, 5)`); // t1
-    await pause(1100);
-    ctx.target = (await su(p, `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')`))[0][0];
-    await pause(1100);
-    await owner(p, `DELETE FROM notes WHERE body = 'inserted at t1'`); // t2, and a bad DELETE beside it
-    await owner(p, `DELETE FROM orders`);
-    await writeSegments(p, 3);
-    assert.is(await rowsOf(p, 'inserted at t1'), 0);
+    ({ before: ctx.before, target: ctx.target } = await insertThenDelete(p, 'orders', (sql) => su(p, sql)));
 
     // A segment missing from the middle of the archive: refused, with nothing touched.
     const segs = await archived(p);
@@ -162,7 +103,7 @@ if (pitr) {
     });
     assert.is(await dataId(p), id, 'the data directory is the same');
     assert.is(await besideData(p), beside, 'nothing was set aside');
-    assert.is(await rowsOf(p, 'inserted at t1'), 0, 'the server still runs, with its data as it was');
+    assert.is(await countNotes(p, 'inserted at t1'), 0, 'the server still runs, with its data as it was');
     await inDb(p, `mv ${ARCHIVE}/held-${gone} ${ARCHIVE}/wal/${gone}`);
 
     const out = JSON.parse((await ok(['db:restore', '--to-time', ctx.target, '--yes', '--json'], p.env)).stdout);
@@ -170,8 +111,8 @@ if (pitr) {
     assert.is(out.base, ctx.base);
     assert.match(out.stopped, /recovery stopping before commit/);
     assert.is(out.timeline, 2);
-    assert.is(await rowsOf(p, 'inserted at t1'), 5, 'the rows of t1 are back');
-    assert.is(await orders(p), ctx.before, 'everything committed before t1 is there');
+    assert.is(await countNotes(p, 'inserted at t1'), 5, 'the rows of t1 are back');
+    assert.is(await tableDigest(p, 'orders'), ctx.before, 'everything committed before t1 is there');
     assert.is.not(await dataId(p), id, 'the data directory was replaced');
     assert.is(await besideData(p), beside, 'the old one is gone once recovery succeeded');
     assert.equal(await su(p, `SELECT name FROM pg_file_settings WHERE name LIKE 'recovery_target%' OR name = 'restore_command'`), []);
@@ -183,7 +124,7 @@ if (pitr) {
 
   pitr('a recovery that fails once api-db replays puts the old data back and starts it again', async (ctx) => {
     const p = ctx.p!;
-    await owner(p, `INSERT INTO notes (body) VALUES ('kept through a failed recovery')`);
+    await ownerQuery(p, `INSERT INTO notes (body) VALUES ('kept through a failed recovery')`);
     // A target in the current segment, near its end: db:restore archives that segment (a commit, then a
     // switch), so the checks pass, but no record reaches the target: the server stops with a FATAL.
     const [[lsn]] = await su(p, 'SELECT pg_current_wal_lsn()::text');
@@ -201,7 +142,7 @@ if (pitr) {
     assert.not.match(said.error, /\x1b/, 'no terminal escapes from compose logs');
     assert.is(await dataId(p), id, 'the same data directory');
     assert.is(await besideData(p), beside, 'nothing left aside');
-    assert.is(await rowsOf(p, 'kept through a failed recovery'), 1, 'api-db runs again, with its data, over TLS');
+    assert.is(await countNotes(p, 'kept through a failed recovery'), 1, 'api-db runs again, with its data, over TLS');
   });
 
   pitr.run();

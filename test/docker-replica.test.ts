@@ -1,24 +1,23 @@
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
-import { freePort, readSecretFile, type CliResult } from './setup/project.ts';
+import { holdPort, otherFreePort, readSecretFile, type CliResult } from './setup/project.ts';
 import {
   cli,
-  COMPOSE_FILE,
-  composeVars,
+  compose,
   containerId,
   docker,
   engineSuite,
   inspectContainer,
   makeDockerProject,
   ok,
+  removeDockerProject,
   run,
   startDockerProject,
   until,
   type DockerProject,
 } from './setup/docker.ts';
-import { failsClearly } from './setup/assert.ts';
+import { assertAbsent, failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 // The failover drill on the docker runtime against a real engine: db:replica starts api-db-replica
@@ -31,26 +30,18 @@ import { setUp } from './setup/hooks.ts';
 interface Ctx {
   p?: DockerProject;
   replicaPort?: number;
-  blocker?: net.Server;
+  blocker?: { release(): Promise<void> };
 }
 
 const REPLICA = 'api-db-replica';
 
-/** Compose with the standby's profile and port, as the tasks run it. */
-const replicaCompose = (p: DockerProject, replicaPort: number, args: string[], opts: { input?: string } = {}) =>
-  run(
-    'docker',
-    ['compose', '-f', COMPOSE_FILE, '--profile', 'replica', ...args],
-    {
-      ...composeVars(p),
-      DB_REPLICA_PORT: String(replicaPort),
-    },
-    opts,
-  );
+/** Compose with the standby's profile (its port is in p.env), as the tasks run it. */
+const replicaCompose = (p: DockerProject, args: string[], opts: { input?: string } = {}) =>
+  compose(p, ['--profile', 'replica', ...args], opts);
 
 /** SQL as the superuser on a service's own socket (db-admin-sql), rows as lines of 0x1f-separated fields. */
-async function suSql(p: DockerProject, replicaPort: number, service: string, sql: string): Promise<string[][]> {
-  const r = await replicaCompose(p, replicaPort, ['exec', '--no-TTY', service, '/usr/local/bin/db-admin-sql', 'postgres'], { input: sql });
+async function suSql(p: DockerProject, service: string, sql: string): Promise<string[][]> {
+  const r = await replicaCompose(p, ['exec', '--no-TTY', service, '/usr/local/bin/db-admin-sql', 'postgres'], { input: sql });
   if (r.code !== 0) throw new Error(`db-admin-sql in ${service} exited ${r.code}: ${r.stderr}`);
   return r.stdout
     .split('\n')
@@ -83,21 +74,14 @@ const drill = engineSuite<Ctx>('docker failover drill: db:replica, kill the prim
 if (drill) {
   setUp(drill, async (ctx) => {
     ctx.p = await makeDockerProject();
-    let replicaPort = await freePort();
-    while (replicaPort === ctx.p.port) replicaPort = await freePort();
-    ctx.replicaPort = replicaPort;
-    ctx.p.env.DB_REPLICA_PORT = String(replicaPort);
+    ctx.replicaPort = await otherFreePort(ctx.p.port);
+    ctx.p.env.DB_REPLICA_PORT = String(ctx.replicaPort);
     await startDockerProject(ctx.p, { migrate: true });
   });
 
   drill.after(async (ctx) => {
-    await new Promise((r) => (ctx.blocker ? ctx.blocker.close(r) : r(undefined)));
-    if (ctx.p) {
-      await replicaCompose(ctx.p, ctx.replicaPort!, ['--profile', 'app', 'down', '--volumes', '--remove-orphans', '--timeout', '5']).catch(
-        () => undefined,
-      );
-      await fs.rm(ctx.p.dir, { recursive: true, force: true });
-    }
+    await ctx.blocker?.release();
+    await removeDockerProject(ctx.p, ['replica']);
   });
 
   drill('db:promote with no standby says so, and changes nothing', async (ctx) => {
@@ -107,25 +91,20 @@ if (drill) {
 
   drill('db:replica on a taken port names DB_REPLICA_PORT and makes no secret, role, slot or standby', async (ctx) => {
     const p = ctx.p!;
-    ctx.blocker = net.createServer();
-    await new Promise<void>((r) => ctx.blocker!.listen(ctx.replicaPort, '127.0.0.1', r));
+    ctx.blocker = await holdPort(ctx.replicaPort!);
     failsClearly(await cli(['db:replica'], p.env), new RegExp(`port ${ctx.replicaPort} .*DB_REPLICA_PORT.* is taken`), {
       hint: /DB_REPLICA_PORT/,
     });
-    await new Promise((r) => ctx.blocker!.close(r));
+    await ctx.blocker.release();
     ctx.blocker = undefined;
-    await fs.stat(path.join(p.secretsDir, 'replication_password')).then(
-      () => assert.unreachable('no replication_password'),
-      () => undefined,
-    );
+    await assertAbsent(path.join(p.secretsDir, 'replication_password'), 'no replication_password');
     const [[slots, roles]] = await suSql(
       p,
-      ctx.replicaPort!,
       'api-db',
       "SELECT (SELECT count(*) FROM pg_replication_slots), (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgdeploy_replic%')",
     );
     assert.equal([slots, roles], ['0', '0']);
-    assert.is((await replicaCompose(p, ctx.replicaPort!, ['ps', '--all', '--quiet', REPLICA])).stdout.trim(), '', 'no standby container');
+    assert.is((await replicaCompose(p, ['ps', '--all', '--quiet', REPLICA])).stdout.trim(), '', 'no standby container');
   });
 
   drill('db:replica builds a standby over verified TLS whose password is in no argv, output, log or docker inspect', async (ctx) => {
@@ -141,7 +120,6 @@ if (drill) {
 
     const [stream] = await suSql(
       p,
-      ctx.replicaPort!,
       'api-db',
       `SELECT r.usename, r.state, s.ssl, (SELECT active FROM pg_replication_slots WHERE slot_name = 'pgdeploy_standby'),
          (SELECT rolreplication AND NOT rolsuper FROM pg_roles WHERE rolname = r.usename),
@@ -149,10 +127,10 @@ if (drill) {
        FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = 'pgdeploy_standby'`,
     );
     assert.equal(stream, [user, 'streaming', 't', 't', 't', 't'], 'streaming over TLS through the slot, as a replication-only member');
-    assert.equal(await suSql(p, ctx.replicaPort!, REPLICA, 'SELECT pg_is_in_recovery()'), [['t']]);
+    assert.equal(await suSql(p, REPLICA, 'SELECT pg_is_in_recovery()'), [['t']]);
 
     // The password file: on the tmpfs, 0600, the server user's; primary_conninfo names it and holds no password.
-    const inside = await replicaCompose(p, ctx.replicaPort!, [
+    const inside = await replicaCompose(p, [
       'exec',
       '--no-TTY',
       REPLICA,
@@ -170,9 +148,9 @@ if (drill) {
     assert.match(auto.join('\n'), /^primary_slot_name = 'pgdeploy_standby'$/m);
     assert.is(auto.pop(), '1', '/run/pgdeploy is a mount (the tmpfs)');
 
-    const id = (await replicaCompose(p, ctx.replicaPort!, ['ps', '--quiet', REPLICA])).stdout.trim();
+    const id = (await replicaCompose(p, ['ps', '--quiet', REPLICA])).stdout.trim();
     const inspected = (await docker(['inspect', id])).stdout;
-    const logs = (await replicaCompose(p, ctx.replicaPort!, ['logs', '--no-log-prefix', 'api-db', REPLICA])).stdout;
+    const logs = (await replicaCompose(p, ['logs', '--no-log-prefix', 'api-db', REPLICA])).stdout;
     assert.match(logs, /started streaming WAL from primary/, 'the logs were read');
     for (const [what, text] of [
       ['db:replica output', r.stdout + r.stderr],
@@ -185,7 +163,7 @@ if (drill) {
 
   drill('a second db:replica says the standby runs and changes nothing', async (ctx) => {
     const p = ctx.p!;
-    const id = (await replicaCompose(p, ctx.replicaPort!, ['ps', '--quiet', REPLICA])).stdout.trim();
+    const id = (await replicaCompose(p, ['ps', '--quiet', REPLICA])).stdout.trim();
     const before = await inspectContainer(id);
     const r = await ok(['db:replica'], p.env);
     assert.match(r.stdout, /runs already/);
@@ -220,7 +198,7 @@ if (drill) {
 
   drill('db:promote without --yes and without a terminal refuses and changes nothing', async (ctx) => {
     failsClearly(await cli(['db:promote'], ctx.p!.env), /db:promote needs confirmation/, { hint: /--yes/ });
-    assert.equal(await suSql(ctx.p!, ctx.replicaPort!, REPLICA, 'SELECT pg_is_in_recovery()'), [['t']], 'still a standby');
+    assert.equal(await suSql(ctx.p!, REPLICA, 'SELECT pg_is_in_recovery()'), [['t']], 'still a standby');
     assert.is((await inspectContainer(await containerId(ctx.p!, 'api-db'))).status, 'running', 'the primary still runs');
   });
 
@@ -252,6 +230,18 @@ if (drill) {
     assert.match((await ok(['db:status'], p.env)).stdout, /^replica +.* PROMOTED/m);
   });
 
+  drill('the promoted standby runs the shared archive_command: a finished segment is archived, none fails', async (ctx) => {
+    const p = ctx.p!;
+    await suSql(p, 'api-db-replica', 'SELECT pg_switch_wal()');
+    let seen: string[] = [];
+    // The archiver takes the finished segment within moments; failures would count up meanwhile.
+    await until('the archiver has handled the switched segment', 30_000, async () => {
+      [seen] = await suSql(p, 'api-db-replica', "SELECT archived_count, failed_count, coalesce(last_failed_wal, '') FROM pg_stat_archiver");
+      return Number(seen[0]) > 0 || Number(seen[1]) > 0;
+    });
+    assert.equal(seen.slice(1), ['0', ''], `the promoted standby's archive_command failed: ${seen.join(', ')}`);
+  });
+
   drill('a libpq multi-host string with target_session_attrs=read-write reaches the promoted server', async (ctx) => {
     const p = ctx.p!;
     const conn = [
@@ -278,7 +268,7 @@ if (drill) {
   drill('db:down stops the standby too; db:delete removes both volumes', async (ctx) => {
     const p = ctx.p!;
     assert.match((await ok(['db:down'], p.env)).stdout, /the standby too/);
-    assert.is((await replicaCompose(p, ctx.replicaPort!, ['ps', '--quiet'])).stdout.trim(), '', 'nothing runs');
+    assert.is((await replicaCompose(p, ['ps', '--quiet'])).stdout.trim(), '', 'nothing runs');
     await ok(['db:delete', '--yes', '--no-backup', '--force-production'], p.env);
     const vols = await docker(['volume', 'ls', '--quiet', '--filter', `label=com.docker.compose.project=${p.name}`]);
     assert.is(vols.stdout.trim(), '', 'no volume left');

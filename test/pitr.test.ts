@@ -2,12 +2,13 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { withClient } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
 import { backupProject, fillShop, ownerQuery, suQuery } from './setup/backup.ts';
 import { failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
-import { appTarget, cli, ok, removeProject, run, ROOT, startProject, type Project } from './setup/project.ts';
+import { cli, ok, removeProject, run, ROOT, startProject, type Project } from './setup/project.ts';
+import { until } from './setup/engine.ts';
+import { countNotes, dataId, insertThenDelete, pause, physicalBackup, tableDigest, writeSegments } from './setup/pitr.ts';
 import os from 'node:os';
 import { checkArchive, parseSegment, parseTime, segmentName } from '@dbkit/core/backup/wal';
 
@@ -21,38 +22,10 @@ interface Ctx {
   before?: string;
 }
 
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** What was committed before t1, as the application sees it over verified TLS: every order line, summed. */
-async function orderLines(p: Project): Promise<string> {
-  return withClient(await appTarget(p), async (c) => {
-    const r = await c.query(`SELECT count(*) || ':' || md5(string_agg(x::text, '|' ORDER BY x::text)) AS s FROM order_lines x`);
-    return String(r.rows[0].s);
-  });
-}
-
-const t1Rows = async (p: Project, tag: string) =>
-  Number((await ownerQuery(p, 'SELECT count(*)::int AS n FROM notes WHERE body = $1', [tag]))[0].n);
-
 /** Segments in the WAL archive (the folder DB_WAL_ARCHIVE_DIR names, or links to). */
 async function archived(p: Project): Promise<string[]> {
   const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
   return (await fs.readdir(dir)).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
-}
-
-/** An identity of the data directory: replaced, it changes. */
-async function dataId(p: Project): Promise<string> {
-  const data = await fs.realpath(nativePaths(p.nativeDir).data);
-  const st = await fs.stat(path.join(data, 'PG_VERSION'));
-  return `${data}:${st.ino}`;
-}
-
-/** A few finished segments with writes in them. */
-async function writeSegments(p: Project, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) {
-    await ownerQuery(p, `INSERT INTO notes (body) SELECT 'filler' FROM generate_series(1, 100)`);
-    await suQuery(p, 'SELECT pg_switch_wal()');
-  }
 }
 
 const pitr = suite<Ctx>('point-in-time recovery replays the WAL archive onto a base backup');
@@ -90,15 +63,9 @@ pitr('db:backup --physical writes a tar base backup with both manifests, private
   const r = await ok(['db:backup', '--physical', '--json'], p.env);
   const out = JSON.parse(r.stdout);
   ctx.base = out.name;
-  assert.match(out.name, /^app-\d{8}T\d{6}Z-physical$/);
   assert.match(out.startLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
   const dir = out.backup as string;
-  assert.is((await fs.stat(dir)).mode & 0o777, 0o700);
-  for (const f of ['base.tar', 'pg_wal.tar', 'backup_manifest', 'manifest.json'])
-    assert.is((await fs.stat(path.join(dir, f))).mode & 0o777, 0o600, f);
-  const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8'));
-  assert.is(m.kind, 'physical');
-  assert.is(m.timeline, 1);
+  assert.is((await physicalBackup(out)).runtime, 'native');
   assert.ok(
     JSON.parse(await fs.readFile(path.join(dir, 'backup_manifest'), 'utf8')).Files.some(
       (f: { Checksum?: string; 'Checksum-Algorithm'?: string }) => f['Checksum-Algorithm'] === 'SHA256',
@@ -112,18 +79,58 @@ pitr('db:backup --physical writes a tar base backup with both manifests, private
   failsClearly(await cli(['db:restore', '--yes'], p.env), /no backup in/);
 });
 
+/** db:doctor's WAL archiving check, and its exit code. */
+async function archivingCheck(p: Project): Promise<{ code: number; status: string; detail: string }> {
+  const r = await cli(['db:doctor', '--json'], p.env);
+  const c = (JSON.parse(r.stdout).checks as { name: string; status: string; detail: string }[]).find((x) => x.name === 'WAL archiving');
+  assert.ok(c, r.stdout);
+  return { code: r.code, status: c.status, detail: c.detail };
+}
+
+pitr(
+  'armed, a missing archive folder stops archiving loudly: the segment stays in pg_wal, db:doctor fails; back, it is archived',
+  async (ctx) => {
+    const p = ctx.p!;
+    const data = await fs.realpath(nativePaths(p.nativeDir).data);
+    assert.ok(await fs.stat(path.join(data, 'pg-deploy.wal-armed')), 'db:backup --physical armed the cluster');
+    const base = path.join(p.env.DB_BACKUP_DIR, ctx.base!, 'base.tar');
+    assert.match((await run('tar', ['-tf', base], {})).stdout, /^(\.\/)?pg-deploy\.wal-armed$/m, 'and the base backup holds the mark');
+    const healthy = await archivingCheck(p);
+    assert.is(healthy.status, 'ok', healthy.detail);
+    assert.match(healthy.detail, /^armed, into .*; newest archived segment [0-9A-F]{24}, \d+ min old/);
+
+    const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
+    const failures = async () => Number((await suQuery(p, 'SELECT failed_count::int AS n FROM pg_stat_archiver'))[0].n);
+    const before = await failures();
+    await fs.rename(dir, `${dir}.unmounted`);
+    try {
+      await writeSegments(p, 1);
+      await until('the archiver to fail', 30_000, async () => (await failures()) > before);
+      const wal = String((await suQuery(p, 'SELECT last_failed_wal AS wal FROM pg_stat_archiver'))[0].wal);
+      const inPgWal = (await suQuery(p, 'SELECT name FROM pg_ls_waldir()')).map((r) => r.name);
+      assert.ok(inPgWal.includes(wal), `${wal} is kept in pg_wal`);
+      assert.not.ok(await fs.stat(dir).catch(() => undefined), 'the script made no folder in its place');
+      assert.match(
+        await fs.readFile(nativePaths(p.nativeDir).log, 'utf8'),
+        /wal-archive: the archive folder .* is missing, but this cluster's archive is armed/,
+      );
+      const failing = await archivingCheck(p);
+      assert.is(failing.status, 'fail', failing.detail);
+      assert.match(failing.detail, new RegExp(`^archiving fails: ${wal} failed .* wait in pg_wal, which grows`));
+      assert.is(failing.code, 1, 'db:doctor exits non-zero');
+    } finally {
+      await fs.rename(`${dir}.unmounted`, dir);
+    }
+    const wal = String((await suQuery(p, 'SELECT last_failed_wal AS wal FROM pg_stat_archiver'))[0].wal);
+    await writeSegments(p, 1); // a new segment wakes the archiver, which retries the kept one first
+    await until(`${wal} to reach the archive`, 30_000, async () => (await archived(p)).includes(wal));
+    assert.is((await archivingCheck(p)).status, 'ok');
+  },
+);
+
 pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time between', async (ctx) => {
   const p = ctx.p!;
-  ctx.before = await orderLines(p);
-  await pause(1100);
-  await ownerQuery(p, `INSERT INTO notes (body) SELECT 'inserted at t1' FROM generate_series(1, 5)`); // t1
-  await pause(1100);
-  ctx.target = String((await suQuery(p, `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS t`))[0].t);
-  await pause(1100);
-  await ownerQuery(p, `DELETE FROM notes WHERE body = 'inserted at t1'`); // t2, and a bad DELETE beside it
-  await ownerQuery(p, `DELETE FROM order_lines`);
-  await writeSegments(p, 3);
-  assert.is(await t1Rows(p, 'inserted at t1'), 0);
+  ({ before: ctx.before, target: ctx.target } = await insertThenDelete(p, 'order_lines'));
 
   // A segment missing from the middle of the archive: refused, with nothing touched.
   const dir = await fs.realpath(path.join(p.env.DB_BACKUP_DIR, 'wal'));
@@ -135,7 +142,7 @@ pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time b
   const refused = await cli(['db:restore', '--to-time', ctx.target, '--yes'], p.env);
   failsClearly(refused, new RegExp(`missing segment ${gone}`));
   assert.is(await dataId(p), id, 'the data directory is the same');
-  assert.is(await t1Rows(p, 'inserted at t1'), 0, 'the server still runs, with its data as it was');
+  assert.is(await countNotes(p, 'inserted at t1'), 0, 'the server still runs, with its data as it was');
   assert.equal(
     (await fs.readdir(path.dirname(await fs.realpath(nativePaths(p.nativeDir).data)))).filter((n) => n.startsWith('data.')),
     [],
@@ -150,8 +157,8 @@ pitr('rows inserted at t1 and deleted at t2 are back after a restore to a time b
   assert.is(out.base, ctx.base);
   assert.match(out.stopped, /recovery stopping before commit/);
   assert.is(out.timeline, 2);
-  assert.is(await t1Rows(p, 'inserted at t1'), 5, 'the rows of t1 are back');
-  assert.is(await orderLines(p), ctx.before, 'everything committed before t1 is there');
+  assert.is(await countNotes(p, 'inserted at t1'), 5, 'the rows of t1 are back');
+  assert.is(await tableDigest(p, 'order_lines'), ctx.before, 'everything committed before t1 is there');
   assert.not.equal(await dataId(p), id, 'the data directory was replaced');
   assert.equal(
     (await fs.readdir(path.dirname(await fs.realpath(nativePaths(p.nativeDir).data)))).filter((n) => n.startsWith('data.')),
@@ -171,8 +178,8 @@ pitr('--to-lsn stops at a WAL location, on the new timeline, from a base backup 
   await ownerQuery(p, `INSERT INTO notes (body) VALUES ('after the lsn')`);
   const r = await ok(['db:restore', '--to-lsn', lsn, '--yes', '--json'], p.env);
   assert.is(JSON.parse(r.stdout).timeline, 3);
-  assert.is(await t1Rows(p, 'before the lsn'), 1);
-  assert.is(await t1Rows(p, 'after the lsn'), 0);
+  assert.is(await countNotes(p, 'before the lsn'), 1);
+  assert.is(await countNotes(p, 'after the lsn'), 0);
 });
 
 pitr('retention: DB_BACKUP_KEEP (one a day) removes older base backups and the WAL before the oldest kept one', async (ctx) => {
@@ -193,6 +200,9 @@ pitr.run();
 const script = suite('wal-archive.sh copies a segment atomically and never overwrites one');
 const SCRIPT = path.join(ROOT, 'database/infra/scripts/wal-archive.sh');
 
+/** The script as PostgreSQL runs it: in the data directory (`data`). */
+const archiveRun = (data: string, archive: string, seg: string, name: string) => run('sh', [SCRIPT, archive, seg, name], {}, { cwd: data });
+
 script('it keeps nothing until the archive folder exists, then copies; the same bytes again succeed, other bytes fail', async () => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-walarchive-'));
   try {
@@ -200,18 +210,45 @@ script('it keeps nothing until the archive folder exists, then copies; the same 
     await fs.writeFile(seg, 'one');
     const archive = path.join(dir, 'archive');
     const name = '000000010000000000000003';
-    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'not armed: success, nothing kept');
+    const run = (a: string, s: string, n: string) => archiveRun(dir, a, s, n); // a data directory without the armed file
+    assert.is((await run(archive, seg, name)).code, 0, 'not armed: success, nothing kept');
     assert.not.ok(await fs.stat(archive).catch(() => undefined));
     await fs.mkdir(archive);
-    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0);
+    assert.is((await run(archive, seg, name)).code, 0);
     assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one');
-    assert.is((await run('sh', [SCRIPT, archive, seg, name], {})).code, 0, 'a retry with the same bytes');
+    assert.is((await run(archive, seg, name)).code, 0, 'a retry with the same bytes');
     await fs.writeFile(seg, 'two');
-    const r = await run('sh', [SCRIPT, archive, seg, name], {});
+    const r = await run(archive, seg, name);
     assert.is(r.code, 1);
     assert.match(r.stderr, /refusing to overwrite/);
     assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one', 'the archived segment is untouched');
     assert.equal(await fs.readdir(archive), [name], 'no temporary file left');
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+script('once armed (its file in the data directory), a missing archive folder fails and keeps the segment, saying why', async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgdeploy-walarchive-'));
+  try {
+    const data = path.join(dir, 'data');
+    await fs.mkdir(data);
+    await fs.writeFile(path.join(data, 'pg-deploy.wal-armed'), 'armed\n');
+    const seg = path.join(data, 'seg');
+    await fs.writeFile(seg, 'one');
+    const archive = path.join(dir, 'unmounted', 'wal');
+    const name = '000000010000000000000004';
+    const r = await archiveRun(data, archive, seg, name);
+    assert.is(r.code, 1, 'a failure: PostgreSQL keeps the segment and retries');
+    assert.match(r.stderr, /^wal-archive: the archive folder .*unmounted\/wal is missing, but this cluster's archive is armed/);
+    assert.match(r.stderr, /000000010000000000000004 is kept in pg_wal and retried/);
+    assert.is(r.stderr.trim().split('\n').length, 1, 'one line in the server log');
+    assert.is(await fs.readFile(seg, 'utf8'), 'one', 'the segment is untouched');
+    assert.not.ok(await fs.stat(path.join(dir, 'unmounted')).catch(() => undefined), 'nothing made in its place');
+    // The folder back (mounted again): the retry archives it.
+    await fs.mkdir(archive, { recursive: true });
+    assert.is((await archiveRun(data, archive, seg, name)).code, 0);
+    assert.is(await fs.readFile(path.join(archive, name), 'utf8'), 'one');
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

@@ -2,14 +2,27 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { connect, withClient, type Target } from '@dbkit/core/pg';
 import { nativePaths } from '@dbkit/core/runtime/native-home';
-import { FENCE_FILE, nativeReplicaPaths } from '@dbkit/core/runtime/native-replica';
-import { cli, freePort, ok, ownerTarget, readSecretFile, removeProject, ROOT, run, startProject, type Project } from './setup/project.ts';
+import { FENCE_FILE } from '@dbkit/core/replica';
+import { nativeReplicaPaths } from '@dbkit/core/runtime/native-replica';
+import {
+  cli,
+  freePort,
+  holdPort,
+  ok,
+  otherFreePort,
+  ownerTarget,
+  readSecretFile,
+  removeProject,
+  ROOT,
+  run,
+  startProject,
+  type Project,
+} from './setup/project.ts';
 import { backupProject, debianBin, superuser, suQuery } from './setup/backup.ts';
-import { failsClearly } from './setup/assert.ts';
+import { assertAbsent, failsClearly } from './setup/assert.ts';
 import { setUp } from './setup/hooks.ts';
 
 // The failover drill on real servers (Debian's binaries, so pg_basebackup has the server's major)
@@ -24,8 +37,7 @@ interface Ctx {
 /** A project on Debian's binaries with a free port for its standby. */
 async function replicaProject(env: Record<string, string> = {}): Promise<{ p: Project; replicaPort: number }> {
   const p = await backupProject();
-  let replicaPort = await freePort();
-  while (replicaPort === p.port) replicaPort = await freePort();
+  const replicaPort = await otherFreePort(p.port);
   Object.assign(p.env, { DB_REPLICA_PORT: String(replicaPort), ...env });
   return { p, replicaPort };
 }
@@ -329,7 +341,7 @@ sync('rows committed right up to a SIGKILL of the primary are all there after db
 sync.run();
 
 // ---------------------------------------------------------------------------------------------
-const bad = suite<Ctx & { blocker?: net.Server }>('bad input: one clear error, nothing half-made');
+const bad = suite<Ctx & { blocker?: { release(): Promise<void> } }>('bad input: one clear error, nothing half-made');
 
 setUp(bad, async (ctx) => {
   const { p, replicaPort } = await replicaProject();
@@ -339,7 +351,7 @@ setUp(bad, async (ctx) => {
 });
 
 bad.after(async (ctx) => {
-  await new Promise((r) => (ctx.blocker ? ctx.blocker.close(r) : r(undefined)));
+  await ctx.blocker?.release();
   await removeProject(ctx.p);
 });
 
@@ -349,19 +361,12 @@ bad('db:promote with no standby says so', async (ctx) => {
 
 bad('db:replica on a taken port names DB_REPLICA_PORT and leaves no secret, role, slot or data directory', async (ctx) => {
   const p = ctx.p!;
-  ctx.blocker = net.createServer();
-  await new Promise<void>((r) => ctx.blocker!.listen(ctx.replicaPort, '127.0.0.1', r));
+  ctx.blocker = await holdPort(ctx.replicaPort!);
   failsClearly(await cli(['db:replica'], p.env), new RegExp(`port ${ctx.replicaPort} .*DB_REPLICA_PORT.* is taken`), {
     hint: /DB_REPLICA_PORT/,
   });
-  await fs.stat(path.join(p.secretsDir, 'replication_user')).then(
-    () => assert.unreachable('no replication_user'),
-    () => undefined,
-  );
-  await fs.stat(nativeReplicaPaths(p.nativeDir).data).then(
-    () => assert.unreachable('no standby data directory'),
-    () => undefined,
-  );
+  await assertAbsent(path.join(p.secretsDir, 'replication_user'), 'no replication_user');
+  await assertAbsent(nativeReplicaPaths(p.nativeDir).data, 'no standby data directory');
   const [r] = await suQuery(
     p,
     "SELECT (SELECT count(*) FROM pg_replication_slots)::int AS slots, (SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgdeploy_replic%')::int AS roles",

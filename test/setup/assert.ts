@@ -1,5 +1,24 @@
 import * as assert from 'uvu/assert';
+import fs from 'node:fs/promises';
 import type { CliResult } from './project.ts';
+
+/** `file` does not exist: `what` names it in the failure. */
+export async function assertAbsent(file: string, what: string): Promise<void> {
+  await fs.stat(file).then(
+    () => assert.unreachable(what),
+    () => undefined,
+  );
+}
+
+/** The error `p` rejects with, as the CLI prints it (message, hint); fails the test if `p` resolves. */
+export async function rejection(p: Promise<unknown>, what: string): Promise<{ message: string; hint: string }> {
+  const e = await p.then(
+    () => undefined,
+    (e: Error & { hint?: string }) => e,
+  );
+  assert.ok(e, what);
+  return { message: e!.message, hint: e!.hint ?? '' };
+}
 
 /** What a clear failure shows besides its error line. */
 export interface ClearFailure {

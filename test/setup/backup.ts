@@ -11,19 +11,21 @@ import { CLI, appTarget, makeProject, ownerTarget, readSecretFile, run, type Cli
 
 /**
  * Debian's own server and client binaries, whose majors match, so pg_dump can dump the server.
- * The major is discovered (15 on Debian 12, 17 on Debian 13), never assumed.
+ * The major is discovered (15 on Debian 12, 17 on Debian 13), never assumed: the newest that has
+ * every program of `needs` (the benchmarks name what they run).
  */
-export function debianMajor(): number {
+export function debianMajor(needs: readonly string[] = ['postgres', 'pg_dump']): number {
   const root = '/usr/lib/postgresql';
   const majors = (existsSync(root) ? readdirSync(root) : [])
-    .filter((d) => /^\d+$/.test(d) && existsSync(path.join(root, d, 'bin/postgres')) && existsSync(path.join(root, d, 'bin/pg_dump')))
+    .filter((d) => /^\d+$/.test(d) && needs.every((b) => existsSync(path.join(root, d, 'bin', b))))
     .map(Number)
     .sort((a, b) => b - a);
-  if (!majors.length) throw new Error('no PostgreSQL server and client binaries under /usr/lib/postgresql (apt-get install postgresql)');
+  if (!majors.length)
+    throw new Error(`no PostgreSQL binaries with ${needs.join(', ')} under /usr/lib/postgresql (apt-get install postgresql)`);
   return majors[0];
 }
 
-export const debianBin = () => `/usr/lib/postgresql/${debianMajor()}/bin`;
+export const debianBin = (needs?: readonly string[]) => `/usr/lib/postgresql/${debianMajor(needs)}/bin`;
 
 /** A project on Debian's binaries, with its own backup folder. */
 export async function backupProject(opts: { migrations?: Record<string, string>; embedded?: boolean } = {}): Promise<Project> {

@@ -86,7 +86,14 @@ export function compose(p: DockerProject, args: string[], opts: { input?: string
   return run('docker', ['compose', '-f', COMPOSE_FILE, ...args], composeVars(p), opts);
 }
 
-/** What infra/docker-compose.yml interpolates for this project. */
+/** A root shell command in api-db (`docker compose exec`); its stdout, trimmed. Throws with its stderr when it fails. */
+export async function dbShell(p: DockerProject, script: string): Promise<string> {
+  const r = await compose(p, ['exec', '--no-TTY', 'api-db', 'sh', '-c', script]);
+  if (r.code !== 0) throw new Error(`${script} in api-db failed (exit ${r.code}): ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** What infra/docker-compose.yml interpolates for this project (the standby's port where the project sets one). */
 export function composeVars(p: DockerProject): Record<string, string> {
   return {
     ...IMAGES_ENV,
@@ -96,6 +103,7 @@ export function composeVars(p: DockerProject): Record<string, string> {
     DB_SECRETS_DIR: p.secretsDir,
     DB_SSL_DIR: p.sslDir,
     DB_MIGRATIONS_DIR: p.migrationsDir,
+    ...(p.env.DB_REPLICA_PORT ? { DB_REPLICA_PORT: p.env.DB_REPLICA_PORT } : {}),
   };
 }
 
@@ -122,13 +130,13 @@ export async function startDockerProject(p: DockerProject, opts: { migrate?: boo
 
 /**
  * Removes everything the project made on the engine (containers, network, volume, the api image) and
- * its files. Safe after a failure, and never touches another project.
+ * its files, the services of `profiles` too (`down` passes over a profile it is not given). Safe
+ * after a failure, and never touches another project.
  */
-export async function removeDockerProject(p: DockerProject | undefined): Promise<void> {
+export async function removeDockerProject(p: DockerProject | undefined, profiles: string[] = []): Promise<void> {
   if (!p) return;
-  await compose(p, ['--profile', 'app', 'down', '--volumes', '--remove-orphans', '--rmi', 'local', '--timeout', '5']).catch(
-    () => undefined,
-  );
+  const enabled = ['app', ...profiles].flatMap((n) => ['--profile', n]);
+  await compose(p, [...enabled, 'down', '--volumes', '--remove-orphans', '--rmi', 'local', '--timeout', '5']).catch(() => undefined);
   await fs.rm(p.dir, { recursive: true, force: true });
 }
 

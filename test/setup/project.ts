@@ -24,6 +24,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** A free port other than `taken` (a standby's beside its primary's). */
+export async function otherFreePort(taken: number): Promise<number> {
+  let port = await freePort();
+  while (port === taken) port = await freePort();
+  return port;
+}
+
+/** A listener on 127.0.0.1:`port`, so that the port is taken until `release()`. */
+export async function holdPort(port: number): Promise<{ release(): Promise<void> }> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(port, '127.0.0.1', r));
+  return { release: () => new Promise((r) => s.close(() => r())) };
+}
+
 export interface Project {
   dir: string;
   port: number;

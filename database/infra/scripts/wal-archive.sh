@@ -18,9 +18,21 @@ dir=$1
 src=$2
 name=$3
 
-# Not armed yet: the folder is made by the first `pnpm db:backup --physical`. Without a base backup
-# no segment can be replayed, so it is recycled as if archiving were off (nothing piles up in pg_wal).
-[ -d "$dir" ] || exit 0
+# Armed: `pnpm db:backup --physical` writes this file into the data directory, which is where
+# PostgreSQL runs this command ("%p ... is relative to the current working directory, i.e., the
+# cluster's data directory": the documentation of archive_command). Base backups copy it, so a
+# cluster restored or streamed from an armed one is armed too, and archives into the same folder.
+ARMED=pg-deploy.wal-armed
+
+if [ ! -d "$dir" ]; then
+	# Armed, yet the folder is gone (a disk not mounted, a volume not attached, a folder deleted):
+	# discarding the segment would leave a hole no recovery can cross. Fail, so the server keeps it and
+	# retries, and says why in its log; pg_wal grows meanwhile (db:doctor says so).
+	[ ! -e "$ARMED" ] || die "the archive folder $dir is missing, but this cluster's archive is armed ($ARMED in its data directory): $name is kept in pg_wal and retried; mount or restore the folder (owned by the server's user, 0700), or, if it is lost, take a new base backup (pnpm db:backup --physical makes it again)"
+	# Not armed yet: without a base backup no segment can be replayed, so it is recycled as if
+	# archiving were off (nothing piles up in pg_wal).
+	exit 0
+fi
 
 dest="$dir/$name"
 if [ -e "$dest" ]; then

@@ -7,6 +7,7 @@ import { driftError, tryLogin } from './provision.ts';
 import type { Runtime } from './runtime/runtime.ts';
 import { databaseLeftovers, fileLeftovers, SCRATCH_SQL } from './backup/leftovers.ts';
 import { permissionProblems } from './preflight.ts';
+import { archivingHealth } from './backup/archiving.ts';
 
 export interface Check {
   name: string;
@@ -177,6 +178,9 @@ export async function doctor(ctx: Ctx, rt: Runtime): Promise<Check[]> {
       ? { status: 'fail', detail: bad.join(', '), fix: 'restore database/infra/config/postgresql.conf' }
       : { status: 'ok', detail: 'ssl on, TLSv1.2+, scram-sha-256, connections logged' };
   });
+
+  // The WAL archive's continuity: a failing archive_command makes pg_wal grow until the disk is full.
+  await check(out, 'WAL archiving', () => archivingHealth(ctx, rt, admin));
 
   await check(out, 'stored passwords', async () => {
     const rows = await admin.query(

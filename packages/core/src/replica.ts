@@ -15,6 +15,8 @@ export const REPLICATION_GROUP = 'pgdeploy_replication';
 /** The standby's application_name (what synchronous_standby_names lists) and its physical replication slot's name. */
 export const STANDBY_NAME = 'pgdeploy_standby';
 const DEFAULT_USER = 'pgdeploy_replicator';
+/** In the old primary's data directory once db:promote promoted the standby: db:up (native) and start.sh (docker) refuse to start it. */
+export const FENCE_FILE = 'pg-deploy.fenced';
 
 /** What `db:replica` did. */
 export interface EnsureReplicaResult {
@@ -66,6 +68,13 @@ export interface Replica {
   promote(confirm: (question: string) => Promise<void>): Promise<PromoteResult>;
   /** Stops the standby; already stopped is not an error. */
   stop(): Promise<boolean>;
+}
+
+/** What a standby needs of the primary's runtime, whatever runs them. */
+export interface ReplicaPrimary {
+  running(): Promise<boolean>;
+  /** The superuser on the primary's own socket. */
+  admin(): Promise<Admin>;
 }
 
 /** The runtime's standby, or the clear refusal where it has none yet. */
@@ -221,3 +230,6 @@ export function replicaLine(s: ReplicaStatus): string {
   if (s.problem) parts.push(s.problem);
   return parts.join(', ');
 }
+
+/** An idle slot of the standby's name: an earlier, failed build's, dropped before a fresh one. */
+export const DROP_IDLE_SLOT_SQL = `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)} AND NOT active`;

@@ -8,8 +8,7 @@ import { ensureBackupDir, syncDir } from './backup.ts';
 import { sumFile } from './integrity.ts';
 import { removeStaleFiles } from './leftovers.ts';
 import { treeBytes, whileRunning } from './progress.ts';
-import { retained } from './retention.ts';
-import { ifMissing, MANIFEST, PARTIAL_PREFIX, REMOVING_PREFIX, shown, stamp, writeAtomic, type FileSum } from './store.ts';
+import { ifMissing, MANIFEST, PARTIAL_PREFIX, pruneBackups, shown, stamp, writeAtomic, type FileSum } from './store.ts';
 import { dumpHint, runTool } from './tool.ts';
 import { parseLsn, prunable, segmentName, segmentOf } from './wal.ts';
 import { pitrOf } from './pitr-runtime.ts';
@@ -175,21 +174,9 @@ export async function checkPhysical(ctx: Pick<Ctx, 'fs' | 'cfg'>, b: PhysicalBac
  * oldest kept one does not need: every segment before its start.
  */
 export async function applyPhysicalRetention(ctx: Ctx, rt: Runtime): Promise<{ removed: string[]; segments: number }> {
-  const all = await listPhysical(ctx);
-  const keep = retained(
-    all.map((b) => ({ b, name: b.manifest.name, createdAt: new Date(b.manifest.createdAt), verified: false })),
-    ctx.cfg.backupKeep,
-  );
-  const kept = new Set([...keep].map((k) => k.b));
-  const removed: string[] = [];
-  for (const b of all) {
-    if (kept.has(b)) continue;
-    const gone = path.join(path.dirname(b.dir), `${REMOVING_PREFIX}${path.basename(b.dir)}`);
-    await ctx.fs.rename(b.dir, gone);
-    await ctx.fs.rm(gone, { recursive: true, force: true });
-    removed.push(b.manifest.name);
-  }
-  const oldest = all.filter((b) => kept.has(b)).pop();
+  // Base backups are never verified: the newest ones of each period are kept.
+  const { removed, kept } = await pruneBackups(ctx, await listPhysical(ctx));
+  const oldest = kept[kept.length - 1];
   if (!oldest) return { removed, segments: 0 };
   const m = oldest.manifest;
   const { archive } = pitrOf(rt);

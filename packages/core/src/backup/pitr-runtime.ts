@@ -42,6 +42,11 @@ export interface DataSwap {
   logHint: string;
   /** Removes the data set aside: the recovery succeeded. */
   dropAside(): Promise<void>;
+  /**
+   * Whether the data set aside exists. Needed to finish or roll back a recovery another (killed)
+   * process ran (`Pitr.swap(pid)`); without it, such a recovery is only reported.
+   */
+  hasAside?(): Promise<boolean>;
   /** Stops the server if it runs and puts the data set aside back (or none, if there was none). */
   putBack(hadData: boolean): Promise<void>;
 }
@@ -49,8 +54,12 @@ export interface DataSwap {
 /** Point-in-time recovery on a runtime: `Runtime.pitr`. */
 export interface Pitr {
   archive: WalArchive;
-  /** The steps of one recovery (fresh state: set-aside names, log marks). */
-  swap(): DataSwap;
+  /**
+   * The steps of one recovery (fresh state: set-aside names, log marks), run by this process, or by
+   * process `pid` (a killed one, whose recovery db:up and db:restore finish or roll back): the names
+   * it sets the old data aside under carry that pid.
+   */
+  swap(pid?: number): DataSwap;
 }
 
 /** The runtime's point-in-time recovery, or one clear line where it has none. */

@@ -4,7 +4,9 @@ import type { Runtime } from '../runtime/runtime.ts';
 import { waitFor } from '../wait.ts';
 import { checkPhysical, listPhysical, type PhysicalBackup } from './physical.ts';
 import { pitrOf } from './pitr-runtime.ts';
-import { shown } from './store.ts';
+import { ifMissing, shown, writeAtomic } from './store.ts';
+import { pidAlive } from './leftovers.ts';
+import path from 'node:path';
 import { archivedSegments, checkArchive, formatLsn, parseLsn, segmentOf, targetText, type RecoveryTarget } from './wal.ts';
 
 /** The newest base backup consistent before `target`, checked against its checksums. */
@@ -74,6 +76,90 @@ async function archiveUpToNow(ctx: Ctx, rt: Runtime): Promise<void> {
   );
 }
 
+/**
+ * Where a recovery stands, on the host, so that a killed one can be finished or rolled back: before
+ * the server is stopped and the data set aside (`stopping`), once it is aside (`set-aside`: the base
+ * backup is being restored and replayed), once the recovered server has promoted and its recovery
+ * settings are reset (`recovered`). Removed when the recovery ends either way.
+ */
+export interface RecoveryState {
+  pid: number;
+  runtime: string;
+  step: 'stopping' | 'set-aside' | 'recovered';
+  /** Whether there was a data directory to set aside (known from `set-aside` on). */
+  hadData?: boolean;
+  base: string;
+  target: string;
+  at: string;
+}
+
+/** The recovery's state file, in DB_BACKUP_DIR (a hidden name: no backup). */
+export const recoveryStateFile = (ctx: Pick<Ctx, 'cfg'>): string => path.join(ctx.cfg.backupDir, '.pitr-recovery.json');
+
+async function readRecoveryState(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<RecoveryState | undefined> {
+  const text = await ifMissing(ctx.fs.readFile(recoveryStateFile(ctx), 'utf8'), undefined);
+  if (text === undefined) return undefined;
+  try {
+    const s = JSON.parse(text) as RecoveryState;
+    return typeof s.pid === 'number' && typeof s.step === 'string' ? s : undefined;
+  } catch {
+    return undefined; // unreadable: nothing it says can be acted on (writeAtomic never leaves half a file)
+  }
+}
+
+/**
+ * Finishes or rolls back a db:restore --to-time/--to-lsn that was killed, saying what it did in one
+ * line through `say`: recovered (promoted, settings reset), the old data set aside is removed;
+ * otherwise the server started on the half-recovered data (if any) is stopped and the old data
+ * directory put back (or the half-restored one removed, when there was none). db:up and db:restore
+ * run it before anything else. A recovery still running (its pid alive) is refused.
+ */
+export async function repairInterruptedRecovery(
+  ctx: Ctx,
+  rt: Runtime,
+  say: (line: string) => void = (l) => ctx.log.warn(l),
+): Promise<void> {
+  const s = await readRecoveryState(ctx);
+  if (!s || s.runtime !== rt.label) return;
+  const file = recoveryStateFile(ctx);
+  if (s.pid === process.pid || pidAlive(s.pid))
+    throw new UserError(
+      `a db:restore --to-time/--to-lsn (pid ${s.pid}) is replacing the data directory with ${s.base}`,
+      `wait for it to finish; if pid ${s.pid} is not pg-deploy, remove ${shown(ctx, file)} and run this again`,
+    );
+  const swap = pitrOf(rt).swap(s.pid);
+  const what = `an interrupted db:restore to ${s.target} (pid ${s.pid}, from ${s.base})`;
+  if (!swap.hasAside) {
+    say(`${what} left the old data set aside; this runtime cannot put it back itself: see the README (Point-in-time recovery)`);
+    return;
+  }
+  const aside = await swap.hasAside();
+  if (s.step === 'recovered') {
+    if (aside) await swap.dropAside();
+    say(
+      `finished ${what}: its recovery had completed; ${aside ? 'the old data directory it had set aside is removed' : 'nothing was left aside'}`,
+    );
+  } else {
+    // `stopping`: the data is aside exactly when the rename happened.
+    const hadData = s.step === 'stopping' ? aside : Boolean(s.hadData);
+    if (hadData && aside) {
+      await swap.putBack(true);
+      say(`rolled back ${what}: its recovery had not completed; the data directory is back as it was before it`);
+    } else if (!hadData && s.step === 'set-aside') {
+      await swap.putBack(false);
+      say(
+        `rolled back ${what}: its recovery had not completed and there was no data directory before it; the half-restored one is removed`,
+      );
+    }
+    // Otherwise nothing was moved yet, or the old data is back already (put back before the kill).
+  }
+  await ctx.fs.rm(file, { force: true });
+}
+
+async function recordRecovery(ctx: Ctx, s: RecoveryState): Promise<void> {
+  await writeAtomic(ctx, recoveryStateFile(ctx), JSON.stringify(s) + '\n');
+}
+
 export interface RecoveryResult {
   base: string;
   target: string;
@@ -95,11 +181,21 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
   const pitr = pitrOf(rt);
   const swap = pitr.swap();
   const wasRunning = await rt.running();
+  const state: RecoveryState = {
+    pid: process.pid,
+    runtime: rt.label,
+    step: 'stopping',
+    base: plan.base.manifest.name,
+    target: targetText(target),
+    at: ctx.clock().toISOString(),
+  };
+  await recordRecovery(ctx, state);
   if (wasRunning) {
     log.step('stopping PostgreSQL');
     await swap.stop();
   }
   const hadData = await swap.setAside();
+  await recordRecovery(ctx, { ...state, step: 'set-aside', hadData });
   try {
     log.step(`restoring the base backup ${plan.base.manifest.name}`);
     // For this start only: recovery.signal goes when recovery ends, and the settings are reset below.
@@ -133,6 +229,7 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
     );
     for (const k of ['restore_command', 'recovery_target_time', 'recovery_target_lsn', 'recovery_target_action'])
       await admin.query(`ALTER SYSTEM RESET ${k}`);
+    await recordRecovery(ctx, { ...state, step: 'recovered', hadData });
     const [[lsn, checkpointTimeline]] = await admin.query(
       'SELECT pg_current_wal_lsn()::text, timeline_id::text FROM pg_control_checkpoint()',
     );
@@ -146,6 +243,7 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
     log.step('provisioning and checking the logins');
     await rt.up();
     await swap.dropAside();
+    await ctx.fs.rm(recoveryStateFile(ctx), { force: true });
     return {
       base: plan.base.manifest.name,
       target: targetText(target),
@@ -158,6 +256,7 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
   } catch (e) {
     log.warn('the recovery failed: putting the data directory back as it was');
     await swap.putBack(hadData);
+    await ctx.fs.rm(recoveryStateFile(ctx), { force: true });
     if (wasRunning) await rt.up().catch((err: Error) => log.warn(`could not start it again: ${err.message}; run pnpm db:up`));
     if (e instanceof UserError) throw new UserError(`${e.message}; the data directory is back as it was`, e.hint);
     throw e;

@@ -162,9 +162,14 @@ export async function markVerified(ctx: Pick<Ctx, 'fs'>, b: Backup, verified: No
   await writeAtomic(ctx, path.join(b.dir, MANIFEST), JSON.stringify(b.manifest, null, 2) + '\n');
 }
 
-/** Removes the backups DB_BACKUP_KEEP no longer asks for; called only after a new backup succeeded. */
-export async function applyRetention(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<string[]> {
-  const all = await listBackups(ctx);
+/**
+ * Removes the backups of `all` (one kind, newest first) that DB_BACKUP_KEEP no longer asks for; says
+ * which it removed and which it kept (in `all`'s order).
+ */
+export async function pruneBackups<B extends { dir: string; manifest: { name: string; createdAt: string; verified?: unknown } }>(
+  ctx: Pick<Ctx, 'fs' | 'cfg'>,
+  all: readonly B[],
+): Promise<{ removed: string[]; kept: B[] }> {
   const keep = retained(
     all.map((b) => ({ b, name: b.manifest.name, createdAt: new Date(b.manifest.createdAt), verified: Boolean(b.manifest.verified) })),
     ctx.cfg.backupKeep,
@@ -179,5 +184,10 @@ export async function applyRetention(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<stri
     await ctx.fs.rm(gone, { recursive: true, force: true });
     removed.push(b.manifest.name);
   }
-  return removed;
+  return { removed, kept: all.filter((b) => kept.has(b)) };
+}
+
+/** Removes the backups DB_BACKUP_KEEP no longer asks for; called only after a new backup succeeded. */
+export async function applyRetention(ctx: Pick<Ctx, 'fs' | 'cfg'>): Promise<string[]> {
+  return (await pruneBackups(ctx, await listBackups(ctx))).removed;
 }

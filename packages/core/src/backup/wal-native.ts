@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { SERVER_HOMES, type NativeHome, type NativePaths } from '../runtime/native-home.ts';
-import { ARCHIVE_SCRIPT, listArchiveDir } from './wal.ts';
+import { ARCHIVE_SCRIPT, ARMED_FILE, armedText, listArchiveDir } from './wal.ts';
 import type { WalArchive } from './pitr-runtime.ts';
 
 /** The archive script of this installation of the tool (dist/cli.js's checkout), not of the project it serves. */
@@ -23,9 +23,10 @@ export const shWord = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /**
  * The native server's WAL archive. Archiving is always on (archive_mode needs a restart, so it is on
- * from the first db:up), but the script keeps nothing until the archive folder exists: the first
- * `db:backup --physical` makes it ("arms" it). Before that, no segment could be replayed anyway, so
- * none piles up in pg_wal or in the archive.
+ * from the first db:up), but the script keeps nothing until the archive is armed: the first
+ * `db:backup --physical` makes the folder and writes ARMED_FILE into the data directory. Before that,
+ * no segment could be replayed anyway, so none piles up in pg_wal or in the archive; after it, a
+ * missing folder is an archiving failure, never a silent hole.
  *
  * The folder is DB_WAL_ARCHIVE_DIR (default <DB_BACKUP_DIR>/wal) when the server user can reach it;
  * as root, DB_BACKUP_DIR is 0700 and the project may be under /root, so it is then a folder of that
@@ -59,16 +60,27 @@ export function nativeArchive(ctx: Ctx, home: NativeHome) {
     ];
   }
 
-  /** Makes the archive folder (the server's, 0700) so the script starts keeping segments; says where. */
+  const exists = (p: string) =>
+    fs.stat(p).then(
+      () => true,
+      () => false,
+    );
+
+  /** Writes ARMED_FILE into the data directory (the server's: base backups read it), once. */
+  async function markArmed(dir: string): Promise<void> {
+    const file = path.join((await home.sp()).data, ARMED_FILE);
+    if (await exists(file)) return;
+    await fs.writeFile(file, armedText(dir, ctx.clock()), { mode: 0o600 });
+    await home.own(file);
+  }
+
+  /** Makes the archive folder (the server's, 0700) and marks the cluster armed, so the script keeps every segment; says where. */
   async function arm(): Promise<string> {
     const dir = await location();
-    if (
-      await fs.stat(dir).then(
-        () => true,
-        () => false,
-      )
-    )
+    if (await exists(dir)) {
+      await markArmed(dir);
       return dir;
+    }
     await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
     await fs.mkdir(dir, { mode: 0o700 });
     await home.own(dir);
@@ -77,6 +89,7 @@ export function nativeArchive(ctx: Ctx, home: NativeHome) {
       await fs.symlink(dir, want);
       log.info(`the server user "${cfg.nativeUser}" cannot reach ${home.shown(want)}: the WAL archive lives in ${dir}, linked from it`);
     } else log.info(`WAL archiving armed: segments go to ${home.shown(dir)} from now on`);
+    await markArmed(dir);
     return dir;
   }
 

@@ -7,6 +7,17 @@ import { UsageError, UserError } from '../errors.ts';
 /** The archive script's file name, in database/infra/scripts/ and wherever a runtime installs it. */
 export const ARCHIVE_SCRIPT = 'wal-archive.sh';
 
+/**
+ * In the data directory once the archive is armed (db:backup --physical): from then on the script
+ * fails, rather than discards a segment, when the archive folder is missing. Base backups copy it, so
+ * restored clusters and standbys built from an armed one are armed too.
+ */
+export const ARMED_FILE = 'pg-deploy.wal-armed';
+
+/** What ARMED_FILE says to someone who finds it. */
+export const armedText = (where: string, at: Date): string =>
+  `armed ${at.toISOString()}: WAL segments go to ${where}; while this file exists, ${ARCHIVE_SCRIPT} fails (the server keeps the segment and retries) rather than discard one when that folder is missing\n`;
+
 /** `16/B374D848` as PostgreSQL prints an LSN; a usage error names the flag otherwise. */
 export function parseLsn(raw: string, flag = '--to-lsn'): bigint {
   const m = /^\s*([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})\s*$/.exec(raw);

@@ -1,14 +1,13 @@
 import type { Config } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import type { MigrateOptions } from '../migrations/runner.ts';
+import { FENCE_FILE } from '../replica.ts';
 
 export const DB_SERVICE = 'api-db';
 export const MIGRATE_SERVICE = 'db-migrate';
 /** The hot standby (db:replica), behind its own profile: `docker compose up` and db:up never start it. */
 export const REPLICA_SERVICE = 'api-db-replica';
 export const REPLICA_PROFILE = 'replica';
-/** Written into api-db's data directory by db:promote; start.sh then refuses to start the old primary. */
-export const FENCE_FILE = 'pg-deploy.fenced';
 
 /** The base with the standby's profile, so Compose knows the service. */
 const withReplica = (file: string) => ['compose', '-f', file, '--profile', REPLICA_PROFILE];

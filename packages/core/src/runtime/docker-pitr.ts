@@ -5,7 +5,7 @@ import type { RunResult } from '../exec.ts';
 import type { DataSwap, Pitr, WalArchive } from '../backup/pitr-runtime.ts';
 import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
 import { shWord } from '../backup/wal-native.ts';
-import type { ArchiveFile } from '../backup/wal.ts';
+import { ARMED_FILE, armedText, type ArchiveFile } from '../backup/wal.ts';
 import { compose, composeEnv, DB_SERVICE } from './compose.ts';
 import { hostRedirect } from './container-tools.ts';
 
@@ -38,8 +38,25 @@ export const DOCKER_PITR_SCRIPTS = {
   ].join('\n'),
   /** ARCHIVE_DIR NAMES...: removes these files from it. */
   remove: ['set -eu', 'cd "$1"', 'shift', 'rm -f -- "$@"'].join('\n'),
-  /** ARCHIVE_DIR: makes it, the server's, 0700; prints `made` if it was not there. */
-  arm: ['set -eu', 'if [ ! -d "$1" ]; then', '  install -d -m 700 -o postgres -g postgres "$1"', '  echo made', 'fi'].join('\n'),
+  /**
+   * ARCHIVE_DIR [PGDATA TEXT]: makes it, the server's, 0700; prints `made` if it was not there. With
+   * PGDATA, also writes TEXT into its ARMED_FILE (the server's, 0600) unless there is one.
+   */
+  arm: [
+    'set -eu',
+    'if [ ! -d "$1" ]; then',
+    '  install -d -m 700 -o postgres -g postgres "$1"',
+    '  echo made',
+    'fi',
+    '[ -n "${2:-}" ] || exit 0 # an older caller: the folder only',
+    `f="$2/${ARMED_FILE}"`,
+    'if [ ! -e "$f" ]; then',
+    `  printf '%s' "$3" > "$f.tmp"`,
+    '  chown postgres:postgres "$f.tmp"',
+    '  chmod 600 "$f.tmp"',
+    '  mv -f "$f.tmp" "$f"',
+    'fi',
+  ].join('\n'),
   /** DATA ASIDE: removes an earlier ASIDE of ours, moves DATA there; prints `had` if there was data. */
   aside: ['set -eu', 'rm -rf -- "$2"', 'if [ -d "$1" ]; then', '  mv -- "$1" "$2"', '  echo had', 'fi'].join('\n'),
   /** DATA, the base tar on stdin: a new data directory with its content. */
@@ -55,9 +72,13 @@ export const DOCKER_PITR_SCRIPTS = {
     `printf '\\n# pg-deploy db:restore (point-in-time recovery)\\n' >> "$d/postgresql.auto.conf"`,
     `printf '%s\\n' "$@" >> "$d/postgresql.auto.conf"`,
     ': > "$d/recovery.signal"',
+    // Recovered from the archive, it archives into it: armed, even from a base backup taken before the file existed.
+    `[ -e "$d/${ARMED_FILE}" ] || printf 'armed by a point-in-time recovery\\n' > "$d/${ARMED_FILE}"`,
     'chown -R postgres:postgres -- "$d"',
     'chmod 700 -- "$d"',
   ].join('\n'),
+  /** ASIDE: prints `yes` if it exists. */
+  has: ['set -eu', 'if [ -d "$1" ]; then echo yes; fi'].join('\n'),
   /** ASIDE: removes it. */
   drop: ['set -eu', 'rm -rf -- "$1"'].join('\n'),
   /** DATA ASIDE had|none: removes DATA, and puts ASIDE back in its place if there was data. */
@@ -97,9 +118,7 @@ export const fatalOf = (log: string): string =>
 export function dataSteps(
   run: ScriptRun,
   aside: string,
-): Pick<DataSwap, 'setAside' | 'restore' | 'dropAside'> & {
-  back(hadData: boolean): Promise<void>;
-} {
+): Pick<DataSwap, 'setAside' | 'restore' | 'dropAside' | 'hasAside'> & { back(hadData: boolean): Promise<void> } {
   return {
     setAside: async () => (await run('aside', [DATA_DIR, aside], { oneOff: true })).includes('had'),
     async restore(base, settings) {
@@ -109,6 +128,7 @@ export function dataSteps(
     async dropAside() {
       await run('drop', [aside]);
     },
+    hasAside: async () => (await run('has', [aside])).includes('yes'),
     async back(hadData) {
       await run('back', [DATA_DIR, aside, hadData ? 'had' : 'none'], { oneOff: true });
     },
@@ -117,14 +137,15 @@ export function dataSteps(
 
 /**
  * The archive volume's `wal/` folder, read and pruned through the scripts above, run in api-db (or a
- * one-off container of it) by `run`: the compose runtime's and the Swarm target's alike.
+ * one-off container of it) by `run`: the compose runtime's and the Swarm target's alike. `volume`
+ * names the archive volume, for people and for the armed marker.
  */
 export function volumeArchive(
-  ctx: Pick<Ctx, 'log'>,
-  run: (name: ScriptName, args: readonly string[]) => Promise<string>,
-  at: { where: string; file: string; hint: string },
+  ctx: Pick<Ctx, 'log' | 'clock'>,
+  run: ScriptRun,
+  at: { where: string; volume: string; file: string; hint: string },
 ): WalArchive {
-  const archive: WalArchive = {
+  return {
     where: async () => at.where,
     async check(settings) {
       if (settings.archive_mode === 'off' || !settings.archive_command.includes(shWord(ARCHIVE_DIR))) {
@@ -137,7 +158,9 @@ export function volumeArchive(
       }
     },
     async arm() {
-      if ((await run('arm', [ARCHIVE_DIR])).includes('made')) ctx.log.info(`WAL archiving armed: segments go to ${at.where} from now on`);
+      const text = armedText(`${ARCHIVE_DIR} (the volume ${at.volume})`, ctx.clock());
+      if ((await run('arm', [ARCHIVE_DIR, DATA_DIR, text])).includes('made'))
+        ctx.log.info(`WAL archiving armed: segments go to ${at.where} from now on`);
       return at.where;
     },
     async files() {
@@ -153,7 +176,6 @@ export function volumeArchive(
     },
     restoreCommand: async () => `cp ${shWord(ARCHIVE_DIR)}/%f %p`,
   };
-  return archive;
 }
 
 export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
@@ -174,14 +196,15 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
 
   const archive = volumeArchive(ctx, inDb, {
     where: `${ARCHIVE_DIR} in the volume pg_wal_archive of ${cfg.composeProject}`,
+    volume: 'pg_wal_archive',
     file: path.basename(file),
     hint: 'recreate it with the current compose file: pnpm db:down && pnpm db:up',
   });
 
   return {
     archive,
-    swap(): DataSwap {
-      const steps = dataSteps(inDb, `${DATA_DIR}.before-pitr-${process.pid}`);
+    swap(pid = process.pid): DataSwap {
+      const steps = dataSteps(inDb, `${DATA_DIR}.before-pitr-${pid}`);
       let since = '';
       let restarts = 0;
       const containerId = async () => (await ask(compose.psAll(file))).stdout.trim().split('\n')[0] ?? '';

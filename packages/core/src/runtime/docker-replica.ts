@@ -4,25 +4,19 @@ import { literal } from '../pg.ts';
 import type { Admin } from '../provision.ts';
 import {
   applySync,
-  readPrimaryView,
+  DROP_IDLE_SLOT_SQL,
+  FENCE_FILE,
   replicationLogin,
   replicationRoleSql,
   STANDBY_NAME,
   type EnsureReplicaResult,
   type PromoteResult,
   type Replica,
+  type ReplicaPrimary,
   type ReplicaStatus,
 } from '../replica.ts';
-import { waitFor } from '../wait.ts';
-import { compose, DB_SERVICE, engine, FENCE_FILE, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
-import { assertPortFree } from './processes.ts';
-
-/** What the standby needs of the docker runtime's primary. */
-export interface DockerPrimary {
-  running(): Promise<boolean>;
-  /** The superuser on api-db's socket (SQL on stdin through `compose exec`). */
-  admin(): Promise<Admin>;
-}
+import { compose, DB_SERVICE, engine, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
+import { assertStandbyPortFree, inRecovery, promoteQuestion, promoteStandby, refusal, standbyStatus, waitStreaming } from './standby.ts';
 
 /**
  * The hot standby on the docker runtime: the `api-db-replica` service of the `replica` profile. Its
@@ -30,7 +24,7 @@ export interface DockerPrimary {
  * an empty volume; this side makes the role, its secret files and the slot, starts the service and
  * waits until the primary sees it streaming.
  */
-export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: DockerPrimary): Replica {
+export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: ReplicaPrimary): Replica {
   const { cfg, exec, log } = ctx;
   const file = cfg.composeFile;
   const where = `127.0.0.1:${cfg.replicaPort}`;
@@ -56,24 +50,6 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Do
         .map((l) => l.split('\x1f'));
     },
   };
-  const inRecovery = async () => (await admin.query('SELECT pg_is_in_recovery()'))[0]?.[0] === 't';
-
-  async function assertPortFreeForStandby(): Promise<void> {
-    if (cfg.replicaPort === cfg.port) {
-      throw new UserError(
-        `DB_REPLICA_PORT is ${cfg.replicaPort}, the primary's port (ENV_DB_PORT) too`,
-        'set DB_REPLICA_PORT to another free port in .env.local (default: ENV_DB_PORT + 1)',
-      );
-    }
-    await assertPortFree(cfg.replicaPort).catch((e: unknown) => {
-      throw e instanceof UserError
-        ? new UserError(
-            `port ${cfg.replicaPort} on 127.0.0.1 (DB_REPLICA_PORT, the standby's) is taken by another process; nothing was changed`,
-            'stop that process, or set DB_REPLICA_PORT to a free port in .env.local',
-          )
-        : e;
-    });
-  }
 
   /** `compose up --wait` of the standby alone (never api-db), with what a failure means. */
   async function up(): Promise<void> {
@@ -101,42 +77,9 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Do
     });
   }
 
-  /** Until the primary sees the standby streaming. */
-  async function waitStreaming(su: Admin): Promise<void> {
-    let seen = '';
-    await waitFor(
-      ctx,
-      'waiting for the standby to stream',
-      cfg.upTimeoutMs,
-      async () => {
-        const rows = await su.query(`SELECT state FROM pg_stat_replication WHERE application_name = ${literal(STANDBY_NAME)}`);
-        seen = rows[0]?.[0] ?? 'not connected';
-        return seen === 'streaming';
-      },
-      () =>
-        `the standby did not stream within ${cfg.upTimeoutMs / 1000}s (last state: ${seen}); see: docker compose logs ${REPLICA_SERVICE}`,
-      100,
-    );
-  }
-
-  const promotedHint = `it is a primary now; keep it, or rebuild the pair as the README says (Failover)`;
-
   async function status(): Promise<ReplicaStatus | undefined> {
     if (!(await built())) return undefined;
-    const s: ReplicaStatus = { port: cfg.replicaPort, running: await running() };
-    if (s.running) {
-      try {
-        s.role = (await inRecovery()) ? 'standby' : 'primary';
-      } catch (e) {
-        s.problem = `the standby does not answer: ${(e as Error).message}`;
-      }
-    }
-    if (s.role !== 'primary' && (await primary.running())) {
-      await readPrimaryView(await primary.admin(), s).catch((e: Error) => {
-        s.problem = `the primary's view of it cannot be read: ${e.message}`;
-      });
-    }
-    return s;
+    return standbyStatus(cfg.replicaPort, await running(), async () => admin, primary);
   }
 
   return {
@@ -147,23 +90,18 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Do
       return true;
     },
     async ensure(): Promise<EnsureReplicaResult> {
-      if (!(await primary.running()))
-        throw new UserError('the primary is not running, so no standby can follow it', 'start it first: pnpm db:up');
+      if (!(await primary.running())) throw refusal.primaryDown();
       const su = await primary.admin();
       let action: EnsureReplicaResult['action'] = 'running';
       let createdSecrets: EnsureReplicaResult['createdSecrets'] = [];
       if (!(await running())) {
-        await assertPortFreeForStandby();
+        await assertStandbyPortFree(cfg);
         const fresh = !(await built());
         const { login, created } = await replicationLogin(ctx);
         createdSecrets = created;
         // A fresh standby: the role follows its file, and the slot starts now (an earlier, failed build's is dropped).
         await su.query(replicationRoleSql(login, fresh));
-        if (fresh) {
-          await su.query(
-            `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)} AND NOT active`,
-          );
-        }
+        if (fresh) await su.query(DROP_IDLE_SLOT_SQL);
         // Reserved now, so the primary keeps every WAL segment from here until the standby has it.
         await su.query(
           `SELECT pg_create_physical_replication_slot(${literal(STANDBY_NAME)}, true) WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)})`,
@@ -172,23 +110,21 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Do
         await up();
         action = fresh ? 'built' : 'started';
       }
-      if (!(await inRecovery())) throw new UserError(`the standby on ${where} was promoted: it follows no primary`, promotedHint);
-      await waitStreaming(su);
+      if (!(await inRecovery(admin))) throw refusal.promoted(where);
+      // Before DB_SYNC_REPLICA is applied: streaming is all it waits for.
+      await waitStreaming(ctx, su, { see: `see: docker compose logs ${REPLICA_SERVICE}`, intervalMs: 100 });
       const syncChanged = await applySync(su, cfg.syncReplica);
       return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await status() };
     },
     async promote(confirm): Promise<PromoteResult> {
-      if (!(await built()))
-        throw new UserError('there is no standby to promote', 'create one first, while the primary runs: pnpm db:replica');
+      if (!(await built())) throw refusal.noStandby();
       if (!(await running())) {
-        await assertPortFreeForStandby();
+        await assertStandbyPortFree(cfg);
         await up();
       }
-      if (!(await inRecovery())) throw new UserError(`the server on ${where} was promoted already: it is a primary`, promotedHint);
+      if (!(await inRecovery(admin))) throw refusal.promotedAlready(where);
       const primaryUp = await primary.running();
-      await confirm(
-        `Promote the standby on ${where} to a primary?${primaryUp ? ' The running primary is stopped first.' : ''} The old primary is fenced: it must never come back as a primary.`,
-      );
+      await confirm(promoteQuestion(where, primaryUp));
       // Always: after a crash the restart policy may be about to bring the old primary back. A deliberate
       // stop cancels that, and a fast shutdown of a running one sends the standby every last WAL record.
       log.step(`stopping the old primary (${DB_SERVICE})`);
@@ -201,25 +137,7 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Do
         ),
         { message: `could not fence ${DB_SERVICE}'s data directory`, hint: 'see the message; do not start api-db again' },
       );
-      const t0 = performance.now();
-      log.step(`promoting the standby on ${where}`);
-      await admin.query('SELECT pg_promote(true, 60)');
-      await waitFor(
-        ctx,
-        'waiting for the promoted server to take writes',
-        cfg.upTimeoutMs,
-        async () => {
-          if (await inRecovery()) return false;
-          await admin.query('SELECT txid_current()'); // assigns a transaction id: fails while read-only
-          return true;
-        },
-        () => `the standby on ${where} did not leave recovery within ${cfg.upTimeoutMs / 1000}s`,
-        10,
-      );
-      const ms = Math.round(performance.now() - t0);
-      // It follows nothing now, and waits for no standby of its own (ALTER SYSTEM cannot share a statement).
-      for (const k of ['primary_conninfo', 'primary_slot_name', 'synchronous_standby_names']) await admin.query(`ALTER SYSTEM RESET ${k}`);
-      await admin.query('SELECT pg_reload_conf()');
+      const ms = await promoteStandby(ctx, admin, where);
       return { port: cfg.replicaPort, ms, stoppedPrimary: primaryUp, fence: `${FENCE_FILE} in ${DB_SERVICE}'s data directory` };
     },
   };

@@ -3,6 +3,7 @@ import type { Ctx } from '../context.ts';
 import type { DataSwap, Pitr } from '../backup/pitr-runtime.ts';
 import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
 import { nativeArchive } from '../backup/wal-native.ts';
+import { ARMED_FILE } from '../backup/wal.ts';
 import type { NativeHome, NativePaths } from './native-home.ts';
 import type { nativeServer } from './native-server.ts';
 
@@ -11,10 +12,10 @@ export function nativePitr(ctx: Ctx, home: NativeHome, server: ReturnType<typeof
   const { fs } = ctx;
   return {
     archive: nativeArchive(ctx, home).archive,
-    swap(): DataSwap {
+    swap(pid = process.pid): DataSwap {
       let s: NativePaths | undefined;
       const paths = async () => (s ??= await home.sp());
-      const aside = async () => path.join((await paths()).dir, `data.before-pitr-${process.pid}`);
+      const aside = async () => path.join((await paths()).dir, `data.before-pitr-${pid}`);
       let logFrom = 0;
       let startedAt = 0;
       /** Makes `dir` the server user's, all of it (tar as root keeps the archive's owners). */
@@ -48,6 +49,10 @@ export function nativePitr(ctx: Ctx, home: NativeHome, server: ReturnType<typeof
             `\n# pg-deploy db:restore (point-in-time recovery)\n${settings.join('\n')}\n`,
           );
           await fs.writeFile(path.join(data, 'recovery.signal'), '');
+          // Recovered from the archive, it archives into it: armed, even from a base backup taken before the file existed.
+          const armed = path.join(data, ARMED_FILE);
+          if (!(await fs.stat(armed).catch(() => undefined)))
+            await fs.writeFile(armed, 'armed by a point-in-time recovery\n', { mode: 0o600 });
           await ownTree(data);
           await fs.chmod(data, 0o700);
         },
@@ -60,6 +65,11 @@ export function nativePitr(ctx: Ctx, home: NativeHome, server: ReturnType<typeof
         log: async () => (await fs.readFile(home.p.log).catch(() => Buffer.alloc(0))).subarray(logFrom).toString('utf8'),
         logHint: `see ${home.p.log}`,
         dropAside: async () => fs.rm(await aside(), { recursive: true, force: true }),
+        hasAside: async () =>
+          fs.stat(await aside()).then(
+            () => true,
+            () => false,
+          ),
         async putBack(hadData) {
           if (await server.running()) await server.stop().catch(() => {}); // the recovery's own error is the one to report
           const { data } = await paths();

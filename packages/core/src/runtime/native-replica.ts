@@ -3,13 +3,13 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import { socketAdmin, type Admin } from '../provision.ts';
 import type { Roles } from '../roles.ts';
-import { waitFor } from '../wait.ts';
 import {
   applySync,
   conninfo,
+  DROP_IDLE_SLOT_SQL,
+  FENCE_FILE,
   passfileLine,
   primaryConninfo,
-  readPrimaryView,
   replicationLogin,
   replicationRoleSql,
   STANDBY_NAME,
@@ -17,13 +17,14 @@ import {
   type EnsureReplicaResult,
   type PromoteResult,
   type Replica,
+  type ReplicaPrimary,
   type ReplicaStatus,
 } from '../replica.ts';
-import { literal } from '../pg.ts';
 import type { NativeHome } from './native-home.ts';
-import { assertPortFree, readPidFile, takeLock, whoIs } from './processes.ts';
+import { readPidFile, takeLock, whoIs } from './processes.ts';
 import { LOOPBACK } from './runtime.ts';
 import { startOptions } from './native-server.ts';
+import { assertStandbyPortFree, promoteQuestion, promoteStandby, refusal, standbyStatus, waitStreaming } from './standby.ts';
 
 /** The standby's files, in the server's folder beside the primary's: its own data directory, socket, log and passfile. */
 export function nativeReplicaPaths(dir: string) {
@@ -37,14 +38,9 @@ export function nativeReplicaPaths(dir: string) {
   };
 }
 
-/** In the old primary's data directory once db:promote promoted the standby: db:up refuses to start it. */
-export const FENCE_FILE = 'pg-deploy.fenced';
-
-/** What the standby needs of the primary's runtime. */
-export interface PrimaryHandle {
-  running(): Promise<boolean>;
+/** What the native standby needs of the primary's runtime besides what every standby does. */
+export interface PrimaryHandle extends ReplicaPrimary {
   stop(): Promise<unknown>;
-  admin(): Promise<Admin>;
   roles(): Promise<Roles>;
   /** A client program of the server's major (pg_basebackup). */
   clientBin(program: string): Promise<string>;
@@ -88,23 +84,6 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
 
   const admin = async (): Promise<Admin> => socketAdmin(rp.run, cfg.replicaPort, await primary.roles());
 
-  async function assertPortFreeForStandby(): Promise<void> {
-    if (cfg.replicaPort === cfg.port) {
-      throw new UserError(
-        `DB_REPLICA_PORT is ${cfg.replicaPort}, the primary's port (ENV_DB_PORT) too`,
-        'set DB_REPLICA_PORT to another free port in .env.local (default: ENV_DB_PORT + 1)',
-      );
-    }
-    await assertPortFree(cfg.replicaPort).catch((e: unknown) => {
-      throw e instanceof UserError
-        ? new UserError(
-            `port ${cfg.replicaPort} on 127.0.0.1 (DB_REPLICA_PORT, the standby's) is taken by another process; nothing was changed`,
-            'stop that process, or set DB_REPLICA_PORT to a free port in .env.local',
-          )
-        : e;
-    });
-  }
-
   async function start(): Promise<void> {
     const s = await home.sp();
     const r = await srp();
@@ -123,27 +102,17 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
     return fatal.length ? fatal.slice(-2).join(' | ') : undefined;
   }
 
-  /**
-   * Until the primary sees the standby streaming, and with DB_SYNC_REPLICA=on as its synchronous standby
-   * (each walsender rereads the setting after the reload, a moment later), or the standby died, which its log explains.
-   */
-  async function waitStreaming(logFrom: number): Promise<void> {
-    const su = await primary.admin();
-    let seen = '';
-    await waitFor(
-      ctx,
-      'waiting for the standby to stream',
-      cfg.upTimeoutMs,
-      async () => {
+  /** Until the standby streams (see waitStreaming), or it died, which its log explains. */
+  async function streaming(logFrom: number): Promise<void> {
+    await waitStreaming(ctx, await primary.admin(), {
+      sync: cfg.syncReplica,
+      see: `see ${home.shown(rp.log)}`,
+      intervalMs: 50,
+      died: async () => {
         const why = await failed(logFrom);
         if (why) throw new UserError(`the standby failed to start: ${why}`, `see ${home.shown(rp.log)}`);
-        const rows = await su.query(`SELECT state, sync_state FROM pg_stat_replication WHERE application_name = ${literal(STANDBY_NAME)}`);
-        seen = rows[0] ? rows[0].join(', ') : 'not connected';
-        return rows[0]?.[0] === 'streaming' && (!cfg.syncReplica || rows[0][1] === 'sync');
       },
-      () => `the standby did not stream within ${cfg.upTimeoutMs / 1000}s (last state: ${seen}); see ${home.shown(rp.log)}`,
-      50,
-    );
+    });
   }
 
   const logSize = async () => (await fs.stat(rp.log).catch(() => ({ size: 0 }))).size;
@@ -164,10 +133,7 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
     await fs.writeFile(tmpPass, passfileLine(login), { mode: 0o600 });
     await home.own(tmpPass);
     await fs.rename(tmpPass, r.passfile);
-    const dropSlot = () =>
-      su.query(
-        `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)} AND NOT active`,
-      );
+    const dropSlot = () => su.query(DROP_IDLE_SLOT_SQL);
     await dropSlot(); // an earlier, failed build's
     const fresh = path.join(r.dir, `data.basebackup-${process.pid}`);
     await fs.rm(fresh, { recursive: true, force: true });
@@ -220,24 +186,8 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
 
   async function status(): Promise<ReplicaStatus | undefined> {
     if (!(await hasData())) return undefined;
-    const s: ReplicaStatus = { port: cfg.replicaPort, running: (await state()).up };
-    if (s.running) {
-      try {
-        const [[rec]] = await (await admin()).query('SELECT pg_is_in_recovery()');
-        s.role = rec === 'true' ? 'standby' : 'primary';
-      } catch (e) {
-        s.problem = `the standby does not answer: ${(e as Error).message}`;
-      }
-    }
-    if (s.role !== 'primary' && (await primary.running())) {
-      await readPrimaryView(await primary.admin(), s).catch((e: Error) => {
-        s.problem = `the primary's view of it cannot be read: ${e.message}`;
-      });
-    }
-    return s;
+    return standbyStatus(cfg.replicaPort, (await state()).up, admin, primary);
   }
-
-  const promotedHint = `it is a primary now; keep it, or rebuild the pair as the README says (Failover)`;
 
   return {
     async fenced() {
@@ -255,16 +205,15 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
       try {
         const built = await hasData();
         if (built && !(await exists(path.join(rp.data, 'standby.signal')))) {
-          throw new UserError(`the standby on ${where} was promoted (${home.shown(rp.data)}): it follows no primary`, promotedHint);
+          throw refusal.promoted(where, home.shown(rp.data));
         }
-        if (!(await primary.running()))
-          throw new UserError('the primary is not running, so no standby can follow it', 'start it first: pnpm db:up');
+        if (!(await primary.running())) throw refusal.primaryDown();
         const su = await primary.admin();
         let action: EnsureReplicaResult['action'] = 'running';
         let createdSecrets: EnsureReplicaResult['createdSecrets'] = [];
         const from = await logSize();
         if (!(await state()).up) {
-          await assertPortFreeForStandby();
+          await assertStandbyPortFree(cfg);
           if (!built) {
             createdSecrets = await build(su);
             action = 'built';
@@ -272,25 +221,19 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
           await start();
         }
         const syncChanged = await applySync(su, cfg.syncReplica);
-        if (action !== 'running' || syncChanged) await waitStreaming(from);
+        if (action !== 'running' || syncChanged) await streaming(from);
         return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await status() };
       } finally {
         await release();
       }
     },
     async promote(confirm): Promise<PromoteResult> {
-      if (!(await hasData())) {
-        throw new UserError('there is no standby to promote', 'create one first, while the primary runs: pnpm db:replica');
-      }
-      if (!(await exists(path.join(rp.data, 'standby.signal')))) {
-        throw new UserError(`the server on ${where} was promoted already: it is a primary`, promotedHint);
-      }
+      if (!(await hasData())) throw refusal.noStandby();
+      if (!(await exists(path.join(rp.data, 'standby.signal')))) throw refusal.promotedAlready(where);
       const primaryUp = await primary.running();
-      await confirm(
-        `Promote the standby on ${where} to a primary?${primaryUp ? ' The running primary is stopped first.' : ''} The old primary is fenced: it must never come back as a primary.`,
-      );
+      await confirm(promoteQuestion(where, primaryUp));
       if (!(await state()).up) {
-        await assertPortFreeForStandby();
+        await assertStandbyPortFree(cfg);
         await start();
       }
       if (primaryUp) {
@@ -307,27 +250,7 @@ export function nativeReplica(ctx: Ctx, home: NativeHome, primary: PrimaryHandle
         .catch((e: NodeJS.ErrnoException) => {
           if (e.code !== 'ENOENT') throw e; // no old data directory left: nothing to fence
         });
-      const su = await admin();
-      const t0 = performance.now();
-      log.step(`promoting the standby on ${where}`);
-      await su.query('SELECT pg_promote(true, 60)');
-      await waitFor(
-        ctx,
-        'waiting for the promoted server to take writes',
-        cfg.upTimeoutMs,
-        async () => {
-          const [[rec]] = await su.query('SELECT pg_is_in_recovery()');
-          if (rec !== 'false') return false;
-          await su.query('SELECT txid_current()'); // assigns a transaction id: fails while read-only
-          return true;
-        },
-        () => `the standby on ${where} did not leave recovery within ${cfg.upTimeoutMs / 1000}s`,
-        10,
-      );
-      const ms = Math.round(performance.now() - t0);
-      // It follows nothing now, and waits for no standby of its own (ALTER SYSTEM cannot share a statement).
-      for (const k of ['primary_conninfo', 'primary_slot_name', 'synchronous_standby_names']) await su.query(`ALTER SYSTEM RESET ${k}`);
-      await su.query('SELECT pg_reload_conf()');
+      const ms = await promoteStandby(ctx, await admin(), where);
       return { port: cfg.replicaPort, ms, stoppedPrimary: primaryUp, fence: home.shown(fence) };
     },
   };

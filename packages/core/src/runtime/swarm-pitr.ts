@@ -63,14 +63,15 @@ export function swarmPitr(ctx: Ctx, st: SwarmStack, state: ExecState): Pitr {
 
   const archive = volumeArchive(ctx, inDb, {
     where: `${path.posix.join(ARCHIVE_MOUNT, 'wal')} in the volume ${stack}_${ARCHIVE_VOLUME}`,
+    volume: `${stack}_${ARCHIVE_VOLUME}`,
     file: STACK_FILE,
     hint: 'redeploy it with the current files: pnpm db:down && pnpm db:up',
   });
 
   return {
     archive,
-    swap(): DataSwap {
-      const steps = dataSteps(inDb, `${DATA_DIR}.before-pitr-${process.pid}`);
+    swap(pid = process.pid): DataSwap {
+      const steps = dataSteps(inDb, `${DATA_DIR}.before-pitr-${pid}`);
       let since = '';
       let before = new Set<string>();
       /** api-db's containers on this node: id -> state (running, exited, ...). */

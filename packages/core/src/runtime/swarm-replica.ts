@@ -3,11 +3,23 @@ import { createHash } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Admin } from '../provision.ts';
-import type { Replica } from '../replica.ts';
+import { literal } from '../pg.ts';
+import {
+  applySync,
+  DROP_IDLE_SLOT_SQL,
+  FENCE_FILE,
+  replicationLogin,
+  replicationRoleSql,
+  STANDBY_NAME,
+  type EnsureReplicaResult,
+  type PromoteResult,
+  type Replica,
+  type ReplicaPrimary,
+} from '../replica.ts';
 import { waitFor } from '../wait.ts';
-import { DATA_VOLUME, DB_SERVICE, FENCE_FILE, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
+import { DATA_VOLUME, DB_SERVICE, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
 import { adminRows } from './container-tools.ts';
-import { containerStandby } from './container-standby.ts';
+import { assertStandbyPortFree, inRecovery, promoteQuestion, promoteStandby, refusal, standbyStatus, waitStreaming } from './standby.ts';
 import { DATA_DIR } from './docker-pitr.ts';
 import { swarm } from './swarm-commands.ts';
 import type { SwarmStack } from './swarm-deploy.ts';
@@ -29,7 +41,7 @@ export async function fencedText(ctx: Ctx, st: SwarmStack): Promise<string> {
   return (await st.docker(args, { message: `could not read ${DB_SERVICE}'s data volume`, hint: 'see the message above' })).stdout.trim();
 }
 
-export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: { running(): Promise<boolean>; admin(): Promise<Admin> }): Replica {
+export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: ReplicaPrimary): Replica {
   const { cfg, exec } = ctx;
   const { stack, svc, ask } = st;
   const file = path.join(cfg.root, STANDBY_STACK_FILE);
@@ -96,34 +108,75 @@ export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: { running(): Pro
     );
   }
 
-  return containerStandby(ctx, {
-    where,
-    logHint,
-    primary,
-    admin,
-    running: async () => (await container(false)) !== '',
-    built: async () => {
-      const r = await ask(swarm.volume(stack, REPLICA_VOLUME));
-      return r.code !== 0 || r.stdout.trim() !== '';
+  const running = async () => (await container(false)) !== '';
+  /** Its volume: there is a standby (running or not, promoted or not) once it exists; no answer counts as one. */
+  const built = async () => {
+    const r = await ask(swarm.volume(stack, REPLICA_VOLUME));
+    return r.code !== 0 || r.stdout.trim() !== '';
+  };
+  const status = async () => ((await built()) ? standbyStatus(cfg.replicaPort, await running(), async () => admin, primary) : undefined);
+
+  /** The fence, in the stopped primary's data directory, by a one-off container as the server's user. */
+  async function fence(text: string): Promise<void> {
+    const script = `printf '%s\\n' "$1" >"$2/${FENCE_FILE}"`;
+    const o = { volume: DATA_VOLUME, mount: DATA_MOUNT, create: false, user: 'postgres' };
+    const args = await oneOffArgs(ctx, st, o, script, 'db-fence', [text, DATA_DIR]);
+    if (!args) throw new UserError(`${DB_SERVICE} has no data volume to fence`, 'see: docker volume ls');
+    await st.docker(args, {
+      message: `could not fence ${DB_SERVICE}'s data directory`,
+      hint: 'see the message; do not start api-db again',
+    });
+  }
+
+  return {
+    status,
+    async stop() {
+      if (!(await running())) return false;
+      await st.scaleDown(REPLICA_SERVICE);
+      return true;
     },
-    start,
-    stop: () => st.scaleDown(REPLICA_SERVICE),
-    stopPrimary: () => st.scaleDown(DB_SERVICE),
-    async fence(text) {
-      const script = `printf '%s\\n' "$1" >"$2/${FENCE_FILE}"`;
-      const args = await oneOffArgs(
-        ctx,
-        st,
-        { volume: DATA_VOLUME, mount: DATA_MOUNT, create: false, user: 'postgres' },
-        script,
-        'db-fence',
-        [text, DATA_DIR],
-      );
-      if (!args) throw new UserError(`${DB_SERVICE} has no data volume to fence`, 'see: docker volume ls');
-      await st.docker(args, {
-        message: `could not fence ${DB_SERVICE}'s data directory`,
-        hint: 'see the message; do not start api-db again',
-      });
+    async ensure(): Promise<EnsureReplicaResult> {
+      if (!(await primary.running())) throw refusal.primaryDown();
+      const su = await primary.admin();
+      let action: EnsureReplicaResult['action'] = 'running';
+      let createdSecrets: EnsureReplicaResult['createdSecrets'] = [];
+      if (!(await running())) {
+        await assertStandbyPortFree(cfg);
+        const fresh = !(await built());
+        const { login, created } = await replicationLogin(ctx);
+        createdSecrets = created;
+        // A fresh standby: the role follows its file, and the slot starts now (an earlier, failed build's is dropped).
+        await su.query(replicationRoleSql(login, fresh));
+        if (fresh) await su.query(DROP_IDLE_SLOT_SQL);
+        // Reserved now, so the primary keeps every WAL segment from here until the standby has it.
+        await su.query(
+          `SELECT pg_create_physical_replication_slot(${literal(STANDBY_NAME)}, true) WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)})`,
+        );
+        if (fresh) ctx.log.step(`the standby takes a base backup of the primary over verified TLS as ${login.user}`);
+        await start();
+        action = fresh ? 'built' : 'started';
+      }
+      if (!(await inRecovery(admin))) throw refusal.promoted(where);
+      await waitStreaming(ctx, su, { see: logHint, intervalMs: 100 });
+      const syncChanged = await applySync(su, cfg.syncReplica);
+      return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await status() };
     },
-  });
+    async promote(confirm): Promise<PromoteResult> {
+      if (!(await built())) throw refusal.noStandby();
+      if (!(await running())) {
+        await assertStandbyPortFree(cfg);
+        await start();
+      }
+      if (!(await inRecovery(admin))) throw refusal.promotedAlready(where);
+      const primaryUp = await primary.running();
+      await confirm(promoteQuestion(where, primaryUp));
+      // Always, scaled to 0: Swarm would otherwise start the old primary again after a crash.
+      ctx.log.step(`stopping the old primary (${DB_SERVICE})`);
+      await st.scaleDown(DB_SERVICE);
+      ctx.log.step('fencing the old primary');
+      await fence(`the standby on ${where} was promoted at ${ctx.clock().toISOString()}: this cluster must not come back as a primary`);
+      const ms = await promoteStandby(ctx, admin, where);
+      return { port: cfg.replicaPort, ms, stoppedPrimary: primaryUp, fence: `${FENCE_FILE} in ${DB_SERVICE}'s data directory` };
+    },
+  };
 }

@@ -62,17 +62,22 @@ async function installDirs(ctx: Pick<Ctx, 'fs'>, patterns: readonly string[]): P
   return out.sort((a, b) => a.major - b.major);
 }
 
-/** The client tools of the server's major (PG_BIN_DIR, INSTALL_ROOTS, pg_config, PATH), else the closest newer one up to NEWEST_HANDLED. */
+/**
+ * The client tools of the server's major (PG_BIN_DIR, INSTALL_ROOTS, pg_config, PATH), else the
+ * closest newer one up to NEWEST_HANDLED. `program` is the one the caller runs: each place is asked
+ * for it, and a failure names it and the package that has it.
+ */
 export async function findClientTools(
   ctx: Pick<Ctx, 'cfg' | 'exec' | 'fs'>,
   serverMajor: number | Promise<number>,
   roots: readonly string[] = INSTALL_ROOTS,
+  program = 'pg_dump',
 ): Promise<ClientTools> {
   const probe = async (c: string): Promise<number | undefined> => {
     const r = await ctx.exec(c, ['--version'], { nothrow: true });
     return r.code === 0 ? toolMajor(r.stdout) : undefined;
   };
-  const first = ctx.cfg.pgBinDir ? path.join(ctx.cfg.pgBinDir, 'pg_dump') : undefined;
+  const first = ctx.cfg.pgBinDir ? path.join(ctx.cfg.pgBinDir, program) : undefined;
   const firstMajor = first ? probe(first) : undefined;
   const installs = installDirs(ctx, roots);
   const want = await serverMajor;
@@ -80,19 +85,19 @@ export async function findClientTools(
   async function* candidates(): AsyncGenerator<[string, Promise<number | undefined>]> {
     if (first) yield [first, firstMajor!];
     const dirs = await installs;
-    for (const d of dirs.filter((d) => d.major === want)) yield [path.join(d.dir, 'pg_dump'), probe(path.join(d.dir, 'pg_dump'))];
+    for (const d of dirs.filter((d) => d.major === want)) yield [path.join(d.dir, program), probe(path.join(d.dir, program))];
     const cfgBin = await ctx.exec('pg_config', ['--bindir'], { nothrow: true });
     if (cfgBin.code === 0 && cfgBin.stdout.trim()) {
-      const c = path.join(cfgBin.stdout.trim(), 'pg_dump');
+      const c = path.join(cfgBin.stdout.trim(), program);
       yield [c, probe(c)];
     }
-    yield ['pg_dump', probe('pg_dump')];
-    for (const d of dirs.filter((d) => d.major !== want)) yield [path.join(d.dir, 'pg_dump'), probe(path.join(d.dir, 'pg_dump'))];
+    yield [program, probe(program)];
+    for (const d of dirs.filter((d) => d.major !== want)) yield [path.join(d.dir, program), probe(path.join(d.dir, program))];
   }
   const found: { major: number; where: string }[] = [];
-  const named = (c: string) => (c === 'pg_dump' ? 'pg_dump on PATH' : c);
+  const named = (c: string) => (c === program ? `${program} on PATH` : c);
   // A bare name stays bare: PATH decides every tool alike.
-  const dirOf = (c: string) => (c === 'pg_dump' ? '' : path.dirname(c));
+  const dirOf = (c: string) => (c === program ? '' : path.dirname(c));
   for await (const [c, majorOf] of candidates()) {
     const major = await majorOf;
     if (major === undefined) continue;
@@ -100,24 +105,24 @@ export async function findClientTools(
     found.push({ major, where: named(c) });
   }
   const usable = found.filter((f) => f.major > want && f.major <= NEWEST_HANDLED).sort((a, b) => a.major - b.major)[0];
-  if (usable) return { dir: usable.where === named('pg_dump') ? '' : path.dirname(usable.where), major: usable.major, newer: true };
+  if (usable) return { dir: usable.where === named(program) ? '' : path.dirname(usable.where), major: usable.major, newer: true };
   const install = `install postgresql-client-${want} (or set PG_BIN_DIR to a PostgreSQL ${want} bin directory)`;
   if (!found.length) {
     throw new UserError(
-      `no pg_dump found for the PostgreSQL ${want} server (looked in PG_BIN_DIR, ${roots.join(', ')}, pg_config --bindir and PATH)`,
+      `no ${program} found for the PostgreSQL ${want} server (looked in PG_BIN_DIR, ${roots.join(', ')}, pg_config --bindir and PATH)`,
       install,
     );
   }
   const older = found.filter((f) => f.major < want).sort((a, b) => b.major - a.major)[0];
   if (older && found.every((f) => f.major < want)) {
     throw new UserError(
-      `pg_dump ${older.major} cannot dump a PostgreSQL ${want} server: install postgresql-client-${want}, or set PG_BIN_DIR`,
-      `pg_dump refuses a newer server; the newest found was ${older.where}. Install postgresql-client-${want}, or set PG_BIN_DIR to a PostgreSQL ${want} bin directory`,
+      `${program} ${older.major} cannot ${program === 'pg_dump' ? 'dump' : 'work with'} a PostgreSQL ${want} server: install postgresql-client-${want}, or set PG_BIN_DIR`,
+      `${program} refuses a newer server; the newest found was ${older.where}. Install postgresql-client-${want}, or set PG_BIN_DIR to a PostgreSQL ${want} bin directory`,
     );
   }
   const newest = found.filter((f) => f.major > NEWEST_HANDLED).sort((a, b) => a.major - b.major)[0];
   throw new UserError(
-    `pg_dump ${newest.major} (${newest.where}) is newer than the PostgreSQL ${want} server, and pg-deploy knows the incompatibilities of newer client tools only up to ${NEWEST_HANDLED}`,
+    `${program} ${newest.major} (${newest.where}) is newer than the PostgreSQL ${want} server, and pg-deploy knows the incompatibilities of newer client tools only up to ${NEWEST_HANDLED}`,
     install,
   );
 }
@@ -166,14 +171,16 @@ export function nativeToolRunner(
   roles: () => Promise<Roles>,
   admin: () => Promise<Admin>,
 ) {
+  const majorOf = (r: Roles) =>
+    admin()
+      .then(serverMajor)
+      .catch((e) => {
+        throw driftError(e, 'postgres', r.admin.user) ?? e;
+      });
   let found: Promise<ClientTools & { server: number }> | undefined;
   const find = async () => {
     found ??= roles().then(async (r) => {
-      const major = admin()
-        .then(serverMajor)
-        .catch((e) => {
-          throw driftError(e, 'postgres', r.admin.user) ?? e;
-        });
+      const major = majorOf(r);
       const tools = await findClientTools(ctx, major);
       if (tools.newer) {
         // The script goes through psql: the same major as pg_restore, or the filter is not enough.
@@ -195,9 +202,12 @@ export function nativeToolRunner(
     });
   };
   const prepareTools = async () => void (await find());
-  /** The path of a client program found beside pg_dump (pg_basebackup, pgbench), for callers that log in as another role. */
+  /**
+   * The path of a client program (pg_basebackup) of the server's major or the closest newer, for
+   * callers that log in as another role. Sought by its own name, so a failure names it, not pg_dump.
+   */
   const clientBin = async (program: string): Promise<string> => {
-    const tools = await find();
+    const tools = await findClientTools(ctx, roles().then(majorOf), INSTALL_ROOTS, program);
     return tools.dir ? path.join(tools.dir, program) : program;
   };
   let said = false;

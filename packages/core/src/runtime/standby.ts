@@ -1,0 +1,129 @@
+import type { Config } from '../config.ts';
+import type { Ctx } from '../context.ts';
+import { UserError } from '../errors.ts';
+import type { Admin } from '../provision.ts';
+import { literal } from '../pg.ts';
+import { readPrimaryView, STANDBY_NAME, type ReplicaPrimary, type ReplicaStatus } from '../replica.ts';
+import { waitFor } from '../wait.ts';
+import { assertPortFree } from './processes.ts';
+
+// What the native and the docker standby (native-replica.ts, docker-replica.ts) do alike: the same
+// refusals, the same port check, the same status and the same promotion, so that the two say and do
+// the same thing; each runtime keeps only how it reaches its servers.
+
+const PROMOTED_HINT = 'it is a primary now; keep it, or rebuild the pair as the README says (Failover)';
+
+/** The refusals both runtimes give, word for word. */
+export const refusal = {
+  primaryDown: () => new UserError('the primary is not running, so no standby can follow it', 'start it first: pnpm db:up'),
+  noStandby: () => new UserError('there is no standby to promote', 'create one first, while the primary runs: pnpm db:replica'),
+  /** `data`: its data directory, where the runtime can show one. */
+  promoted: (where: string, data?: string) =>
+    new UserError(`the standby on ${where} was promoted${data ? ` (${data})` : ''}: it follows no primary`, PROMOTED_HINT),
+  promotedAlready: (where: string) => new UserError(`the server on ${where} was promoted already: it is a primary`, PROMOTED_HINT),
+};
+
+/** Whether a server is in recovery: the driver (native) answers 'true', psql (docker's admin path) 't'. */
+export async function inRecovery(admin: Admin): Promise<boolean> {
+  const v = (await admin.query('SELECT pg_is_in_recovery()'))[0]?.[0];
+  return v === 'true' || v === 't';
+}
+
+/** Refuses the standby's port, before anything is made, when it is the primary's or another process holds it. */
+export async function assertStandbyPortFree(cfg: Pick<Config, 'port' | 'replicaPort'>): Promise<void> {
+  if (cfg.replicaPort === cfg.port) {
+    throw new UserError(
+      `DB_REPLICA_PORT is ${cfg.replicaPort}, the primary's port (ENV_DB_PORT) too`,
+      'set DB_REPLICA_PORT to another free port in .env.local (default: ENV_DB_PORT + 1)',
+    );
+  }
+  await assertPortFree(cfg.replicaPort).catch((e: unknown) => {
+    throw e instanceof UserError
+      ? new UserError(
+          `port ${cfg.replicaPort} on 127.0.0.1 (DB_REPLICA_PORT, the standby's) is taken by another process; nothing was changed`,
+          'stop that process, or set DB_REPLICA_PORT to a free port in .env.local',
+        )
+      : e;
+  });
+}
+
+/** The standby as db:status shows it: its own answer (standby or promoted), then the primary's view of it while it follows. */
+export async function standbyStatus(
+  port: number,
+  running: boolean,
+  standby: () => Promise<Admin>,
+  primary: ReplicaPrimary,
+): Promise<ReplicaStatus> {
+  const s: ReplicaStatus = { port, running };
+  if (s.running) {
+    try {
+      s.role = (await inRecovery(await standby())) ? 'standby' : 'primary';
+    } catch (e) {
+      s.problem = `the standby does not answer: ${(e as Error).message}`;
+    }
+  }
+  if (s.role !== 'primary' && (await primary.running())) {
+    await readPrimaryView(await primary.admin(), s).catch((e: Error) => {
+      s.problem = `the primary's view of it cannot be read: ${e.message}`;
+    });
+  }
+  return s;
+}
+
+/** db:promote's question, once it knows there is a standby to promote. */
+export const promoteQuestion = (where: string, primaryUp: boolean): string =>
+  `Promote the standby on ${where} to a primary?${primaryUp ? ' The running primary is stopped first.' : ''} The old primary is fenced: it must never come back as a primary.`;
+
+/**
+ * pg_promote() on the standby (the old primary already stopped and fenced), until it takes a write;
+ * then it follows nothing and waits for no standby of its own. Returns the promotion's ms.
+ */
+export async function promoteStandby(ctx: Pick<Ctx, 'cfg' | 'log' | 'clock'>, su: Admin, where: string): Promise<number> {
+  const t0 = performance.now();
+  ctx.log.step(`promoting the standby on ${where}`);
+  await su.query('SELECT pg_promote(true, 60)');
+  await waitFor(
+    ctx,
+    'waiting for the promoted server to take writes',
+    ctx.cfg.upTimeoutMs,
+    async () => {
+      if (await inRecovery(su)) return false;
+      await su.query('SELECT txid_current()'); // assigns a transaction id: fails while read-only
+      return true;
+    },
+    () => `the standby on ${where} did not leave recovery within ${ctx.cfg.upTimeoutMs / 1000}s`,
+    10,
+  );
+  const ms = Math.round(performance.now() - t0);
+  // ALTER SYSTEM cannot share a statement: one each.
+  for (const k of ['primary_conninfo', 'primary_slot_name', 'synchronous_standby_names']) await su.query(`ALTER SYSTEM RESET ${k}`);
+  await su.query('SELECT pg_reload_conf()');
+  return ms;
+}
+
+/**
+ * Until the primary sees the standby streaming and, with `sync` true, as its synchronous standby (each
+ * walsender rereads the setting after the reload, a moment later). `sync` undefined: its sync state is
+ * not set yet, so neither awaited nor shown. `died` ends the wait with the standby's own reason; `see`
+ * ends the timeout message, pointing to the standby's log.
+ */
+export async function waitStreaming(
+  ctx: Pick<Ctx, 'cfg' | 'log' | 'clock'>,
+  su: Admin,
+  o: { sync?: boolean; see: string; intervalMs: number; died?: () => Promise<void> },
+): Promise<void> {
+  let seen = '';
+  await waitFor(
+    ctx,
+    'waiting for the standby to stream',
+    ctx.cfg.upTimeoutMs,
+    async () => {
+      await o.died?.();
+      const rows = await su.query(`SELECT state, sync_state FROM pg_stat_replication WHERE application_name = ${literal(STANDBY_NAME)}`);
+      seen = rows[0] ? rows[0].slice(0, o.sync === undefined ? 1 : 2).join(', ') : 'not connected';
+      return rows[0]?.[0] === 'streaming' && (!o.sync || rows[0][1] === 'sync');
+    },
+    () => `the standby did not stream within ${ctx.cfg.upTimeoutMs / 1000}s (last state: ${seen}); ${o.see}`,
+    o.intervalMs,
+  );
+}
