@@ -271,3 +271,36 @@ if (noImage) {
 
   noImage.run();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Compose's view can lag the server's: a container still marked healthy whose server already turns
+// sessions away (here a smart shutdown waiting on an open session; in the wild, the moments around a
+// restart). `up --wait` returns at once, so db:up itself must wait out DB_UP_TIMEOUT and then say so,
+// not fail on the first refused superuser session with psql's words.
+const turnedAway = engineSuite<Ctx>('db:up on a container marked healthy whose server turns sessions away waits DB_UP_TIMEOUT');
+
+if (turnedAway) {
+  withStartedDockerProject(turnedAway);
+
+  turnedAway('db:up waits while the server refuses sessions, then names api-db and DB_UP_TIMEOUT in one line', async (ctx) => {
+    const p = ctx.p!;
+    const id = await containerId(p, 'api-db');
+    assert.is((await inspectContainer(id)).health, 'healthy');
+    // A session the smart shutdown must wait for: the server then refuses every new one.
+    const held = compose(p, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'], { input: 'SELECT pg_sleep(40)' });
+    await until('the held session runs', 30_000, async () => {
+      const r = await compose(p, ['exec', '--no-TTY', 'api-db', '/usr/local/bin/db-admin-sql', 'postgres'], {
+        input: "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(40)%'",
+      });
+      return r.code === 0 && r.stdout.trim() === '1';
+    });
+    const stop = await compose(p, ['exec', '--no-TTY', '--user', 'postgres', 'api-db', 'sh', '-c', 'pg_ctl stop -m smart -W -D "$PGDATA"']);
+    assert.is(stop.code, 0, stop.stderr);
+    assert.is((await inspectContainer(id)).health, 'healthy', 'Docker still says healthy: the next check is seconds away');
+    const r = await cli(['db:up'], { ...p.env, DB_UP_TIMEOUT: '4' }, { timeoutMs: 60_000 });
+    assert.not.ok(r.killed, `db:up did not exit:\n${r.stderr}`);
+    failsClearly(r, /^error: api-db is unhealthy after 4s \(DB_UP_TIMEOUT\)(; its healthcheck says: .+)?$/, { hint: /pnpm db:logs/ });
+    await held;
+  });
+  turnedAway.run();
+}

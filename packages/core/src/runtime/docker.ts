@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import { CommandError, UserError } from '../errors.ts';
+import { waitFor } from '../wait.ts';
 import type { Runtime } from './runtime.ts';
 import type { Admin } from '../provision.ts';
 import type { PgToolIo } from './tools.ts';
@@ -11,6 +12,11 @@ import { compose, composeEnv, DB_SERVICE, engine, refuseSingleTransaction } from
 import { loginTargets, provisionOverTls } from './target.ts';
 import { dockerReplica } from './docker-replica.ts';
 import { dockerPitr } from './docker-pitr.ts';
+
+/** psql's words when the server runs but turns sessions away (starting, shutting down, in recovery without hot standby). */
+const turnedAway = (e: unknown) =>
+  e instanceof CommandError &&
+  /the database system is (starting up|shutting down|not accepting connections|in recovery mode)/.test(e.stderr);
 
 export function dockerRuntime(ctx: Ctx): Runtime {
   const { cfg, exec, log } = ctx;
@@ -126,7 +132,34 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       await exec('docker', compose.up(file, timeoutS), { cwd: cfg.root, env, failure }).catch(async (e: unknown) => {
         throw await upFailure(e, timeoutS);
       });
-      const { provisioned } = await provisionOverTls(ctx, logins, admin, 'the container');
+      // Healthy is the container's view; the host's proof is a verified TLS login through the published port.
+      const startedAt = ctx.clock().getTime();
+      const settled = () => provisionOverTls(ctx, logins, admin, 'the container');
+      const { provisioned } = await settled().catch(async (e: unknown) => {
+        // Compose saw a passing check, yet the server turns sessions away (restarting, or in recovery):
+        // a health state from around a restart. Wait out DB_UP_TIMEOUT for it, as `up --wait` would have.
+        if (!turnedAway(e)) throw e;
+        let said = '';
+        await waitFor(
+          ctx,
+          `waiting for ${DB_SERVICE} to accept connections`,
+          Math.max(0, cfg.upTimeoutMs - (ctx.clock().getTime() - startedAt)),
+          async () => {
+            const ready = await (await admin()).query('SELECT 1').then(
+              () => true,
+              (err: unknown) => {
+                if (!turnedAway(err)) throw err;
+                return false;
+              },
+            );
+            if (!ready) said = await lastHealthOutput();
+            return ready;
+          },
+          () => `${DB_SERVICE} is unhealthy after ${timeoutS}s (DB_UP_TIMEOUT)${said ? `; its healthcheck says: ${said}` : ''}`,
+          250,
+        );
+        return settled();
+      });
       return { initialised: false, provisioned };
     },
     async down() {
