@@ -5,7 +5,7 @@ import path from 'node:path';
 import { engineSuite } from './setup/docker.ts';
 import { cli, ROOT, run } from './setup/project.ts';
 import { composeModel } from '@dbkit/core/runtime/swarm-stack';
-import { builtImage } from '@dbkit/core/runtime/swarm';
+import { builtImage } from '@dbkit/core/runtime/swarm-image';
 import { zxExec } from '@dbkit/core/exec';
 import type { Ctx } from '@dbkit/core/context';
 
@@ -86,6 +86,19 @@ if (s) {
     assert.match(block('api-publish'), /published: "?8080/);
     assert.match(block('api-publish'), /mode: host/);
     assert.not.match(block('api-publish'), /secrets:/);
+  });
+
+  s('the standby is a file of its own: the main stack names no replication secret, the standby file loads with its tmpfs', async () => {
+    const stack = await fs.readFile(path.join(ROOT, 'infra/docker-stack.yml'), 'utf8');
+    assert.not.match(stack, /replication_|api-db-replica|pg_replica_data/);
+    const standby = await fs.readFile(path.join(ROOT, 'infra/docker-stack.replica.yml'), 'utf8');
+    const cfg = await run('docker', ['stack', 'config', '-c', 'infra/docker-stack.replica.yml'], varsFor(standby));
+    assert.is(cfg.code, 0, cfg.stderr);
+    assert.equal([...cfg.stdout.matchAll(/^  ([a-z-]+):\n/gm)].map((m) => m[1])[0], 'api-db-replica');
+    assert.match(cfg.stdout, /target: \/run\/pgdeploy/);
+    assert.match(cfg.stdout, /replication_password/);
+    assert.match(cfg.stdout, /published: "?\d+/);
+    assert.match(standby, /node\.labels\.pg-deploy\.\$\{PGDEPLOY_STACK/);
   });
 
   s("the api's image tag is the hash of its build inputs: the same files give the same tag, a changed file another", async () => {

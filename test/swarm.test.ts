@@ -5,11 +5,15 @@ import path from 'node:path';
 import { docker, engineSuite, IMAGES_ENV, makeDockerProject, cli, ok, until, type DockerProject } from './setup/docker.ts';
 import { freePort, readSecretFile, run } from './setup/project.ts';
 import { setUp } from './setup/hooks.ts';
-import { leaveSwarm, serviceVersions, startSwarm, swarmState, taskContainer } from './setup/swarm.ts';
+import { failsClearly } from './setup/assert.ts';
+import { leaveSwarm, serviceVersions, stackInspect, startSwarm, swarmState, taskContainer } from './setup/swarm.ts';
 
 // DB_TARGET=swarm on a single-node swarm this file starts (docker swarm init on loopback) and leaves
 // (docker swarm leave --force) even on failure. An engine already in a swarm fails the suite: it is
 // never touched. The stack has its own name, volume and free ports.
+
+const ARCHIVE = '/var/lib/postgresql/archive';
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Ctx {
   p?: DockerProject;
@@ -24,7 +28,14 @@ if (s) {
       throw new Error('this Docker engine is already in a swarm; the Swarm tests never touch one they did not start');
     ctx.apiPort = await freePort();
     ctx.p = await makeDockerProject();
-    ctx.p.env = { ...ctx.p.env, DB_TARGET: 'swarm', ENV_API_PORT: String(ctx.apiPort), ENV_API_REPLICAS: '1', DB_UP_TIMEOUT: '90' };
+    ctx.p.env = {
+      ...ctx.p.env,
+      DB_TARGET: 'swarm',
+      ENV_API_PORT: String(ctx.apiPort),
+      ENV_API_REPLICAS: '1',
+      DB_REPLICA_PORT: String(await freePort()),
+      DB_UP_TIMEOUT: '90',
+    };
     await ok(['db:secrets'], ctx.p.env);
     await ok(['db:secure'], ctx.p.env);
   });
@@ -32,7 +43,9 @@ if (s) {
     if (ctx.started) await leaveSwarm();
     if (ctx.p) {
       // Once the tasks' containers are gone (leaving the swarm removes them a moment later).
-      for (const volume of [`${ctx.p.name}_pg_data`, `x${ctx.p.name}_pg_data`])
+      for (const volume of ['pg_data', 'pg_wal_archive', 'pg_replica_data']
+        .map((v) => `${ctx.p!.name}_${v}`)
+        .concat(`x${ctx.p.name}_pg_data`))
         await until(`removing ${volume}`, 60_000, async () => {
           await docker(['volume', 'rm', '--force', volume], { nothrow: true });
           return !(await docker(['volume', 'ls', '--quiet', '--filter', `name=^${volume}$`])).stdout.trim();
@@ -90,18 +103,8 @@ if (s) {
     // In-memory too in the api's task.
     const api = await until('the api task', 60_000, () => taskContainer(p!.name, 'api'));
     assert.match((await docker(['exec', api, 'cat', '/proc/mounts'])).stdout, /^tmpfs \/run\/secrets\/app_password tmpfs/m);
-    const ids = (await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-      .split('\n')
-      .filter(Boolean);
-    const containers = (await docker(['ps', '--all', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-      .split('\n')
-      .filter(Boolean);
     const secrets = (await docker(['secret', 'ls', '--quiet'])).stdout.split('\n').filter(Boolean);
-    const seen = [
-      (await docker(['service', 'inspect', ...ids])).stdout,
-      (await docker(['inspect', ...containers])).stdout,
-      (await docker(['secret', 'inspect', ...secrets])).stdout,
-    ].join('\n');
+    const seen = [await stackInspect(p!.name), (await docker(['secret', 'inspect', ...secrets])).stdout].join('\n');
     for (const f of ['postgres_password', 'app_password', 'migrate_password']) {
       const pw = await readSecretFile(p!, f);
       assert.ok(pw.length >= 16);
@@ -170,16 +173,9 @@ if (s) {
       const q = await ok(['db:psql', '-At', '-c', 'SELECT current_user'], p!.env);
       assert.is(q.stdout.trim(), (await readSecretFile(p!, 'app_user')).trim());
       const password = await readSecretFile(p!, 'app_password');
-      const ids = (await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-        .split('\n')
-        .filter(Boolean);
-      const containers = (await docker(['ps', '--all', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout
-        .split('\n')
-        .filter(Boolean);
       const execs: string[] = JSON.parse((await docker(['inspect', dbBefore])).stdout)[0].ExecIDs ?? [];
       const seen = [
-        (await docker(['service', 'inspect', ...ids])).stdout,
-        (await docker(['inspect', ...containers])).stdout,
+        await stackInspect(p!.name),
         // The exec instances of db:psql too (the engine's API: the CLI has no command for them).
         ...(await Promise.all(
           execs.map(
@@ -212,13 +208,73 @@ if (s) {
     assert.is(manifest.data['table public.accounts'], '1', JSON.stringify(manifest.data));
   });
 
+  s(
+    'db:backup --physical, then db:restore --to-time: rows inserted at t1 and deleted at t2 are back, api-db running again',
+    async ({ p }) => {
+      const env = p!.env;
+      const sql = async (q: string) => (await ok(['db:psql', '-At', '-c', q], env)).stdout.trim();
+      const inDb = async (script: string) =>
+        (await docker(['exec', await taskContainer(p!.name, 'api-db'), 'sh', '-c', script])).stdout.trim();
+      const base = JSON.parse((await ok(['db:backup', '--physical', '--json'], env)).stdout);
+      assert.match(base.name, /-physical$/);
+      // The archive volume of the stack is armed: the server's, private.
+      assert.is(await inDb(`stat -c '%U %a' ${ARCHIVE}/wal`), 'postgres 700');
+      await pause(1100);
+      await sql(`INSERT INTO accounts (email) SELECT 't1-' || i || '@example.com' FROM generate_series(1, 5) i`); // t1
+      await pause(1100);
+      const target = await sql(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')`);
+      await pause(1100);
+      await sql(`DELETE FROM accounts WHERE email LIKE 't1-%'`); // t2
+      assert.is(await sql(`SELECT count(*) FROM accounts WHERE email LIKE 't1-%'`), '0');
+      const dbBefore = await taskContainer(p!.name, 'api-db');
+      const beside = await inDb('ls -A /var/lib/postgresql/data');
+
+      // A segment missing from the middle of the archive volume: refused, with nothing touched.
+      const segments = await until('a segment archived', 30_000, async () => {
+        const names = (await inDb(`ls -A ${ARCHIVE}/wal`)).split('\n').filter((n) => /^[0-9A-F]{24}$/.test(n));
+        return names.length > 0 && names;
+      });
+      const gone = segments.sort()[Math.floor(segments.length / 2)];
+      await inDb(`mv ${ARCHIVE}/wal/${gone} ${ARCHIVE}/held-${gone}`);
+      failsClearly(await cli(['db:restore', '--to-time', target, '--yes'], env), new RegExp(`missing segment ${gone}`), {
+        hint: /db:backup --physical/,
+      });
+      assert.is(await taskContainer(p!.name, 'api-db'), dbBefore, 'api-db was not stopped');
+      assert.is(await inDb('ls -A /var/lib/postgresql/data'), beside, 'nothing was set aside');
+      await inDb(`mv ${ARCHIVE}/held-${gone} ${ARCHIVE}/wal/${gone}`);
+
+      const r = await ok(['db:restore', '--to-time', target, '--yes', '--json'], env);
+      const out = JSON.parse(r.stdout);
+      process.stderr.write(`swarm point-in-time recovery: ${out.segments} segment(s), ${out.ms} ms (db:restore's own figure)\n`);
+      assert.is(out.base, base.name);
+      assert.match(out.stopped, /recovery stopping before commit/);
+      assert.is(out.timeline, 2);
+      assert.is(await sql(`SELECT count(*) FROM accounts WHERE email LIKE 't1-%'`), '5', 'the rows of t1 are back');
+      assert.is(await sql(`SELECT count(*) FROM accounts WHERE email = 'kept@example.com'`), '1', 'and what was before');
+      // api-db was scaled to 0 and back to 1: a new task, on the recovered data, with nothing left aside.
+      assert.is.not(await taskContainer(p!.name, 'api-db'), dbBefore);
+      const spec = JSON.parse((await docker(['service', 'inspect', `${p!.name}_api-db`])).stdout)[0].Spec;
+      assert.is(spec.Mode.Replicated.Replicas, 1);
+      assert.is(await inDb('ls -A /var/lib/postgresql/data'), beside, 'the set-aside data is gone');
+      assert.is(await inDb('test -e "$PGDATA/recovery.signal" && echo yes || echo no'), 'no');
+      // The new timeline archives into the same volume.
+      await until('the history file of timeline 2 archived', 30_000, async () =>
+        (await inDb(`ls ${ARCHIVE}/wal`)).includes('00000002.history'),
+      );
+      // No password in what the restore printed.
+      for (const f of ['postgres_password', 'app_password']) assert.not.ok((r.stdout + r.stderr).includes(await readSecretFile(p!, f)), f);
+    },
+  );
+
   s('db:down removes the stack and keeps its volume: db:up again finds the rows', async ({ p }) => {
+    const emails = async () => (await ok(['db:psql', '-At', '-c', 'SELECT email FROM accounts ORDER BY email'], p!.env)).stdout.trim();
+    const before = await emails();
+    assert.match(before, /^kept@example\.com$/m);
     await ok(['db:down'], p!.env);
     assert.is((await docker(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${p!.name}`])).stdout.trim(), '');
     assert.is((await docker(['volume', 'ls', '--quiet', '--filter', `name=^${p!.name}_pg_data$`])).stdout.trim(), `${p!.name}_pg_data`);
     await ok(['db:up'], p!.env);
-    const q = await ok(['db:psql', '-At', '-c', 'SELECT email FROM accounts'], p!.env);
-    assert.is(q.stdout.trim(), 'kept@example.com');
+    assert.is(await emails(), before);
   });
 
   s('a failing migration fails db:migrate with one error line and a non-zero exit', async ({ p }) => {
@@ -230,6 +286,53 @@ if (s) {
     assert.is(r.stderr.split('\n').filter((l) => l.startsWith('error:')).length, 1, r.stderr);
     assert.match(r.stderr, /no_such_table/);
   });
+
+  s(
+    'db:replica deploys the standby into the stack, streaming, api-db untouched; db:promote fences api-db, and db:up refuses it',
+    async ({ p }) => {
+      const env = p!.env;
+      const replicationSecrets = async () =>
+        (await docker(['secret', 'ls', '--format', '{{.Name}}'])).stdout.split('\n').filter((n) => n.includes('_replication_'));
+      // Every deploy so far ran without the replication secrets: none exists, and no standby.
+      assert.equal(await replicationSecrets(), []);
+      assert.not.ok(Object.keys(await serviceVersions(p!.name)).includes(`${p!.name}_api-db-replica`));
+      const dbBefore = await taskContainer(p!.name, 'api-db');
+      const r = await ok(['db:replica', '--json'], env);
+      const out = JSON.parse(r.stdout);
+      assert.is(out.action, 'built', r.stdout);
+      assert.is(out.status.role, 'standby', r.stdout);
+      assert.is(out.status.state, 'streaming', r.stdout);
+      assert.is((await replicationSecrets()).length, 2);
+      assert.is(await taskContainer(p!.name, 'api-db'), dbBefore, 'api-db was not restarted');
+      const password = await readSecretFile(p!, 'replication_password');
+      assert.not.ok((r.stdout + r.stderr).includes(password));
+      assert.not.ok((await stackInspect(p!.name)).includes(password), 'the replication password appears in docker inspect output');
+      // A row written on the primary is on the standby, read on its own socket.
+      await ok(['db:psql', '-c', "INSERT INTO accounts (email) VALUES ('replicated@example.com')"], env);
+      const standby = await taskContainer(p!.name, 'api-db-replica');
+      await until('the row on the standby', 30_000, async () => {
+        const q = await docker(['exec', '-i', standby, '/usr/local/bin/db-admin-sql', 'app'], {
+          input: "SELECT count(*) FROM accounts WHERE email = 'replicated@example.com'",
+        });
+        return q.stdout.trim() === '1';
+      });
+      // db:up again changes neither: the standby's file is deployed on its own.
+      const versions = await serviceVersions(p!.name);
+      await ok(['db:up'], env);
+      assert.equal(await serviceVersions(p!.name), versions);
+      assert.is(await taskContainer(p!.name, 'api-db-replica'), standby);
+
+      const pr = await ok(['db:promote', '--yes'], env);
+      assert.match(pr.stdout, /promoted the standby/);
+      assert.is(await taskContainer(p!.name, 'api-db'), '', 'the old primary is stopped');
+      const w = await docker(['exec', '-i', standby, '/usr/local/bin/db-admin-sql', 'app'], {
+        input: "INSERT INTO accounts (email) VALUES ('after-promote@example.com') RETURNING email",
+      });
+      assert.is(w.stdout.trim(), 'after-promote@example.com', 'the promoted standby takes writes');
+      failsClearly(await cli(['db:up'], env), /api-db: its data directory is fenced: the standby on .* was promoted/, { hint: /Failover/ });
+      assert.is(await taskContainer(p!.name, 'api-db'), '', 'and it stays stopped');
+    },
+  );
 
   s('db:delete --yes removes the stack, its volume, secrets and configs, and nothing of another stack', async ({ p }) => {
     // Another stack's objects, under a name that contains this one's.
@@ -262,7 +365,8 @@ if (s) {
       const before = await objects(other);
       assert.equal(before, [1, 1, 1, 1]);
       assert.ok((await objects(p!.name)).every((n) => n > 0));
-      await ok(['db:delete', '--yes'], p!.env);
+      // api-db is stopped (db:promote fenced it above): no safety backup can be taken.
+      await ok(['db:delete', '--yes', '--no-backup', '--force-production'], p!.env);
       assert.equal(await objects(p!.name), [0, 0, 0, 0]);
       assert.is((await docker(['node', 'ls', '--quiet', '--filter', `node.label=pg-deploy.${p!.name}.data=true`])).stdout.trim(), '');
       assert.equal(await objects(other), before);

@@ -45,3 +45,11 @@ export async function taskContainer(stack: string, service: string): Promise<str
     .trim()
     .split('\n')[0];
 }
+
+/** What `docker service inspect` says of the stack's services and `docker inspect` of its containers (stopped ones too), as one text. */
+export async function stackInspect(stack: string): Promise<string> {
+  const list = async (args: string[]) => (await docker(args)).stdout.split('\n').filter(Boolean);
+  const ids = await list(['service', 'ls', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`]);
+  const containers = await list(['ps', '--all', '--quiet', '--filter', `label=com.docker.stack.namespace=${stack}`]);
+  return [(await docker(['service', 'inspect', ...ids])).stdout, (await docker(['inspect', ...containers])).stdout].join('\n');
+}

@@ -5,8 +5,8 @@ import type { ArchiveFile } from './wal.ts';
 
 // What point-in-time recovery needs of the place the server runs, beyond the rest of the Runtime
 // interface: the WAL archive, and the data directory a recovery replaces. A runtime offers it as
-// `rt.pitr` (native: backup/wal-native.ts and runtime/native-pitr.ts; docker: runtime/docker-pitr.ts);
-// one without it (the Swarm target) is refused in one line.
+// `rt.pitr` (native: backup/wal-native.ts and runtime/native-pitr.ts; docker: runtime/docker-pitr.ts;
+// swarm: runtime/swarm-pitr.ts); one without it is refused in one line.
 
 /** The archive the server's archive_command fills (wal-archive.sh), as the tool reads and prunes it. */
 export interface WalArchive {

@@ -1,4 +1,6 @@
 import type { Config } from '../config.ts';
+import { UsageError } from '../errors.ts';
+import type { MigrateOptions } from '../migrations/runner.ts';
 import { FENCE_FILE } from '../replica.ts';
 
 export const DB_SERVICE = 'api-db';
@@ -161,4 +163,13 @@ export function composeEnv(
     MIGRATE_IMAGE: cfg.images.migrate,
     NODE_IMAGE: cfg.images.node,
   };
+}
+
+/** golang-migrate, which migrates for docker and swarm, commits each file: --single-transaction is refused in one line. */
+export function refuseSingleTransaction(opts: Pick<MigrateOptions, 'singleTransaction'>): void {
+  if (opts.singleTransaction)
+    throw new UsageError(
+      '--single-transaction needs the native runtime: golang-migrate, which migrates for docker, commits each file',
+      'run without --single-transaction',
+    );
 }

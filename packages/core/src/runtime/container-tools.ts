@@ -1,4 +1,7 @@
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import type { Ctx } from '../context.ts';
+import type { RunResult } from '../exec.ts';
 import type { PgTool, PgToolIo } from './tools.ts';
 
 // The client tools in api-db: the container's own, through scripts that read the secrets there.
@@ -97,3 +100,42 @@ export function hostRedirect(dockerArgs: readonly string[], io: PgToolIo): { cmd
   if (io.in) return { cmd: 'sh', args: ['-c', 'f="$1"; shift; exec "$@" < "$f"', 'pg-deploy', io.in, 'docker', ...dockerArgs] };
   return { cmd: 'docker', args: [...dockerArgs] };
 }
+
+/** `docker ARGS` with a host file on stdin or stdout, resolving to its result (the exit status is the answer). */
+export type HostFileRun = (dockerArgs: string[], io: PgToolIo) => Promise<RunResult>;
+
+/** A directory-format dump (containerDirArgs 'dump') in api-db: it comes out as a tar once the tool succeeded, unpacked into `dir`. */
+export async function dumpDirVia(ctx: Pick<Ctx, 'exec' | 'fs'>, run: HostFileRun, dockerArgs: string[], dir: string): Promise<RunResult> {
+  const tarFile = `${dir}.tar`;
+  try {
+    const r = await run(dockerArgs, { out: tarFile });
+    if (r.code === 0) await unpackDir(ctx, tarFile, dir);
+    return r;
+  } finally {
+    await ctx.fs.rm(tarFile, { force: true });
+  }
+}
+
+/** A restore of a directory (containerDirArgs 'restore') in api-db: it goes in as a tar, staged hidden in DB_BACKUP_DIR (private, with room). */
+export async function restoreDirVia(
+  ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>,
+  run: HostFileRun,
+  dockerArgs: string[],
+  dir: string,
+): Promise<RunResult> {
+  await ctx.fs.mkdir(ctx.cfg.backupDir, { recursive: true, mode: 0o700 });
+  const tarFile = path.join(ctx.cfg.backupDir, `.restore-${process.pid}-${randomBytes(3).toString('hex')}.tar`);
+  try {
+    await packDir(ctx, dir, tarFile);
+    return await run(dockerArgs, { in: tarFile });
+  } finally {
+    await ctx.fs.rm(tarFile, { force: true });
+  }
+}
+
+/** The rows db-admin-sql prints: one a line, fields separated by US (0x1f). */
+export const adminRows = (stdout: string): string[][] =>
+  stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('\x1f'));

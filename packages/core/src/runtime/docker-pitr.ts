@@ -85,10 +85,98 @@ export const DOCKER_PITR_SCRIPTS = {
   back: ['set -eu', 'rm -rf -- "$1"', 'if [ "$3" = had ]; then mv -- "$2" "$1"; fi'].join('\n'),
 };
 
-type ScriptName = keyof typeof DOCKER_PITR_SCRIPTS;
+export type ScriptName = keyof typeof DOCKER_PITR_SCRIPTS;
 
 /** FATAL lines of a failed start, without those of the tool's own connection attempts while it started. */
-const NOISE = /not yet accepting connections|is starting up|is shutting down|in recovery mode|password authentication|pg_hba\.conf/;
+export const NOISE = /not yet accepting connections|is starting up|is shutting down|in recovery mode|password authentication|pg_hba\.conf/;
+
+/** Runs one of the scripts above in api-db, or (oneOff, or while it is stopped) a one-off container on its volume; a host file on stdin. */
+export type ScriptRun = (name: ScriptName, args: readonly string[], opts?: { input?: string; oneOff?: boolean }) => Promise<string>;
+
+/** A script's output, or one error line naming what it worked on. */
+export function scriptOutput(name: ScriptName, out: RunResult): string {
+  if (out.code !== 0) {
+    const last = out.stderr.trim().split('\n').pop() ?? '';
+    throw new UserError(
+      `${name === 'list' || name === 'remove' || name === 'arm' ? 'the WAL archive' : 'the data volume'}: ${name} in ${DB_SERVICE} failed (exit ${out.code})${last ? `: ${last}` : ''}`,
+      'is the Docker engine up, with room in its volumes? see the message above',
+    );
+  }
+  return out.stdout;
+}
+
+/** Why a start for recovery failed, from its log: the last FATAL or PANIC lines ('' when there is none). */
+export const fatalOf = (log: string): string =>
+  log
+    .split('\n')
+    .filter((l) => /\b(FATAL|PANIC)\b/.test(l) && !NOISE.test(l))
+    .map((l) => l.trim())
+    .slice(-2)
+    .join(' | ');
+
+/** The steps of a recovery that work on the data volume's files (DATA_DIR, and `aside` beside it). */
+export function dataSteps(
+  run: ScriptRun,
+  aside: string,
+): Pick<DataSwap, 'setAside' | 'restore' | 'dropAside' | 'hasAside'> & { back(hadData: boolean): Promise<void> } {
+  return {
+    setAside: async () => (await run('aside', [DATA_DIR, aside], { oneOff: true })).includes('had'),
+    async restore(base, settings) {
+      await run('base', [DATA_DIR], { input: path.join(base.dir, BASE_TAR), oneOff: true });
+      await run('wal', [DATA_DIR, ...settings], { input: path.join(base.dir, WAL_TAR), oneOff: true });
+    },
+    async dropAside() {
+      await run('drop', [aside]);
+    },
+    hasAside: async () => (await run('has', [aside])).includes('yes'),
+    async back(hadData) {
+      await run('back', [DATA_DIR, aside, hadData ? 'had' : 'none'], { oneOff: true });
+    },
+  };
+}
+
+/**
+ * The archive volume's `wal/` folder, read and pruned through the scripts above, run in api-db (or a
+ * one-off container of it) by `run`: the compose runtime's and the Swarm target's alike. `volume`
+ * names the archive volume, for people and for the armed marker.
+ */
+export function volumeArchive(
+  ctx: Pick<Ctx, 'log' | 'clock'>,
+  run: ScriptRun,
+  at: { where: string; volume: string; file: string; hint: string },
+): WalArchive {
+  return {
+    where: async () => at.where,
+    async check(settings) {
+      if (settings.archive_mode === 'off' || !settings.archive_command.includes(shWord(ARCHIVE_DIR))) {
+        throw new UserError(
+          settings.archive_mode === 'off'
+            ? `${DB_SERVICE} does not archive its WAL (archive_mode is off: its container predates archiving)`
+            : `${DB_SERVICE} archives elsewhere than ${ARCHIVE_DIR} (its archive_command is not the one of ${at.file})`,
+          at.hint,
+        );
+      }
+    },
+    async arm() {
+      const text = armedText(`${ARCHIVE_DIR} (the volume ${at.volume})`, ctx.clock());
+      if ((await run('arm', [ARCHIVE_DIR, DATA_DIR, text])).includes('made'))
+        ctx.log.info(`WAL archiving armed: segments go to ${at.where} from now on`);
+      return at.where;
+    },
+    async files() {
+      const out: ArchiveFile[] = [];
+      for (const line of (await run('list', [ARCHIVE_DIR])).split('\n')) {
+        const m = /^(\d+(?:\.\d+)?) (.+)$/.exec(line);
+        if (m) out.push({ name: m[2], mtimeMs: Math.round(Number(m[1]) * 1000) });
+      }
+      return out;
+    },
+    async remove(names) {
+      if (names.length) await run('remove', [ARCHIVE_DIR, ...names]);
+    },
+    restoreCommand: async () => `cp ${shWord(ARCHIVE_DIR)}/%f %p`,
+  };
+}
 
 export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
   const { cfg, exec } = ctx;
@@ -97,59 +185,26 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
   const ask = (args: string[]) => exec('docker', args, { cwd: cfg.root, env, nothrow: true });
 
   /** SCRIPT in api-db (running: exec, else a one-off container with its volumes), with a host file on stdin. */
-  async function inDb(name: ScriptName, args: readonly string[], opts: { input?: string; oneOff?: boolean } = {}): Promise<string> {
+  const inDb: ScriptRun = async (name, args, opts = {}) => {
     const oneOff = opts.oneOff ?? !(await running());
     const args2 = oneOff
       ? compose.runScript(file, DOCKER_PITR_SCRIPTS[name], `db-pitr-${name}`, args)
       : compose.execScript(file, DOCKER_PITR_SCRIPTS[name], `db-pitr-${name}`, args);
     const r = hostRedirect(args2, opts.input ? { in: opts.input } : {});
-    const out: RunResult = await exec(r.cmd, r.args, { cwd: cfg.root, env, nothrow: true });
-    if (out.code !== 0) {
-      const last = out.stderr.trim().split('\n').pop() ?? '';
-      throw new UserError(
-        `${name === 'list' || name === 'remove' || name === 'arm' ? 'the WAL archive' : 'the data volume'}: ${name} in ${DB_SERVICE} failed (exit ${out.code})${last ? `: ${last}` : ''}`,
-        'is the Docker engine up, with room in its volumes? see the message above',
-      );
-    }
-    return out.stdout;
-  }
-
-  const archive: WalArchive = {
-    where: async () => `${ARCHIVE_DIR} in the volume pg_wal_archive of ${cfg.composeProject}`,
-    async check(settings) {
-      if (settings.archive_mode === 'off' || !settings.archive_command.includes(shWord(ARCHIVE_DIR))) {
-        throw new UserError(
-          settings.archive_mode === 'off'
-            ? `${DB_SERVICE} does not archive its WAL (archive_mode is off: its container predates archiving)`
-            : `${DB_SERVICE} archives elsewhere than ${ARCHIVE_DIR} (its archive_command is not the one of ${path.basename(file)})`,
-          'recreate it with the current compose file: pnpm db:down && pnpm db:up',
-        );
-      }
-    },
-    async arm() {
-      const text = armedText(`${ARCHIVE_DIR} (the volume pg_wal_archive)`, ctx.clock());
-      if ((await inDb('arm', [ARCHIVE_DIR, DATA_DIR, text])).includes('made'))
-        ctx.log.info(`WAL archiving armed: segments go to ${await archive.where()} from now on`);
-      return archive.where();
-    },
-    async files() {
-      const out: ArchiveFile[] = [];
-      for (const line of (await inDb('list', [ARCHIVE_DIR])).split('\n')) {
-        const m = /^(\d+(?:\.\d+)?) (.+)$/.exec(line);
-        if (m) out.push({ name: m[2], mtimeMs: Math.round(Number(m[1]) * 1000) });
-      }
-      return out;
-    },
-    async remove(names) {
-      if (names.length) await inDb('remove', [ARCHIVE_DIR, ...names]);
-    },
-    restoreCommand: async () => `cp ${shWord(ARCHIVE_DIR)}/%f %p`,
+    return scriptOutput(name, await exec(r.cmd, r.args, { cwd: cfg.root, env, nothrow: true }));
   };
+
+  const archive = volumeArchive(ctx, inDb, {
+    where: `${ARCHIVE_DIR} in the volume pg_wal_archive of ${cfg.composeProject}`,
+    volume: 'pg_wal_archive',
+    file: path.basename(file),
+    hint: 'recreate it with the current compose file: pnpm db:down && pnpm db:up',
+  });
 
   return {
     archive,
     swap(pid = process.pid): DataSwap {
-      const aside = `${DATA_DIR}.before-pitr-${pid}`;
+      const steps = dataSteps(inDb, `${DATA_DIR}.before-pitr-${pid}`);
       let since = '';
       let restarts = 0;
       const containerId = async () => (await ask(compose.psAll(file))).stdout.trim().split('\n')[0] ?? '';
@@ -168,11 +223,7 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
       };
       return {
         stop,
-        setAside: async () => (await inDb('aside', [DATA_DIR, aside], { oneOff: true })).includes('had'),
-        async restore(base, settings) {
-          await inDb('base', [DATA_DIR], { input: path.join(base.dir, BASE_TAR), oneOff: true });
-          await inDb('wal', [DATA_DIR, ...settings], { input: path.join(base.dir, WAL_TAR), oneOff: true });
-        },
+        ...steps,
         async start() {
           restarts = (await state())[1];
           since = new Date(ctx.clock().getTime() - 1000).toISOString();
@@ -182,21 +233,13 @@ export function dockerPitr(ctx: Ctx, running: () => Promise<boolean>): Pitr {
         async failed() {
           const [status, n] = await state();
           if (status === 'running' && n === restarts) return undefined;
-          const fatal = (await logSince())
-            .split('\n')
-            .filter((l) => /\b(FATAL|PANIC)\b/.test(l) && !NOISE.test(l))
-            .map((l) => l.trim());
-          return fatal.slice(-2).join(' | ') || `${DB_SERVICE} is ${status || 'gone'} (restarted ${n - restarts} time(s))`;
+          return fatalOf(await logSince()) || `${DB_SERVICE} is ${status || 'gone'} (restarted ${n - restarts} time(s))`;
         },
         log: logSince,
         logHint: 'see: pnpm db:logs',
-        async dropAside() {
-          await inDb('drop', [aside]);
-        },
-        hasAside: async () => (await inDb('has', [aside])).includes('yes'),
         async putBack(hadData) {
           await stop().catch(() => {}); // the recovery's own error is the one to report; `back` fails too if it still runs
-          await inDb('back', [DATA_DIR, aside, hadData ? 'had' : 'none'], { oneOff: true });
+          await steps.back(hadData);
         },
       };
     },

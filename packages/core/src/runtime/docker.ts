@@ -1,19 +1,15 @@
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { Ctx } from '../context.ts';
-import { CommandError, UsageError, UserError } from '../errors.ts';
+import { CommandError, UserError } from '../errors.ts';
 import { waitFor } from '../wait.ts';
 import type { Runtime } from './runtime.ts';
-import { driftError, tryLogin, type Admin } from '../provision.ts';
-import { settle } from '../provisioned.ts';
-import type { Target } from '../pg.ts';
-import type { PgTool, PgToolIo } from './tools.ts';
-import { containerDirArgs, containerToolArgs, hostRedirect, packDir, unpackDir } from './container-tools.ts';
-import type { RunResult } from '../exec.ts';
+import type { Admin } from '../provision.ts';
+import type { PgToolIo } from './tools.ts';
+import { adminRows, containerDirArgs, containerToolArgs, dumpDirVia, hostRedirect, restoreDirVia } from './container-tools.ts';
 import { loadMigrations } from '../migrations/files.ts';
 import { migrateArgs } from '../migrations/command.ts';
-import { compose, composeEnv, DB_SERVICE, engine } from './compose.ts';
-import { loginTargets } from './target.ts';
+import { compose, composeEnv, DB_SERVICE, engine, refuseSingleTransaction } from './compose.ts';
+import { loginTargets, provisionOverTls } from './target.ts';
 import { dockerReplica } from './docker-replica.ts';
 import { dockerPitr } from './docker-pitr.ts';
 
@@ -29,16 +25,13 @@ export function dockerRuntime(ctx: Ctx): Runtime {
   const docker = (args: string[], interactive = false) => exec('docker', args, { cwd: cfg.root, env, interactive, nothrow: interactive });
   /** For probes and pgTool, whose exit code is the answer. */
   const ask = (cmd: string, args: string[]) => exec(cmd, args, { cwd: cfg.root, env, nothrow: true });
-  const { secrets, target } = loginTargets(ctx);
+  const logins = loginTargets(ctx);
+  const { target } = logins;
   // The superuser inside the container, on its socket: SQL goes in on stdin, never in argv.
   const admin = async (): Promise<Admin> => ({
     async query(sql, database = 'postgres') {
       const failure = { message: `SQL as the superuser in ${DB_SERVICE} failed`, hint: 'see: pnpm db:logs' };
-      const r = await exec('docker', compose.adminSql(file, database), { cwd: cfg.root, env, input: sql, failure });
-      return r.stdout
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => l.split('\x1f'));
+      return adminRows((await exec('docker', compose.adminSql(file, database), { cwd: cfg.root, env, input: sql, failure })).stdout);
     },
   });
   const running = async () => (await ask('docker', compose.ps(file))).stdout.trim() !== '';
@@ -107,28 +100,6 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     const r = hostRedirect(dockerArgs, io);
     return ask(r.cmd, r.args);
   };
-  /** pg_dump -Fd in api-db: the directory comes out as a tar once pg_dump succeeded, unpacked here. */
-  async function dumpDir(tool: PgTool, args: readonly string[], dir: string): Promise<RunResult> {
-    const tarFile = `${dir}.tar`;
-    try {
-      const r = await viaHostFile(containerDirArgs(compose.base(file), DB_SERVICE, 'dump', tool, args), { out: tarFile });
-      if (r.code === 0) await unpackDir(ctx, tarFile, dir);
-      return r;
-    } finally {
-      await ctx.fs.rm(tarFile, { force: true });
-    }
-  }
-  /** pg_restore of a directory in api-db: it goes in as a tar, staged hidden in DB_BACKUP_DIR (private, with room). */
-  async function restoreDir(tool: PgTool, args: readonly string[], dir: string): Promise<RunResult> {
-    await ctx.fs.mkdir(cfg.backupDir, { recursive: true, mode: 0o700 });
-    const tarFile = path.join(cfg.backupDir, `.restore-${process.pid}-${randomBytes(3).toString('hex')}.tar`);
-    try {
-      await packDir(ctx, dir, tarFile);
-      return await viaHostFile(containerDirArgs(compose.base(file), DB_SERVICE, 'restore', tool, args), { in: tarFile });
-    } finally {
-      await ctx.fs.rm(tarFile, { force: true });
-    }
-  }
   return {
     label: 'docker',
     replica,
@@ -148,12 +119,13 @@ export function dockerRuntime(ctx: Ctx): Runtime {
     describeData: () => `the Compose volumes of ${path.relative(cfg.root, file)} (all database data)`,
     prepareTools: async () => {}, // the container's tools always match its server
     async pgTool(tool, args, io = {}) {
-      if (io.outDir) return dumpDir(tool, args, io.outDir);
-      if (io.inDir) return restoreDir(tool, args, io.inDir);
+      if (io.outDir) return dumpDirVia(ctx, viaHostFile, containerDirArgs(compose.base(file), DB_SERVICE, 'dump', tool, args), io.outDir);
+      if (io.inDir)
+        return restoreDirVia(ctx, viaHostFile, containerDirArgs(compose.base(file), DB_SERVICE, 'restore', tool, args), io.inDir);
       return viaHostFile(containerToolArgs(compose.base(file), DB_SERVICE, tool, args), io);
     },
     async up() {
-      const t = await target();
+      await target(); // the secrets and the CA read first: a missing file fails before anything starts
       log.step(`starting ${DB_SERVICE} with Docker Compose (127.0.0.1:${cfg.port})`);
       const timeoutS = Math.ceil(cfg.upTimeoutMs / 1000);
       const failure = { message: 'docker compose up failed', hint: 'see: pnpm db:logs' };
@@ -161,30 +133,8 @@ export function dockerRuntime(ctx: Ctx): Runtime {
         throw await upFailure(e, timeoutS);
       });
       // Healthy is the container's view; the host's proof is a verified TLS login through the published port.
-      const s = await secrets();
-      const appLogin = async (app: Target) => {
-        let lastError = '';
-        await waitFor(
-          ctx,
-          'waiting for a TLS login',
-          cfg.upTimeoutMs,
-          async () => {
-            try {
-              await tryLogin(app);
-              return true;
-            } catch (e) {
-              const drift = driftError(e, 'app', s.app.user);
-              if (drift) throw drift;
-              lastError = e instanceof Error ? e.message : String(e);
-              return false;
-            }
-          },
-          () => `the container is healthy but no TLS login succeeded within ${timeoutS}s (last error: ${lastError})`,
-        );
-      };
       const startedAt = ctx.clock().getTime();
-      const migrator = await target('migrator');
-      const settled = () => settle(ctx, s, { admin, app: t, migrator, appLogin, say: (l) => log.warn(l) });
+      const settled = () => provisionOverTls(ctx, logins, admin, 'the container');
       const { provisioned } = await settled().catch(async (e: unknown) => {
         // Compose saw a passing check, yet the server turns sessions away (restarting, or in recovery):
         // a health state from around a restart. Wait out DB_UP_TIMEOUT for it, as `up --wait` would have.
@@ -236,12 +186,7 @@ export function dockerRuntime(ctx: Ctx): Runtime {
       return r.code !== 0 || r.stdout.trim() !== ''; // no answer counts as data
     },
     async migrate(cmd, opts = {}) {
-      if (opts.singleTransaction) {
-        throw new UsageError(
-          '--single-transaction needs the native runtime: golang-migrate, which migrates for docker, commits each file',
-          'run without --single-transaction',
-        );
-      }
+      refuseSingleTransaction(opts);
       // golang-migrate decides in its container what runs: every file's text is checked first.
       loadMigrations(cfg.migrationsDir, { texts: 'all' });
       const r = await docker(compose.migrate(file, migrateArgs(cmd)), true);

@@ -1,6 +1,5 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
-import { UserError } from '../errors.ts';
 
 /**
  * infra/docker-stack.yml is derived from infra/docker-compose.yml, never written by hand: Compose
@@ -115,21 +114,30 @@ export function configsOf(model: Json): Map<string, string> {
   return out;
 }
 
-/**
- * The model without the Compose standby (the `replica` profile: db:replica on docker) and the
- * secrets and volumes only it uses. The standby is not built for Swarm; a stack that named its
- * secrets would need replication_* files every deploy, though no standby runs.
- */
-export function withoutStandby(model: Json): Json {
-  const services = Object.fromEntries(
-    Object.entries<Json>(model.services ?? {}).filter(([, svc]) => !(svc.profiles ?? []).includes('replica')),
-  );
+export const STANDBY_STACK_FILE = 'infra/docker-stack.replica.yml';
+
+/** The model with only the services picked, and the secrets and volumes they use. */
+function onlyServices(model: Json, pick: (svc: Json) => boolean): Json {
+  const services = Object.fromEntries(Object.entries<Json>(model.services ?? {}).filter(([, svc]) => pick(svc)));
   const used = (pick: (svc: Json) => string[]) => new Set(Object.values<Json>(services).flatMap(pick));
   const secrets = used((svc) => (svc.secrets ?? []).map((x: Json) => x.source));
   const volumes = used((svc) => (svc.volumes ?? []).filter((m: Json) => m.type === 'volume').map((m: Json) => m.source));
   const keep = (o: Json | undefined, names: Set<string>) => Object.fromEntries(Object.entries<Json>(o ?? {}).filter(([k]) => names.has(k)));
   return { ...model, services, secrets: keep(model.secrets, secrets), volumes: keep(model.volumes, volumes) };
 }
+
+const isStandby = (svc: Json) => (svc.profiles ?? []).includes('replica');
+/**
+ * The model without the Compose standby (the `replica` profile) and the secrets and volumes only it
+ * uses: infra/docker-stack.yml. A stack that named the replication secrets would need their files
+ * at every deploy, though no standby runs.
+ */
+export const withoutStandby = (model: Json): Json => onlyServices(model, (svc) => !isStandby(svc));
+/**
+ * The standby alone, with the secrets and volumes it uses: infra/docker-stack.replica.yml, which
+ * pnpm db:replica deploys into the same stack (no --prune: the other services stay as they are).
+ */
+export const standbyOnly = (model: Json): Json => onlyServices(model, isStandby);
 
 /** The stack for `docker stack deploy`, from Compose's model of infra/docker-compose.yml (sentinels already restored). */
 export function toStack(model: Json): Json {
@@ -160,6 +168,7 @@ export function toStack(model: Json): Json {
     }
     // Swarm has no shm_size: a tmpfs of that size on /dev/shm instead.
     if (svc.shm_size) volumes.push({ type: 'tmpfs', target: '/dev/shm', tmpfs: { size: Number(svc.shm_size) } });
+    for (const t of svc.tmpfs ?? []) volumes.push({ type: 'tmpfs', target: t });
     if (volumes.length) out.volumes = volumes;
     if (configs.length) out.configs = configs;
     if (svc.secrets) {
@@ -247,7 +256,7 @@ export function toStack(model: Json): Json {
 export async function composeModel(
   ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>,
   env?: Record<string, string>,
-): Promise<{ model: Json; text: string }> {
+): Promise<{ model: Json; standby: Json; text: string }> {
   const file = ctx.cfg.composeFile;
   const text = await ctx.fs.readFile(file, 'utf8');
   const s = sentinels(variablesOf(text));
@@ -260,73 +269,6 @@ export async function composeModel(
       hint: 'check it with: docker compose -f infra/docker-compose.yml config',
     },
   });
-  const model = withoutStandby(JSON.parse(r.stdout));
-  return { model: env ? model : restore(model, s), text };
-}
-
-const HEADER = `# GENERATED from infra/docker-compose.yml by \`pnpm stack:generate\`: do not edit (test/swarm-stack.test.ts
-# fails when the two differ). \`pnpm run deploy\` with DB_TARGET=swarm deploys it with \`docker stack deploy\`.
-#
-# What differs from Compose, and why:
-# - Secrets are external Swarm secrets, named by the tool after a keyed hash of their content
-#   (PGDEPLOY_SECRET_*): in memory (tmpfs) in the task, encrypted in the Raft log, immutable. A new
-#   content is a new secret; the services move to it, then the old one is removed.
-# - The files Compose bind-mounts from the repository (postgresql.conf, pg_hba.conf, the scripts)
-#   are Swarm configs (PGDEPLOY_CONFIG_*), versioned the same way.
-# - depends_on, restart, build, profiles and container_name do not exist in a stack: the tool orders
-#   the steps (api-db healthy, roles provisioned, then the migration job), a profile's service is
-#   scaled to 0 (ENV_<NAME>_REPLICAS), and a built service runs the image the tool tags.
-# - db-migrate is a replicated-job with 0 replicas: a template the tool runs once per pnpm db:migrate.
-# - The data volume and the migrations folder are on one node: those services are pinned to the
-#   node labelled pg-deploy.<stack>.data=true.
-# - endpoint_mode dnsrr: a service's name resolves to its task, with no IPVS virtual IP (which drops
-#   idle pooled connections after 15 minutes).
-# - Published ports are in host mode and bind every interface of that node (Swarm cannot bind
-#   127.0.0.1): firewall them. pg_hba.conf admits TLS logins only.
-# - A stateless service (the api) is updated start-first: its successor is healthy before it stops.
-#   Its port is held by <name>-publish (infra/swarm/publish.mjs), which forwards each connection to
-#   a healthy task: a host-mode port of its own would stop the update for ever.
-# - api-db has no app_password: pnpm db:psql hands it to docker exec in the environment, so rotating
-#   the app's password updates the api only (the superuser's still restarts api-db).
-# - Modes are decimal: 256 is 0400, 292 is 0444, 365 is 0555.
-`;
-
-/** YAML for a JSON-like value: block style, every string double-quoted (a JSON string is a YAML one). */
-export function toYaml(value: Json, indent = ''): string {
-  const key = (k: string) => (/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(k) ? k : JSON.stringify(k));
-  const scalar = (v: Json) => (typeof v === 'string' ? JSON.stringify(v) : v === null ? 'null' : String(v));
-  const isBlock = (v: Json) => v !== null && typeof v === 'object' && Object.keys(v).length > 0;
-  const empty = (v: Json) => (Array.isArray(v) ? '[]' : '{}');
-  if (Array.isArray(value)) {
-    return value
-      .map((v) => {
-        if (!isBlock(v)) return `${indent}- ${v !== null && typeof v === 'object' ? empty(v) : scalar(v)}\n`;
-        const inner = toYaml(v, `${indent}  `);
-        return `${indent}- ${inner.slice(indent.length + 2)}`;
-      })
-      .join('');
-  }
-  return Object.entries(value)
-    .map(([k, v]) => {
-      if (isBlock(v)) return `${indent}${key(k)}:\n${toYaml(v, `${indent}  `)}`;
-      return `${indent}${key(k)}: ${v !== null && typeof v === 'object' ? empty(v) : scalar(v)}\n`;
-    })
-    .join('');
-}
-
-/** The text of infra/docker-stack.yml, from the compose file as it is now. */
-export async function renderStack(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>): Promise<string> {
-  const { model } = await composeModel(ctx);
-  return `${HEADER}\n${toYaml(toStack(model))}`;
-}
-
-/** Writes infra/docker-stack.yml, or (check) says whether it is current. */
-export async function generateStack(ctx: Pick<Ctx, 'exec' | 'fs' | 'cfg'>, check: boolean): Promise<{ file: string; changed: boolean }> {
-  const file = path.join(ctx.cfg.root, STACK_FILE);
-  const want = await renderStack(ctx);
-  const have = await ctx.fs.readFile(file, 'utf8').catch(() => '');
-  if (have === want) return { file, changed: false };
-  if (check) throw new UserError(`${STACK_FILE} is not what infra/docker-compose.yml gives`, 'regenerate it: pnpm stack:generate');
-  await ctx.fs.writeFile(file, want);
-  return { file, changed: true };
+  const full = env ? JSON.parse(r.stdout) : restore(JSON.parse(r.stdout), s);
+  return { model: withoutStandby(full), standby: standbyOnly(full), text };
 }
