@@ -196,6 +196,21 @@ if (drill) {
     assert.is(typeof o.lagBytes, 'number');
   });
 
+  drill(
+    'DB_SYNC_REPLICA=on makes the running standby the synchronous one by the time db:replica returns; off makes it async again',
+    async (ctx) => {
+      const p = ctx.p!;
+      const syncOf = async () =>
+        (await suSql(p, 'api-db', "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pgdeploy_standby'"))[0]?.[0];
+      const on = await ok(['db:replica'], { ...p.env, DB_SYNC_REPLICA: 'on' });
+      assert.match(on.stdout, /DB_SYNC_REPLICA=on: commits on the primary now wait/);
+      assert.is(await syncOf(), 'sync', 'pg_stat_replication says sync as soon as db:replica returned');
+      const off = await ok(['db:replica'], p.env);
+      assert.match(off.stdout, /DB_SYNC_REPLICA=off: commits no longer wait/);
+      await until('the standby is async again', 30_000, async () => (await syncOf()) === 'async');
+    },
+  );
+
   drill('db:promote without --yes and without a terminal refuses and changes nothing', async (ctx) => {
     failsClearly(await cli(['db:promote'], ctx.p!.env), /db:promote needs confirmation/, { hint: /--yes/ });
     assert.equal(await suSql(ctx.p!, REPLICA, 'SELECT pg_is_in_recovery()'), [['t']], 'still a standby');

@@ -1,22 +1,17 @@
 import type { Ctx } from '../context.ts';
 import { CommandError, UserError } from '../errors.ts';
-import { literal } from '../pg.ts';
 import type { Admin } from '../provision.ts';
-import {
-  applySync,
-  DROP_IDLE_SLOT_SQL,
-  FENCE_FILE,
-  replicationLogin,
-  replicationRoleSql,
-  STANDBY_NAME,
-  type EnsureReplicaResult,
-  type PromoteResult,
-  type Replica,
-  type ReplicaPrimary,
-  type ReplicaStatus,
-} from '../replica.ts';
+import { FENCE_FILE, type PromoteResult, type Replica, type ReplicaPrimary, type ReplicaStatus } from '../replica.ts';
 import { compose, DB_SERVICE, engine, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
-import { assertStandbyPortFree, inRecovery, promoteQuestion, promoteStandby, refusal, standbyStatus, waitStreaming } from './standby.ts';
+import {
+  assertStandbyPortFree,
+  ensureContainerStandby,
+  inRecovery,
+  promoteQuestion,
+  promoteStandby,
+  refusal,
+  standbyStatus,
+} from './standby.ts';
 
 /**
  * The hot standby on the docker runtime: the `api-db-replica` service of the `replica` profile. Its
@@ -89,33 +84,17 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Re
       await docker(compose.replicaStop(file), { message: `docker compose stop ${REPLICA_SERVICE} failed`, hint: 'see the message' });
       return true;
     },
-    async ensure(): Promise<EnsureReplicaResult> {
-      if (!(await primary.running())) throw refusal.primaryDown();
-      const su = await primary.admin();
-      let action: EnsureReplicaResult['action'] = 'running';
-      let createdSecrets: EnsureReplicaResult['createdSecrets'] = [];
-      if (!(await running())) {
-        await assertStandbyPortFree(cfg);
-        const fresh = !(await built());
-        const { login, created } = await replicationLogin(ctx);
-        createdSecrets = created;
-        // A fresh standby: the role follows its file, and the slot starts now (an earlier, failed build's is dropped).
-        await su.query(replicationRoleSql(login, fresh));
-        if (fresh) await su.query(DROP_IDLE_SLOT_SQL);
-        // Reserved now, so the primary keeps every WAL segment from here until the standby has it.
-        await su.query(
-          `SELECT pg_create_physical_replication_slot(${literal(STANDBY_NAME)}, true) WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)})`,
-        );
-        if (fresh) log.step(`the standby takes a base backup of the primary over verified TLS as ${login.user}`);
-        await up();
-        action = fresh ? 'built' : 'started';
-      }
-      if (!(await inRecovery(admin))) throw refusal.promoted(where);
-      // Before DB_SYNC_REPLICA is applied: streaming is all it waits for.
-      await waitStreaming(ctx, su, { see: `see: docker compose logs ${REPLICA_SERVICE}`, intervalMs: 100 });
-      const syncChanged = await applySync(su, cfg.syncReplica);
-      return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await status() };
-    },
+    ensure: () =>
+      ensureContainerStandby(ctx, {
+        primary,
+        running,
+        built,
+        start: up,
+        admin,
+        status,
+        where,
+        see: `see: docker compose logs ${REPLICA_SERVICE}`,
+      }),
     async promote(confirm): Promise<PromoteResult> {
       if (!(await built())) throw refusal.noStandby();
       if (!(await running())) {

@@ -3,11 +3,21 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Admin } from '../provision.ts';
 import { literal } from '../pg.ts';
-import { readPrimaryView, STANDBY_NAME, type ReplicaPrimary, type ReplicaStatus } from '../replica.ts';
+import {
+  applySync,
+  DROP_IDLE_SLOT_SQL,
+  readPrimaryView,
+  replicationLogin,
+  replicationRoleSql,
+  STANDBY_NAME,
+  type EnsureReplicaResult,
+  type ReplicaPrimary,
+  type ReplicaStatus,
+} from '../replica.ts';
 import { waitFor } from '../wait.ts';
 import { assertPortFree } from './processes.ts';
 
-// What the native and the docker standby (native-replica.ts, docker-replica.ts) do alike: the same
+// What the native, the Compose and the Swarm standby (native-replica.ts, docker-replica.ts, swarm-replica.ts) do alike: the same
 // refusals, the same port check, the same status and the same promotion, so that the two say and do
 // the same thing; each runtime keeps only how it reaches its servers.
 
@@ -126,4 +136,57 @@ export async function waitStreaming(
     () => `the standby did not stream within ${ctx.cfg.upTimeoutMs / 1000}s (last state: ${seen}); ${o.see}`,
     o.intervalMs,
   );
+}
+
+/** A standby run by an engine (Compose's service, Swarm's): how to see it, start it and ask it. */
+export interface ContainerStandby {
+  primary: ReplicaPrimary;
+  running(): Promise<boolean>;
+  /** It has data (a base backup was taken into its volume). */
+  built(): Promise<boolean>;
+  /** Starts it; on an empty volume its entrypoint takes the base backup. */
+  start(): Promise<void>;
+  /** The superuser on the standby's own socket. */
+  admin: Admin;
+  status(): Promise<ReplicaStatus | undefined>;
+  where: string;
+  /** Where its log is, for the message when it does not stream. */
+  see: string;
+}
+
+/**
+ * db:replica where an engine runs the standby: the role and its secret files, the slot (reserved
+ * now, so the primary keeps every segment until the standby has it), the start; then until it
+ * streams, and with DB_SYNC_REPLICA=on until the primary counts it as its synchronous standby.
+ */
+export async function ensureContainerStandby(
+  ctx: Pick<Ctx, 'cfg' | 'fs' | 'log' | 'clock'>,
+  sb: ContainerStandby,
+): Promise<EnsureReplicaResult> {
+  const { cfg } = ctx;
+  if (!(await sb.primary.running())) throw refusal.primaryDown();
+  const su = await sb.primary.admin();
+  let action: EnsureReplicaResult['action'] = 'running';
+  let createdSecrets: EnsureReplicaResult['createdSecrets'] = [];
+  if (!(await sb.running())) {
+    await assertStandbyPortFree(cfg);
+    const fresh = !(await sb.built());
+    const { login, created } = await replicationLogin(ctx);
+    createdSecrets = created;
+    // A fresh standby: the role follows its file, and the slot starts now (an earlier, failed build's is dropped).
+    await su.query(replicationRoleSql(login, fresh));
+    if (fresh) await su.query(DROP_IDLE_SLOT_SQL);
+    await su.query(
+      `SELECT pg_create_physical_replication_slot(${literal(STANDBY_NAME)}, true) WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)})`,
+    );
+    if (fresh) ctx.log.step(`the standby takes a base backup of the primary over verified TLS as ${login.user}`);
+    await sb.start();
+    action = fresh ? 'built' : 'started';
+  }
+  if (!(await inRecovery(sb.admin))) throw refusal.promoted(sb.where);
+  await waitStreaming(ctx, su, { see: sb.see, intervalMs: 100 });
+  const syncChanged = await applySync(su, cfg.syncReplica);
+  // Each walsender rereads synchronous_standby_names a moment after the reload.
+  if (cfg.syncReplica) await waitStreaming(ctx, su, { sync: true, see: sb.see, intervalMs: 100 });
+  return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await sb.status() };
 }

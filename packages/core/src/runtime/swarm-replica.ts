@@ -3,23 +3,19 @@ import { createHash } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Admin } from '../provision.ts';
-import { literal } from '../pg.ts';
-import {
-  applySync,
-  DROP_IDLE_SLOT_SQL,
-  FENCE_FILE,
-  replicationLogin,
-  replicationRoleSql,
-  STANDBY_NAME,
-  type EnsureReplicaResult,
-  type PromoteResult,
-  type Replica,
-  type ReplicaPrimary,
-} from '../replica.ts';
+import { FENCE_FILE, type PromoteResult, type Replica, type ReplicaPrimary } from '../replica.ts';
 import { waitFor } from '../wait.ts';
 import { DATA_VOLUME, DB_SERVICE, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
 import { adminRows } from './container-tools.ts';
-import { assertStandbyPortFree, inRecovery, promoteQuestion, promoteStandby, refusal, standbyStatus, waitStreaming } from './standby.ts';
+import {
+  assertStandbyPortFree,
+  ensureContainerStandby,
+  inRecovery,
+  promoteQuestion,
+  promoteStandby,
+  refusal,
+  standbyStatus,
+} from './standby.ts';
 import { DATA_DIR } from './docker-pitr.ts';
 import { swarm } from './swarm-commands.ts';
 import type { SwarmStack } from './swarm-deploy.ts';
@@ -135,32 +131,7 @@ export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: ReplicaPrimary):
       await st.scaleDown(REPLICA_SERVICE);
       return true;
     },
-    async ensure(): Promise<EnsureReplicaResult> {
-      if (!(await primary.running())) throw refusal.primaryDown();
-      const su = await primary.admin();
-      let action: EnsureReplicaResult['action'] = 'running';
-      let createdSecrets: EnsureReplicaResult['createdSecrets'] = [];
-      if (!(await running())) {
-        await assertStandbyPortFree(cfg);
-        const fresh = !(await built());
-        const { login, created } = await replicationLogin(ctx);
-        createdSecrets = created;
-        // A fresh standby: the role follows its file, and the slot starts now (an earlier, failed build's is dropped).
-        await su.query(replicationRoleSql(login, fresh));
-        if (fresh) await su.query(DROP_IDLE_SLOT_SQL);
-        // Reserved now, so the primary keeps every WAL segment from here until the standby has it.
-        await su.query(
-          `SELECT pg_create_physical_replication_slot(${literal(STANDBY_NAME)}, true) WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = ${literal(STANDBY_NAME)})`,
-        );
-        if (fresh) ctx.log.step(`the standby takes a base backup of the primary over verified TLS as ${login.user}`);
-        await start();
-        action = fresh ? 'built' : 'started';
-      }
-      if (!(await inRecovery(admin))) throw refusal.promoted(where);
-      await waitStreaming(ctx, su, { see: logHint, intervalMs: 100 });
-      const syncChanged = await applySync(su, cfg.syncReplica);
-      return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await status() };
-    },
+    ensure: () => ensureContainerStandby(ctx, { primary, running, built, start, admin, status, where, see: logHint }),
     async promote(confirm): Promise<PromoteResult> {
       if (!(await built())) throw refusal.noStandby();
       if (!(await running())) {
