@@ -171,15 +171,25 @@ export function swarmStack(ctx: Ctx): SwarmStack {
     return id;
   }
 
-  /** The engine removes the network after `stack rm` returns, and a deploy meanwhile fails ("network <stack>_default not found"). */
+  /**
+   * `stack rm`, until its services and network are gone: the engine removes them after the command
+   * returns, and a deploy meanwhile fails ("network <stack>_default not found").
+   */
   async function removeStack(): Promise<void> {
     await ask(swarm.remove(stack)); // not deployed: nothing to remove, not an error
+    let left = '';
     await waitFor(
       ctx,
       `removing stack ${stack}`,
       60_000,
-      async () => !(await ask(swarm.networks(stack))).stdout.trim(),
-      () => `the network of stack ${stack} is still there; see: docker network ls --filter label=com.docker.stack.namespace=${stack}`,
+      async () => {
+        const services = (await ask(swarm.services(stack))).stdout.trim();
+        const networks = (await ask(swarm.networks(stack))).stdout.trim();
+        left = services ? 'services' : networks ? 'network' : '';
+        return !left;
+      },
+      () =>
+        `the ${left} of stack ${stack} ${left === 'services' ? 'are' : 'is'} still there; see: docker ${left === 'services' ? 'service' : 'network'} ls --filter label=com.docker.stack.namespace=${stack}`,
       250,
     );
   }
