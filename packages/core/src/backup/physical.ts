@@ -13,36 +13,7 @@ import { dumpHint, runTool } from './tool.ts';
 import { parseLsn, prunable, segmentName, segmentOf } from './wal.ts';
 import { pitrOf } from './pitr-runtime.ts';
 
-// A physical backup is one directory in DB_BACKUP_DIR, as a logical one is, with pg_basebackup's tar
-// files and its backup_manifest, and our manifest.json (kind "physical": the logical backups' code
-// never takes it for one of theirs, whose manifests are format 1).
-
-export const BASE_TAR = 'base.tar';
-export const WAL_TAR = 'pg_wal.tar';
-export const PG_MANIFEST = 'backup_manifest';
-
-export interface PhysicalManifest {
-  format: 2;
-  kind: 'physical';
-  name: string;
-  /** Before pg_basebackup started and after it ended, by this machine's clock: the backup is consistent from finishedAt on. */
-  createdAt: string;
-  finishedAt: string;
-  runtime: string;
-  serverVersion: string;
-  timeline: number;
-  startLsn: string;
-  endLsn: string;
-  segmentBytes: number;
-  startSegment: string;
-  files: FileSum[];
-  ms: number;
-}
-
-export interface PhysicalBackup {
-  dir: string;
-  manifest: PhysicalManifest;
-}
+import { BASE_TAR, PG_MANIFEST, WAL_TAR, type PhysicalBackup, type PhysicalManifest } from './physical-layout.ts';
 
 async function readPhysical(ctx: Pick<Ctx, 'fs'>, dir: string): Promise<PhysicalManifest | undefined> {
   const text = await ctx.fs.readFile(path.join(dir, MANIFEST), 'utf8').catch(() => undefined); // not a finished backup

@@ -1,6 +1,5 @@
 import { UserError } from '../errors.ts';
-import type { Runtime } from '../runtime/runtime.ts';
-import type { PhysicalBackup } from './physical.ts';
+import type { PhysicalBackup } from './physical-layout.ts';
 import type { ArchiveFile } from './wal.ts';
 
 // What point-in-time recovery needs of the place the server runs, beyond the rest of the Runtime
@@ -63,7 +62,7 @@ export interface Pitr {
 }
 
 /** The runtime's point-in-time recovery, or one clear line where it has none. */
-export function pitrOf(rt: Pick<Runtime, 'pitr' | 'label'>): Pitr {
+export function pitrOf(rt: { label: string; pitr?: Pitr }): Pitr {
   if (rt.pitr) return rt.pitr;
   throw new UserError(
     `physical backups and point-in-time recovery are not available on this target (${rt.label}) yet`,

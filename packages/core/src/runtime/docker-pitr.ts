@@ -3,7 +3,7 @@ import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { RunResult } from '../exec.ts';
 import type { DataSwap, Pitr, WalArchive } from '../backup/pitr-runtime.ts';
-import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
+import { BASE_TAR, WAL_TAR } from '../backup/physical-layout.ts';
 import { shWord } from '../backup/wal-native.ts';
 import { ARMED_FILE, armedText, type ArchiveFile } from '../backup/wal.ts';
 import { compose, composeEnv, DB_SERVICE } from './compose.ts';

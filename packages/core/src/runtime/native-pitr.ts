@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Ctx } from '../context.ts';
 import type { DataSwap, Pitr } from '../backup/pitr-runtime.ts';
-import { BASE_TAR, WAL_TAR } from '../backup/physical.ts';
+import { BASE_TAR, WAL_TAR } from '../backup/physical-layout.ts';
 import { nativeArchive } from '../backup/wal-native.ts';
 import { ARMED_FILE } from '../backup/wal.ts';
 import type { NativeHome, NativePaths } from './native-home.ts';
