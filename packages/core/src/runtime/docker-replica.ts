@@ -1,17 +1,9 @@
 import type { Ctx } from '../context.ts';
 import { CommandError, UserError } from '../errors.ts';
 import type { Admin } from '../provision.ts';
-import { FENCE_FILE, type PromoteResult, type Replica, type ReplicaPrimary, type ReplicaStatus } from '../replica.ts';
+import type { Replica, ReplicaPrimary, ReplicaStatus } from '../replica.ts';
 import { compose, DB_SERVICE, engine, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
-import {
-  assertStandbyPortFree,
-  ensureContainerStandby,
-  inRecovery,
-  promoteQuestion,
-  promoteStandby,
-  refusal,
-  standbyStatus,
-} from './standby.ts';
+import { ensureContainerStandby, promoteContainerStandby, standbyStatus } from './standby.ts';
 
 /**
  * The hot standby on the docker runtime: the `api-db-replica` service of the `replica` profile. Its
@@ -77,6 +69,27 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Re
     return standbyStatus(cfg.replicaPort, await running(), async () => admin, primary);
   }
 
+  const standby = {
+    primary,
+    running,
+    built,
+    start: up,
+    admin,
+    status,
+    where,
+    see: `see: docker compose logs ${REPLICA_SERVICE}`,
+    primaryName: DB_SERVICE,
+    // Always: after a crash the restart policy may be about to bring the old primary back. A deliberate
+    // stop cancels that, and a fast shutdown of a running one sends the standby every last WAL record.
+    stopPrimary: async () =>
+      void (await docker(compose.stop(file), { message: `docker compose stop ${DB_SERVICE} failed`, hint: 'see the message' })),
+    fence: async (text: string) =>
+      void (await docker(compose.fence(file, text), {
+        message: `could not fence ${DB_SERVICE}'s data directory`,
+        hint: 'see the message; do not start api-db again',
+      })),
+  };
+
   return {
     status,
     async stop() {
@@ -84,40 +97,7 @@ export function dockerReplica(ctx: Ctx, env: Record<string, string>, primary: Re
       await docker(compose.replicaStop(file), { message: `docker compose stop ${REPLICA_SERVICE} failed`, hint: 'see the message' });
       return true;
     },
-    ensure: () =>
-      ensureContainerStandby(ctx, {
-        primary,
-        running,
-        built,
-        start: up,
-        admin,
-        status,
-        where,
-        see: `see: docker compose logs ${REPLICA_SERVICE}`,
-      }),
-    async promote(confirm): Promise<PromoteResult> {
-      if (!(await built())) throw refusal.noStandby();
-      if (!(await running())) {
-        await assertStandbyPortFree(cfg);
-        await up();
-      }
-      if (!(await inRecovery(admin))) throw refusal.promotedAlready(where);
-      const primaryUp = await primary.running();
-      await confirm(promoteQuestion(where, primaryUp));
-      // Always: after a crash the restart policy may be about to bring the old primary back. A deliberate
-      // stop cancels that, and a fast shutdown of a running one sends the standby every last WAL record.
-      log.step(`stopping the old primary (${DB_SERVICE})`);
-      await docker(compose.stop(file), { message: `docker compose stop ${DB_SERVICE} failed`, hint: 'see the message' });
-      log.step('fencing the old primary');
-      await docker(
-        compose.fence(
-          file,
-          `the standby on ${where} was promoted at ${ctx.clock().toISOString()}: this cluster must not come back as a primary`,
-        ),
-        { message: `could not fence ${DB_SERVICE}'s data directory`, hint: 'see the message; do not start api-db again' },
-      );
-      const ms = await promoteStandby(ctx, admin, where);
-      return { port: cfg.replicaPort, ms, stoppedPrimary: primaryUp, fence: `${FENCE_FILE} in ${DB_SERVICE}'s data directory` };
-    },
+    ensure: () => ensureContainerStandby(ctx, standby),
+    promote: (confirm) => promoteContainerStandby(ctx, standby, confirm),
   };
 }

@@ -10,7 +10,9 @@ import {
   replicationLogin,
   replicationRoleSql,
   STANDBY_NAME,
+  FENCE_FILE,
   type EnsureReplicaResult,
+  type PromoteResult,
   type ReplicaPrimary,
   type ReplicaStatus,
 } from '../replica.ts';
@@ -189,4 +191,30 @@ export async function ensureContainerStandby(
   // Each walsender rereads synchronous_standby_names a moment after the reload.
   if (cfg.syncReplica) await waitStreaming(ctx, su, { sync: true, see: sb.see, intervalMs: 100 });
   return { port: cfg.replicaPort, action, createdSecrets, sync: cfg.syncReplica ? 'on' : 'off', syncChanged, status: await sb.status() };
+}
+
+/**
+ * db:promote where an engine runs both servers: the standby started if need be, one question, the
+ * old primary stopped so that its engine cannot start it again (a crash's restart included), fenced,
+ * then the promotion.
+ */
+export async function promoteContainerStandby(
+  ctx: Pick<Ctx, 'cfg' | 'log' | 'clock'>,
+  sb: ContainerStandby & { stopPrimary(): Promise<void>; fence(text: string): Promise<void>; primaryName: string },
+  confirm: (question: string) => Promise<void>,
+): Promise<PromoteResult> {
+  if (!(await sb.built())) throw refusal.noStandby();
+  if (!(await sb.running())) {
+    await assertStandbyPortFree(ctx.cfg);
+    await sb.start();
+  }
+  if (!(await inRecovery(sb.admin))) throw refusal.promotedAlready(sb.where);
+  const primaryUp = await sb.primary.running();
+  await confirm(promoteQuestion(sb.where, primaryUp));
+  ctx.log.step(`stopping the old primary (${sb.primaryName})`);
+  await sb.stopPrimary();
+  ctx.log.step('fencing the old primary');
+  await sb.fence(`the standby on ${sb.where} was promoted at ${ctx.clock().toISOString()}: this cluster must not come back as a primary`);
+  const ms = await promoteStandby(ctx, sb.admin, sb.where);
+  return { port: ctx.cfg.replicaPort, ms, stoppedPrimary: primaryUp, fence: `${FENCE_FILE} in ${sb.primaryName}'s data directory` };
 }

@@ -3,19 +3,11 @@ import { createHash } from 'node:crypto';
 import type { Ctx } from '../context.ts';
 import { UserError } from '../errors.ts';
 import type { Admin } from '../provision.ts';
-import { FENCE_FILE, type PromoteResult, type Replica, type ReplicaPrimary } from '../replica.ts';
+import { FENCE_FILE, type Replica, type ReplicaPrimary } from '../replica.ts';
 import { waitFor } from '../wait.ts';
 import { DATA_VOLUME, DB_SERVICE, REPLICA_SERVICE, REPLICA_VOLUME } from './compose.ts';
 import { adminRows } from './container-tools.ts';
-import {
-  assertStandbyPortFree,
-  ensureContainerStandby,
-  inRecovery,
-  promoteQuestion,
-  promoteStandby,
-  refusal,
-  standbyStatus,
-} from './standby.ts';
+import { ensureContainerStandby, promoteContainerStandby, standbyStatus } from './standby.ts';
 import { DATA_DIR } from './docker-pitr.ts';
 import { swarm } from './swarm-commands.ts';
 import type { SwarmStack } from './swarm-deploy.ts';
@@ -124,6 +116,21 @@ export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: ReplicaPrimary):
     });
   }
 
+  const standby = {
+    primary,
+    running,
+    built,
+    start,
+    admin,
+    status,
+    where,
+    see: logHint,
+    primaryName: DB_SERVICE,
+    // Always, scaled to 0: Swarm would otherwise start the old primary again after a crash.
+    stopPrimary: () => st.scaleDown(DB_SERVICE),
+    fence,
+  };
+
   return {
     status,
     async stop() {
@@ -131,23 +138,7 @@ export function swarmReplica(ctx: Ctx, st: SwarmStack, primary: ReplicaPrimary):
       await st.scaleDown(REPLICA_SERVICE);
       return true;
     },
-    ensure: () => ensureContainerStandby(ctx, { primary, running, built, start, admin, status, where, see: logHint }),
-    async promote(confirm): Promise<PromoteResult> {
-      if (!(await built())) throw refusal.noStandby();
-      if (!(await running())) {
-        await assertStandbyPortFree(cfg);
-        await start();
-      }
-      if (!(await inRecovery(admin))) throw refusal.promotedAlready(where);
-      const primaryUp = await primary.running();
-      await confirm(promoteQuestion(where, primaryUp));
-      // Always, scaled to 0: Swarm would otherwise start the old primary again after a crash.
-      ctx.log.step(`stopping the old primary (${DB_SERVICE})`);
-      await st.scaleDown(DB_SERVICE);
-      ctx.log.step('fencing the old primary');
-      await fence(`the standby on ${where} was promoted at ${ctx.clock().toISOString()}: this cluster must not come back as a primary`);
-      const ms = await promoteStandby(ctx, admin, where);
-      return { port: cfg.replicaPort, ms, stoppedPrimary: primaryUp, fence: `${FENCE_FILE} in ${DB_SERVICE}'s data directory` };
-    },
+    ensure: () => ensureContainerStandby(ctx, standby),
+    promote: (confirm) => promoteContainerStandby(ctx, standby, confirm),
   };
 }
