@@ -85,7 +85,8 @@ async function archiveUpToNow(ctx: Ctx, rt: Runtime): Promise<void> {
  */
 export interface RecoveryState {
   pid: number;
-  runtime: string;
+  /** Where it ran (placeOf): Compose and Swarm are both the docker runtime, and may share DB_BACKUP_DIR. */
+  place: string;
   step: 'stopping' | 'set-aside' | 'recovered';
   /** Whether there was a data directory to set aside (known from `set-aside` on). */
   hadData?: boolean;
@@ -93,6 +94,9 @@ export interface RecoveryState {
   target: string;
   at: string;
 }
+
+/** The runtime and, for docker, its target: a state file is acted on only where it was written. */
+const placeOf = (ctx: Pick<Ctx, 'cfg'>, rt: Pick<Runtime, 'label'>): string => `${rt.label}/${ctx.cfg.target}`;
 
 /** The recovery's state file, in DB_BACKUP_DIR (a hidden name: no backup). */
 export const recoveryStateFile = (ctx: Pick<Ctx, 'cfg'>): string => path.join(ctx.cfg.backupDir, '.pitr-recovery.json');
@@ -121,7 +125,7 @@ export async function repairInterruptedRecovery(
   say: (line: string) => void = (l) => ctx.log.warn(l),
 ): Promise<void> {
   const s = await readRecoveryState(ctx);
-  if (!s || s.runtime !== rt.label) return;
+  if (!s || s.place !== placeOf(ctx, rt)) return;
   const file = recoveryStateFile(ctx);
   if (s.pid === process.pid || pidAlive(s.pid))
     throw new UserError(
@@ -184,7 +188,7 @@ export async function recoverTo(ctx: Ctx, rt: Runtime, plan: RecoveryPlan, targe
   const wasRunning = await rt.running();
   const state: RecoveryState = {
     pid: process.pid,
-    runtime: rt.label,
+    place: placeOf(ctx, rt),
     step: 'stopping',
     base: plan.base.manifest.name,
     target: targetText(target),
